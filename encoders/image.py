@@ -1,0 +1,70 @@
+"""Image encoder: a Vision Transformer (Dosovitskiy et al., 2021) built with timm.
+
+Patch embeddings + transformer blocks, no class token and no pooling: every patch becomes one
+token. A ``timm_name`` builds any timm ViT architecture by name instead (weights are loaded
+separately, from local files, never downloaded here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import timm
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ImageEncoderConfig:
+    """Size of the image ViT. ``mean``/``std`` are the pixel normalisation it expects."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    dim: int = 192
+    n_layers: int = 4
+    n_heads: int = 3
+    mlp_ratio: float = 4.0
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    timm_name: str | None = None
+
+    @property
+    def n_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+class ImageEncoder(nn.Module):
+    """pixels ``(B, 3, H, W)`` -> tokens ``(B, N, D)`` and mask ``(B, N)`` (all True)."""
+
+    def __init__(self, config: ImageEncoderConfig):
+        super().__init__()
+        self.config = config
+        if config.timm_name is not None:
+            self.vit = timm.create_model(
+                config.timm_name,
+                pretrained=False,
+                img_size=config.image_size,
+                num_classes=0,
+                global_pool="",
+                class_token=False,
+            )
+        else:
+            self.vit = VisionTransformer(
+                img_size=config.image_size,
+                patch_size=config.patch_size,
+                embed_dim=config.dim,
+                depth=config.n_layers,
+                num_heads=config.n_heads,
+                mlp_ratio=config.mlp_ratio,
+                class_token=False,
+                global_pool="",
+                num_classes=0,
+            )
+        self.dim = self.vit.embed_dim
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.vit.forward_features(pixels)  # (B, N, D)
+        tokens = tokens[:, self.vit.num_prefix_tokens :]  # drop register tokens if any
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return tokens, mask

@@ -1,0 +1,53 @@
+"""Log-mel spectrogram of a padded batch of waveforms, with exact per-clip frame counts.
+
+Frames are computed without centre padding, so a frame is valid only if it lies wholly inside
+its clip: the zeros that pad a short clip in a batch never reach a valid frame, and a clip
+gives the same valid frames alone or in a batch. Log compression and scaling follow Whisper
+(log10, floor at max - 8, then ``(x + 4) / 4``), the floor taken per clip over its own frames.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+from torch import nn
+
+
+class LogMelSpectrogram(nn.Module):
+    """waveform ``(B, S)`` + lengths ``(B,)`` -> mel ``(B, n_mels, F)`` + frame counts ``(B,)``."""
+
+    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int):
+        super().__init__()
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            hop_length=hop_length,
+            n_mels=n_mels,
+            center=False,
+            power=2.0,
+        )
+
+    def n_frames(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Number of whole frames inside clips of ``lengths`` samples."""
+        return torch.div(lengths - self.n_fft, self.hop_length, rounding_mode="floor") + 1
+
+    def forward(
+        self, waveform: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if waveform.shape[-1] < self.n_fft:
+            raise ValueError(
+                f"audio of {waveform.shape[-1]} samples is shorter than one FFT window "
+                f"({self.n_fft} samples)"
+            )
+        frames = self.n_frames(lengths).clamp(min=1)  # (B,)
+        with torch.autocast(waveform.device.type, enabled=False):
+            mel = self.mel(waveform.float())  # (B, n_mels, F)
+            log_mel = torch.log10(mel.clamp(min=1e-10))
+        valid = torch.arange(log_mel.shape[-1], device=mel.device)[None, :] < frames[:, None]
+        valid = valid[:, None, :]  # (B, 1, F)
+        peak = log_mel.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
+        log_mel = torch.maximum(log_mel, peak - 8.0)
+        log_mel = (log_mel + 4.0) / 4.0
+        return log_mel.masked_fill(~valid, 0.0), frames

@@ -1,0 +1,43 @@
+"""mmllm: a small multimodal language model for images and sounds.
+
+Images and audio become tokens in one shared space; a decoder-only language model attends to
+them through gated cross-attention.
+"""
+
+from mmllm.config import DecoderConfig, MMConfig, ProjectorConfig
+from mmllm.errors import (
+    AudioError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    GenerationError,
+    ImageError,
+    InputError,
+    MediaLimitError,
+    MMLLMError,
+    TextError,
+)
+from mmllm.media import MediaBatch
+from mmllm.model import LMOutput, MultimodalLM
+from mmllm.tokenizer import Tokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AudioError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "DecoderConfig",
+    "GenerationError",
+    "ImageError",
+    "InputError",
+    "LMOutput",
+    "MMConfig",
+    "MMLLMError",
+    "MediaBatch",
+    "MultimodalLM",
+    "ProjectorConfig",
+    "Tokenizer",
+    "__version__",
+]

@@ -1,0 +1,104 @@
+"""Causal self-attention (grouped-query, RoPE, KV cache) and gated cross-attention to media.
+
+Both use PyTorch's ``scaled_dot_product_attention`` so CPU and CUDA pick their fused kernels.
+The cross-attention follows Flamingo (Alayrac et al., 2022): its output is scaled by
+``tanh(gate)`` with the gate starting at 0, so a fresh model is exactly its language model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmllm.cache import KVCache, MediaContext
+from mmllm.config import DecoderConfig
+from mmllm.layers import apply_rotary
+
+
+def causal_mask(
+    attention_mask: torch.Tensor | None, q_len: int, k_len: int, device: torch.device
+) -> torch.Tensor | None:
+    """Boolean mask ``(B, 1, T_q, T_k)`` for queries at the last ``q_len`` of ``k_len`` positions.
+
+    ``attention_mask`` ``(B, T_k)`` is True for real tokens (False for left padding). Returns None
+    when plain causal attention suffices. Each query may always see itself, so padding rows never
+    produce NaN (their outputs are ignored).
+    """
+    if attention_mask is None and q_len == 1:
+        return None
+    q_pos = torch.arange(k_len - q_len, k_len, device=device)[:, None]
+    k_pos = torch.arange(k_len, device=device)[None, :]
+    mask = (k_pos <= q_pos)[None, None]  # (1, 1, Tq, Tk)
+    if attention_mask is not None:
+        mask = mask & attention_mask[:, None, None, :].bool()
+        mask = mask | (k_pos == q_pos)[None, None]
+    return mask
+
+
+class SelfAttention(nn.Module):
+    """Grouped-query causal self-attention with rotary positions."""
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        hd = config.attn_head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, hd
+        self.q_proj = nn.Linear(config.dim, config.n_heads * hd, bias=config.attn_bias)
+        self.k_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=config.attn_bias)
+        self.v_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=config.attn_bias)
+        self.o_proj = nn.Linear(config.n_heads * hd, config.dim, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, H_kv, T_past + T, hd)
+        is_causal = mask is None and T > 1
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=self.n_kv_heads != self.n_heads
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+
+
+class GatedCrossAttention(nn.Module):
+    """Text queries attend to the media of their own sample; output scaled by ``tanh(gate)``."""
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        hd = config.attn_head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, hd
+        self.q_proj = nn.Linear(config.dim, config.n_heads * hd, bias=False)
+        self.k_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=False)
+        self.o_proj = nn.Linear(config.n_heads * hd, config.dim, bias=False)
+        self.gate = nn.Parameter(torch.zeros(1))
+
+    def media_kv(self, media: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """media ``(B, N, D)`` -> keys, values ``(B, H_kv, N, hd)``; computed once per request."""
+        B, N, _ = media.shape
+        k = self.k_proj(media).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(media).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        return k, v
+
+    def forward(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], media: MediaContext
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        # rows without media attend to their (zero) padding and are zeroed below: no NaN
+        mask = media.mask | ~media.has_media[:, None, None, None]
+        out = F.scaled_dot_product_attention(
+            q, *kv, attn_mask=mask, enable_gqa=self.n_kv_heads != self.n_heads
+        )
+        out = out * media.has_media[:, None, None, None].to(out.dtype)
+        return torch.tanh(self.gate) * self.o_proj(out.transpose(1, 2).reshape(B, T, -1))

@@ -1,0 +1,75 @@
+"""Caches for fast generation, passed as arguments (never stored on modules).
+
+``KVCache`` is preallocated once per request (nanochat's engine does the same): each decode step
+writes its keys/values in place, with no reallocation or concatenation. ``MediaContext`` holds
+the cross-attention keys/values of the media, computed once per request and reused every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+class KVCache:
+    """Self-attention keys/values ``(L, B, H_kv, T_max, hd)`` and how many positions are filled."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
+        shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+        self.length = 0
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k``/``v`` ``(B, H_kv, T, hd)`` after the filled part; return all keys/values."""
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} positions > capacity {self.max_len}")
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        """Mark ``n`` more positions as filled (after every layer has written them)."""
+        self.length += n
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep rows ``rows`` (B',) in this order (beam search, dropping finished rows)."""
+        self.k = self.k[:, rows]
+        self.v = self.v[:, rows]
+
+
+@dataclass
+class MediaContext:
+    """Cross-attention keys/values per cross-attention layer, and which media keys are real.
+
+    kv[i]: ``(k, v)`` each ``(B, H_kv, N, hd)`` for the i-th cross-attention layer.
+    mask: ``(B, 1, 1, N)`` bool, True where a media token is real.
+    has_media: ``(B,)`` bool, False for rows with no media at all (their cross-attention is 0).
+    """
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    mask: torch.Tensor
+    has_media: torch.Tensor
+
+    def select(self, rows: torch.Tensor) -> MediaContext:
+        """The same context for rows ``rows`` only (repeat rows for beams)."""
+        return MediaContext(
+            kv=[(k[rows], v[rows]) for k, v in self.kv],
+            mask=self.mask[rows],
+            has_media=self.has_media[rows],
+        )

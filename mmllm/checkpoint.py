@@ -1,0 +1,112 @@
+"""Checkpoint folders: ``config.json`` + ``model.safetensors`` + ``tokenizer.json`` + ``README.md``.
+
+Saving is atomic: everything is written to a temporary sibling folder that is renamed into place
+only when complete, so an interrupted save never leaves a half-written checkpoint (the previous
+one survives). Loading reads safetensors only (never pickle) and is strict: any missing,
+unexpected or mis-shaped tensor is reported by name in a ``CheckpointError``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mmllm.config import MMConfig
+from mmllm.errors import CheckpointError, ConfigError
+from mmllm.model import MultimodalLM
+from mmllm.tokenizer import Tokenizer
+
+CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, CARD_FILE = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "README.md",
+)
+
+
+def save_checkpoint(
+    model: MultimodalLM,
+    path: str | Path,
+    tokenizer: Tokenizer | None = None,
+    card: str | None = None,
+) -> Path:
+    """Write ``model`` (and tokenizer, model card) to folder ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        model.config.save(tmp / CONFIG_FILE)
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save(tmp / TOKENIZER_FILE)
+        if card is not None:
+            (tmp / CARD_FILE).write_text(card)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return path
+
+
+def load_model(path: str | Path, device: torch.device | str | None = None) -> MultimodalLM:
+    """Build the model ``path/config.json`` describes and load its weights strictly."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{path} is not a checkpoint folder: no {CONFIG_FILE}")
+    try:
+        config = MMConfig.load(path / CONFIG_FILE)
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    model = MultimodalLM(config)
+    try:
+        state = load_file(path / WEIGHTS_FILE)
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"cannot read weights {path / WEIGHTS_FILE}: {err}") from err
+    check_state_dict(model, state, source=str(path / WEIGHTS_FILE))
+    model.load_state_dict(state, strict=True)
+    return model.to(device) if device is not None else model
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    file = Path(path) / TOKENIZER_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{path} has no {TOKENIZER_FILE}")
+    return Tokenizer.load(file)
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise ``CheckpointError`` naming every missing, unexpected or mis-shaped tensor."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    problems = []
+    for title, names in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("mis-shaped", misshaped),
+    ):
+        if names:
+            shown = ", ".join(names[:10]) + (
+                f" (+{len(names) - 10} more)" if len(names) > 10 else ""
+            )
+            problems.append(f"{len(names)} {title}: {shown}")
+    if problems:
+        raise CheckpointError(f"{source} does not match the model config; " + "; ".join(problems))

@@ -1,0 +1,139 @@
+"""Nested, frozen configuration: ``MMConfig(image=..., audio=..., projector=..., decoder=...)``.
+
+Written as ``config.json`` beside the weights and read back exactly; unknown or missing keys are
+an error, never silently ignored. The format version guards against reading a future layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from encoders import AudioEncoderConfig, ImageEncoderConfig
+from mmllm.errors import ConfigError
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    """Encoder tokens -> shared space. ``mlp``: one token per encoder token; ``resampler``:
+    a perceiver that compresses each item to ``n_latents`` tokens."""
+
+    kind: str = "mlp"
+    n_latents: int = 16
+    n_layers: int = 2
+    n_heads: int = 4
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("mlp", "resampler"):
+            raise ConfigError(f"projector kind must be 'mlp' or 'resampler', got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """A Llama-style decoder with gated cross-attention in every ``cross_attn_every``-th block."""
+
+    vocab_size: int = 1024
+    dim: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    hidden_dim: int = 688
+    max_seq_len: int = 256
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    cross_attn_every: int = 1
+    tie_embeddings: bool = True
+    attn_bias: bool = False
+    head_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
+            )
+        if self.head_dim is None and self.dim % self.n_heads:
+            raise ConfigError(f"dim ({self.dim}) must be a multiple of n_heads ({self.n_heads})")
+        if self.cross_attn_every < 1:
+            raise ConfigError(f"cross_attn_every must be >= 1, got {self.cross_attn_every}")
+
+    @property
+    def attn_head_dim(self) -> int:
+        return self.head_dim or self.dim // self.n_heads
+
+    def has_cross_attn(self, layer: int) -> bool:
+        """Layers 0, k, 2k, ... carry a gated cross-attention to the media."""
+        return layer % self.cross_attn_every == 0
+
+
+@dataclass(frozen=True)
+class MMConfig:
+    """The whole model. ``image``/``audio`` are None for a model without that modality."""
+
+    image: ImageEncoderConfig | None = field(default_factory=ImageEncoderConfig)
+    audio: AudioEncoderConfig | None = field(default_factory=AudioEncoderConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    max_media_items: int = 8
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MMConfig:
+        version = data.get("format_version", FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise ConfigError(
+                f"config format_version {version} is newer than this mmllm understands "
+                f"({FORMAT_VERSION}); upgrade mmllm"
+            )
+        return _build(cls, data, "config")
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> MMConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"cannot read config {path}: {err}") from err
+        return cls.from_dict(data)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from ``data``, strictly: unknown keys and bad types raise."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    args = typing.get_args(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{where}: must not be null")
+    inner = [a for a in args if a is not type(None)]
+    if dataclasses.is_dataclass(hint) or (inner and dataclasses.is_dataclass(inner[0])):
+        return _build(hint if dataclasses.is_dataclass(hint) else inner[0], value, where)
+    if typing.get_origin(hint) is tuple or (inner and typing.get_origin(inner[0]) is tuple):
+        return tuple(value)
+    return value

@@ -1,0 +1,130 @@
+"""The decoder-only language model that reads text and attends to media.
+
+Each block: causal self-attention -> (every k-th block) gated cross-attention to the media ->
+SwiGLU MLP, each with a pre-RMSNorm and a residual. Names follow Hugging Face's Llama
+(``embed_tokens``, ``layers.i.self_attn.q_proj``, ``layers.i.mlp.gate_proj``, ``norm``) so a
+Llama-family checkpoint maps in by key table; the new parts are ``layers.i.cross_attn.*`` and
+``layers.i.cross_attn_layernorm``. The LM head is tied to the embeddings unless configured not to.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmllm.attention import GatedCrossAttention, SelfAttention, causal_mask
+from mmllm.cache import KVCache, MediaContext
+from mmllm.config import DecoderConfig
+from mmllm.layers import RMSNorm, RotaryEmbedding, SwiGLU
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, config: DecoderConfig, cross_attn: bool):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.dim, config.norm_eps)
+        self.self_attn = SelfAttention(config)
+        if cross_attn:
+            self.cross_attn_layernorm = RMSNorm(config.dim, config.norm_eps)
+            self.cross_attn = GatedCrossAttention(config)
+        self.post_attention_layernorm = RMSNorm(config.dim, config.norm_eps)
+        self.mlp = SwiGLU(config.dim, config.hidden_dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        media: MediaContext | None,
+        media_kv: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, layer)
+        if media is not None and media_kv is not None:
+            x = x + self.cross_attn(self.cross_attn_layernorm(x), media_kv, media)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    """token_ids ``(B, T)`` (+ media context) -> logits ``(B, T, V)``."""
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(
+            DecoderBlock(config, config.has_cross_attn(i)) for i in range(config.n_layers)
+        )
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.lm_head = (
+            None if config.tie_embeddings else nn.Linear(config.dim, config.vocab_size, bias=False)
+        )
+        self.rotary = RotaryEmbedding(config.attn_head_dim, config.max_seq_len, config.rope_theta)
+        self.cross_layers = [i for i in range(config.n_layers) if config.has_cross_attn(i)]
+        self.apply(_init_weights)
+        # layer -> index of its cross-attention K/V in MediaContext.kv (None: no cross-attn)
+        self.cross_slot = [
+            self.cross_layers.index(i) if i in self.cross_layers else None
+            for i in range(config.n_layers)
+        ]
+
+    def new_cache(
+        self, batch_size: int, max_len: int, device: torch.device, dtype: torch.dtype
+    ) -> KVCache:
+        cfg = self.config
+        return KVCache(
+            cfg.n_layers, batch_size, cfg.n_kv_heads, max_len, cfg.attn_head_dim,
+            device=device, dtype=dtype,
+        )  # fmt: skip
+
+    def prepare_media(self, media: torch.Tensor, media_mask: torch.Tensor) -> MediaContext:
+        """media ``(B, N, D)``, mask ``(B, N)`` -> per-layer cross-attention K/V, once per request."""
+        kv = [self.layers[i].cross_attn.media_kv(media) for i in self.cross_layers]
+        return MediaContext(kv=kv, mask=media_mask[:, None, None, :], has_media=media_mask.any(1))
+
+    def forward(
+        self,
+        token_ids: torch.Tensor,
+        media: MediaContext | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Logits ``(B, T, V)`` for ``token_ids`` ``(B, T)``.
+
+        attention_mask: ``(B, T_past + T)``, True for real tokens (left padding is False).
+        position_ids: ``(B, T)``; by default counted over the real tokens of each row.
+        cache: filled in place with this call's keys/values, then advanced by T.
+        """
+        B, T = token_ids.shape
+        past = cache.length if cache is not None else 0
+        if past + T > self.config.max_seq_len:
+            raise ValueError(
+                f"sequence of {past + T} tokens exceeds max_seq_len {self.config.max_seq_len}"
+            )
+        if position_ids is None:
+            if attention_mask is None:
+                position_ids = torch.arange(past, past + T, device=token_ids.device).expand(B, T)
+            else:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
+        rope = self.rotary(position_ids)
+        mask = causal_mask(attention_mask, T, past + T, token_ids.device)
+        x = self.embed_tokens(token_ids)  # (B, T, D)
+        for i, block in enumerate(self.layers):
+            slot = self.cross_slot[i]
+            media_kv = media.kv[slot] if media is not None and slot is not None else None
+            x = block(x, rope, mask, cache, i, media, media_kv)
+        if cache is not None:
+            cache.advance(T)
+        x = self.norm(x)
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(x, weight)  # (B, T, V)
+
+
+def _init_weights(module: nn.Module) -> None:
+    """GPT-2/Llama-style init: N(0, 0.02) weights, zero biases (gates keep their 0)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)

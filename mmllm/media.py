@@ -1,0 +1,126 @@
+"""Media of a batch, and how the items of each sample become one token sequence.
+
+A batch may hold any mix per sample: no media, one image, several images, audio, or both.
+``MediaBatch`` stores all images of the batch in one tensor (and all clips in another) with the
+row each item belongs to, so each encoder runs once over every item. ``MediaPacker`` then
+gathers each sample's items (images first, then clips, in order), adds a modality embedding and
+a slot embedding (which item it is), and pads the samples to a common length with a mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmllm.errors import MediaLimitError
+
+IMAGE, AUDIO = 0, 1
+
+
+@dataclass
+class MediaBatch:
+    """pixels ``(N_img, 3, H, W)`` with image_index ``(N_img,)`` (the sample of each image);
+    waveform ``(N_aud, S)`` with audio_lengths ``(N_aud,)`` and audio_index ``(N_aud,)``."""
+
+    batch_size: int
+    pixels: torch.Tensor | None = None
+    image_index: torch.Tensor | None = None
+    waveform: torch.Tensor | None = None
+    audio_lengths: torch.Tensor | None = None
+    audio_index: torch.Tensor | None = None
+
+    @classmethod
+    def from_lists(
+        cls,
+        images: list[list[torch.Tensor]] | None = None,
+        audio: list[list[torch.Tensor]] | None = None,
+    ) -> MediaBatch:
+        """Collate per-sample lists: ``images[b]`` of ``(3, H, W)``, ``audio[b]`` of ``(S,)``."""
+        rows = images if images is not None else audio
+        if rows is None:
+            raise ValueError("from_lists needs images or audio (use None for a text-only batch)")
+        batch = cls(batch_size=len(rows))
+        if images is not None:
+            flat = [(b, x) for b, items in enumerate(images) for x in items]
+            if flat:
+                batch.pixels = torch.stack([x for _, x in flat])
+                batch.image_index = torch.tensor([b for b, _ in flat])
+        if audio is not None:
+            if len(audio) != batch.batch_size:
+                raise ValueError(
+                    f"images and audio differ in batch size: {len(rows)} vs {len(audio)}"
+                )
+            flat = [(b, x) for b, items in enumerate(audio) for x in items]
+            if flat:
+                longest = max(x.shape[-1] for _, x in flat)
+                batch.waveform = torch.stack(
+                    [F.pad(x, (0, longest - x.shape[-1])) for _, x in flat]
+                )
+                batch.audio_lengths = torch.tensor([x.shape[-1] for _, x in flat])
+                batch.audio_index = torch.tensor([b for b, _ in flat])
+        return batch
+
+    @property
+    def is_empty(self) -> bool:
+        return self.pixels is None and self.waveform is None
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> MediaBatch:
+        def move(x: torch.Tensor | None, floating: bool) -> torch.Tensor | None:
+            if x is None:
+                return None
+            return x.to(device=device, dtype=dtype if floating and dtype else x.dtype)
+
+        return replace(
+            self,
+            pixels=move(self.pixels, True),
+            image_index=move(self.image_index, False),
+            waveform=move(self.waveform, True),
+            audio_lengths=move(self.audio_lengths, False),
+            audio_index=move(self.audio_index, False),
+        )
+
+
+class MediaPacker(nn.Module):
+    """Per-item tokens -> per-sample media ``(B, N_media, D)`` and mask ``(B, N_media)``."""
+
+    def __init__(self, dim: int, max_items: int):
+        super().__init__()
+        self.max_items = max_items
+        self.modality_embed = nn.Embedding(2, dim)
+        self.slot_embed = nn.Embedding(max_items, dim)
+        nn.init.normal_(self.modality_embed.weight, std=0.02)
+        nn.init.normal_(self.slot_embed.weight, std=0.02)
+
+    def forward(
+        self,
+        pieces: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]],
+        batch_size: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """pieces: ``(modality, tokens (n, N, D), mask (n, N), sample_index (n,))`` per modality."""
+        rows: list[list[tuple[int, torch.Tensor]]] = [[] for _ in range(batch_size)]
+        for modality, tokens, mask, index in pieces:
+            for item, b in enumerate(index.tolist()):
+                rows[b].append((modality, tokens[item][mask[item]]))  # real tokens only
+        dim, ref = self.modality_embed.embedding_dim, pieces[0][1]
+        sequences = []
+        for b, items in enumerate(rows):
+            if len(items) > self.max_items:
+                raise MediaLimitError(
+                    f"sample {b} has {len(items)} media items; the model takes at most "
+                    f"{self.max_items}"
+                )
+            seq = [
+                t + self.modality_embed.weight[m] + self.slot_embed.weight[slot]
+                for slot, (m, t) in enumerate(items)
+            ]
+            sequences.append(torch.cat(seq) if seq else ref.new_zeros(0, dim))
+        longest = max(s.shape[0] for s in sequences)
+        media = ref.new_zeros(batch_size, longest, dim)
+        mask = torch.zeros(batch_size, longest, dtype=torch.bool, device=ref.device)
+        for b, s in enumerate(sequences):
+            media[b, : s.shape[0]] = s
+            mask[b, : s.shape[0]] = True
+        return media, mask

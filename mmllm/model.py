@@ -1,0 +1,106 @@
+"""``MultimodalLM``: encoders -> projectors -> media packing -> decoder. It wires; the parts compute."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from encoders import AudioEncoder, ImageEncoder
+from mmllm.cache import KVCache, MediaContext
+from mmllm.config import MMConfig
+from mmllm.decoder import Decoder
+from mmllm.errors import InputError
+from mmllm.media import AUDIO, IMAGE, MediaBatch, MediaPacker
+from mmllm.projector import build_projector
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class LMOutput:
+    """logits ``(B, T, V)``; loss: mean next-token cross-entropy over labelled positions, or None."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+class MultimodalLM(nn.Module):
+    def __init__(self, config: MMConfig):
+        super().__init__()
+        self.config = config
+        dim = config.decoder.dim
+        self.image_encoder = ImageEncoder(config.image) if config.image else None
+        self.audio_encoder = AudioEncoder(config.audio) if config.audio else None
+        self.image_projector = (
+            build_projector(config.projector, self.image_encoder.dim, dim)
+            if self.image_encoder
+            else None
+        )
+        self.audio_projector = (
+            build_projector(config.projector, self.audio_encoder.dim, dim)
+            if self.audio_encoder
+            else None
+        )
+        self.media_packer = MediaPacker(dim, config.max_media_items)
+        self.decoder = Decoder(config.decoder)
+
+    def encode_media(self, media: MediaBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """All items of the batch -> media ``(B, N_media, D)`` and mask ``(B, N_media)``."""
+        pieces = []
+        if media.pixels is not None:
+            if self.image_encoder is None:
+                raise InputError("this model has no image encoder; it cannot take images")
+            tokens, mask = self.image_projector(*self.image_encoder(media.pixels))
+            pieces.append((IMAGE, tokens, mask, media.image_index))
+        if media.waveform is not None:
+            if self.audio_encoder is None:
+                raise InputError("this model has no audio encoder; it cannot take audio")
+            tokens, mask = self.audio_projector(
+                *self.audio_encoder(media.waveform, media.audio_lengths)
+            )
+            pieces.append((AUDIO, tokens, mask, media.audio_index))
+        return self.media_packer(pieces, media.batch_size)
+
+    def prepare_media(self, media: MediaBatch | None) -> MediaContext | None:
+        """Encode media and compute every cross-attention layer's K/V: once per request."""
+        if media is None or media.is_empty:
+            return None
+        return self.decoder.prepare_media(*self.encode_media(media))
+
+    def forward(
+        self,
+        token_ids: torch.Tensor,
+        media: MediaBatch | MediaContext | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> LMOutput:
+        """token_ids ``(B, T)``; labels ``(B, T)`` aligned with token_ids (shifted inside),
+        ``IGNORE_INDEX`` where no loss is taken."""
+        context = media if isinstance(media, MediaContext) else self.prepare_media(media)
+        logits = self.decoder(token_ids, context, attention_mask, cache=cache)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(),
+                labels[:, 1:].flatten(),
+                ignore_index=IGNORE_INDEX,
+            )
+        return LMOutput(logits=logits, loss=loss)
+
+    def save_pretrained(self, path: str | Path, tokenizer=None, card: str | None = None) -> Path:
+        from mmllm.checkpoint import save_checkpoint
+
+        return save_checkpoint(self, path, tokenizer=tokenizer, card=card)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, device: torch.device | str | None = None
+    ) -> MultimodalLM:
+        from mmllm.checkpoint import load_model
+
+        return load_model(path, device=device)

@@ -1,0 +1,75 @@
+"""Shared tiny configurations: every model test builds a model small enough to run in ~0.1 s."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from encoders import AudioEncoderConfig, ImageEncoderConfig
+from mmllm import DecoderConfig, MediaBatch, MMConfig, MultimodalLM, ProjectorConfig
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def tiny_config(projector: str = "mlp", **decoder) -> MMConfig:
+    return MMConfig(
+        image=ImageEncoderConfig(image_size=32, patch_size=8, dim=32, n_layers=1, n_heads=2),
+        audio=AudioEncoderConfig(
+            n_mels=16, patch_freq=16, patch_time=4, dim=32, n_layers=1, n_heads=2, max_seconds=4
+        ),
+        projector=ProjectorConfig(kind=projector, n_latents=4, n_layers=1, n_heads=2),
+        decoder=DecoderConfig(
+            **{
+                "vocab_size": 64,
+                "dim": 48,
+                "n_layers": 3,
+                "n_heads": 4,
+                "n_kv_heads": 2,
+                "hidden_dim": 96,
+                "max_seq_len": 64,
+                "cross_attn_every": 2,
+                **decoder,
+            }
+        ),
+        max_media_items=4,
+    )
+
+
+def open_gates(model: MultimodalLM, value: float = 0.5) -> MultimodalLM:
+    """Set every cross-attention gate to ``value`` so media actually reach the text."""
+    with torch.no_grad():
+        for i in model.decoder.cross_layers:
+            model.decoder.layers[i].cross_attn.gate.fill_(value)
+    return model
+
+
+@pytest.fixture
+def config() -> MMConfig:
+    return tiny_config()
+
+
+@pytest.fixture
+def model(config: MMConfig) -> MultimodalLM:
+    torch.manual_seed(0)
+    return MultimodalLM(config).eval()
+
+
+def make_media(seed: int = 0) -> MediaBatch:
+    """Three samples: image + audio; two images; nothing."""
+    g = torch.Generator().manual_seed(seed)
+    images = [[torch.randn(3, 32, 32, generator=g)], [torch.randn(3, 32, 32, generator=g)] * 2, []]
+    audio = [[0.1 * torch.randn(8000, generator=g)], [], []]
+    return MediaBatch.from_lists(images=images, audio=audio)
+
+
+@pytest.fixture
+def media() -> MediaBatch:
+    return make_media()
+
+
+@pytest.fixture
+def token_ids() -> torch.Tensor:
+    return torch.randint(4, 64, (3, 12), generator=torch.Generator().manual_seed(1))

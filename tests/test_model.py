@@ -1,0 +1,131 @@
+"""Properties of the multimodal model: each test asserts one."""
+
+import pytest
+import torch
+
+from mmllm import MediaBatch, MediaLimitError, MultimodalLM
+from mmllm.model import IGNORE_INDEX
+from tests.conftest import make_media, open_gates, tiny_config
+
+
+def test_logits_shape(model, media, token_ids):
+    out = model(token_ids, media)
+    assert out.logits.shape == (3, 12, 64) and out.loss is None
+
+
+def test_causality(model, media, token_ids):
+    open_gates(model)
+    changed = token_ids.clone()
+    changed[:, 7:] = (changed[:, 7:] + 5) % 64
+    before = model(token_ids, media).logits[:, :7]
+    after = model(changed, media).logits[:, :7]
+    torch.testing.assert_close(before, after)
+
+
+def test_gates_at_zero_make_media_invisible(model, media, token_ids):
+    with_media = model(token_ids, media).logits
+    without = model(token_ids).logits
+    assert torch.equal(with_media, without)
+
+
+def test_open_gates_make_media_visible(model, media, token_ids):
+    open_gates(model)
+    assert not torch.allclose(model(token_ids, media).logits[0], model(token_ids).logits[0])
+
+
+def test_media_of_one_sample_never_affects_another(model, token_ids):
+    open_gates(model)
+    base = model(token_ids, make_media(seed=0)).logits
+    other = make_media(seed=0)
+    other.pixels[1:] = torch.randn_like(other.pixels[1:])  # only sample 1's images change
+    changed = model(token_ids, other).logits
+    torch.testing.assert_close(base[0], changed[0])
+    torch.testing.assert_close(base[2], changed[2])
+    assert not torch.allclose(base[1], changed[1])
+
+
+def test_sample_without_media_equals_text_only(model, media, token_ids):
+    open_gates(model)
+    torch.testing.assert_close(model(token_ids, media).logits[2], model(token_ids).logits[2])
+
+
+def test_kv_cache_prefill_then_steps_equals_full_forward(model, media, token_ids):
+    open_gates(model)
+    full = model(token_ids, media).logits
+    context = model.prepare_media(media)
+    cache = model.decoder.new_cache(3, 16, torch.device("cpu"), torch.float32)
+    steps = [model(token_ids[:, :8], context, cache=cache).logits]
+    for t in range(8, 12):
+        steps.append(model(token_ids[:, t : t + 1], context, cache=cache).logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_kv_cache_with_left_padding_equals_unpadded_row(model, media, token_ids):
+    open_gates(model)
+    short = token_ids[:1, 3:]  # row 0 without its first 3 tokens
+    alone = model(short, MediaBatch.from_lists([[media.pixels[0]]], [[media.waveform[0]]])).logits
+    padded = token_ids[:1].clone()
+    padded[:, :3] = 0
+    mask = torch.ones_like(padded, dtype=torch.bool)
+    mask[:, :3] = False
+    one = MediaBatch.from_lists([[media.pixels[0]]], [[media.waveform[0]]])
+    context = model.prepare_media(one)
+    cache = model.decoder.new_cache(1, 16, torch.device("cpu"), torch.float32)
+    logits = [model(padded[:, :6], context, mask[:, :6], cache=cache).logits[:, 3:]]
+    for t in range(6, 12):
+        logits.append(model(padded[:, t : t + 1], context, mask[:, : t + 1], cache=cache).logits)
+    torch.testing.assert_close(torch.cat(logits, dim=1), alone, rtol=1e-5, atol=1e-5)
+
+
+def test_too_many_media_items_is_a_typed_error(model, token_ids):
+    many = MediaBatch.from_lists(images=[[torch.randn(3, 32, 32)] * 5])
+    with pytest.raises(MediaLimitError, match="at most 4"):
+        model(token_ids[:1], many)
+
+
+def test_every_trainable_parameter_gets_a_gradient(model, media, token_ids):
+    open_gates(model)
+    model.train()
+    model(token_ids, media, labels=token_ids).loss.backward()
+    no_grad = [
+        name
+        for name, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
+    assert no_grad == []
+
+
+def test_gates_learn_from_zero(model, media, token_ids):
+    model.train()
+    model(token_ids, media, labels=token_ids).loss.backward()
+    gates = [model.decoder.layers[i].cross_attn.gate.grad for i in model.decoder.cross_layers]
+    assert all(g is not None and g.abs().item() > 0 for g in gates)
+
+
+def test_overfit_one_image_audio_text_batch():
+    torch.manual_seed(0)
+    model = MultimodalLM(tiny_config()).train()
+    media = make_media()
+    token_ids = torch.randint(4, 64, (3, 12), generator=torch.Generator().manual_seed(1))
+    labels = token_ids.clone()
+    labels[:, :4] = IGNORE_INDEX  # a prompt without loss, like a question before its answer
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(80):
+        loss = model(token_ids, media, labels=labels).loss
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.1 * first
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_autocast_forward_matches_fp32(model, media, token_ids):
+    open_gates(model)
+    reference = model(token_ids, media).logits
+    cuda_model = model.cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = cuda_model(token_ids.cuda(), media.to("cuda")).logits
+    torch.testing.assert_close(logits.float().cpu(), reference, rtol=0.05, atol=0.05)
