@@ -36,8 +36,10 @@ __all__ = [
     "MMConfig",
     "MMLLMError",
     "MediaBatch",
+    "MediaLimitError",
     "MultimodalLM",
     "ProjectorConfig",
+    "TextError",
     "Tokenizer",
     "__version__",
 ]

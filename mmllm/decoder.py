@@ -79,7 +79,7 @@ class Decoder(nn.Module):
         )  # fmt: skip
 
     def prepare_media(self, media: torch.Tensor, media_mask: torch.Tensor) -> MediaContext:
-        """media ``(B, N, D)``, mask ``(B, N)`` -> per-layer cross-attention K/V, once per request."""
+        """media ``(B, N, D)``, mask ``(B, N)`` -> every cross-attention layer's K/V."""
         kv = [self.layers[i].cross_attn.media_kv(media) for i in self.cross_layers]
         return MediaContext(kv=kv, mask=media_mask[:, None, None, :], has_media=media_mask.any(1))
 

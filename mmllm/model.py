@@ -1,4 +1,4 @@
-"""``MultimodalLM``: encoders -> projectors -> media packing -> decoder. It wires; the parts compute."""
+"""``MultimodalLM``: encoders -> projectors -> media packing -> decoder. It wires; parts compute."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ IGNORE_INDEX = -100
 
 @dataclass
 class LMOutput:
-    """logits ``(B, T, V)``; loss: mean next-token cross-entropy over labelled positions, or None."""
+    """logits ``(B, T, V)``; loss: mean next-token cross-entropy on labelled positions, or None."""
 
     logits: torch.Tensor
     loss: torch.Tensor | None = None

@@ -61,7 +61,7 @@ def test_unexpected_tensor_is_named_in_the_error(saved):
 
 
 def test_not_a_checkpoint_folder(tmp_path):
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(CheckpointError, match=r"no config\.json"):
         MultimodalLM.from_pretrained(tmp_path)
 
 
