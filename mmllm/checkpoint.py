@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,8 +36,13 @@ def save_checkpoint(
     path: str | Path,
     tokenizer: Tokenizer | None = None,
     card: str | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``model`` (and tokenizer, model card) to folder ``path`` atomically."""
+    """Write ``model`` (and tokenizer, model card) to folder ``path`` atomically.
+
+    ``extra(folder)`` may write more files (e.g. training state) into the folder before it is
+    moved into place, so they are part of the same atomic save.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -48,6 +54,8 @@ def save_checkpoint(
             tokenizer.save(tmp / TOKENIZER_FILE)
         if card is not None:
             (tmp / CARD_FILE).write_text(card)
+        if extra is not None:
+            extra(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             path.rename(old)

@@ -59,5 +59,9 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self.backend.encode(text, add_special_tokens=False).ids
 
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """``<bos> prompt <sep>``: what the model reads before it answers."""
+        return [self.bos_id, *self.encode(prompt), self.sep_id]
+
     def decode(self, ids: Iterable[int]) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=True)

@@ -1,0 +1,80 @@
+"""Training records and how a list of them becomes one padded batch.
+
+A ``Record`` is one sample of any source (synthetic world, JSONL file): media sources, a
+prompt and the target text. Text layout: ``<bos> prompt <sep> target <eos>``; the loss is
+taken on ``target <eos>`` only. Batches are right-padded (padding after the text never reaches
+a real token under causal attention, so training needs no attention mask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mmllm.media import MediaBatch
+from mmllm.model import IGNORE_INDEX
+from mmllm.processing import AudioProcessor, ImageProcessor
+from mmllm.tokenizer import Tokenizer
+
+
+@dataclass
+class Record:
+    prompt: str
+    target: str
+    images: list[Any] = field(default_factory=list)
+    audio: list[Any] = field(default_factory=list)
+    task: str = "vqa"
+    category: str | None = None
+    qtype: str | None = None
+    source: str | None = None  # "file:line" for JSONL records, for error messages
+
+
+@dataclass
+class TrainBatch:
+    token_ids: torch.Tensor  # (B, T)
+    labels: torch.Tensor  # (B, T), IGNORE_INDEX on prompt and padding
+    media: MediaBatch
+
+    def to(self, device: torch.device | str) -> TrainBatch:
+        return TrainBatch(self.token_ids.to(device), self.labels.to(device), self.media.to(device))
+
+
+class Collator:
+    """list[Record] -> ``TrainBatch``, text truncated to ``max_len`` tokens."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        image_processor: ImageProcessor | None,
+        audio_processor: AudioProcessor | None,
+        max_len: int,
+    ):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.audio_processor = audio_processor
+        self.max_len = max_len
+
+    def encode(self, record: Record) -> tuple[list[int], list[int]]:
+        prompt = self.tokenizer.prompt_ids(record.prompt)
+        target = [*self.tokenizer.encode(record.target), self.tokenizer.eos_id]
+        ids = (prompt + target)[: self.max_len]
+        labels = ([IGNORE_INDEX] * len(prompt) + target)[: self.max_len]
+        return ids, labels
+
+    def __call__(self, records: list[Record]) -> TrainBatch:
+        encoded = [self.encode(r) for r in records]
+        longest = max(len(ids) for ids, _ in encoded)
+        token_ids = torch.full((len(records), longest), self.tokenizer.pad_id, dtype=torch.long)
+        labels = torch.full((len(records), longest), IGNORE_INDEX, dtype=torch.long)
+        for row, (ids, lab) in enumerate(encoded):
+            token_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, : len(lab)] = torch.tensor(lab)
+        images = [[self.image_processor(x) for x in r.images] for r in records]
+        audio = [[self.audio_processor(x) for x in r.audio] for r in records]
+        media = MediaBatch.from_lists(
+            images if self.image_processor is not None else None,
+            audio if self.audio_processor is not None else None,
+        )
+        return TrainBatch(token_ids, labels, media)

@@ -1,0 +1,98 @@
+"""JSONL datasets in the DESIGN format: one record per line, media paths relative to the file.
+
+    {"image": "img/1.png", "task": "vqa", "question": "what color is the circle?", "answer": "red"}
+    {"audio": "clips/7.wav", "task": "caption", "caption": "three short high beeps"}
+    {"image": ["a.png", "b.png"], "audio": "c.wav", "task": "vqa", "question": "?", "answer": "."}
+
+Every record is checked when the file is read; a bad one raises ``DataError`` naming the file
+and line. Optional ``category``/``qtype`` fields are kept for per-category evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mmllm.data.collate import Record
+from mmllm.data.synthetic import AUDIO_CAPTION_PROMPT, IMAGE_CAPTION_PROMPT
+from mmllm.errors import DataError
+
+KNOWN_KEYS = {"image", "audio", "task", "question", "answer", "caption", "category", "qtype", "id"}
+
+
+def caption_prompt(has_image: bool) -> str:
+    """The instruction a caption record is trained and asked with."""
+    return IMAGE_CAPTION_PROMPT if has_image else AUDIO_CAPTION_PROMPT
+
+
+def read_jsonl(path: str | Path) -> list[Record]:
+    """All records of ``path``; raises ``DataError`` ("file:line: problem") on the first bad one."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: invalid JSON ({err.msg})") from err
+            records.append(parse_record(data, path.parent, where))
+    if not records:
+        raise DataError(f"{path}: no records")
+    return records
+
+
+def parse_record(data: Any, root: Path, where: str) -> Record:
+    if not isinstance(data, dict):
+        raise DataError(f"{where}: a record must be a JSON object")
+    unknown = sorted(set(data) - KNOWN_KEYS)
+    if unknown:
+        raise DataError(f"{where}: unknown keys {unknown}")
+    images = _paths(data.get("image"), root, where, "image")
+    audio = _paths(data.get("audio"), root, where, "audio")
+    if not images and not audio:
+        raise DataError(f"{where}: a record needs an 'image' or 'audio'")
+    task = data.get("task")
+    if task == "vqa":
+        prompt, target = _text(data, "question", where), _text(data, "answer", where)
+    elif task == "caption":
+        prompt, target = caption_prompt(bool(images)), _text(data, "caption", where)
+    else:
+        raise DataError(f"{where}: 'task' must be 'vqa' or 'caption', got {task!r}")
+    return Record(
+        prompt=prompt,
+        target=target,
+        images=images,
+        audio=audio,
+        task=task,
+        category=data.get("category"),
+        qtype=data.get("qtype"),
+        source=where,
+    )
+
+
+def _paths(value: Any, root: Path, where: str, key: str) -> list[Path]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    paths = []
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise DataError(f"{where}: '{key}' must be a path or a list of paths")
+        path = root / item
+        if not path.is_file():
+            raise DataError(f"{where}: {key} file {item!r} not found (relative to {root.name}/)")
+        paths.append(path)
+    return paths
+
+
+def _text(data: dict, key: str, where: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: '{key}' must be a non-empty string")
+    return value.strip()

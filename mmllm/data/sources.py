@@ -1,0 +1,72 @@
+"""Where training records come from: the synthetic world or a JSONL file, by global index.
+
+Record ``k`` of a source is fixed by (source, seed, k), so a run's data position is just a step
+number: resuming, or splitting a batch over ``torchrun`` ranks, needs no saved iterator state.
+JSONL files are visited in a fresh seeded permutation each epoch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mmllm.data.collate import Record
+from mmllm.data.jsonl import read_jsonl
+
+
+class SyntheticSource:
+    """Infinite records of the synthetic world's ``split`` (see ``mmllm.data.synthetic``)."""
+
+    def __init__(self, split: str = "train", seed: int = 0, image_size: int = 128):
+        from mmllm.data.synthetic import SyntheticWorld
+
+        self.world = SyntheticWorld(split=split, seed=seed, image_size=image_size)
+        self.name = f"synthetic:{split}:{seed}"
+
+    def __len__(self) -> int:
+        return 1 << 40  # effectively infinite
+
+    def __getitem__(self, index: int) -> Record:
+        ex = self.world[index]
+        return Record(
+            prompt=ex.prompt,
+            target=ex.target,
+            images=[ex.image] if ex.image is not None else [],
+            audio=[ex.audio] if ex.audio is not None else [],
+            task=ex.task,
+            category=ex.category,
+            qtype=ex.qtype,
+        )
+
+
+class JsonlSource:
+    """A JSONL file's records, reshuffled every epoch with ``seed``."""
+
+    def __init__(self, path: str | Path, seed: int = 0, shuffle: bool = True):
+        self.records = read_jsonl(path)
+        self.seed = seed
+        self.shuffle = shuffle
+        self.name = str(path)
+        self._epoch, self._order = -1, np.arange(len(self.records))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Record:
+        n = len(self.records)
+        epoch, offset = divmod(index, n)
+        if not self.shuffle:
+            return self.records[offset]
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(n)
+        return self.records[self._order[offset]]
+
+
+def build_source(spec: str, seed: int = 0, image_size: int = 128, shuffle: bool = True):
+    """``synthetic:<split>`` or a path to a JSONL file."""
+    if spec.startswith("synthetic"):
+        split = spec.split(":", 1)[1] if ":" in spec else "train"
+        return SyntheticSource(split, seed, image_size)
+    return JsonlSource(spec, seed, shuffle)

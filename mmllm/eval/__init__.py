@@ -1,0 +1,1 @@
+"""Evaluation: answer held-out records and score them per category."""

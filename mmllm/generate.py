@@ -1,0 +1,108 @@
+"""Token generation with a preallocated KV cache and media K/V computed once per request.
+
+Prompts of different lengths are left-padded; each row gets its own positions (counted over its
+real tokens) and its own end: a row that emitted EOS keeps emitting padding while the others
+finish, so a batch gives exactly what each row gives alone. Greedy when ``temperature == 0``;
+otherwise temperature, top-k and top-p (nucleus) sampling from a seeded generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mmllm.cache import MediaContext
+from mmllm.errors import GenerationError
+from mmllm.model import MultimodalLM
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise GenerationError(
+                f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}"
+            )
+        if not self.temperature >= 0 or self.temperature == float("inf"):
+            raise GenerationError(f"temperature must be >= 0 and finite, got {self.temperature!r}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            raise GenerationError(f"top_k must be an integer >= 1, got {self.top_k!r}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p!r}")
+
+
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> token_ids ``(B, T)`` left-padded, attention_mask ``(B, T)`` bool."""
+    longest = max(len(p) for p in prompts)
+    token_ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(prompts), longest, dtype=torch.bool)
+    for row, ids in enumerate(prompts):
+        token_ids[row, longest - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        mask[row, longest - len(ids) :] = True
+    return token_ids, mask
+
+
+def pick_next(
+    logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None
+) -> torch.Tensor:
+    """logits ``(B, V)`` -> next token ids ``(B,)``."""
+    if sampling.temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / sampling.temperature
+    if sampling.top_k is not None:
+        kth = torch.topk(logits, min(sampling.top_k, logits.shape[-1])).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if sampling.top_p is not None and sampling.top_p < 1:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > sampling.top_p  # keep the smallest set reaching top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+
+@torch.inference_mode()
+def generate_ids(
+    model: MultimodalLM,
+    token_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    context: MediaContext | None,
+    sampling: SamplingConfig,
+    eos_id: int,
+    pad_id: int,
+) -> torch.Tensor:
+    """Continue left-padded prompts ``(B, T)``; returns new ids ``(B, max_new_tokens)``,
+    ``pad_id`` after each row's EOS (the EOS itself is kept)."""
+    B, T = token_ids.shape
+    device = token_ids.device
+    total = T + sampling.max_new_tokens
+    if total > model.config.decoder.max_seq_len:
+        raise GenerationError(
+            f"prompt of {T} tokens + {sampling.max_new_tokens} new tokens exceeds the model's "
+            f"context of {model.config.decoder.max_seq_len} tokens"
+        )
+    dtype = next(model.decoder.parameters()).dtype
+    cache = model.decoder.new_cache(B, total, device, dtype)
+    mask = torch.ones(B, total, dtype=torch.bool, device=device)
+    mask[:, :T] = attention_mask
+    generator = None
+    if sampling.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(sampling.seed)
+    out = torch.full((B, sampling.max_new_tokens), pad_id, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    logits = model.decoder(token_ids, context, mask[:, :T], cache=cache)[:, -1]
+    for step in range(sampling.max_new_tokens):
+        next_ids = pick_next(logits, sampling, generator).masked_fill(done, pad_id)
+        out[:, step] = next_ids
+        done |= next_ids == eos_id
+        if bool(done.all()) or step + 1 == sampling.max_new_tokens:
+            break
+        logits = model.decoder(next_ids[:, None], context, mask[:, : T + step + 1], cache=cache)
+        logits = logits[:, -1]
+    return out

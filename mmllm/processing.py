@@ -1,0 +1,222 @@
+"""Turn user media into model inputs: any image -> pixels ``(3, H, W)``, any audio -> ``(S,)``.
+
+Images: path, bytes, PIL image, numpy array ``(H, W[, C])`` or tensor ``(C, H, W)``; decoded with
+a pixel limit checked from the header, EXIF-rotated, converted to RGB, resized, normalised.
+Audio: path, bytes, numpy array or tensor in either channel layout, with its sample rate; decoded
+with soundfile, mixed to mono, resampled with torchaudio, integer PCM scaled to [-1, 1].
+Every failure is an ``ImageError``/``AudioError`` naming the input and the limit.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+import torchaudio
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from encoders import AudioEncoderConfig, ImageEncoderConfig
+from mmllm.errors import AudioError, ImageError
+
+MAX_IMAGE_PIXELS = 64_000_000
+MAX_AUDIO_SECONDS = 30.0
+
+
+def describe(source: Any) -> str:
+    """A short name for an input, for error messages (never the full bytes)."""
+    if isinstance(source, (str, Path)):
+        return str(source)
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
+    return f"<{type(source).__name__}>"
+
+
+def load_image(source: Any, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode ``source`` to an RGB PIL image, upright per its EXIF orientation."""
+    if isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, np.ndarray):
+        image = _array_to_image(source)
+    elif isinstance(source, torch.Tensor):
+        array = source.detach().cpu()
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4):
+            array = array.permute(1, 2, 0)
+        if array.is_floating_point():
+            array = (array.clamp(0, 1) * 255).round().to(torch.uint8)
+        image = _array_to_image(array.numpy())
+    else:
+        image = _open_image(source, max_pixels)
+    if image.width * image.height > max_pixels:
+        raise ImageError(
+            f"image {describe(source)} has {image.width}x{image.height} pixels, over the "
+            f"limit of {max_pixels}"
+        )
+    if image.width < 1 or image.height < 1:
+        raise ImageError(f"image {describe(source)} is empty")
+    if getattr(image, "is_animated", False):
+        image.seek(0)
+    image = ImageOps.exif_transpose(image)
+    if image.mode not in ("RGB",):
+        if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        elif image.mode.startswith("I;16") or image.mode in ("I", "F"):
+            array = np.asarray(image, dtype=np.float64)
+            peak = array.max() or 1.0
+            image = Image.fromarray((array / peak * 255).astype(np.uint8))
+        image = image.convert("RGB")
+    return image
+
+
+def _open_image(source: Any, max_pixels: int) -> Image.Image:
+    name = describe(source)
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageError("image <0 bytes> is empty")
+        stream: Any = io.BytesIO(source)
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"image {name} does not exist or is not a file")
+        if path.stat().st_size == 0:
+            raise ImageError(f"image {name} is an empty file")
+        stream = path
+    else:
+        raise ImageError(f"unsupported image input {name}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+            if image.width * image.height > max_pixels:  # from the header, before decoding
+                raise ImageError(
+                    f"image {name} has {image.width}x{image.height} pixels, over the limit of "
+                    f"{max_pixels}"
+                )
+            image.load()
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError) as err:
+        raise ImageError(f"cannot decode image {name}: {err}") from err
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as err:
+        raise ImageError(f"image {name} is corrupt or truncated: {err}") from err
+    return image
+
+
+def _array_to_image(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ImageError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.nan_to_num(array.astype(np.float64))
+        array = np.clip(array * 255 if array.max() <= 1.0 else array, 0, 255).astype(np.uint8)
+    return Image.fromarray(array)
+
+
+class ImageProcessor:
+    """Any image -> normalised pixels ``(3, S, S)`` for an encoder of ``config``."""
+
+    def __init__(self, config: ImageEncoderConfig, max_pixels: int = MAX_IMAGE_PIXELS):
+        self.size = config.image_size
+        self.mean = torch.tensor(config.mean).view(3, 1, 1)
+        self.std = torch.tensor(config.std).view(3, 1, 1)
+        self.max_pixels = max_pixels
+
+    def __call__(self, source: Any) -> torch.Tensor:
+        image = load_image(source, self.max_pixels)
+        image = image.resize((self.size, self.size), Image.Resampling.BICUBIC)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (pixels - self.mean) / self.std
+
+
+class AudioProcessor:
+    """Any audio -> mono float32 waveform ``(S,)`` at the encoder's sample rate."""
+
+    def __init__(self, config: AudioEncoderConfig, max_seconds: float = MAX_AUDIO_SECONDS):
+        self.sample_rate = config.sample_rate
+        self.min_samples = config.n_fft
+        self.max_seconds = min(max_seconds, config.max_seconds)
+
+    def __call__(self, source: Any, sample_rate: int | None = None) -> torch.Tensor:
+        name = describe(source)
+        if isinstance(source, (str, Path, bytes)):
+            waveform, sample_rate = self._decode(source)
+        else:
+            if sample_rate is None:
+                sample_rate = self.sample_rate
+            waveform = self._to_channels_first(source, name)
+        if not isinstance(sample_rate, int) or not 1000 <= sample_rate <= 384_000:
+            raise AudioError(f"audio {name}: invalid sample rate {sample_rate!r} (1000-384000 Hz)")
+        seconds = waveform.shape[-1] / sample_rate
+        if seconds > self.max_seconds:
+            raise AudioError(
+                f"audio {name} is {seconds:.1f} s long, over the limit of {self.max_seconds:g} s"
+            )
+        if waveform.shape[-1] == 0:
+            raise AudioError(f"audio {name} has no samples")
+        if not torch.isfinite(waveform).all():
+            raise AudioError(f"audio {name} contains NaN or infinite samples")
+        mono = waveform.mean(0)
+        if sample_rate != self.sample_rate:
+            mono = torchaudio.functional.resample(mono, sample_rate, self.sample_rate)
+        if mono.shape[-1] < self.min_samples:  # shorter than one FFT window: pad with silence
+            mono = F.pad(mono, (0, self.min_samples - mono.shape[-1]))
+        return mono.contiguous()
+
+    def _decode(self, source: str | Path | bytes) -> tuple[torch.Tensor, int]:
+        name = describe(source)
+        if isinstance(source, (str, Path)):
+            path = Path(source)
+            if not path.is_file():
+                raise AudioError(f"audio {name} does not exist or is not a file")
+            if path.stat().st_size == 0:
+                raise AudioError(f"audio {name} is an empty file")
+        elif not source:
+            raise AudioError("audio <0 bytes> is empty")
+        stream = io.BytesIO(source) if isinstance(source, bytes) else source
+        try:
+            info = sf.info(stream)
+            if info.duration > self.max_seconds:  # from the header, before decoding
+                raise AudioError(
+                    f"audio {name} is {info.duration:.1f} s long, over the limit of "
+                    f"{self.max_seconds:g} s"
+                )
+            if isinstance(stream, io.BytesIO):
+                stream.seek(0)
+            data, rate = sf.read(stream, dtype="float32", always_2d=True)  # (S, C)
+        except AudioError:
+            raise
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+            raise AudioError(f"cannot decode audio {name}: {err}") from err
+        return torch.from_numpy(data.T.copy()), int(rate)
+
+    @staticmethod
+    def _to_channels_first(source: Any, name: str) -> torch.Tensor:
+        if isinstance(source, np.ndarray):
+            if np.issubdtype(source.dtype, np.integer):
+                scale = float(np.iinfo(source.dtype).max) + 1.0
+                source = source.astype(np.float32) / scale
+            waveform = torch.from_numpy(np.asarray(source, dtype=np.float32))
+        elif isinstance(source, torch.Tensor):
+            waveform = source.detach().cpu()
+            if not waveform.is_floating_point():
+                scale = float(torch.iinfo(waveform.dtype).max) + 1.0
+                waveform = waveform.float() / scale
+            waveform = waveform.float()
+        else:
+            raise AudioError(f"unsupported audio input {name}")
+        if waveform.ndim == 1:
+            return waveform[None]
+        if waveform.ndim != 2:
+            raise AudioError(
+                f"audio {name} must be (S,), (C, S) or (S, C), got {tuple(waveform.shape)}"
+            )
+        # the channel axis is the short one: (C, S) or (S, C)
+        return waveform if waveform.shape[0] <= waveform.shape[1] else waveform.T

@@ -1,0 +1,264 @@
+"""The training loop: one CPU, one GPU, or many processes under ``torchrun`` (DDP).
+
+AdamW with linear warmup and cosine decay (computed from the step, so resuming needs no
+scheduler state), gradient accumulation and clipping, bf16 autocast on CUDA, periodic atomic
+checkpoints with exact resume, held-out evaluation, metrics as JSONL and a PNG plot.
+
+Data position is the step: micro-batch ``m`` of step ``s`` on rank ``r`` holds source records
+``((s * accum + m) * world + r) * B + j``; so resume and sharding need no iterator state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from mmllm.checkpoint import load_model, load_tokenizer, save_checkpoint
+from mmllm.config import MMConfig
+from mmllm.data.collate import Collator, TrainBatch
+from mmllm.data.sources import build_source
+from mmllm.eval.metrics import caption_attribute_scores, vqa_scores
+from mmllm.eval.predict import predict
+from mmllm.model import MultimodalLM
+from mmllm.processing import AudioProcessor, ImageProcessor
+from mmllm.tokenizer import Tokenizer
+from mmllm.train.plot import plot_metrics
+from mmllm.train.stages import set_trainable
+from mmllm.train.state import load_train_state, save_train_state
+
+log = logging.getLogger(__name__)
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/tiny"
+    data: str = "synthetic:train"  # or a JSONL file
+    heldout: str | None = "synthetic:heldout"  # or a JSONL file, or None
+    init: str | None = None  # start from this checkpoint (fine-tuning)
+    steps: int = 3000
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    stage: str = "full"
+    seed: int = 0
+    max_len: int = 64
+    log_every: int = 10
+    eval_every: int = 500
+    eval_samples: int = 256
+    save_every: int = 200
+    max_minutes: float | None = None
+    num_workers: int = 1
+    model: dict = field(default_factory=dict)  # MMConfig as a dict (when not --init)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (
+        cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    )
+
+
+class StepBatches(Dataset):
+    """Item ``s`` = the ``grad_accum`` micro-batches of step ``s`` for this rank."""
+
+    def __init__(self, source, collator: Collator, cfg: TrainConfig, rank: int, world: int):
+        self.source, self.collator, self.cfg = source, collator, cfg
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int) -> list[TrainBatch]:
+        B, accum = self.cfg.batch_size, self.cfg.grad_accum
+        batches = []
+        for micro in range(accum):
+            first = ((step * accum + micro) * self.world + self.rank) * B
+            batches.append(self.collator([self.source[first + j] for j in range(B)]))
+        return batches
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def build_tokenizer(vocab_size: int, source) -> Tokenizer:
+    """A byte-level BPE trained on the targets and prompts of the first 20k training records."""
+    texts = []
+    for i in range(min(20000, len(source))):
+        record = source[i]
+        texts += [record.prompt, record.target]
+    return Tokenizer.train(texts, vocab_size=vocab_size)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training as ``cfg`` says; returns the final checkpoint folder."""
+    rank, world, device = _distributed()
+    out = Path(cfg.out)
+    ckpt = out / CHECKPOINT_DIR
+    torch.manual_seed(cfg.seed)
+    resume = (ckpt / "train_state.json").is_file()
+    source = build_source(cfg.data, seed=cfg.seed)
+    if resume:
+        model, tokenizer = load_model(ckpt), load_tokenizer(ckpt)
+    elif cfg.init:
+        model, tokenizer = load_model(cfg.init), load_tokenizer(cfg.init)
+    else:
+        model = MultimodalLM(MMConfig.from_dict(cfg.model) if cfg.model else MMConfig())
+        tokenizer = build_tokenizer(model.config.decoder.vocab_size, source)
+        if tokenizer.vocab_size > model.config.decoder.vocab_size:
+            raise ValueError(
+                f"tokenizer has {tokenizer.vocab_size} tokens > decoder vocab_size "
+                f"{model.config.decoder.vocab_size}"
+            )
+    model.to(device)
+    trainable = set_trainable(model, cfg.stage)
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+        fused=device.type == "cuda",
+    )
+    start, elapsed_before = 0, 0.0
+    if resume:
+        info = load_train_state(ckpt, optimizer)
+        start, elapsed_before = info["step"], info["elapsed"]
+        log.info("resumed from %s at step %d", ckpt, start)
+    ddp = DistributedDataParallel(model) if world > 1 else model
+    collator = Collator(
+        tokenizer,
+        ImageProcessor(model.config.image) if model.config.image else None,
+        AudioProcessor(model.config.audio) if model.config.audio else None,
+        cfg.max_len,
+    )
+    loader = DataLoader(
+        StepBatches(source, collator, cfg, rank, world),
+        sampler=range(start, cfg.steps),
+        batch_size=None,
+        num_workers=cfg.num_workers,
+        prefetch_factor=2 if cfg.num_workers else None,
+        persistent_workers=False,
+    )
+    heldout = _heldout_records(cfg) if rank == 0 else []
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        log.info("%d trainable tensors; %.2fM parameters", len(trainable), _count(model) / 1e6)
+    t0 = time.time()
+    deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes else None
+    step = start
+    bar = tqdm(total=cfg.steps, initial=start, disable=rank != 0, desc="train", unit="step")
+    for step, micro_batches in zip(range(start, cfg.steps), loader, strict=False):
+        model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        total = 0.0
+        for i, batch in enumerate(micro_batches):
+            batch = batch.to(device)
+            sync = i == len(micro_batches) - 1 or world == 1
+            ctx = ddp.no_sync() if not sync else contextlib.nullcontext()
+            with ctx, torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                loss = ddp(batch.token_ids, batch.media, labels=batch.labels).loss
+                (loss / len(micro_batches)).backward()
+            total += loss.item() / len(micro_batches)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{total:.3f}")
+        elapsed = elapsed_before + time.time() - t0
+        if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
+            row = {"step": done, "loss": total, "lr": lr_at(step, cfg)}
+            row.update(grad_norm=float(grad_norm), elapsed_s=round(elapsed, 1))
+            _log_metrics(out, row)
+        out_of_time = deadline is not None and time.time() > deadline
+        if world > 1 and deadline is not None:
+            flag = torch.tensor([float(out_of_time)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
+        if heldout and (done % cfg.eval_every == 0 or done == cfg.steps or out_of_time):
+            scores = evaluate_scores(model, tokenizer, heldout)
+            _log_metrics(out, {"step": done, "eval": scores, "elapsed_s": round(elapsed, 1)})
+            bar.write(f"step {done}: " + _summary(scores))
+        if done % cfg.save_every == 0 or done == cfg.steps or out_of_time:
+            _save(model, tokenizer, optimizer, ckpt, done, elapsed, cfg, rank, world)
+        if out_of_time:
+            log.info("time budget of %s min reached at step %d", cfg.max_minutes, done)
+            break
+    bar.close()
+    if world > 1:
+        dist.barrier()
+    return ckpt
+
+
+def evaluate_scores(model: MultimodalLM, tokenizer: Tokenizer, records) -> dict:
+    model.eval()
+    predictions = predict(model, tokenizer, records, batch_size=64)
+    scores = vqa_scores(records, predictions)
+    scores.update(caption_attribute_scores(records, predictions))
+    return scores
+
+
+def _heldout_records(cfg: TrainConfig) -> list:
+    if not cfg.heldout:
+        return []
+    source = build_source(cfg.heldout, seed=cfg.seed, shuffle=False)
+    return [source[i] for i in range(min(cfg.eval_samples, len(source)))]
+
+
+def _save(model, tokenizer, optimizer, ckpt, step, elapsed, cfg, rank, world) -> None:
+    if rank == 0:
+        info = {"step": step, "elapsed": elapsed, "config": asdict(cfg)}
+        save_checkpoint(
+            model, ckpt, tokenizer=tokenizer, extra=lambda d: save_train_state(d, optimizer, info)
+        )
+        plot_metrics(ckpt.parent / "metrics.jsonl", ckpt.parent / "metrics.png")
+    if world > 1:
+        dist.barrier()
+
+
+def _log_metrics(out: Path, row: dict) -> None:
+    with (out / "metrics.jsonl").open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def _summary(scores: dict) -> str:
+    keys = ["overall", "image", "audio", "both", "caption_attributes"]
+    return "  ".join(f"{k} {scores[k]['accuracy']:.3f}" for k in keys if k in scores)
+
+
+def _count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
