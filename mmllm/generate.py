@@ -8,6 +8,7 @@ otherwise temperature, top-k and top-p (nucleus) sampling from a seeded generato
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -67,8 +68,7 @@ def pick_next(
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
-@torch.inference_mode()
-def generate_ids(
+def stream_ids(
     model: MultimodalLM,
     token_ids: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -76,9 +76,12 @@ def generate_ids(
     sampling: SamplingConfig,
     eos_id: int,
     pad_id: int,
-) -> torch.Tensor:
-    """Continue left-padded prompts ``(B, T)``; returns new ids ``(B, max_new_tokens)``,
-    ``pad_id`` after each row's EOS (the EOS itself is kept)."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Continue left-padded prompts ``(B, T)`` one step at a time.
+
+    Yields ``(next_ids (B,), logprobs (B, V))`` per step; a row that has emitted EOS yields
+    ``pad_id`` afterwards. Stops when every row is done or after ``max_new_tokens``.
+    """
     B, T = token_ids.shape
     device = token_ids.device
     total = T + sampling.max_new_tokens
@@ -94,15 +97,34 @@ def generate_ids(
     generator = None
     if sampling.seed is not None:
         generator = torch.Generator(device=device).manual_seed(sampling.seed)
-    out = torch.full((B, sampling.max_new_tokens), pad_id, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     logits = model.decoder(token_ids, context, mask[:, :T], cache=cache)[:, -1]
     for step in range(sampling.max_new_tokens):
         next_ids = pick_next(logits, sampling, generator).masked_fill(done, pad_id)
-        out[:, step] = next_ids
+        yield next_ids, logits.float().log_softmax(-1)
         done |= next_ids == eos_id
         if bool(done.all()) or step + 1 == sampling.max_new_tokens:
-            break
+            return
         logits = model.decoder(next_ids[:, None], context, mask[:, : T + step + 1], cache=cache)
         logits = logits[:, -1]
+
+
+@torch.inference_mode()
+def generate_ids(
+    model: MultimodalLM,
+    token_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    context: MediaContext | None,
+    sampling: SamplingConfig,
+    eos_id: int,
+    pad_id: int,
+) -> torch.Tensor:
+    """All new ids ``(B, max_new_tokens)`` of ``stream_ids``, ``pad_id``-filled after each EOS."""
+    out = torch.full(
+        (token_ids.shape[0], sampling.max_new_tokens), pad_id, dtype=torch.long,
+        device=token_ids.device,
+    )  # fmt: skip
+    steps = stream_ids(model, token_ids, attention_mask, context, sampling, eos_id, pad_id)
+    for step, (next_ids, _) in enumerate(steps):
+        out[:, step] = next_ids
     return out

@@ -1,0 +1,268 @@
+"""The user-facing API: ``mmllm.load()`` and captioning, alt text, question answering.
+
+model = mmllm.load()                       # the shipped mmllm-tiny
+model.caption("cat.png")                   # -> str
+model.ask("scene.png", "what color is the circle?")        # -> Answer(text, prob, ...)
+model.ask(audio="beeps.wav", question="how many beeps?")
+model.caption(["a.png", "b.png"], batch_size=8)            # -> list[str]
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmllm.checkpoint import load_model, load_tokenizer
+from mmllm.data.jsonl import caption_prompt
+from mmllm.errors import CheckpointError, TextError
+from mmllm.generate import SamplingConfig, generate_ids, left_pad, stream_ids
+from mmllm.media import MediaBatch
+from mmllm.model import MultimodalLM
+from mmllm.processing import AudioProcessor, ImageProcessor
+from mmllm.tokenizer import Tokenizer
+
+DEFAULT_CHECKPOINT = "mmllm-tiny"
+FILLER = re.compile(r"^(an?\s+)?(image|picture|photo|photograph|drawing)\s+(of|showing)\s+", re.I)
+
+
+@dataclass
+class Answer:
+    """An answer, its probability under the model, and the runners-up with theirs."""
+
+    text: str
+    prob: float
+    alternatives: list[tuple[str, float]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def checkpoint_dirs() -> list[Path]:
+    """Where shipped checkpoints live: the source tree, then the installed data folder."""
+    return [
+        Path(__file__).resolve().parent.parent / "checkpoints",
+        Path(sys.prefix) / "share" / "mmllm" / "checkpoints",
+    ]
+
+
+def resolve_checkpoint(path: str | Path | None) -> Path:
+    """A folder path, or the bare name of a shipped checkpoint (default ``mmllm-tiny``)."""
+    name = Path(path if path is not None else DEFAULT_CHECKPOINT)
+    if name.is_dir():
+        return name
+    if len(name.parts) == 1:
+        for root in checkpoint_dirs():
+            if (root / name / "config.json").is_file():
+                return root / name
+    raise CheckpointError(f"no checkpoint folder or shipped checkpoint named {str(name)!r}")
+
+
+def load(
+    path: str | Path | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> MMLLM:
+    """Load a checkpoint (default: the shipped ``mmllm-tiny``) ready for inference."""
+    folder = resolve_checkpoint(path)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_model(folder).to(device).eval()
+    if dtype is not None:
+        model.to(dtype)
+    return MMLLM(model, load_tokenizer(folder))
+
+
+class MMLLM:
+    """A loaded model with its tokenizer and processors: the tasks users call."""
+
+    def __init__(self, model: MultimodalLM, tokenizer: Tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        cfg = model.config
+        self.image_processor = ImageProcessor(cfg.image) if cfg.image else None
+        self.audio_processor = AudioProcessor(cfg.audio) if cfg.audio else None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- tasks -------------------------------------------------------------------------------
+    def caption(self, images: Any, batch_size: int = 8, max_new_tokens: int = 48) -> Any:
+        """A caption per image; a list in gives a list out."""
+        many = isinstance(images, (list, tuple))
+        items = list(images) if many else [images]
+        out = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            out += self._run([caption_prompt(True)] * len(chunk), [[x] for x in chunk], None,
+                             SamplingConfig(max_new_tokens=max_new_tokens))  # fmt: skip
+        return out if many else out[0]
+
+    def stream_caption(self, image: Any, max_new_tokens: int = 48) -> Iterator[str]:
+        """Yield the caption's text piece by piece as it is generated."""
+        yield from self.stream(caption_prompt(True), images=[image],
+                               sampling=SamplingConfig(max_new_tokens=max_new_tokens))  # fmt: skip
+
+    def alt_text(self, image: Any, max_chars: int = 125) -> str:
+        """Alt text: a caption without "image of" filler, as a sentence of at most max_chars."""
+        text = FILLER.sub("", self.caption(image).strip())
+        text = text[:1].upper() + text[1:]
+        if len(text) > max_chars - 1:
+            text = text[: max_chars - 1].rsplit(" ", 1)[0].rstrip(",;:")
+        return text if text.endswith(".") else text + "."
+
+    def ask(
+        self,
+        image: Any = None,
+        question: str | None = None,
+        audio: Any = None,
+        choices: Sequence[str] | None = None,
+        n_alternatives: int = 3,
+    ) -> Answer:
+        """Answer ``question`` about an image and/or audio, with probabilities."""
+        if question is None or not question.strip():
+            raise TextError("the question is empty")
+        images = [image] if image is not None else []
+        clips = [audio] if audio is not None else []
+        media = self._media([images], [clips])
+        prompt = self.tokenizer.prompt_ids(question.strip())
+        if choices:
+            scored = self._score(prompt, list(choices), media)
+        else:
+            scored = self._top_answers(prompt, media, n_alternatives + 1)
+        best, *rest = scored
+        return Answer(best[0], best[1], rest[:n_alternatives])
+
+    def generate(
+        self,
+        prompt: str,
+        images: Sequence[Any] = (),
+        audio: Sequence[Any] = (),
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> str:
+        """Free generation from a prompt with optional media."""
+        sampling = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
+        return "".join(self.stream(prompt, list(images), list(audio), sampling, stop))
+
+    def stream(
+        self,
+        prompt: str,
+        images: Sequence[Any] = (),
+        audio: Sequence[Any] = (),
+        sampling: SamplingConfig | None = None,
+        stop: Sequence[str] = (),
+    ) -> Iterator[str]:
+        """Yield generated text pieces; stops at EOS, a stop string (cut exactly), or the limit."""
+        sampling = sampling or SamplingConfig()
+        token_ids, mask = self._prompt_batch([prompt])
+        context = self.model.prepare_media(self._media([list(images)], [list(audio)]))
+        ids: list[int] = []
+        sent = ""
+        with torch.inference_mode():
+            for next_ids, _ in stream_ids(self.model, token_ids, mask, context, sampling,
+                                          self.tokenizer.eos_id, self.tokenizer.pad_id):  # fmt: skip
+                token = int(next_ids[0])
+                if token == self.tokenizer.eos_id:
+                    break
+                ids.append(token)
+                text = self.tokenizer.decode(ids)
+                cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+                if cut >= 0:
+                    text = text[:cut]
+                if text.startswith(sent) and len(text) > len(sent) and "\ufffd" not in text:
+                    yield text[len(sent) :]
+                    sent = text
+                if cut >= 0:
+                    return
+
+    # -- internals ---------------------------------------------------------------------------
+    def _media(self, images: list[list[Any]], audio: list[list[Any]]) -> MediaBatch | None:
+        if not any(images) and not any(audio):
+            return None
+        if any(images) and self.image_processor is None:
+            raise TextError("this model takes no images")
+        if any(audio) and self.audio_processor is None:
+            raise TextError("this model takes no audio")
+        batch = MediaBatch.from_lists(
+            [[self.image_processor(x) for x in row] for row in images]
+            if self.image_processor else None,
+            [[self.audio_processor(x) for x in row] for row in audio]
+            if self.audio_processor else None,
+        )  # fmt: skip
+        return batch.to(self.device)
+
+    def _prompt_batch(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = left_pad([self.tokenizer.prompt_ids(p) for p in prompts], self.tokenizer.pad_id)
+        return ids.to(self.device), mask.to(self.device)
+
+    def _run(self, prompts, images, audio, sampling: SamplingConfig) -> list[str]:
+        token_ids, mask = self._prompt_batch(prompts)
+        media = self._media(images, audio or [[] for _ in prompts])
+        with torch.inference_mode():
+            context = self.model.prepare_media(media)
+            new = generate_ids(self.model, token_ids, mask, context, sampling,
+                               self.tokenizer.eos_id, self.tokenizer.pad_id)  # fmt: skip
+        return [self.tokenizer.decode(row).strip() for row in new.tolist()]
+
+    @torch.inference_mode()
+    def _sequence_logprob(self, prompt: list[int], answers: list[list[int]], media) -> torch.Tensor:
+        """log P(answer + EOS | media, prompt) for each answer: ``(n,)``."""
+        rows = [prompt + a + [self.tokenizer.eos_id] for a in answers]
+        longest = max(len(r) for r in rows)
+        token_ids = torch.full((len(rows), longest), self.tokenizer.pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            token_ids[i, : len(r)] = torch.tensor(r)
+        token_ids = token_ids.to(self.device)
+        context = self.model.prepare_media(media)
+        if context is not None:
+            context = context.select(torch.zeros(len(rows), dtype=torch.long, device=self.device))
+        logprobs = self.model.decoder(token_ids, context).float().log_softmax(-1)
+        scores = []
+        for i, r in enumerate(rows):
+            positions = torch.arange(len(prompt) - 1, len(r) - 1, device=self.device)
+            targets = token_ids[i, len(prompt) : len(r)]
+            scores.append(logprobs[i, positions, targets].sum())
+        return torch.stack(scores)
+
+    def _score(self, prompt, choices: list[str], media) -> list[tuple[str, float]]:
+        """Closed answer set: each choice's share of the probability mass over the choices."""
+        logp = self._sequence_logprob(prompt, [self.tokenizer.encode(c) for c in choices], media)
+        probs = logp.softmax(0).tolist()
+        return sorted(zip(choices, probs, strict=True), key=lambda x: -x[1])
+
+    def _top_answers(self, prompt, media, k: int) -> list[tuple[str, float]]:
+        """Greedy completions of the k most likely first tokens, with sequence probabilities."""
+        token_ids = torch.tensor([prompt], device=self.device)
+        with torch.inference_mode():
+            context = self.model.prepare_media(media)
+            first = self.model.decoder(token_ids, context)[0, -1].float().softmax(-1)
+        starts = first.topk(min(k, first.shape[0])).indices.tolist()
+        starts = [t for t in starts if t != self.tokenizer.eos_id] or starts
+        prompts = token_ids.expand(len(starts), -1)
+        rows = torch.zeros(len(starts), dtype=torch.long, device=self.device)
+        sub = context.select(rows) if context is not None else None
+        seeded = torch.cat([prompts, torch.tensor(starts, device=self.device)[:, None]], 1)
+        seeded_mask = torch.ones_like(seeded, dtype=torch.bool)
+        sampling = SamplingConfig(max_new_tokens=16)
+        eos, pad = self.tokenizer.eos_id, self.tokenizer.pad_id
+        rest = generate_ids(self.model, seeded, seeded_mask, sub, sampling, eos, pad)
+        answers = []
+        for s, tail in zip(starts, rest.tolist(), strict=True):
+            ids = [s] + [t for t in tail if t not in (self.tokenizer.eos_id, self.tokenizer.pad_id)]
+            answers.append(ids)
+        logp = self._sequence_logprob(prompt, answers, media)
+        texts = [self.tokenizer.decode(a).strip() for a in answers]
+        best: dict[str, float] = {}
+        for text, p in zip(texts, logp.exp().tolist(), strict=True):
+            best[text] = max(best.get(text, 0.0), p)
+        return sorted(best.items(), key=lambda x: -x[1])
