@@ -19,11 +19,14 @@ from mmllm.errors import (
 )
 from mmllm.media import MediaBatch
 from mmllm.model import LMOutput, MultimodalLM
+from mmllm.tasks import MMLLM, Answer, load
 from mmllm.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MMLLM",
+    "Answer",
     "AudioError",
     "CheckpointError",
     "ConfigError",
@@ -42,4 +45,5 @@ __all__ = [
     "TextError",
     "Tokenizer",
     "__version__",
+    "load",
 ]

@@ -56,6 +56,95 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mmllm.eval.run import markdown_table, run_eval
+    from mmllm.tasks import resolve_checkpoint
+
+    data = args.data or f"synthetic:{args.synthetic}"
+    out = Path(args.json) if args.json else None
+    scores = run_eval(resolve_checkpoint(args.checkpoint), data, args.n, args.seed, out, args.drop)
+    print(markdown_table(scores))
+    return EXIT_OK
+
+
+def _expand_inputs(patterns: list[str]) -> list[Path]:
+    """Files, folders (their images, sorted) and globs -> a list of image paths."""
+    import glob
+
+    suffixes = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+    paths: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes)
+        elif any(c in pattern for c in "*?["):
+            paths += sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+        else:
+            paths.append(path)
+    return paths
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    """Caption (or alt-text) every input; a bad file is reported and the rest go on."""
+    from tqdm import tqdm
+
+    import mmllm
+
+    model = mmllm.load(args.checkpoint, device=args.device)
+    paths = _expand_inputs(args.inputs)
+    if not paths:
+        print("error: no input images found", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from mmllm.processing import load_image
+
+    results, failed = [], 0
+    show = len(paths) > 1 and not args.json
+    for start in tqdm(range(0, len(paths), args.batch_size), disable=not show, unit="batch"):
+        good, images = [], []
+        for path in paths[start : start + args.batch_size]:
+            try:  # decode one by one, so a bad file fails alone
+                images.append(load_image(path))
+                good.append(path)
+            except MMLLMError as err:
+                failed += 1
+                results.append({"file": str(path), "error": str(err)})
+        if args.command == "alt-text":
+            texts = [model.alt_text(image, max_chars=args.max_chars) for image in images]
+        else:
+            texts = model.caption(images, batch_size=args.batch_size) if images else []
+        results += [{"file": str(p), "text": t} for p, t in zip(good, texts, strict=True)]
+    for row in results:
+        if args.json:
+            continue
+        if "error" in row:
+            print(f"{row['file']}\terror: {row['error']}", file=sys.stderr)
+        else:
+            print(f"{row['file']}\t{row['text']}" if len(paths) > 1 else row["text"])
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return EXIT_OK if failed == 0 else EXIT_BAD_INPUT
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    import mmllm
+
+    model = mmllm.load(args.checkpoint, device=args.device)
+    choices = args.choices.split(",") if args.choices else None
+    answer = model.ask(args.image, args.question, audio=args.audio, choices=choices)
+    if args.json:
+        print(json.dumps({"answer": answer.text, "prob": answer.prob,
+                          "alternatives": answer.alternatives}))  # fmt: skip
+    else:
+        print(f"{answer.text}\t(p={answer.prob:.3f})")
+    return EXIT_OK
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default=None, help="folder or shipped name (mmllm-tiny)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mmllm.train.trainer import TrainConfig
 
@@ -76,6 +165,52 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="tiny", help="model size when not --init")
     _add_dataclass_flags(train, TrainConfig, skip={"model"})
     train.set_defaults(func=cmd_train)
+
+    raw = argparse.RawDescriptionHelpFormatter
+    caption = sub.add_parser(
+        "caption", help="caption images", formatter_class=raw,
+        epilog="examples:\n  mmllm caption photo.png\n  mmllm caption img/ --json\n"
+        "  mmllm caption 'shots/*.png' --batch-size 16",
+    )  # fmt: skip
+    alt = sub.add_parser(
+        "alt-text", help="alt text for images", formatter_class=raw,
+        epilog="examples:\n  mmllm alt-text chart.png\n  mmllm alt-text site/img --max-chars 100",
+    )  # fmt: skip
+    for p in (caption, alt):
+        p.add_argument("inputs", nargs="+", help="image files, folders or globs")
+        p.add_argument("--batch-size", type=int, default=8)
+        _add_model_flags(p)
+        p.set_defaults(func=cmd_caption)
+    alt.add_argument("--max-chars", type=int, default=125)
+
+    ask = sub.add_parser(
+        "ask", help="answer a question about an image and/or a sound", formatter_class=raw,
+        epilog="examples:\n  mmllm ask scene.png --question 'what color is the circle?'\n"
+        "  mmllm ask --audio beeps.wav --question 'how many beeps are there?'\n"
+        "  mmllm ask scene.png --question 'is there a star?' --choices yes,no",
+    )  # fmt: skip
+    ask.add_argument("image", nargs="?", default=None)
+    ask.add_argument("--question", "-q", required=True)
+    ask.add_argument("--audio", default=None)
+    ask.add_argument("--choices", default=None, help="comma-separated closed answer set")
+    _add_model_flags(ask)
+    ask.set_defaults(func=cmd_ask)
+
+    ev = sub.add_parser(
+        "eval", help="score a checkpoint on held-out data", formatter_class=raw,
+        epilog="examples:\n  mmllm eval --synthetic heldout --n 1000 --json scores.json\n"
+        "  mmllm eval --checkpoint runs/mine/checkpoint --data val.jsonl",
+    )  # fmt: skip
+    ev.add_argument("--checkpoint", default=None, help="folder or shipped name (mmllm-tiny)")
+    group = ev.add_mutually_exclusive_group()
+    group.add_argument("--synthetic", default="heldout", help="synthetic split")
+    group.add_argument("--data", default=None, help="a JSONL file")
+    ev.add_argument("--n", type=int, default=1000, help="records to evaluate")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--drop", choices=["audio", "image"], default=None,
+                    help="remove a medium from every record (ablation)")  # fmt: skip
+    ev.add_argument("--json", default=None, help="write scores to this file")
+    ev.set_defaults(func=cmd_eval)
 
     data = sub.add_parser("data", help="export datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)

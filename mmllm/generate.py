@@ -76,11 +76,13 @@ def stream_ids(
     sampling: SamplingConfig,
     eos_id: int,
     pad_id: int,
+    suppress_ids: tuple[int, ...] = (),
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Continue left-padded prompts ``(B, T)`` one step at a time.
 
     Yields ``(next_ids (B,), logprobs (B, V))`` per step; a row that has emitted EOS yields
     ``pad_id`` afterwards. Stops when every row is done or after ``max_new_tokens``.
+    ``suppress_ids`` (e.g. padding and prompt markers) are never generated.
     """
     B, T = token_ids.shape
     device = token_ids.device
@@ -99,7 +101,9 @@ def stream_ids(
         generator = torch.Generator(device=device).manual_seed(sampling.seed)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     logits = model.decoder(token_ids, context, mask[:, :T], cache=cache)[:, -1]
+    suppress = torch.tensor(suppress_ids, dtype=torch.long, device=device)
     for step in range(sampling.max_new_tokens):
+        logits = logits.index_fill(-1, suppress, float("-inf")) if len(suppress_ids) else logits
         next_ids = pick_next(logits, sampling, generator).masked_fill(done, pad_id)
         yield next_ids, logits.float().log_softmax(-1)
         done |= next_ids == eos_id
@@ -118,13 +122,16 @@ def generate_ids(
     sampling: SamplingConfig,
     eos_id: int,
     pad_id: int,
+    suppress_ids: tuple[int, ...] = (),
 ) -> torch.Tensor:
     """All new ids ``(B, max_new_tokens)`` of ``stream_ids``, ``pad_id``-filled after each EOS."""
     out = torch.full(
         (token_ids.shape[0], sampling.max_new_tokens), pad_id, dtype=torch.long,
         device=token_ids.device,
     )  # fmt: skip
-    steps = stream_ids(model, token_ids, attention_mask, context, sampling, eos_id, pad_id)
+    steps = stream_ids(
+        model, token_ids, attention_mask, context, sampling, eos_id, pad_id, suppress_ids
+    )
     for step, (next_ids, _) in enumerate(steps):
         out[:, step] = next_ids
     return out

@@ -168,22 +168,32 @@ class MMLLM:
         context = self.model.prepare_media(self._media([list(images)], [list(audio)]))
         ids: list[int] = []
         sent = ""
+        tok = self.tokenizer
+        steps = stream_ids(self.model, token_ids, mask, context, sampling, tok.eos_id, tok.pad_id,
+                           tok.never_generated)  # fmt: skip
         with torch.inference_mode():
-            for next_ids, _ in stream_ids(self.model, token_ids, mask, context, sampling,
-                                          self.tokenizer.eos_id, self.tokenizer.pad_id):  # fmt: skip
+            for next_ids, _ in steps:
                 token = int(next_ids[0])
-                if token == self.tokenizer.eos_id:
+                if token == tok.eos_id:
                     break
                 ids.append(token)
                 text = self.tokenizer.decode(ids)
                 cut = min((text.find(s) for s in stop if s and s in text), default=-1)
                 if cut >= 0:
-                    text = text[:cut]
-                if text.startswith(sent) and len(text) > len(sent) and "\ufffd" not in text:
-                    yield text[len(sent) :]
-                    sent = text
-                if cut >= 0:
+                    if cut > len(sent):
+                        yield text[len(sent) : cut]
                     return
+                # hold back what may still become a stop string or a multi-byte character
+                safe = len(text) - _pending_stop(text, stop)
+                if text.endswith("\ufffd"):
+                    safe = min(safe, len(text) - 1)
+                if safe > len(sent):
+                    yield text[len(sent) : safe]
+                    sent = text[:safe]
+        if ids:
+            text = self.tokenizer.decode(ids)
+            if len(text) > len(sent):
+                yield text[len(sent) :]
 
     # -- internals ---------------------------------------------------------------------------
     def _media(self, images: list[list[Any]], audio: list[list[Any]]) -> MediaBatch | None:
@@ -205,14 +215,18 @@ class MMLLM:
         ids, mask = left_pad([self.tokenizer.prompt_ids(p) for p in prompts], self.tokenizer.pad_id)
         return ids.to(self.device), mask.to(self.device)
 
+    def _generate(self, token_ids, mask, context, sampling: SamplingConfig) -> torch.Tensor:
+        tok = self.tokenizer
+        return generate_ids(self.model, token_ids, mask, context, sampling, tok.eos_id, tok.pad_id,
+                            tok.never_generated)  # fmt: skip
+
     def _run(self, prompts, images, audio, sampling: SamplingConfig) -> list[str]:
         token_ids, mask = self._prompt_batch(prompts)
         media = self._media(images, audio or [[] for _ in prompts])
         with torch.inference_mode():
             context = self.model.prepare_media(media)
-            new = generate_ids(self.model, token_ids, mask, context, sampling,
-                               self.tokenizer.eos_id, self.tokenizer.pad_id)  # fmt: skip
-        return [self.tokenizer.decode(row).strip() for row in new.tolist()]
+            new = self._generate(token_ids, mask, context, sampling)
+        return [self.tokenizer.decode(row) for row in new.tolist()]
 
     @torch.inference_mode()
     def _sequence_logprob(self, prompt: list[int], answers: list[list[int]], media) -> torch.Tensor:
@@ -253,9 +267,7 @@ class MMLLM:
         sub = context.select(rows) if context is not None else None
         seeded = torch.cat([prompts, torch.tensor(starts, device=self.device)[:, None]], 1)
         seeded_mask = torch.ones_like(seeded, dtype=torch.bool)
-        sampling = SamplingConfig(max_new_tokens=16)
-        eos, pad = self.tokenizer.eos_id, self.tokenizer.pad_id
-        rest = generate_ids(self.model, seeded, seeded_mask, sub, sampling, eos, pad)
+        rest = self._generate(seeded, seeded_mask, sub, SamplingConfig(max_new_tokens=16))
         answers = []
         for s, tail in zip(starts, rest.tolist(), strict=True):
             ids = [s] + [t for t in tail if t not in (self.tokenizer.eos_id, self.tokenizer.pad_id)]
@@ -266,3 +278,14 @@ class MMLLM:
         for text, p in zip(texts, logp.exp().tolist(), strict=True):
             best[text] = max(best.get(text, 0.0), p)
         return sorted(best.items(), key=lambda x: -x[1])
+
+
+def _pending_stop(text: str, stop: Sequence[str]) -> int:
+    """Length of the longest end of ``text`` that begins some stop string (0 if none)."""
+    best = 0
+    for s in stop:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best

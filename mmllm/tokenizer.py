@@ -53,6 +53,11 @@ class Tokenizer:
         self.backend.save(str(path))
 
     @property
+    def never_generated(self) -> tuple[int, ...]:
+        """Special tokens a model must never output: padding, begin, and the prompt end."""
+        return (self.pad_id, self.bos_id, self.sep_id)
+
+    @property
     def vocab_size(self) -> int:
         return self.backend.get_vocab_size()
 

@@ -73,3 +73,22 @@ def media() -> MediaBatch:
 @pytest.fixture
 def token_ids() -> torch.Tensor:
     return torch.randint(4, 64, (3, 12), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A random tiny model with a real BPE tokenizer, saved as a checkpoint folder."""
+    from mmllm import Tokenizer
+    from mmllm.data.sources import SyntheticSource
+
+    source = SyntheticSource("train", seed=0, image_size=32)
+    texts = [t for i in range(300) for t in (source[i].prompt, source[i].target)]
+    tokenizer = Tokenizer.train(texts, vocab_size=300)
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=tokenizer.vocab_size)
+    model = open_gates(MultimodalLM(config).eval(), value=1.0)
+    with torch.no_grad():  # larger weights than the 0.02 init: outputs that depend on inputs
+        for p in model.decoder.parameters():
+            if p.ndim == 2:
+                p.mul_(8)
+    return model.save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny", tokenizer=tokenizer)

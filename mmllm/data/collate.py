@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from mmllm.errors import InputError
 from mmllm.media import MediaBatch
 from mmllm.model import IGNORE_INDEX
 from mmllm.processing import AudioProcessor, ImageProcessor
@@ -71,10 +72,19 @@ class Collator:
         for row, (ids, lab) in enumerate(encoded):
             token_ids[row, : len(ids)] = torch.tensor(ids)
             labels[row, : len(lab)] = torch.tensor(lab)
-        images = [[self.image_processor(x) for x in r.images] for r in records]
-        audio = [[self.audio_processor(x) for x in r.audio] for r in records]
-        media = MediaBatch.from_lists(
-            images if self.image_processor is not None else None,
-            audio if self.audio_processor is not None else None,
-        )
-        return TrainBatch(token_ids, labels, media)
+        return TrainBatch(token_ids, labels, self.media(records))
+
+    def media(self, records: list[Record]) -> MediaBatch:
+        """The records' images and clips, processed and collated."""
+        for record, processor, kind in [(r, p, k) for r in records for p, k in (
+                (self.image_processor, "images"), (self.audio_processor, "audio"))]:  # fmt: skip
+            if getattr(record, kind) and processor is None:
+                raise InputError(f"{record.source or 'a record'} has {kind}; the model takes none")
+        if self.image_processor is None and self.audio_processor is None:
+            return MediaBatch(batch_size=len(records))
+        return MediaBatch.from_lists(
+            [[self.image_processor(x) for x in r.images] for r in records]
+            if self.image_processor else None,
+            [[self.audio_processor(x) for x in r.audio] for r in records]
+            if self.audio_processor else None,
+        )  # fmt: skip

@@ -36,17 +36,49 @@ def vqa_scores(records: Sequence[Record], predictions: Sequence[str]) -> dict:
     return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(hits.items())}
 
 
-def caption_attribute_scores(records: Sequence[Record], predictions: Sequence[str]) -> dict:
-    """Share of captions whose colours, shapes and counts (or sound attributes) all match the
-    reference's, parsed by the synthetic world's ``caption_attributes``."""
+IMAGE_ATTRIBUTES = ("count", "shapes", "colors")
+AUDIO_ATTRIBUTES = ("sound", "pitch", "timbre", "beeps", "direction")
+
+
+def caption_attributes_match(prediction: str, reference: str, category: str | None) -> bool:
+    """Whether ``prediction`` names every colour, shape kind (with its count) and the total count
+    of the reference image caption, and nothing else of those; for sounds, the kind of sound,
+    pitch, timbre, beep count and direction. Parsed by the synthetic world's caption parser."""
     from mmllm.data.synthetic import caption_attributes
+
+    keys = AUDIO_ATTRIBUTES if category == "audio" else IMAGE_ATTRIBUTES
+    pred, ref = caption_attributes(prediction), caption_attributes(reference)
+    return all(pred[k] == ref[k] for k in keys)
+
+
+def caption_attribute_scores(records: Sequence[Record], predictions: Sequence[str]) -> dict:
+    """Share of captions whose attributes all match (see ``caption_attributes_match``)."""
 
     hits: dict[str, list[int]] = defaultdict(list)
     for record, pred in zip(records, predictions, strict=True):
         if record.task != "caption":
             continue
-        hit = int(caption_attributes(pred) == caption_attributes(record.target))
+        hit = int(caption_attributes_match(pred, record.target, record.category))
         hits["caption_attributes"].append(hit)
         if record.category:
             hits[f"caption_attributes/{record.category}"].append(hit)
     return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(hits.items())}
+
+
+def caption_text_scores(records: Sequence[Record], predictions: Sequence[str]) -> dict:
+    """Corpus BLEU-4 and CIDEr-D of the caption records (pycocoevalcap's scorers, lower-cased
+    words without punctuation; one reference per caption)."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
+    refs, preds = {}, {}
+    for i, (record, pred) in enumerate(zip(records, predictions, strict=True)):
+        if record.task == "caption":
+            refs[i] = [" ".join(re.sub(r"[^\w\s]", " ", record.target.lower()).split())]
+            preds[i] = [" ".join(re.sub(r"[^\w\s]", " ", pred.lower()).split()) or "empty"]
+    if not refs:
+        return {}
+    bleu = Bleu(4).compute_score(refs, preds, verbose=0)[0][3]
+    cider = Cider().compute_score(refs, preds)[0]
+    return {"caption_bleu4": {"score": float(bleu), "n": len(refs)},
+            "caption_cider": {"score": float(cider), "n": len(refs)}}  # fmt: skip

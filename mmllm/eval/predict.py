@@ -48,6 +48,7 @@ def predict(
             SamplingConfig(max_new_tokens=max_new_tokens),
             eos_id=tokenizer.eos_id,
             pad_id=tokenizer.pad_id,
+            suppress_ids=tokenizer.never_generated,
         )
         outputs.extend(tokenizer.decode(row).strip() for row in new.tolist())
     return outputs

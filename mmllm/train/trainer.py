@@ -29,8 +29,8 @@ from mmllm.checkpoint import load_model, load_tokenizer, save_checkpoint
 from mmllm.config import MMConfig
 from mmllm.data.collate import Collator, TrainBatch
 from mmllm.data.sources import build_source
-from mmllm.eval.metrics import caption_attribute_scores, vqa_scores
 from mmllm.eval.predict import predict
+from mmllm.eval.run import score_records
 from mmllm.model import MultimodalLM
 from mmllm.processing import AudioProcessor, ImageProcessor
 from mmllm.tokenizer import Tokenizer
@@ -64,6 +64,8 @@ class TrainConfig:
     eval_samples: int = 256
     save_every: int = 200
     max_minutes: float | None = None
+    stop_after: int | None = None  # end this run at this step (the schedule still spans `steps`)
+    tokenizer_samples: int = 20000
     num_workers: int = 1
     model: dict = field(default_factory=dict)  # MMConfig as a dict (when not --init)
 
@@ -109,10 +111,10 @@ def _distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def build_tokenizer(vocab_size: int, source) -> Tokenizer:
-    """A byte-level BPE trained on the targets and prompts of the first 20k training records."""
+def build_tokenizer(vocab_size: int, source, samples: int) -> Tokenizer:
+    """A byte-level BPE trained on the prompts and targets of the first training records."""
     texts = []
-    for i in range(min(20000, len(source))):
+    for i in range(min(samples, len(source))):
         record = source[i]
         texts += [record.prompt, record.target]
     return Tokenizer.train(texts, vocab_size=vocab_size)
@@ -132,7 +134,7 @@ def train(cfg: TrainConfig) -> Path:
         model, tokenizer = load_model(cfg.init), load_tokenizer(cfg.init)
     else:
         model = MultimodalLM(MMConfig.from_dict(cfg.model) if cfg.model else MMConfig())
-        tokenizer = build_tokenizer(model.config.decoder.vocab_size, source)
+        tokenizer = build_tokenizer(model.config.decoder.vocab_size, source, cfg.tokenizer_samples)
         if tokenizer.vocab_size > model.config.decoder.vocab_size:
             raise ValueError(
                 f"tokenizer has {tokenizer.vocab_size} tokens > decoder vocab_size "
@@ -177,9 +179,10 @@ def train(cfg: TrainConfig) -> Path:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
         log.info("%d trainable tensors; %.2fM parameters", len(trainable), _count(model) / 1e6)
     t0 = time.time()
-    deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes else None
+    deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes is not None else None
     step = start
-    bar = tqdm(total=cfg.steps, initial=start, disable=rank != 0, desc="train", unit="step")
+    # on rank 0 only, and only on a terminal (logs keep metrics.jsonl instead)
+    bar = tqdm(total=cfg.steps, initial=start, disable=True if rank else None, desc="train")
     for step, micro_batches in zip(range(start, cfg.steps), loader, strict=False):
         model.train()
         for group in optimizer.param_groups:
@@ -205,6 +208,7 @@ def train(cfg: TrainConfig) -> Path:
             row.update(grad_norm=float(grad_norm), elapsed_s=round(elapsed, 1))
             _log_metrics(out, row)
         out_of_time = deadline is not None and time.time() > deadline
+        out_of_time |= cfg.stop_after is not None and done >= cfg.stop_after
         if world > 1 and deadline is not None:
             flag = torch.tensor([float(out_of_time)], device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -220,16 +224,27 @@ def train(cfg: TrainConfig) -> Path:
             break
     bar.close()
     if world > 1:
-        dist.barrier()
+        _check_replicas_agree(model, out, rank)
     return ckpt
+
+
+def _check_replicas_agree(model: torch.nn.Module, out: Path, rank: int) -> None:
+    """DDP keeps replicas identical; verify it (a cheap checksum per rank) and log it."""
+    device = next(model.parameters()).device
+    total = sum(float(p.double().sum()) for p in model.parameters())
+    checksum = torch.tensor([total], dtype=torch.float64, device=device)
+    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, checksum)
+    values = [float(g.item()) for g in gathered]
+    if rank == 0:
+        _log_metrics(out, {"replica_checksums": values})
+    if len(set(values)) != 1:
+        raise RuntimeError(f"DDP replicas diverged: weight checksums {values}")
 
 
 def evaluate_scores(model: MultimodalLM, tokenizer: Tokenizer, records) -> dict:
     model.eval()
-    predictions = predict(model, tokenizer, records, batch_size=64)
-    scores = vqa_scores(records, predictions)
-    scores.update(caption_attribute_scores(records, predictions))
-    return scores
+    return score_records(records, predict(model, tokenizer, records, batch_size=64))
 
 
 def _heldout_records(cfg: TrainConfig) -> list:

@@ -1,0 +1,82 @@
+"""``mmllm eval``: answer a held-out set with a checkpoint and score it per category."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from mmllm.checkpoint import load_model, load_tokenizer
+from mmllm.data.sources import build_source
+from mmllm.eval.metrics import caption_attribute_scores, caption_text_scores, vqa_scores
+from mmllm.eval.predict import predict
+from mmllm.model import MultimodalLM
+from mmllm.tokenizer import Tokenizer
+
+
+def score_records(records, predictions) -> dict:
+    """Every metric that applies to ``records``: VQA exact match, caption attributes, BLEU/CIDEr."""
+    scores = vqa_scores(records, predictions)
+    if any(r.task == "caption" for r in records):
+        scores.update(caption_text_scores(records, predictions))
+        if any(r.category in ("image", "audio") for r in records if r.task == "caption"):
+            scores.update(caption_attribute_scores(records, predictions))
+    return scores
+
+
+def evaluate(
+    model: MultimodalLM,
+    tokenizer: Tokenizer,
+    data: str,
+    n: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: bool = False,
+    drop: str | None = None,
+) -> dict:
+    """Scores of ``model`` on ``data`` (``synthetic:<split>`` or a JSONL file).
+
+    drop: "audio" or "image" removes that medium from every record (to prove the model uses it).
+    """
+    source = build_source(data, seed=seed, shuffle=False)
+    count = min(n or len(source), len(source))
+    records = [source[i] for i in range(count)]
+    if drop == "audio":
+        for r in records:
+            r.audio = []
+    elif drop == "image":
+        for r in records:
+            r.images = []
+    predictions = predict(model, tokenizer, records, batch_size=batch_size, progress=progress)
+    scores = score_records(records, predictions)
+    scores["_meta"] = {"data": data, "n": count, "seed": seed, "drop": drop}
+    scores["_examples"] = [
+        {"prompt": r.prompt, "target": r.target, "prediction": p, "category": r.category}
+        for r, p in list(zip(records, predictions, strict=True))[:20]
+    ]
+    return scores
+
+
+def run_eval(checkpoint: str | Path, data: str, n: int | None, seed: int, out: Path | None,
+             drop: str | None = None) -> dict:  # fmt: skip
+    model = load_model(checkpoint).eval()
+    if torch.cuda.is_available():
+        model.cuda()
+    scores = evaluate(model, load_tokenizer(checkpoint), data, n, seed, progress=True, drop=drop)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(scores, indent=2) + "\n")
+    return scores
+
+
+def markdown_table(scores: dict) -> str:
+    """The scores as a Markdown table, one row per metric."""
+    lines = ["| metric | score | n |", "|---|---|---|"]
+    for key, value in scores.items():
+        if key.startswith("_"):
+            continue
+        figure = value.get("accuracy", value.get("score"))
+        unit = f"{100 * figure:.1f}%" if "accuracy" in value else f"{figure:.3f}"
+        lines.append(f"| {key} | {unit} | {value['n']} |")
+    return "\n".join(lines)

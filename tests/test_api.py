@@ -1,0 +1,63 @@
+"""The Python API on a tiny random checkpoint: return types, alt text rules, probabilities."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import mmllm
+from mmllm import Answer, CheckpointError, TextError
+
+
+@pytest.fixture(scope="module")
+def api(tiny_checkpoint):
+    return mmllm.load(tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture
+def image():
+    return Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8))
+
+
+def test_caption_of_one_image_is_a_string(api, image):
+    assert isinstance(api.caption(image, max_new_tokens=8), str)
+
+
+def test_caption_of_a_list_is_a_list_equal_to_one_by_one(api, image):
+    other = image.rotate(90)
+    many = api.caption([image, other, image], batch_size=2, max_new_tokens=8)
+    assert many == [api.caption(x, max_new_tokens=8) for x in (image, other, image)]
+
+
+def test_alt_text_has_no_filler_and_respects_max_chars(api, image, monkeypatch):
+    monkeypatch.setattr(api, "caption", lambda *a, **k: "an image of " + "a red circle " * 20)
+    text = api.alt_text(image, max_chars=60)
+    assert not text.lower().startswith(("an image of", "image of"))
+    assert len(text) <= 60 and text.endswith(".") and text[0].isupper()
+
+
+def test_ask_returns_answer_with_probabilities(api, image):
+    answer = api.ask(image, "what color is the circle?")
+    assert isinstance(answer, Answer) and 0.0 <= answer.prob <= 1.0
+    probs = [answer.prob] + [p for _, p in answer.alternatives]
+    assert probs == sorted(probs, reverse=True)
+
+
+def test_ask_with_choices_distributes_probability_over_them(api, image):
+    answer = api.ask(image, "is there a star?", choices=["yes", "no"])
+    assert answer.text in ("yes", "no")
+    assert answer.prob + answer.alternatives[0][1] == pytest.approx(1.0)
+
+
+def test_ask_audio_only(api):
+    beeps = np.sin(np.arange(16000) * 0.2).astype(np.float32)
+    assert isinstance(api.ask(audio=beeps, question="how many beeps?").text, str)
+
+
+def test_empty_question_is_a_typed_error(api, image):
+    with pytest.raises(TextError, match="empty"):
+        api.ask(image, "   ")
+
+
+def test_unknown_checkpoint_name_is_a_typed_error():
+    with pytest.raises(CheckpointError, match="no-such-model"):
+        mmllm.load("no-such-model")

@@ -1,0 +1,99 @@
+"""Training: exact resume, torchrun DDP on CPU, the stage rule, the time budget."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mmllm import MultimodalLM
+from mmllm.train.stages import set_trainable
+from mmllm.train.trainer import TrainConfig, lr_at, train
+from tests.conftest import tiny_config
+
+
+def small_run(out, **overrides) -> TrainConfig:
+    values = dict(
+        out=str(out), model=tiny_config(vocab_size=320).to_dict(), steps=6, batch_size=4,
+        warmup=2, lr=3e-3, eval_every=1000, save_every=1000, log_every=1, heldout=None,
+        num_workers=0, tokenizer_samples=200, max_len=48,
+    )  # fmt: skip
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def weights(folder):
+    return load_file(folder / "model.safetensors")
+
+
+def test_resume_gives_identical_weights(tmp_path):
+    straight = train(small_run(tmp_path / "a"))
+    train(small_run(tmp_path / "b", stop_after=3))
+    resumed = train(small_run(tmp_path / "b"))
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(x).get("step") for x in (tmp_path / "b/metrics.jsonl").open()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_training_changes_weights_and_lowers_loss(tmp_path):
+    train(small_run(tmp_path, steps=30))
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "metrics.jsonl").open()]
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    assert (tmp_path / "metrics.png").stat().st_size > 1000
+
+
+def test_checkpoint_of_a_run_loads_as_a_model(tmp_path):
+    folder = train(small_run(tmp_path, steps=2))
+    assert isinstance(MultimodalLM.from_pretrained(folder), MultimodalLM)
+
+
+def test_torchrun_two_processes_keep_identical_weights(tmp_path):
+    config = small_run(tmp_path / "ddp", steps=3)
+    config_file = tmp_path / "run.json"
+    config_file.write_text(json.dumps(config.__dict__))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29531", "-m", "mmllm.cli", "train",
+           "--config", str(config_file)]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(x) for x in (tmp_path / "ddp/metrics.jsonl").open()]
+    checksums = [r["replica_checksums"] for r in rows if "replica_checksums" in r]
+    assert len(checksums) == 1 and len(checksums[0]) == 2
+    assert checksums[0][0] == checksums[0][1]
+
+
+def test_align_stage_trains_only_projectors_and_cross_attention():
+    model = MultimodalLM(tiny_config())
+    names = set_trainable(model, "align")
+    assert names and all(
+        n.startswith(("image_projector", "audio_projector", "media_packer")) or ".cross_attn" in n
+        for n in names
+    )
+    assert not model.decoder.embed_tokens.weight.requires_grad
+    assert not any(p.requires_grad for p in model.image_encoder.parameters())
+
+
+def test_unknown_stage_is_an_error():
+    with pytest.raises(ValueError, match="unknown stage"):
+        set_trainable(MultimodalLM(tiny_config()), "everything")
+
+
+def test_learning_rate_schedule_warms_up_then_decays():
+    cfg = TrainConfig(steps=100, warmup=10, lr=1.0, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
+    assert lr_at(50, cfg) < lr_at(20, cfg)
+
+
+def test_time_budget_ends_with_a_loadable_checkpoint(tmp_path):
+    folder = train(small_run(tmp_path, steps=1000, max_minutes=0.0))
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").open()]
+    assert rows[-1]["step"] == 1  # stopped after the first step
+    assert MultimodalLM.from_pretrained(folder) is not None
