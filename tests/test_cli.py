@@ -1,0 +1,59 @@
+"""The `mmllm` command: help with examples, captions, JSON output, exit codes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from mmllm.cli import main
+
+
+def test_help_of_each_user_command_shows_examples():
+    for command in ("caption", "alt-text", "ask", "eval", "train"):
+        result = subprocess.run([sys.executable, "-m", "mmllm.cli", command, "--help"],
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert result.returncode == 0 and "examples:" in result.stdout, command
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, colour in enumerate(["red", "blue"]):
+        Image.new("RGB", (16, 16), colour).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    return folder
+
+
+def test_caption_folder_json_reports_each_file_and_fails_on_the_bad_one(
+    tiny_checkpoint, images, capsys
+):
+    code = main(["caption", str(images), "--checkpoint", str(tiny_checkpoint), "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 2  # some input was bad
+    assert sorted(r["file"].rsplit("/", 1)[1] for r in rows) == ["0.png", "1.png", "broken.png"]
+    assert next(r for r in rows if "error" in r)["file"].endswith("broken.png")
+
+
+def test_caption_one_good_image_exits_zero(tiny_checkpoint, images, capsys):
+    code = main(["caption", str(images / "0.png"), "--checkpoint", str(tiny_checkpoint)])
+    assert code == 0 and capsys.readouterr().out.strip()
+
+
+def test_ask_json(tiny_checkpoint, images, capsys):
+    code = main(["ask", str(images / "0.png"), "-q", "is it red?", "--choices", "yes,no",
+                 "--checkpoint", str(tiny_checkpoint), "--json"])  # fmt: skip
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 0 and answer["answer"] in ("yes", "no")
+
+
+def test_missing_checkpoint_is_exit_code_1(images, capsys):
+    assert main(["caption", str(images / "0.png"), "--checkpoint", "no-such-model"]) == 1
+    assert "no-such-model" in capsys.readouterr().err
+
+
+def test_data_synth_exports_jsonl(tmp_path, capsys):
+    assert main(["data", "synth", "--out", str(tmp_path), "--n", "3", "--seed", "1"]) == 0
+    assert len((tmp_path / "data.jsonl").read_text().splitlines()) == 3
