@@ -135,3 +135,66 @@ def generate_ids(
     for step, (next_ids, _) in enumerate(steps):
         out[:, step] = next_ids
     return out
+
+
+@torch.inference_mode()
+def beam_search_ids(
+    model: MultimodalLM,
+    token_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    context: MediaContext | None,
+    num_beams: int,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    suppress_ids: tuple[int, ...] = (),
+) -> torch.Tensor:
+    """The most likely continuation (sum of log-probabilities) among ``num_beams`` beams per row.
+
+    A beam that emits EOS is finished: it keeps its score and only extends with padding, so it
+    competes with longer beams on equal terms. One beam is exactly greedy. Returns
+    ``(B, max_new_tokens)`` like ``generate_ids``.
+    """
+    if not isinstance(num_beams, int) or num_beams < 1:
+        raise GenerationError(f"num_beams must be an integer >= 1, got {num_beams!r}")
+    B, T = token_ids.shape
+    K, device = num_beams, token_ids.device
+    total = T + max_new_tokens
+    if total > model.config.decoder.max_seq_len:
+        raise GenerationError(
+            f"prompt of {T} tokens + {max_new_tokens} new tokens exceeds the model's "
+            f"context of {model.config.decoder.max_seq_len} tokens"
+        )
+    rows = torch.arange(B, device=device).repeat_interleave(K)  # beam b*K+k belongs to row b
+    context = context.select(rows) if context is not None else None
+    dtype = next(model.decoder.parameters()).dtype
+    cache = model.decoder.new_cache(B * K, total, device, dtype)
+    mask = torch.ones(B * K, total, dtype=torch.bool, device=device)
+    mask[:, :T] = attention_mask[rows]
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # start from one beam per row, so beams never duplicate
+    out = torch.full((B * K, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    done = torch.zeros(B * K, dtype=torch.bool, device=device)
+    logits = model.decoder(token_ids[rows], context, mask[:, :T], cache=cache)[:, -1]
+    for step in range(max_new_tokens):
+        logprobs = logits.float().log_softmax(-1)  # (B*K, V)
+        if suppress_ids:
+            logprobs[:, list(suppress_ids)] = float("-inf")
+        finished = torch.full_like(logprobs[0], float("-inf"))
+        finished[pad_id] = 0.0
+        logprobs = torch.where(done[:, None], finished, logprobs)
+        V = logprobs.shape[-1]
+        candidates = (scores.view(-1, 1) + logprobs).view(B, K * V)
+        scores, flat = candidates.topk(K, dim=-1)  # (B, K)
+        parent = (flat // V) + torch.arange(B, device=device)[:, None] * K  # (B, K) beam rows
+        parent, next_ids = parent.view(-1), (flat % V).view(-1)
+        out = out[parent]
+        out[:, step] = next_ids
+        done = done[parent] | (next_ids == eos_id)
+        cache.reorder(parent)
+        if bool(done.all()) or step + 1 == max_new_tokens:
+            break
+        logits = model.decoder(next_ids[:, None], context, mask[:, : T + step + 1], cache=cache)
+        logits = logits[:, -1]
+    best = scores.argmax(-1) + torch.arange(B, device=device) * K
+    return out[best]

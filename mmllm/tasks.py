@@ -20,8 +20,14 @@ import torch
 
 from mmllm.checkpoint import load_model, load_tokenizer
 from mmllm.data.jsonl import caption_prompt
-from mmllm.errors import CheckpointError, TextError
-from mmllm.generate import SamplingConfig, generate_ids, left_pad, stream_ids
+from mmllm.errors import CheckpointError, GenerationError, TextError
+from mmllm.generate import (
+    SamplingConfig,
+    beam_search_ids,
+    generate_ids,
+    left_pad,
+    stream_ids,
+)
 from mmllm.media import MediaBatch
 from mmllm.model import MultimodalLM
 from mmllm.processing import AudioProcessor, ImageProcessor
@@ -149,9 +155,16 @@ class MMLLM:
         top_p: float | None = None,
         stop: Sequence[str] = (),
         seed: int | None = None,
+        num_beams: int = 1,
     ) -> str:
-        """Free generation from a prompt with optional media."""
+        """Free generation from a prompt with optional media (beam search if num_beams > 1)."""
         sampling = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
+        if num_beams != 1:
+            if temperature != 0:
+                raise GenerationError("beam search is deterministic: use temperature=0")
+            text = self._run([prompt], [list(images)], [list(audio)], sampling, num_beams)[0]
+            cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+            return text[:cut] if cut >= 0 else text
         return "".join(self.stream(prompt, list(images), list(audio), sampling, stop))
 
     def stream(
@@ -220,12 +233,20 @@ class MMLLM:
         return generate_ids(self.model, token_ids, mask, context, sampling, tok.eos_id, tok.pad_id,
                             tok.never_generated)  # fmt: skip
 
-    def _run(self, prompts, images, audio, sampling: SamplingConfig) -> list[str]:
+    def _run(
+        self, prompts, images, audio, sampling: SamplingConfig, num_beams: int = 1
+    ) -> list[str]:
         token_ids, mask = self._prompt_batch(prompts)
         media = self._media(images, audio or [[] for _ in prompts])
+        tok = self.tokenizer
         with torch.inference_mode():
             context = self.model.prepare_media(media)
-            new = self._generate(token_ids, mask, context, sampling)
+            if num_beams == 1:
+                new = self._generate(token_ids, mask, context, sampling)
+            else:
+                new = beam_search_ids(self.model, token_ids, mask, context, num_beams,
+                                      sampling.max_new_tokens, tok.eos_id, tok.pad_id,
+                                      tok.never_generated)  # fmt: skip
         return [self.tokenizer.decode(row) for row in new.tolist()]
 
     @torch.inference_mode()

@@ -90,3 +90,25 @@ def test_no_grad_state_after_generation(api, records):
     api.generate(records[0].prompt, records[0].images, max_new_tokens=4)
     assert all(p.grad is None for p in api.model.parameters())
     assert not torch.is_inference_mode_enabled()
+
+
+def test_beam_search_with_one_beam_equals_greedy(api, records):
+    for r in records[:3]:
+        greedy = api.generate(r.prompt, r.images, r.audio, max_new_tokens=10)
+        assert api.generate(r.prompt, r.images, r.audio, max_new_tokens=10, num_beams=1) == greedy
+        assert api._run([r.prompt], [r.images], [r.audio], SamplingConfig(10), num_beams=1) == [
+            greedy
+        ]
+
+
+def test_batched_beam_search_equals_one_by_one(api, records):
+    prompts = [r.prompt + " please" * i for i, r in enumerate(records[:4])]
+    images = [r.images for r in records[:4]]
+    audio = [r.audio for r in records[:4]]
+    sampling = SamplingConfig(max_new_tokens=8)
+    batched = api._run(prompts, images, audio, sampling, num_beams=3)
+    alone = [
+        api._run([p], [i], [a], sampling, num_beams=3)[0]
+        for p, i, a in zip(prompts, images, audio, strict=True)
+    ]
+    assert batched == alone
