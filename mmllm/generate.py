@@ -39,6 +39,11 @@ class SamplingConfig:
             raise GenerationError(f"top_p must be in (0, 1], got {self.top_p!r}")
 
 
+def autocast_for(device: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA (fast fused kernels), a no-op elsewhere (fp32 on CPU)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token id lists -> token_ids ``(B, T)`` left-padded, attention_mask ``(B, T)`` bool."""
     longest = max(len(p) for p in prompts)
@@ -100,7 +105,8 @@ def stream_ids(
     if sampling.seed is not None:
         generator = torch.Generator(device=device).manual_seed(sampling.seed)
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    logits = model.decoder(token_ids, context, mask[:, :T], cache=cache)[:, -1]
+    with autocast_for(device):
+        logits = model.decoder(token_ids, context, mask[:, :T], cache=cache)[:, -1]
     suppress = torch.tensor(suppress_ids, dtype=torch.long, device=device)
     for step in range(sampling.max_new_tokens):
         logits = logits.index_fill(-1, suppress, float("-inf")) if len(suppress_ids) else logits
@@ -109,7 +115,8 @@ def stream_ids(
         done |= next_ids == eos_id
         if bool(done.all()) or step + 1 == sampling.max_new_tokens:
             return
-        logits = model.decoder(next_ids[:, None], context, mask[:, : T + step + 1], cache=cache)
+        with autocast_for(device):
+            logits = model.decoder(next_ids[:, None], context, mask[:, : T + step + 1], cache=cache)
         logits = logits[:, -1]
 
 
@@ -175,7 +182,8 @@ def beam_search_ids(
     scores[:, 0] = 0.0  # start from one beam per row, so beams never duplicate
     out = torch.full((B * K, max_new_tokens), pad_id, dtype=torch.long, device=device)
     done = torch.zeros(B * K, dtype=torch.bool, device=device)
-    logits = model.decoder(token_ids[rows], context, mask[:, :T], cache=cache)[:, -1]
+    with autocast_for(device):
+        logits = model.decoder(token_ids[rows], context, mask[:, :T], cache=cache)[:, -1]
     for step in range(max_new_tokens):
         logprobs = logits.float().log_softmax(-1)  # (B*K, V)
         if suppress_ids:
@@ -194,7 +202,8 @@ def beam_search_ids(
         cache.reorder(parent)
         if bool(done.all()) or step + 1 == max_new_tokens:
             break
-        logits = model.decoder(next_ids[:, None], context, mask[:, : T + step + 1], cache=cache)
+        with autocast_for(device):
+            logits = model.decoder(next_ids[:, None], context, mask[:, : T + step + 1], cache=cache)
         logits = logits[:, -1]
     best = scores.argmax(-1) + torch.arange(B, device=device) * K
     return out[best]

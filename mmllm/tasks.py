@@ -23,6 +23,7 @@ from mmllm.data.jsonl import caption_prompt
 from mmllm.errors import CheckpointError, GenerationError, TextError
 from mmllm.generate import (
     SamplingConfig,
+    autocast_for,
     beam_search_ids,
     generate_ids,
     left_pad,
@@ -73,13 +74,21 @@ def load(
     path: str | Path | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    quantize: str | None = None,
 ) -> MMLLM:
-    """Load a checkpoint (default: the shipped ``mmllm-tiny``) ready for inference."""
+    """Load a checkpoint (default: the shipped ``mmllm-tiny``) ready for inference.
+
+    device: default CUDA when present, else CPU. Weights stay fp32 unless ``dtype`` says
+    otherwise; on CUDA, inference runs under bf16 autocast.
+    quantize: ``"int8"`` quantizes the linear layers for faster CPU inference.
+    """
     folder = resolve_checkpoint(path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_model(folder).to(device).eval()
-    if dtype is not None:
-        model.to(dtype)
+    model = load_model(folder).to(device=device, dtype=dtype).eval()
+    if quantize is not None:
+        from mmllm.quantize import quantize as quantize_model
+
+        model = quantize_model(model, quantize)
     return MMLLM(model, load_tokenizer(folder))
 
 
@@ -178,7 +187,7 @@ class MMLLM:
         """Yield generated text pieces; stops at EOS, a stop string (cut exactly), or the limit."""
         sampling = sampling or SamplingConfig()
         token_ids, mask = self._prompt_batch([prompt])
-        context = self.model.prepare_media(self._media([list(images)], [list(audio)]))
+        context = self._prepare(self._media([list(images)], [list(audio)]))
         ids: list[int] = []
         sent = ""
         tok = self.tokenizer
@@ -222,7 +231,12 @@ class MMLLM:
             [[self.audio_processor(x) for x in row] for row in audio]
             if self.audio_processor else None,
         )  # fmt: skip
-        return batch.to(self.device)
+        return batch.to(self.device, dtype=self.model.decoder.embed_tokens.weight.dtype)
+
+    def _prepare(self, media: MediaBatch | None):
+        """Encode media once for a request (under bf16 autocast on CUDA)."""
+        with torch.inference_mode(), autocast_for(self.device):
+            return self.model.prepare_media(media)
 
     def _prompt_batch(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = left_pad([self.tokenizer.prompt_ids(p) for p in prompts], self.tokenizer.pad_id)
@@ -240,7 +254,7 @@ class MMLLM:
         media = self._media(images, audio or [[] for _ in prompts])
         tok = self.tokenizer
         with torch.inference_mode():
-            context = self.model.prepare_media(media)
+            context = self._prepare(media)
             if num_beams == 1:
                 new = self._generate(token_ids, mask, context, sampling)
             else:
@@ -258,10 +272,12 @@ class MMLLM:
         for i, r in enumerate(rows):
             token_ids[i, : len(r)] = torch.tensor(r)
         token_ids = token_ids.to(self.device)
-        context = self.model.prepare_media(media)
+        context = self._prepare(media)
         if context is not None:
             context = context.select(torch.zeros(len(rows), dtype=torch.long, device=self.device))
-        logprobs = self.model.decoder(token_ids, context).float().log_softmax(-1)
+        with autocast_for(self.device):
+            logits = self.model.decoder(token_ids, context)
+        logprobs = logits.float().log_softmax(-1)
         scores = []
         for i, r in enumerate(rows):
             positions = torch.arange(len(prompt) - 1, len(r) - 1, device=self.device)
@@ -279,8 +295,9 @@ class MMLLM:
         """Greedy completions of the k most likely first tokens, with sequence probabilities."""
         token_ids = torch.tensor([prompt], device=self.device)
         with torch.inference_mode():
-            context = self.model.prepare_media(media)
-            first = self.model.decoder(token_ids, context)[0, -1].float().softmax(-1)
+            context = self._prepare(media)
+            with autocast_for(self.device):
+                first = self.model.decoder(token_ids, context)[0, -1].float().softmax(-1)
         starts = first.topk(min(k, first.shape[0])).indices.tolist()
         starts = [t for t in starts if t != self.tokenizer.eos_id] or starts
         prompts = token_ids.expand(len(starts), -1)

@@ -8,7 +8,7 @@ import torch
 from tqdm import tqdm
 
 from mmllm.data.collate import Record
-from mmllm.generate import SamplingConfig, generate_ids, left_pad
+from mmllm.generate import SamplingConfig, autocast_for, generate_ids, left_pad
 from mmllm.media import MediaBatch
 from mmllm.model import MultimodalLM
 from mmllm.processing import AudioProcessor, ImageProcessor
@@ -39,7 +39,8 @@ def predict(
             [[images(x) for x in r.images] for r in chunk] if images else None,
             [[audio(x) for x in r.audio] for r in chunk] if audio else None,
         )
-        context = model.prepare_media(media.to(device))
+        with autocast_for(device):
+            context = model.prepare_media(media.to(device))
         new = generate_ids(
             model,
             token_ids.to(device),
