@@ -102,7 +102,11 @@ def _open_image(source: Any, max_pixels: int) -> Image.Image:
             image.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:
+        raise ImageError(
+            f"image {name} is over the limit of {max_pixels} pixels (a decompression bomb)"
+        ) from err
+    except UnidentifiedImageError as err:
         raise ImageError(f"cannot decode image {name}: {err}") from err
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"image {name} is corrupt or truncated: {err}") from err
@@ -203,7 +207,8 @@ class AudioProcessor:
             if np.issubdtype(source.dtype, np.integer):
                 scale = float(np.iinfo(source.dtype).max) + 1.0
                 source = source.astype(np.float32) / scale
-            waveform = torch.from_numpy(np.asarray(source, dtype=np.float32))
+            with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN are refused below
+                waveform = torch.from_numpy(np.asarray(source, dtype=np.float32))
         elif isinstance(source, torch.Tensor):
             waveform = source.detach().cpu()
             if not waveform.is_floating_point():

@@ -31,6 +31,7 @@ from mmllm.generate import (
 )
 from mmllm.media import MediaBatch
 from mmllm.model import MultimodalLM
+from mmllm.planner import RequestPlan, plan_request
 from mmllm.processing import AudioProcessor, ImageProcessor
 from mmllm.tokenizer import Tokenizer
 
@@ -217,6 +218,19 @@ class MMLLM:
             if len(text) > len(sent):
                 yield text[len(sent) :]
 
+    def plan(
+        self,
+        images: Sequence[Any] = (),
+        audio: Sequence[Any] = (),
+        prompt: str = "",
+        max_new_tokens: int = 32,
+    ) -> RequestPlan:
+        """Media tokens and memory a request will need; limits are checked from headers."""
+        return plan_request(
+            self.model.config, list(images), list(audio), len(self.tokenizer.prompt_ids(prompt)),
+            max_new_tokens, sum(p.numel() for p in self.model.parameters()),
+        )  # fmt: skip
+
     # -- internals ---------------------------------------------------------------------------
     def _media(self, images: list[list[Any]], audio: list[list[Any]]) -> MediaBatch | None:
         if not any(images) and not any(audio):
@@ -225,6 +239,8 @@ class MMLLM:
             raise TextError("this model takes no images")
         if any(audio) and self.audio_processor is None:
             raise TextError("this model takes no audio")
+        for row_images, row_audio in zip(images, audio, strict=True):  # limits, from headers
+            plan_request(self.model.config, row_images, row_audio, 0, 0, 0)
         batch = MediaBatch.from_lists(
             [[self.image_processor(x) for x in row] for row in images]
             if self.image_processor else None,

@@ -1,0 +1,104 @@
+"""The request planner, and fuzzing of the image and audio loaders with hypothesis."""
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+import mmllm
+from encoders import AudioEncoderConfig, ImageEncoderConfig
+from mmllm import InputError, MediaLimitError
+from mmllm.processing import AudioProcessor, ImageProcessor
+from tests.conftest import tiny_config
+
+IMAGES = ImageProcessor(ImageEncoderConfig(image_size=16))
+AUDIO = AudioProcessor(AudioEncoderConfig(max_seconds=2))
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module")
+def api(tiny_checkpoint):
+    return mmllm.load(tiny_checkpoint, device="cpu")
+
+
+def test_plan_counts_media_tokens_and_memory(api):
+    plan = api.plan(images=[Image.new("RGB", (64, 64))], audio=[np.zeros(16000)], prompt="hi",
+                    max_new_tokens=8)  # fmt: skip
+    cfg = api.model.config
+    assert plan.image_tokens == cfg.image.n_tokens
+    assert plan.audio_tokens == cfg.audio.n_tokens(16000)
+    assert plan.kv_cache_bytes > 0 and plan.media_kv_bytes > 0
+    assert plan.total_bytes > plan.weights_bytes
+
+
+def test_plan_refuses_too_many_items_before_decoding(api):
+    with pytest.raises(MediaLimitError, match="limit of 4 media items"):
+        api.plan(images=[b"never decoded"] * 5)
+
+
+def test_plan_refuses_huge_image_from_its_header(api):
+    buffer = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buffer, format="PNG")
+    with pytest.raises(MediaLimitError, match="over the limit"):
+        api.plan(images=[buffer.getvalue()])
+
+
+def test_plan_refuses_long_audio_from_its_header(api):
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(16000 * 40, dtype=np.float32), 16000, format="WAV")
+    with pytest.raises(MediaLimitError, match="over the limit of 4 s"):
+        api.ask(audio=buffer.getvalue(), question="how many beeps?")
+
+
+@FUZZ
+@given(st.binary(max_size=2048))
+def test_image_loader_on_random_bytes_raises_only_typed_errors(data):
+    with contextlib.suppress(InputError):
+        IMAGES(data)
+
+
+@FUZZ
+@given(st.binary(max_size=2048))
+def test_audio_loader_on_random_bytes_raises_only_typed_errors(data):
+    with contextlib.suppress(InputError):
+        AUDIO(data)
+
+
+@FUZZ
+@given(
+    arrays(
+        dtype=st.sampled_from([np.uint8, np.int16, np.float32, np.float64]),
+        shape=st.tuples(st.integers(1, 40), st.integers(1, 40), st.sampled_from([1, 2, 3, 4, 5])),
+    )
+)
+def test_image_loader_on_random_arrays(array):
+    with contextlib.suppress(InputError):
+        assert IMAGES(array).shape == (3, 16, 16)
+
+
+@FUZZ
+@given(
+    arrays(
+        dtype=st.sampled_from([np.int16, np.int32, np.float32, np.float64]),
+        shape=st.one_of(
+            st.tuples(st.integers(0, 5000)), st.tuples(st.integers(1, 3), st.integers(0, 3000))
+        ),
+    ),
+    st.integers(-10, 200_000),
+)
+def test_audio_loader_on_random_arrays_and_rates(array, rate):
+    try:
+        out = AUDIO(array, sample_rate=rate)
+        assert out.ndim == 1 and out.shape[0] >= 400
+    except InputError:
+        pass
+
+
+def test_config_used_by_the_fuzz_is_the_tiny_one():
+    assert tiny_config().image.image_size == 32  # the fixture model is tiny; the fuzz is fast
