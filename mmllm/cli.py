@@ -13,6 +13,7 @@ from pathlib import Path
 from mmllm.errors import MMLLMError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 
 
 def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: set[str]) -> None:
@@ -67,11 +68,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _expand_inputs(patterns: list[str]) -> list[Path]:
-    """Files, folders (their images, sorted) and globs -> a list of image paths."""
+def _expand_inputs(patterns: list[str], audio: bool = False) -> list[Path]:
+    """Files, folders (their images and sounds, sorted) and globs -> a list of paths."""
     import glob
 
     suffixes = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+    suffixes |= AUDIO_SUFFIXES
     paths: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
@@ -85,34 +87,44 @@ def _expand_inputs(patterns: list[str]) -> list[Path]:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    """Caption (or alt-text) every input; a bad file is reported and the rest go on."""
+    """Caption (or alt-text) every input; a bad file is reported and the rest go on.
+
+    Audio files (by suffix, or all inputs with ``--audio``) get sound captions."""
     from tqdm import tqdm
 
     import mmllm
-
-    model = mmllm.load(args.checkpoint, device=args.device)
-    paths = _expand_inputs(args.inputs)
-    if not paths:
-        print("error: no input images found", file=sys.stderr)
-        return EXIT_BAD_INPUT
     from mmllm.processing import load_image
 
+    model = mmllm.load(args.checkpoint, device=args.device)
+    paths = _expand_inputs(args.inputs, audio=getattr(args, "audio", False))
+    if not paths:
+        print("error: no input files found", file=sys.stderr)
+        return EXIT_BAD_INPUT
     results, failed = [], 0
     show = len(paths) > 1 and not args.json
     for start in tqdm(range(0, len(paths), args.batch_size), disable=not show, unit="batch"):
-        good, images = [], []
-        for path in paths[start : start + args.batch_size]:
-            try:  # decode one by one, so a bad file fails alone
-                images.append(load_image(path))
-                good.append(path)
-            except MMLLMError as err:
-                failed += 1
-                results.append({"file": str(path), "error": str(err)})
-        if args.command == "alt-text":
-            texts = [model.alt_text(image, max_chars=args.max_chars) for image in images]
-        else:
-            texts = model.caption(images, batch_size=args.batch_size) if images else []
-        results += [{"file": str(p), "text": t} for p, t in zip(good, texts, strict=True)]
+        chunk = paths[start : start + args.batch_size]
+        for is_audio in (False, True):
+            group = [p for p in chunk if _is_audio(p, args) == is_audio]
+            good, items = [], []
+            for path in group:
+                try:  # decode one by one, so a bad file fails alone
+                    items.append(model.audio_processor(path) if is_audio else load_image(path))
+                    good.append(path)
+                except MMLLMError as err:
+                    failed += 1
+                    results.append({"file": str(path), "error": str(err)})
+            if not items:
+                continue
+            if is_audio:
+                texts = model.caption(audio=items, batch_size=args.batch_size)
+            elif args.command == "alt-text":
+                texts = [model.alt_text(image, max_chars=args.max_chars) for image in items]
+            else:
+                texts = model.caption(items, batch_size=args.batch_size)
+            results += [{"file": str(p), "text": t} for p, t in zip(good, texts, strict=True)]
+    order = {str(p): i for i, p in enumerate(paths)}
+    results.sort(key=lambda row: order[row["file"]])
     for row in results:
         if args.json:
             continue
@@ -123,6 +135,10 @@ def cmd_caption(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     return EXIT_OK if failed == 0 else EXIT_BAD_INPUT
+
+
+def _is_audio(path: Path, args: argparse.Namespace) -> bool:
+    return getattr(args, "audio", False) or path.suffix.lower() in AUDIO_SUFFIXES
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -170,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption = sub.add_parser(
         "caption", help="caption images", formatter_class=raw,
         epilog="examples:\n  mmllm caption photo.png\n  mmllm caption img/ --json\n"
-        "  mmllm caption 'shots/*.png' --batch-size 16",
+        "  mmllm caption 'shots/*.png' --batch-size 16\n  mmllm caption beeps.wav",
     )  # fmt: skip
     alt = sub.add_parser(
         "alt-text", help="alt text for images", formatter_class=raw,
@@ -182,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_model_flags(p)
         p.set_defaults(func=cmd_caption)
     alt.add_argument("--max-chars", type=int, default=125)
+    caption.add_argument("--audio", action="store_true", help="treat every input as audio")
 
     ask = sub.add_parser(
         "ask", help="answer a question about an image and/or a sound", formatter_class=raw,

@@ -35,6 +35,34 @@ class ProjectorConfig:
 
 
 @dataclass(frozen=True)
+class RopeScaling:
+    """Context extension of rotary positions (Hugging Face's ``rope_scaling``).
+
+    ``linear``: every frequency divided by ``factor`` (position interpolation, Chen et al., 2023).
+    ``llama3``: Llama 3.1's rule: wavelengths longer than ``original_max_seq_len /
+    low_freq_factor`` are divided by ``factor``, shorter than ``original_max_seq_len /
+    high_freq_factor`` kept, and the band between blended smoothly.
+    """
+
+    kind: str = "linear"
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_seq_len: int = 8192
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("linear", "llama3"):
+            raise ConfigError(f"rope scaling kind must be 'linear' or 'llama3', got {self.kind!r}")
+        if not self.factor > 0:
+            raise ConfigError(f"rope scaling factor must be > 0, got {self.factor!r}")
+        if self.kind == "llama3" and not self.high_freq_factor > self.low_freq_factor:
+            raise ConfigError(
+                f"llama3 rope scaling needs high_freq_factor ({self.high_freq_factor}) > "
+                f"low_freq_factor ({self.low_freq_factor})"
+            )
+
+
+@dataclass(frozen=True)
 class DecoderConfig:
     """A Llama-style decoder with gated cross-attention in every ``cross_attn_every``-th block."""
 
@@ -51,6 +79,7 @@ class DecoderConfig:
     tie_embeddings: bool = True
     attn_bias: bool = False
     head_dim: int | None = None
+    rope_scaling: RopeScaling | None = None
 
     def __post_init__(self) -> None:
         if self.n_heads % self.n_kv_heads:
@@ -121,7 +150,9 @@ def _build(cls: type, data: Any, where: str) -> Any:
         kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
     try:
         return cls(**kwargs)
-    except TypeError as err:
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {err}") from err
 
 

@@ -20,7 +20,7 @@ import torch
 
 from mmllm.checkpoint import load_model, load_tokenizer
 from mmllm.data.jsonl import caption_prompt
-from mmllm.errors import CheckpointError, GenerationError, TextError
+from mmllm.errors import CheckpointError, GenerationError, InputError, TextError
 from mmllm.generate import (
     SamplingConfig,
     autocast_for,
@@ -108,21 +108,40 @@ class MMLLM:
         return next(self.model.parameters()).device
 
     # -- tasks -------------------------------------------------------------------------------
-    def caption(self, images: Any, batch_size: int = 8, max_new_tokens: int = 48) -> Any:
-        """A caption per image; a list in gives a list out."""
-        many = isinstance(images, (list, tuple))
-        items = list(images) if many else [images]
+    def caption(
+        self,
+        images: Any = None,
+        batch_size: int = 8,
+        max_new_tokens: int = 48,
+        audio: Any = None,
+        num_beams: int = 1,
+    ) -> Any:
+        """A caption per image (or per sound with ``audio=``); a list in gives a list out."""
+        if (images is None) == (audio is None):
+            raise InputError("caption takes images or audio (one of them)")
+        source = images if images is not None else audio
+        many = isinstance(source, (list, tuple))
+        items = list(source) if many else [source]
+        prompt = caption_prompt(has_image=images is not None)
         out = []
         for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            out += self._run([caption_prompt(True)] * len(chunk), [[x] for x in chunk], None,
-                             SamplingConfig(max_new_tokens=max_new_tokens))  # fmt: skip
+            chunk = [[x] for x in items[start : start + batch_size]]
+            empty = [[] for _ in chunk]
+            image_rows, audio_rows = (chunk, empty) if images is not None else (empty, chunk)
+            sampling = SamplingConfig(max_new_tokens=max_new_tokens)
+            out += self._run([prompt] * len(chunk), image_rows, audio_rows, sampling, num_beams)
         return out if many else out[0]
 
-    def stream_caption(self, image: Any, max_new_tokens: int = 48) -> Iterator[str]:
+    def stream_caption(
+        self, image: Any = None, max_new_tokens: int = 48, audio: Any = None
+    ) -> Iterator[str]:
         """Yield the caption's text piece by piece as it is generated."""
-        yield from self.stream(caption_prompt(True), images=[image],
-                               sampling=SamplingConfig(max_new_tokens=max_new_tokens))  # fmt: skip
+        if (image is None) == (audio is None):
+            raise InputError("stream_caption takes an image or audio (one of them)")
+        sampling = SamplingConfig(max_new_tokens=max_new_tokens)
+        prompt = caption_prompt(has_image=image is not None)
+        images, clips = ([image], []) if image is not None else ([], [audio])
+        yield from self.stream(prompt, images=images, audio=clips, sampling=sampling)
 
     def alt_text(self, image: Any, max_chars: int = 125) -> str:
         """Alt text: a caption without "image of" filler, as a sentence of at most max_chars."""

@@ -61,3 +61,26 @@ def test_empty_question_is_a_typed_error(api, image):
 def test_unknown_checkpoint_name_is_a_typed_error():
     with pytest.raises(CheckpointError, match="no-such-model"):
         mmllm.load("no-such-model")
+
+
+@pytest.mark.parametrize("question", ["什么颜色？", "é\u0301 ü \u200b emoji 🎈?", "\x00\x07 bell?"])
+def test_unusual_unicode_questions_are_answered(api, image, question):
+    assert isinstance(api.ask(image, question).text, str)
+
+
+def test_caption_takes_images_or_audio_not_both(api, image):
+    with pytest.raises(mmllm.InputError):
+        api.caption(image, audio=np.zeros(8000, dtype=np.float32))
+
+
+def test_audio_caption_list(api):
+    clips = [np.zeros(8000, dtype=np.float32), 0.1 * np.ones(12000, dtype=np.float32)]
+    captions = api.caption(audio=clips, max_new_tokens=6)
+    assert len(captions) == 2 and captions == [
+        api.caption(audio=c, max_new_tokens=6) for c in clips
+    ]
+
+
+def test_int8_quantized_model_generates(tiny_checkpoint, image):
+    quantized = mmllm.load(tiny_checkpoint, device="cpu", quantize="int8")
+    assert isinstance(quantized.caption(image, max_new_tokens=6), str)

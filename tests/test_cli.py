@@ -57,3 +57,12 @@ def test_missing_checkpoint_is_exit_code_1(images, capsys):
 def test_data_synth_exports_jsonl(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(tmp_path), "--n", "3", "--seed", "1"]) == 0
     assert len((tmp_path / "data.jsonl").read_text().splitlines()) == 3
+
+
+def test_caption_audio_file(tiny_checkpoint, tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(tmp_path / "tone.wav", 0.3 * np.sin(np.arange(16000) * 0.3), 16000)
+    code = main(["caption", str(tmp_path / "tone.wav"), "--checkpoint", str(tiny_checkpoint)])
+    assert code == 0 and capsys.readouterr().out.strip()
