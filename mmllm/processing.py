@@ -22,7 +22,8 @@ import torchaudio
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from encoders import AudioEncoderConfig, ImageEncoderConfig
-from mmllm.errors import AudioError, ImageError
+from mmllm.errors import AudioError, ImageError, InputError
+from mmllm.media import MediaBatch
 
 MAX_IMAGE_PIXELS = 64_000_000
 MAX_AUDIO_SECONDS = 30.0
@@ -225,3 +226,21 @@ class AudioProcessor:
             )
         # the channel axis is the short one: (C, S) or (S, C)
         return waveform if waveform.shape[0] <= waveform.shape[1] else waveform.T
+
+
+class MediaProcessor:
+    """Per-sample media sources -> one ``MediaBatch``, with the processors of a model config."""
+
+    def __init__(self, image: ImageEncoderConfig | None, audio: AudioEncoderConfig | None):
+        self.image = ImageProcessor(image) if image is not None else None
+        self.audio = AudioProcessor(audio) if audio is not None else None
+
+    def __call__(self, images: list[list[Any]], audio: list[list[Any]]) -> MediaBatch:
+        """``images[b]``/``audio[b]``: the sources of sample ``b`` (lists, possibly empty)."""
+        for kind, rows, processor in (("images", images, self.image), ("audio", audio, self.audio)):
+            if processor is None and any(rows):
+                raise InputError(f"this model takes no {kind}")
+        return MediaBatch.from_lists(
+            [[self.image(x) for x in row] for row in images] if self.image else [[]] * len(images),
+            [[self.audio(x) for x in row] for row in audio] if self.audio else [[]] * len(audio),
+        )

@@ -32,7 +32,7 @@ from mmllm.generate import (
 from mmllm.media import MediaBatch
 from mmllm.model import MultimodalLM
 from mmllm.planner import RequestPlan, plan_request
-from mmllm.processing import AudioProcessor, ImageProcessor
+from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer
 
 DEFAULT_CHECKPOINT = "mmllm-tiny"
@@ -99,9 +99,9 @@ class MMLLM:
     def __init__(self, model: MultimodalLM, tokenizer: Tokenizer):
         self.model = model
         self.tokenizer = tokenizer
-        cfg = model.config
-        self.image_processor = ImageProcessor(cfg.image) if cfg.image else None
-        self.audio_processor = AudioProcessor(cfg.audio) if cfg.audio else None
+        self.media_processor = MediaProcessor(model.config.image, model.config.audio)
+        self.image_processor = self.media_processor.image
+        self.audio_processor = self.media_processor.audio
 
     @property
     def device(self) -> torch.device:
@@ -254,18 +254,9 @@ class MMLLM:
     def _media(self, images: list[list[Any]], audio: list[list[Any]]) -> MediaBatch | None:
         if not any(images) and not any(audio):
             return None
-        if any(images) and self.image_processor is None:
-            raise TextError("this model takes no images")
-        if any(audio) and self.audio_processor is None:
-            raise TextError("this model takes no audio")
         for row_images, row_audio in zip(images, audio, strict=True):  # limits, from headers
             plan_request(self.model.config, row_images, row_audio, 0, 0, 0)
-        batch = MediaBatch.from_lists(
-            [[self.image_processor(x) for x in row] for row in images]
-            if self.image_processor else None,
-            [[self.audio_processor(x) for x in row] for row in audio]
-            if self.audio_processor else None,
-        )  # fmt: skip
+        batch = self.media_processor(images, audio)
         return batch.to(self.device, dtype=self.model.decoder.embed_tokens.weight.dtype)
 
     def _prepare(self, media: MediaBatch | None):

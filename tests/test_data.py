@@ -9,6 +9,7 @@ from mmllm.data.collate import Collator, Record
 from mmllm.data.jsonl import IMAGE_CAPTION_PROMPT, read_jsonl
 from mmllm.data.synthetic import export_jsonl
 from mmllm.model import IGNORE_INDEX
+from mmllm.processing import MediaProcessor
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_caption_records_get_the_caption_instruction(tmp_path):
 
 def test_collator_takes_loss_on_the_answer_only():
     tokenizer = Tokenizer.train(["what color is it?", "red", "blue"], vocab_size=280)
-    collate = Collator(tokenizer, None, None, max_len=32)
+    collate = Collator(tokenizer, MediaProcessor(None, None), max_len=32)
     batch = collate([Record("what color is it?", "red"), Record("what?", "blue")])
     for row, record in enumerate([Record("what color is it?", "red"), Record("what?", "blue")]):
         labelled = batch.labels[row][batch.labels[row] != IGNORE_INDEX].tolist()

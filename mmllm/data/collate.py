@@ -13,10 +13,9 @@ from typing import Any
 
 import torch
 
-from mmllm.errors import InputError
 from mmllm.media import MediaBatch
 from mmllm.model import IGNORE_INDEX
-from mmllm.processing import AudioProcessor, ImageProcessor
+from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer
 
 
@@ -48,13 +47,11 @@ class Collator:
     def __init__(
         self,
         tokenizer: Tokenizer,
-        image_processor: ImageProcessor | None,
-        audio_processor: AudioProcessor | None,
+        media_processor: MediaProcessor,
         max_len: int,
     ):
         self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.audio_processor = audio_processor
+        self.media_processor = media_processor
         self.max_len = max_len
 
     def encode(self, record: Record) -> tuple[list[int], list[int]]:
@@ -76,15 +73,4 @@ class Collator:
 
     def media(self, records: list[Record]) -> MediaBatch:
         """The records' images and clips, processed and collated."""
-        for record, processor, kind in [(r, p, k) for r in records for p, k in (
-                (self.image_processor, "images"), (self.audio_processor, "audio"))]:  # fmt: skip
-            if getattr(record, kind) and processor is None:
-                raise InputError(f"{record.source or 'a record'} has {kind}; the model takes none")
-        if self.image_processor is None and self.audio_processor is None:
-            return MediaBatch(batch_size=len(records))
-        return MediaBatch.from_lists(
-            [[self.image_processor(x) for x in r.images] for r in records]
-            if self.image_processor else None,
-            [[self.audio_processor(x) for x in r.audio] for r in records]
-            if self.audio_processor else None,
-        )  # fmt: skip
+        return self.media_processor([r.images for r in records], [r.audio for r in records])

@@ -9,9 +9,8 @@ from tqdm import tqdm
 
 from mmllm.data.collate import Record
 from mmllm.generate import SamplingConfig, autocast_for, generate_ids, left_pad
-from mmllm.media import MediaBatch
 from mmllm.model import MultimodalLM
-from mmllm.processing import AudioProcessor, ImageProcessor
+from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer
 
 
@@ -26,8 +25,7 @@ def predict(
 ) -> list[str]:
     """The model's greedy output text for each record's media and prompt."""
     device = next(model.parameters()).device
-    images = ImageProcessor(model.config.image) if model.config.image else None
-    audio = AudioProcessor(model.config.audio) if model.config.audio else None
+    media_processor = MediaProcessor(model.config.image, model.config.audio)
     outputs: list[str] = []
     starts = range(0, len(records), batch_size)
     for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
@@ -35,10 +33,7 @@ def predict(
         token_ids, mask = left_pad(
             [tokenizer.prompt_ids(r.prompt) for r in chunk], tokenizer.pad_id
         )
-        media = MediaBatch.from_lists(
-            [[images(x) for x in r.images] for r in chunk] if images else None,
-            [[audio(x) for x in r.audio] for r in chunk] if audio else None,
-        )
+        media = media_processor([r.images for r in chunk], [r.audio for r in chunk])
         with autocast_for(device):
             context = model.prepare_media(media.to(device))
         new = generate_ids(

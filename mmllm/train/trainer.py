@@ -32,7 +32,7 @@ from mmllm.data.sources import build_source
 from mmllm.eval.predict import predict
 from mmllm.eval.run import score_records
 from mmllm.model import MultimodalLM
-from mmllm.processing import AudioProcessor, ImageProcessor
+from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer
 from mmllm.train.plot import plot_metrics
 from mmllm.train.stages import set_trainable
@@ -159,12 +159,8 @@ def train(cfg: TrainConfig) -> Path:
         start, elapsed_before = info["step"], info["elapsed"]
         log.info("resumed from %s at step %d", ckpt, start)
     ddp = DistributedDataParallel(model) if world > 1 else model
-    collator = Collator(
-        tokenizer,
-        ImageProcessor(model.config.image) if model.config.image else None,
-        AudioProcessor(model.config.audio) if model.config.audio else None,
-        cfg.max_len,
-    )
+    media_processor = MediaProcessor(model.config.image, model.config.audio)
+    collator = Collator(tokenizer, media_processor, cfg.max_len)
     loader = DataLoader(
         StepBatches(source, collator, cfg, rank, world),
         sampler=range(start, cfg.steps),
