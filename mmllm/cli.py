@@ -68,6 +68,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from mmllm.bench.run import markdown, run_bench, save_json
+
+    report = run_bench(
+        size=args.size,
+        rounds=args.rounds,
+        new_tokens=args.new_tokens,
+        threads=args.threads,
+        device=args.device,
+        quick=args.quick,
+    )
+    text = markdown(report)
+    print(text)
+    if args.json:
+        save_json(report, Path(args.json))
+    return EXIT_OK
+
+
 def _expand_inputs(patterns: list[str], audio: bool = False) -> list[Path]:
     """Files, folders (their images and sounds, sorted) and globs -> a list of paths."""
     import glob
@@ -228,6 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="remove a medium from every record (ablation)")  # fmt: skip
     ev.add_argument("--json", default=None, help="write scores to this file")
     ev.set_defaults(func=cmd_eval)
+
+    bench = sub.add_parser(
+        "bench",
+        help="speed against Hugging Face peers of matched size",
+        formatter_class=raw,
+        epilog="examples:\n  mmllm bench\n  mmllm bench --quick --json bench.json\n"
+        "  mmllm bench --device cuda --rounds 10",
+    )
+    bench.add_argument("--size", default="small", help="small (tiny-like) or base (~90M)")
+    bench.add_argument("--rounds", type=int, default=5, help="alternating rounds (>= 5)")
+    bench.add_argument("--new-tokens", type=int, default=32)
+    bench.add_argument("--threads", type=int, default=None, help="default: torch's")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--quick", action="store_true", help="1 round, 4 tokens, no 90M check")
+    bench.add_argument("--json", default=None, help="also write the report here")
+    bench.set_defaults(func=cmd_bench)
 
     data = sub.add_parser("data", help="export datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -1,0 +1,1 @@
+"""``mmllm bench``: our model against Hugging Face peers of matched size, in one run."""

@@ -1,0 +1,261 @@
+"""Benchmark workloads: our model and Hugging Face peers of matched size, random weights.
+
+- ``ours``: ``MultimodalLM`` (ViT encoder, decoder with gated cross-attention, image-only).
+- ``ved``: transformers' ``VisionEncoderDecoderModel`` (ViT + GPT-2 with cross-attention in
+  every layer): the same family as ours.
+- ``llava``: transformers' ``LlavaForConditionalGeneration`` (CLIP ViT + Llama, image tokens
+  placed in the text sequence).
+
+Each peer copies our encoder/decoder widths and depths; one free size (the peer decoder's MLP
+width) is solved so total parameter counts match within a few percent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from encoders import ImageEncoderConfig
+from mmllm.config import DecoderConfig, MMConfig
+from mmllm.model import MultimodalLM
+
+SIZES: dict[str, MMConfig] = {
+    "small": MMConfig(
+        image=ImageEncoderConfig(image_size=64, patch_size=8, dim=128, n_layers=4, n_heads=4),
+        audio=None,
+        decoder=DecoderConfig(
+            vocab_size=512,
+            dim=256,
+            n_layers=4,
+            n_heads=4,
+            n_kv_heads=2,
+            hidden_dim=688,
+            max_seq_len=256,
+            cross_attn_every=1,
+        ),
+    ),
+    "base": MMConfig(
+        image=ImageEncoderConfig(image_size=64, patch_size=8, dim=256, n_layers=4, n_heads=4),
+        audio=None,
+        decoder=DecoderConfig(
+            vocab_size=8192,
+            dim=768,
+            n_layers=12,
+            n_heads=12,
+            n_kv_heads=4,
+            hidden_dim=2048,
+            max_seq_len=256,
+            cross_attn_every=2,
+        ),
+    ),
+}
+PROMPT_TOKENS = 8
+
+
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class Workload:
+    """A model and how to caption ``batch`` images with exactly ``new_tokens`` greedy tokens."""
+
+    name: str
+    model: torch.nn.Module
+    run: Any  # (pixels (B,3,H,W), new_tokens) -> generated ids (B, new_tokens)
+    prefill: Any  # (pixels) -> first-token logits, for time to first token
+    image_size: int
+
+    @property
+    def parameters(self) -> int:
+        return count(self.model)
+
+
+def build_ours(config: MMConfig, quantize: str | None = None) -> Workload:
+    from mmllm.generate import SamplingConfig, generate_ids
+    from mmllm.media import MediaBatch
+
+    torch.manual_seed(0)
+    model = MultimodalLM(config).eval()
+    if quantize:
+        from mmllm.quantize import quantize as quantize_model
+
+        model = quantize_model(model, quantize)
+
+    def inputs(pixels: torch.Tensor):
+        B = pixels.shape[0]
+        token_ids = torch.full((B, PROMPT_TOKENS), 5, dtype=torch.long, device=pixels.device)
+        mask = torch.ones_like(token_ids, dtype=torch.bool)
+        media = MediaBatch(B, pixels=pixels, image_index=torch.arange(B, device=pixels.device))
+        return token_ids, mask, model.prepare_media(media)
+
+    @torch.inference_mode()
+    def run(pixels: torch.Tensor, new_tokens: int) -> torch.Tensor:
+        token_ids, mask, context = inputs(pixels)
+        sampling = SamplingConfig(max_new_tokens=new_tokens)
+        return generate_ids(model, token_ids, mask, context, sampling, eos_id=-1, pad_id=0)
+
+    @torch.inference_mode()
+    def prefill(pixels: torch.Tensor) -> torch.Tensor:
+        token_ids, _mask, context = inputs(pixels)
+        return model.decoder(token_ids, context)[:, -1]
+
+    return Workload("mmllm", model, run, prefill, config.image.image_size)
+
+
+def _solve(build, target: int, low: int, high: int) -> Any:
+    """The model ``build(width)`` whose parameter count is nearest ``target`` (count grows with
+    width), by bisection over integer widths that are multiples of 8."""
+    while high - low > 8:
+        mid = (low + high) // 16 * 8
+        if count(build(mid)) < target:
+            low = mid
+        else:
+            high = mid
+    return min((build(low), build(high)), key=lambda m: abs(count(m) - target))
+
+
+def build_ved(config: MMConfig, target: int) -> Workload:
+    from transformers import (
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+    )
+
+    img, dec = config.image, config.decoder
+
+    def build(inner: int):
+        torch.manual_seed(0)
+        enc = ViTConfig(
+            image_size=img.image_size,
+            patch_size=img.patch_size,
+            hidden_size=img.dim,
+            num_hidden_layers=img.n_layers,
+            num_attention_heads=img.n_heads,
+            intermediate_size=int(img.dim * img.mlp_ratio),
+        )
+        gpt = GPT2Config(
+            vocab_size=dec.vocab_size,
+            n_embd=dec.dim,
+            n_layer=dec.n_layers,
+            n_head=dec.n_heads,
+            n_inner=inner,
+            n_positions=dec.max_seq_len,
+            add_cross_attention=True,
+            is_decoder=True,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+        cfg = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, gpt)
+        cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = 1, 0, 2
+        return VisionEncoderDecoderModel(cfg).eval()
+
+    model = _solve(build, target, 8, 8 * dec.hidden_dim)
+
+    @torch.inference_mode()
+    def run(pixels: torch.Tensor, new_tokens: int) -> torch.Tensor:
+        out = model.generate(
+            pixel_values=pixels,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            num_beams=1,
+        )
+        return out[:, 1:]
+
+    @torch.inference_mode()
+    def prefill(pixels: torch.Tensor) -> torch.Tensor:
+        start = torch.ones(pixels.shape[0], 1, dtype=torch.long, device=pixels.device)
+        return model(pixel_values=pixels, decoder_input_ids=start).logits[:, -1]
+
+    return Workload("VisionEncoderDecoderModel", model, run, prefill, img.image_size)
+
+
+def build_llava(config: MMConfig, target: int) -> Workload:
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
+
+    img, dec = config.image, config.decoder
+    n_image_tokens = (img.image_size // img.patch_size) ** 2
+    image_token = dec.vocab_size - 1
+
+    def build(inner: int):
+        torch.manual_seed(0)
+        vision = CLIPVisionConfig(
+            image_size=img.image_size,
+            patch_size=img.patch_size,
+            hidden_size=img.dim,
+            num_hidden_layers=img.n_layers,
+            num_attention_heads=img.n_heads,
+            intermediate_size=int(img.dim * img.mlp_ratio),
+        )
+        text = LlamaConfig(
+            vocab_size=dec.vocab_size,
+            hidden_size=dec.dim,
+            num_hidden_layers=dec.n_layers,
+            num_attention_heads=dec.n_heads,
+            num_key_value_heads=dec.n_kv_heads,
+            intermediate_size=inner,
+            max_position_embeddings=dec.max_seq_len + n_image_tokens,
+            tie_word_embeddings=True,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+        cfg = LlavaConfig(
+            vision_config=vision,
+            text_config=text,
+            image_token_index=image_token,
+            image_seq_length=n_image_tokens,
+            tie_word_embeddings=True,
+            vision_feature_select_strategy="default",
+        )
+        return LlavaForConditionalGeneration(cfg).eval()
+
+    model = _solve(build, target, 8, 8 * dec.hidden_dim)
+
+    def inputs(pixels: torch.Tensor) -> torch.Tensor:
+        B = pixels.shape[0]
+        ids = torch.full((B, n_image_tokens + PROMPT_TOKENS), 5, device=pixels.device)
+        ids[:, :n_image_tokens] = image_token
+        return ids
+
+    @torch.inference_mode()
+    def run(pixels: torch.Tensor, new_tokens: int) -> torch.Tensor:
+        ids = inputs(pixels)
+        out = model.generate(
+            input_ids=ids,
+            pixel_values=pixels,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            num_beams=1,
+        )
+        return out[:, ids.shape[1] :]
+
+    @torch.inference_mode()
+    def prefill(pixels: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=inputs(pixels), pixel_values=pixels).logits[:, -1]
+
+    return Workload("LlavaForConditionalGeneration", model, run, prefill, img.image_size)
+
+
+def build(side: str, size: str, quantize: str | None = None) -> Workload:
+    """The workload of ``side`` (ours, ved, llava) at ``size``; peers match our parameters."""
+    config = SIZES[size]
+    if side == "ours":
+        return build_ours(config, quantize)
+    ours = build_ours(config)
+    if side == "ved":
+        return build_ved(config, ours.parameters)
+    if side == "llava":
+        return build_llava(config, ours.parameters)
+    raise ValueError(f"unknown side {side!r}")

@@ -1,0 +1,315 @@
+"""Run ``mmllm bench``: alternate rounds between our model and each peer, report ratios.
+
+Each side lives in its own worker process (so its peak memory is its own), with the same
+thread count, inputs and greedy decoding of exactly N new tokens. After a warm-up, rounds
+alternate ours/theirs; each round gives one ratio (their time / ours), and the report gives the
+median ratio with its spread (min-max). The machine's own matmul FLOP/s and memory bandwidth,
+measured in the same run, give the physical-limit ratio of our batch-1 decode.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+PEERS = {"ved": "VisionEncoderDecoderModel", "llava": "LlavaForConditionalGeneration"}
+
+
+class Worker:
+    """A live worker process for one side."""
+
+    def __init__(self, side: str, size: str, threads: int, device: str, quantize: str | None):
+        cmd = [
+            sys.executable,
+            "-m",
+            "mmllm.bench.worker",
+            "--side",
+            side,
+            "--size",
+            size,
+            "--threads",
+            str(threads),
+            "--device",
+            device,
+        ]
+        if quantize:
+            cmd += ["--quantize", quantize]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("benchmark worker exited early")
+        return json.loads(line)
+
+    def ask(self, **cmd) -> dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+@dataclass
+class Comparison:
+    """Per-round seconds for ours and one peer on one measurement."""
+
+    ours: list[float] = field(default_factory=list)
+    theirs: list[float] = field(default_factory=list)
+
+    @property
+    def ratios(self) -> list[float]:
+        return [t / o for o, t in zip(self.ours, self.theirs, strict=True)]
+
+    def summary(self) -> dict:
+        r = self.ratios
+        return {
+            "ours_s": statistics.median(self.ours),
+            "theirs_s": statistics.median(self.theirs),
+            "ratio_median": statistics.median(r),
+            "ratio_min": min(r),
+            "ratio_max": max(r),
+            "rounds": len(r),
+        }
+
+
+def machine_limits(threads: int, device: str) -> dict:
+    """Measured fp32 matmul FLOP/s and memory bandwidth (large tensor sum), best of 5."""
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    n = 1024
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    big = torch.randn(64 * 2**20, device=dev)  # 256 MB
+    flops, bandwidth = 0.0, 0.0
+    for _ in range(5):
+        start = time.perf_counter()
+        a @ b
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        flops = max(flops, 2 * n**3 / (time.perf_counter() - start))
+        start = time.perf_counter()
+        big.sum()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        bandwidth = max(bandwidth, big.numel() * 4 / (time.perf_counter() - start))
+    return {"matmul_gflops": flops / 1e9, "bandwidth_gbs": bandwidth / 1e9}
+
+
+def compare(
+    size: str,
+    peers: list[str],
+    rounds: int,
+    new_tokens: int,
+    threads: int,
+    device: str,
+    batches: tuple[int, ...],
+) -> dict:
+    """Alternate rounds between ours and each peer; return per-measurement summaries."""
+    ours = Worker("ours", size, threads, device, None)
+    results: dict = {"parameters": {"mmllm": ours.info["parameters"]}, "measurements": {}}
+    try:
+        for peer in peers:
+            theirs = Worker(peer, size, threads, device, None)
+            results["parameters"][PEERS[peer]] = theirs.info["parameters"]
+            plan = [
+                (f"caption_b{b}", {"op": "caption", "batch": b, "new_tokens": new_tokens})
+                for b in batches
+            ]
+            plan += [
+                ("ttft_b1", {"op": "ttft", "batch": 1}),
+                ("caption_b1_1tok", {"op": "caption", "batch": 1, "new_tokens": 1}),
+            ]
+            for _, cmd in plan:  # warm-up
+                ours.ask(**cmd)
+                theirs.ask(**cmd)
+            table = {name: Comparison() for name, _ in plan}
+            for _ in range(rounds):
+                for name, cmd in plan:
+                    table[name].ours.append(ours.ask(**cmd)["seconds"])
+                    table[name].theirs.append(theirs.ask(**cmd)["seconds"])
+            results["measurements"][peer] = {k: v.summary() for k, v in table.items()}
+            results["measurements"][peer]["_raw"] = {
+                k: [v.ours, v.theirs] for k, v in table.items()
+            }
+            results.setdefault("peak_rss_mb", {})[PEERS[peer]] = theirs.ask(op="rss")
+            theirs.close()
+        results.setdefault("peak_rss_mb", {})["mmllm"] = ours.ask(op="rss")
+    finally:
+        ours.close()
+    return results
+
+
+def decode_rate(summary: dict, new_tokens: int, side: str) -> float:
+    """Tokens/s after the first: (N - 1) new tokens over (time for N - time for 1), batch 1."""
+    total = summary["caption_b1"][f"{side}_s"]
+    first = summary["caption_b1_1tok"][f"{side}_s"]
+    return (new_tokens - 1) / max(total - first, 1e-9)
+
+
+def int8_decode(size: str, new_tokens: int, threads: int, rounds: int) -> dict:
+    """Batch-1 decode tokens/s of our model in fp32 and int8, alternating rounds."""
+    fp32 = Worker("ours", size, threads, "cpu", None)
+    int8 = Worker("ours", size, threads, "cpu", "int8")
+    rates: dict[str, list[float]] = {"fp32": [], "int8": []}
+    try:
+        cmds = [{"op": "caption", "batch": 1, "new_tokens": n} for n in (new_tokens, 1)]
+        for w in (fp32, int8):
+            for cmd in cmds:
+                w.ask(**cmd)
+        for _ in range(rounds):
+            for name, w in (("fp32", fp32), ("int8", int8)):
+                full, first = (w.ask(**c)["seconds"] for c in cmds)
+                rates[name].append((new_tokens - 1) / max(full - first, 1e-9))
+    finally:
+        fp32.close()
+        int8.close()
+    ratios = [i / f for f, i in zip(rates["fp32"], rates["int8"], strict=True)]
+    return {
+        "fp32_tok_s": statistics.median(rates["fp32"]),
+        "int8_tok_s": statistics.median(rates["int8"]),
+        "speedup_median": statistics.median(ratios),
+        "speedup_min": min(ratios),
+        "speedup_max": max(ratios),
+    }
+
+
+def bandwidth_check(size: str, new_tokens: int, threads: int, rounds: int, limits: dict) -> dict:
+    """Our batch-1 decode against the memory-bandwidth limit: every token reads all decoder
+    weights (fp32) once, so achieved bandwidth = decoder bytes x tokens/s."""
+    from mmllm.bench.peers import SIZES
+    from mmllm.model import MultimodalLM
+
+    model = MultimodalLM(SIZES[size])
+    decoder_bytes = 4 * sum(p.numel() for p in model.decoder.parameters())
+    params = sum(p.numel() for p in model.parameters())
+    del model
+    w = Worker("ours", size, threads, "cpu", None)
+    try:
+        cmds = [{"op": "caption", "batch": 1, "new_tokens": n} for n in (new_tokens, 1)]
+        for cmd in cmds:
+            w.ask(**cmd)
+        rates = []
+        for _ in range(rounds):
+            full, first = (w.ask(**c)["seconds"] for c in cmds)
+            rates.append((new_tokens - 1) / max(full - first, 1e-9))
+    finally:
+        w.close()
+    rate = statistics.median(rates)
+    achieved = decoder_bytes * rate / 1e9
+    return {
+        "size": size,
+        "parameters": params,
+        "decoder_mb": decoder_bytes / 1e6,
+        "decode_tok_s": rate,
+        "achieved_gbs": achieved,
+        "fraction_of_bandwidth": achieved / limits["bandwidth_gbs"],
+    }
+
+
+def run_bench(
+    size: str = "small",
+    rounds: int = 5,
+    new_tokens: int = 32,
+    threads: int | None = None,
+    device: str = "cpu",
+    quick: bool = False,
+    big_size: str | None = "base",
+) -> dict:
+    threads = threads or torch.get_num_threads()
+    if quick:
+        rounds, new_tokens, big_size = 1, 4, None
+    limits = machine_limits(threads, device)
+    report = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": threads,
+            "device": device,
+            "torch": torch.__version__,
+            **limits,
+        },
+        "settings": {"size": size, "rounds": rounds, "new_tokens": new_tokens},
+        "comparison": compare(size, ["ved", "llava"], rounds, new_tokens, threads, device, (1, 8)),
+    }
+    peer_rates = {}
+    for peer, summary in report["comparison"]["measurements"].items():
+        peer_rates[peer] = {
+            "ours": decode_rate(summary, new_tokens, "ours"),
+            "theirs": decode_rate(summary, new_tokens, "theirs"),
+        }
+    report["decode_tok_s_b1"] = peer_rates
+    if device == "cpu" and big_size:
+        report["bandwidth"] = bandwidth_check(big_size, new_tokens, threads, rounds, limits)
+        report["int8"] = int8_decode(big_size, new_tokens, threads, rounds)
+    return report
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown tables."""
+    m, s = report["machine"], report["settings"]
+    comp = report["comparison"]
+    lines = [
+        f"Machine: {m['platform']}, {m['threads']} threads, {m['device']}, torch {m['torch']}; "
+        f"measured {m['matmul_gflops']:.0f} GFLOP/s fp32 matmul, {m['bandwidth_gbs']:.1f} GB/s.",
+        f"Size `{s['size']}`, greedy, exactly {s['new_tokens']} new tokens, {s['rounds']} "
+        "alternating rounds after warm-up. Ratio = their time / our time (higher is better for "
+        "mmllm), median [min-max] over rounds.",
+        "",
+        "| model | parameters | peak RSS (MB) | of which the model and its run (MB) |",
+        "|---|---|---|---|",
+    ]
+    for name, n in comp["parameters"].items():
+        rss = comp.get("peak_rss_mb", {}).get(name, {})
+        lines.append(
+            f"| {name} | {n / 1e6:.2f}M | {rss.get('peak_rss_mb', float('nan')):.0f} | "
+            f"{rss.get('model_rss_mb', float('nan')):.0f} |"
+        )
+    lines += ["", "| measurement | mmllm | peer | peer value | ratio |", "|---|---|---|---|---|"]
+    for peer, table in comp["measurements"].items():
+        for name, v in table.items():
+            if name.startswith("_") or name == "caption_b1_1tok":
+                continue
+            if name.startswith("caption_b"):
+                b = int(name.split("_b")[1])
+                ours, theirs = f"{b / v['ours_s']:.2f} img/s", f"{b / v['theirs_s']:.2f} img/s"
+                label = f"captioning, batch {b}"
+            else:
+                ours, theirs = f"{1000 * v['ours_s']:.1f} ms", f"{1000 * v['theirs_s']:.1f} ms"
+                label = "time to first token, batch 1"
+            ratio = f"{v['ratio_median']:.2f}x [{v['ratio_min']:.2f}-{v['ratio_max']:.2f}]"
+            lines.append(f"| {label} | {ours} | {PEERS[peer]} | {theirs} | {ratio} |")
+        rates = report["decode_tok_s_b1"][peer]
+        lines.append(
+            f"| decode tokens/s, batch 1 | {rates['ours']:.0f} | {PEERS[peer]} | "
+            f"{rates['theirs']:.0f} | {rates['ours'] / rates['theirs']:.2f}x |"
+        )
+    if "bandwidth" in report:
+        b, q = report["bandwidth"], report["int8"]
+        lines += [
+            "",
+            f"Size `{b['size']}` ({b['parameters'] / 1e6:.0f}M parameters, decoder "
+            f"{b['decoder_mb']:.0f} MB fp32): batch-1 decode {b['decode_tok_s']:.1f} tokens/s = "
+            f"{b['achieved_gbs']:.1f} GB/s of weights read, "
+            f"**{100 * b['fraction_of_bandwidth']:.0f}%** of the measured memory bandwidth. "
+            f"int8: {q['int8_tok_s']:.1f} vs fp32 "
+            f"{q['fp32_tok_s']:.1f} tokens/s = {q['speedup_median']:.2f}x "
+            f"[{q['speedup_min']:.2f}-{q['speedup_max']:.2f}].",
+        ]
+    return "\n".join(lines)
+
+
+def save_json(report: dict, path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,79 @@
+"""One side of a benchmark, in its own process: load a workload, then time what is asked.
+
+Commands arrive as JSON lines on stdin and results leave as JSON lines on stdout, so the
+orchestrator can alternate rounds between two live processes and read each one's peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+import torch
+
+from mmllm.bench.peers import build
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--side", required=True)
+    parser.add_argument("--size", required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quantize", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import transformers  # noqa: F401  (imported before the baseline, like the peers need)
+
+    device = torch.device(args.device)
+    baseline_mb = _rss_mb()  # torch and transformers imported, no model yet
+    workload = build(args.side, args.size, args.quantize)
+    if device.type == "cuda":
+        workload.model.to(device=device, dtype=torch.bfloat16)
+    size = workload.image_size
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    info = {"parameters": workload.parameters, "name": workload.name}
+    print(json.dumps(info), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        g = torch.Generator().manual_seed(0)
+        pixels = torch.randn(cmd.get("batch", 1), 3, size, size, generator=g)
+        pixels = pixels.to(device=device, dtype=dtype)
+        if cmd["op"] == "caption":
+            _sync(device)
+            start = time.perf_counter()
+            out = workload.run(pixels, cmd["new_tokens"])
+            _sync(device)
+            seconds = time.perf_counter() - start
+            assert out.shape == (pixels.shape[0], cmd["new_tokens"]), out.shape
+            result = {"seconds": seconds}
+        elif cmd["op"] == "ttft":
+            _sync(device)
+            start = time.perf_counter()
+            workload.prefill(pixels).argmax(-1)
+            _sync(device)
+            result = {"seconds": time.perf_counter() - start}
+        elif cmd["op"] == "rss":
+            result = {"peak_rss_mb": _rss_mb(), "model_rss_mb": _rss_mb() - baseline_mb}
+            if device.type == "cuda":
+                result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            result = {"error": f"unknown op {cmd['op']}"}
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
