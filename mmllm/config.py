@@ -76,6 +76,7 @@ class DecoderConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     cross_attn_every: int = 1
+    gate_init: float = 0.0  # 0 keeps a pretrained LM exactly itself; from scratch, open them
     tie_embeddings: bool = True
     attn_bias: bool = False
     head_dim: int | None = None

@@ -129,3 +129,11 @@ def test_cuda_bf16_autocast_forward_matches_fp32(model, media, token_ids):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         logits = cuda_model(token_ids.cuda(), media.to("cuda")).logits
     torch.testing.assert_close(logits.float().cpu(), reference, rtol=0.05, atol=0.05)
+
+
+def test_gate_init_opens_the_gates_from_the_start(media, token_ids):
+    torch.manual_seed(0)
+    model = MultimodalLM(tiny_config(gate_init=1.0)).eval()
+    gates = [model.decoder.layers[i].cross_attn.gate.item() for i in model.decoder.cross_layers]
+    assert gates == [1.0] * len(gates)
+    assert not torch.allclose(model(token_ids, media).logits[0], model(token_ids).logits[0])
