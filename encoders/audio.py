@@ -23,7 +23,12 @@ from encoders.spectrogram import LogMelSpectrogram
 
 @dataclass(frozen=True)
 class AudioEncoderConfig:
-    """Size of the spectrogram ViT and the features it reads."""
+    """Which audio encoder, its size and the features it reads.
+
+    ``kind="vit"``: the spectrogram ViT below (``patch_freq``/``patch_time`` patches).
+    ``kind="whisper"``: Whisper's encoder (``encoders.whisper``), ``n_positions`` output tokens
+    for its fixed window of ``2 * n_positions * hop_length`` samples (30 s for 1500).
+    """
 
     sample_rate: int = 16000
     n_fft: int = 400
@@ -36,6 +41,22 @@ class AudioEncoderConfig:
     n_heads: int = 3
     mlp_ratio: float = 4.0
     max_seconds: float = 30.0
+    kind: str = "vit"
+    n_positions: int = 1500
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("vit", "whisper"):
+            raise ValueError(f"audio encoder kind must be 'vit' or 'whisper', got {self.kind!r}")
+        if self.kind == "whisper" and self.max_seconds * self.sample_rate > self.window_samples:
+            raise ValueError(
+                f"max_seconds {self.max_seconds:g} exceeds the Whisper window of "
+                f"{self.window_samples / self.sample_rate:g} s"
+            )
+
+    @property
+    def window_samples(self) -> int:
+        """Whisper only: every clip is zero-padded to this many samples."""
+        return 2 * self.n_positions * self.hop_length
 
     @property
     def max_time_patches(self) -> int:
@@ -43,7 +64,10 @@ class AudioEncoderConfig:
         return math.ceil(max_frames / self.patch_time)
 
     def n_tokens(self, n_samples: int) -> int:
-        """Tokens for a clip of ``n_samples`` samples."""
+        """Tokens for a clip of ``n_samples`` samples (real ones, not counting padding)."""
+        if self.kind == "whisper":  # frames that start inside the clip, two per token
+            frames = math.ceil(n_samples / self.hop_length)
+            return max(1, min(math.ceil(frames / 2), self.n_positions))
         frames = max(1, (n_samples - self.n_fft) // self.hop_length + 1)
         return math.ceil(frames / self.patch_time) * (self.n_mels // self.patch_freq)
 
@@ -53,6 +77,8 @@ class AudioEncoder(nn.Module):
 
     def __init__(self, config: AudioEncoderConfig):
         super().__init__()
+        if config.kind != "vit":
+            raise ValueError(f"AudioEncoder is the 'vit' kind; got a {config.kind!r} config")
         if config.n_mels % config.patch_freq:
             raise ValueError(
                 f"n_mels ({config.n_mels}) must be a multiple of patch_freq ({config.patch_freq})"

@@ -1,8 +1,10 @@
 """Image encoder: a Vision Transformer (Dosovitskiy et al., 2021) built with timm.
 
 Patch embeddings + transformer blocks, no class token and no pooling: every patch becomes one
-token. A ``timm_name`` builds any timm ViT architecture by name instead (weights are loaded
-separately, from local files, never downloaded here).
+token. A ``timm_name`` builds any timm ViT architecture by name instead, as its pretrained
+weights expect (class and register tokens included, pooling head and classifier dropped); its
+tokens are the patch tokens of timm's ``forward_features``. Weights are loaded separately, from
+local files, never downloaded here (``encoders.pretrained``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from torch import nn
 
 @dataclass(frozen=True)
 class ImageEncoderConfig:
-    """Size of the image ViT. ``mean``/``std`` are the pixel normalisation it expects."""
+    """Size of the image ViT. ``mean``/``std`` are the pixel normalisation it expects.
+
+    With ``timm_name`` the architecture is timm's; the size fields then describe it (filled in
+    by ``encoders.pretrained.image_config_from_timm``).
+    """
 
     image_size: int = 64
     patch_size: int = 8
@@ -47,7 +53,6 @@ class ImageEncoder(nn.Module):
                 img_size=config.image_size,
                 num_classes=0,
                 global_pool="",
-                class_token=False,
             )
         else:
             self.vit = VisionTransformer(
@@ -65,6 +70,6 @@ class ImageEncoder(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.vit.forward_features(pixels)  # (B, N, D)
-        tokens = tokens[:, self.vit.num_prefix_tokens :]  # drop register tokens if any
+        tokens = tokens[:, self.vit.num_prefix_tokens :]  # drop class/register tokens
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return tokens, mask

@@ -1,4 +1,5 @@
-"""Checkpoint folders: ``config.json`` + ``model.safetensors`` + ``tokenizer.json`` + ``README.md``.
+"""Checkpoint folders: ``config.json`` + ``model.safetensors`` + ``tokenizer.json`` + ``README.md``
+(+ ``tokenizer_roles.json`` when the tokenizer is a pretrained LM's, see ``mmllm.tokenizer``).
 
 Saving is atomic: everything is written to a temporary sibling folder that is renamed into place
 only when complete, so an interrupted save never leaves a half-written checkpoint (the previous

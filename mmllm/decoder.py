@@ -60,7 +60,9 @@ class Decoder(nn.Module):
         self.lm_head = (
             None if config.tie_embeddings else nn.Linear(config.dim, config.vocab_size, bias=False)
         )
-        self.rotary = RotaryEmbedding(config.attn_head_dim, config.max_seq_len, config.rope_theta)
+        self.rotary = RotaryEmbedding(
+            config.attn_head_dim, config.max_seq_len, config.rope_theta, config.rope_scaling
+        )
         self.cross_layers = [i for i in range(config.n_layers) if config.has_cross_attn(i)]
         self.apply(_init_weights)
         # layer -> index of its cross-attention K/V in MediaContext.kv (None: no cross-attn)

@@ -2,14 +2,19 @@
 
 Parameter names match Hugging Face's Llama (``gate_proj``/``up_proj``/``down_proj``, norm
 ``weight``) so pretrained weights map in by a plain key table. RoPE uses the "rotate half"
-layout of those checkpoints (Su et al., 2021).
+layout of those checkpoints (Su et al., 2021), with optional ``linear`` or Llama 3.1 frequency
+scaling for context extension.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mmllm.config import RopeScaling
 
 
 class RMSNorm(nn.Module):
@@ -43,9 +48,17 @@ class SwiGLU(nn.Module):
 class RotaryEmbedding(nn.Module):
     """Precomputed cos/sin tables; ``forward(positions (B, T))`` -> cos, sin ``(B, 1, T, hd)``."""
 
-    def __init__(self, head_dim: int, max_seq_len: int, theta: float = 10000.0):
+    def __init__(
+        self,
+        head_dim: int,
+        max_seq_len: int,
+        theta: float = 10000.0,
+        scaling: RopeScaling | None = None,
+    ):
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        if scaling is not None:
+            inv_freq = scale_frequencies(inv_freq, scaling)
         angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
         angles = torch.cat([angles, angles], dim=-1)  # (T_max, hd)
         self.register_buffer("cos", angles.cos(), persistent=False)
@@ -53,6 +66,23 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.cos[positions][:, None], self.sin[positions][:, None]
+
+
+def scale_frequencies(inv_freq: torch.Tensor, scaling: RopeScaling) -> torch.Tensor:
+    """Rotary inverse frequencies ``(hd/2,)`` after ``linear`` or ``llama3`` context scaling."""
+    if scaling.kind == "linear":
+        return inv_freq / scaling.factor
+    # llama3: long wavelengths are interpolated by `factor`, short ones kept, the band between
+    # blended linearly in (context / wavelength)
+    wavelength = 2 * math.pi / inv_freq
+    context = scaling.original_max_seq_len
+    blend = (context / wavelength - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    blended = (1 - blend) * inv_freq / scaling.factor + blend * inv_freq
+    long = wavelength > context / scaling.low_freq_factor
+    scaled = torch.where(long, inv_freq / scaling.factor, blended)
+    return torch.where(wavelength < context / scaling.high_freq_factor, inv_freq, scaled)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoders import AudioEncoder, ImageEncoder
+from encoders import ImageEncoder, build_audio_encoder
 from mmllm.cache import KVCache, MediaContext
 from mmllm.config import MMConfig
 from mmllm.decoder import Decoder
@@ -34,7 +34,7 @@ class MultimodalLM(nn.Module):
         self.config = config
         dim = config.decoder.dim
         self.image_encoder = ImageEncoder(config.image) if config.image else None
-        self.audio_encoder = AudioEncoder(config.audio) if config.audio else None
+        self.audio_encoder = build_audio_encoder(config.audio) if config.audio else None
         self.image_projector = (
             build_projector(config.projector, self.image_encoder.dim, dim)
             if self.image_encoder

@@ -1,12 +1,18 @@
 """Byte-level BPE tokenizer (Hugging Face ``tokenizers``), stored as ``tokenizer.json``.
 
-Special tokens: ``<pad>`` 0, ``<bos>`` 1, ``<eos>`` 2, ``<sep>`` 3 (ends the prompt; the
-answer follows). Byte-level means any unicode string encodes, with no unknown token.
+Special tokens play four roles: padding, begin, end of answer, and the prompt's end (the answer
+follows). Our own tokenizers use ``<pad>`` 0, ``<bos>`` 1, ``<eos>`` 2, ``<sep>`` 3. A pretrained
+LM's ``tokenizer.json`` keeps its own vocabulary: ``SpecialTokens`` names which of its tokens plays
+each role (e.g. SmolLM2's ``<|im_start|>``), saved beside it as ``tokenizer_roles.json``.
+Byte-level means any unicode string encodes, with no unknown token.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
@@ -14,18 +20,42 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from mmllm.errors import CheckpointError
 
-SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<sep>"]
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """Which token string plays each role. ``pad`` may equal ``eos`` (the Llama convention)."""
+
+    pad: str = "<pad>"
+    bos: str = "<bos>"
+    eos: str = "<eos>"
+    sep: str = "<sep>"
+
+
+def roles_path(tokenizer_file: Path) -> Path:
+    """Where the roles of ``tokenizer_file`` are stored: ``<stem>_roles.json`` beside it."""
+    return tokenizer_file.with_name(f"{tokenizer_file.stem}_roles.json")
+
+
+SPECIAL_TOKENS = list(dataclasses.astuple(SpecialTokens()))
 
 
 class Tokenizer:
     """text <-> token ids, plus the ids of the special tokens."""
 
-    def __init__(self, backend: HFTokenizer):
+    def __init__(self, backend: HFTokenizer, special: SpecialTokens | None = None):
         self.backend = backend
-        ids = [backend.token_to_id(t) for t in SPECIAL_TOKENS]
+        self.special = special or SpecialTokens()
+        names = dataclasses.astuple(self.special)
+        ids = [backend.token_to_id(t) for t in names]
         if any(i is None for i in ids):
-            raise CheckpointError(f"tokenizer lacks special tokens {SPECIAL_TOKENS}")
+            lacking = [t for t, i in zip(names, ids, strict=True) if i is None]
+            raise CheckpointError(f"tokenizer lacks special tokens {lacking}")
         self.pad_id, self.bos_id, self.eos_id, self.sep_id = ids
+        if self.eos_id in (self.bos_id, self.sep_id):
+            raise CheckpointError(
+                f"the end token {self.special.eos!r} must differ from the begin and prompt-end "
+                f"tokens ({self.special.bos!r}, {self.special.sep!r})"
+            )
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 1024) -> Tokenizer:
@@ -43,19 +73,40 @@ class Tokenizer:
         return cls(backend)
 
     @classmethod
-    def load(cls, path: str | Path) -> Tokenizer:
+    def load(cls, path: str | Path, special: SpecialTokens | None = None) -> Tokenizer:
+        """Read ``tokenizer.json`` at ``path``; any ``tokenizer.json`` with ``special`` roles.
+
+        Without ``special``, the roles come from ``<stem>_roles.json`` beside the file when it
+        exists (written by ``save``), else they are our own ``<pad> <bos> <eos> <sep>``.
+        """
+        path = Path(path)
         try:
-            return cls(HFTokenizer.from_file(str(path)))
+            backend = HFTokenizer.from_file(str(path))
         except Exception as err:  # tokenizers raises a bare Exception on bad files
             raise CheckpointError(f"cannot read tokenizer {path}: {err}") from err
+        roles = roles_path(path)
+        if special is None and roles.is_file():
+            try:
+                special = SpecialTokens(**json.loads(roles.read_text()))
+            except (OSError, ValueError, TypeError) as err:
+                raise CheckpointError(f"cannot read tokenizer roles {roles}: {err}") from err
+        return cls(backend, special)
 
     def save(self, path: str | Path) -> None:
+        """Write ``tokenizer.json`` (and ``<stem>_roles.json`` when the roles are not ours)."""
+        path = Path(path)
         self.backend.save(str(path))
+        roles = roles_path(path)
+        if self.special != SpecialTokens():
+            roles.write_text(json.dumps(dataclasses.asdict(self.special), indent=2) + "\n")
+        elif roles.exists():
+            roles.unlink()
 
     @property
     def never_generated(self) -> tuple[int, ...]:
-        """Special tokens a model must never output: padding, begin, and the prompt end."""
-        return (self.pad_id, self.bos_id, self.sep_id)
+        """Special tokens a model must never output: padding, begin, and the prompt end (the
+        end token itself stays allowed when it doubles as padding)."""
+        return tuple(i for i in (self.pad_id, self.bos_id, self.sep_id) if i != self.eos_id)
 
     @property
     def vocab_size(self) -> int:

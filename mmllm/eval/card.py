@@ -113,7 +113,7 @@ def render_card(
         "",
         "```bash",
         command,
-        f"python -m mmllm.eval.card --checkpoint checkpoints/{name} --run {train_config['out']}",
+        f"python -m mmllm.eval.card --checkpoint checkpoints/{name} --run runs/{name}",
         "```",
         "",
         f"- Data: `synthetic:train`, seed {train_config['seed']}, generated on the fly "
