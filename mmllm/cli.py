@@ -1,14 +1,16 @@
-"""The ``mmllm`` command: caption, alt-text, ask, train, eval, data."""
+"""The ``mmllm`` command: caption, alt-text, ask, demo, train, eval, data."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import logging
 import sys
 import typing
 from pathlib import Path
+from types import ModuleType
 
 from mmllm.errors import MMLLMError
 
@@ -173,6 +175,51 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def demo_dirs() -> list[Path]:
+    """Where the demos live: the source tree, then the installed data folder."""
+    return [
+        Path(__file__).resolve().parent.parent / "demos",
+        Path(sys.prefix) / "share" / "mmllm" / "demos",
+    ]
+
+
+def demo_module(name: str) -> ModuleType | None:
+    """``demos/<name>.py`` loaded as a module (the demos are scripts, not a package); None if
+    neither the source tree nor the installed data folder has it."""
+    module_name = f"mmllm_demos_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    for root in demo_dirs():
+        path = root / f"{name}.py"
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module  # dataclasses look their module up here
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[module_name]
+                raise
+            return module
+    return None
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Serve the Gradio demo (demos/app.py) until interrupted."""
+    if importlib.util.find_spec("gradio") is None:  # not imported here: the app sets it up
+        print('error: the demo needs gradio: pip install "mmllm[demo]"', file=sys.stderr)
+        return EXIT_ERROR
+    app = demo_module("app")
+    if app is None:
+        print("error: demos/app.py was not found (run from a source checkout)", file=sys.stderr)
+        return EXIT_ERROR
+    options = {"concurrency": args.concurrency, "queue_size": args.queue_size,
+               "max_file_size": args.max_file_size}  # fmt: skip
+    return app.serve(args.checkpoint, args.host, args.port, args.device,
+                     **{k: v for k, v in options.items() if v is not None})  # fmt: skip
+
+
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="folder or shipped name (mmllm-tiny)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
@@ -206,16 +253,27 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  mmllm caption photo.png\n  mmllm caption img/ --json\n"
         "  mmllm caption 'shots/*.png' --batch-size 16\n  mmllm caption beeps.wav",
     )  # fmt: skip
-    alt = sub.add_parser(
-        "alt-text", help="alt text for images", formatter_class=raw,
-        epilog="examples:\n  mmllm alt-text chart.png\n  mmllm alt-text site/img --max-chars 100",
-    )  # fmt: skip
-    for p in (caption, alt):
+    alt_text = demo_module("alt_text")  # images, HTML and Markdown: demos/alt_text.py
+    if alt_text is not None:
+        alt = sub.add_parser(
+            "alt-text", help="alt text for images, HTML and Markdown files", formatter_class=raw,
+            description=alt_text.DESCRIPTION, epilog=alt_text.EPILOG,
+        )  # fmt: skip
+        alt_text.add_arguments(alt)
+        alt.set_defaults(func=alt_text.run)
+        image_commands = (caption,)
+    else:  # an install without the demos: images only
+        alt = sub.add_parser(
+            "alt-text", help="alt text for images", formatter_class=raw,
+            epilog="examples:\n  mmllm alt-text chart.png\n  mmllm alt-text img --max-chars 100",
+        )  # fmt: skip
+        alt.add_argument("--max-chars", type=int, default=125)
+        image_commands = (caption, alt)
+    for p in image_commands:
         p.add_argument("inputs", nargs="+", help="image files, folders or globs")
         p.add_argument("--batch-size", type=int, default=8)
         _add_model_flags(p)
         p.set_defaults(func=cmd_caption)
-    alt.add_argument("--max-chars", type=int, default=125)
     caption.add_argument("--audio", action="store_true", help="treat every input as audio")
 
     ask = sub.add_parser(
@@ -230,6 +288,24 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--choices", default=None, help="comma-separated closed answer set")
     _add_model_flags(ask)
     ask.set_defaults(func=cmd_ask)
+
+    demo = sub.add_parser(
+        "demo", help="serve the Gradio demo (local only by default)", formatter_class=raw,
+        epilog="examples:\n  mmllm demo                        # http://127.0.0.1:7860\n"
+        "  mmllm demo --checkpoint runs/mine/checkpoint --port 8000\n"
+        "  mmllm demo --host 0.0.0.0 --concurrency 4   # serve the network: on purpose only",
+    )  # fmt: skip
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address to bind (default 127.0.0.1: this machine only)")  # fmt: skip
+    demo.add_argument("--port", type=int, default=7860)
+    demo.add_argument("--checkpoint", action="append", default=[],
+                      help="a checkpoint to offer besides checkpoints/ (repeatable)")  # fmt: skip
+    demo.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
+    demo.add_argument("--concurrency", type=int, default=None, help="requests run at once (2)")
+    demo.add_argument("--queue-size", type=int, default=None,
+                      help="requests that may wait, more are refused (16)")  # fmt: skip
+    demo.add_argument("--max-file-size", default=None, help="upload limit (10mb)")
+    demo.set_defaults(func=cmd_demo)
 
     ev = sub.add_parser(
         "eval", help="score a checkpoint on held-out data", formatter_class=raw,

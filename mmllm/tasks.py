@@ -133,23 +133,30 @@ class MMLLM:
         return out if many else out[0]
 
     def stream_caption(
-        self, image: Any = None, max_new_tokens: int = 48, audio: Any = None
+        self,
+        image: Any = None,
+        max_new_tokens: int = 48,
+        audio: Any = None,
+        temperature: float = 0.0,
+        top_p: float | None = None,
+        seed: int | None = None,
     ) -> Iterator[str]:
-        """Yield the caption's text piece by piece as it is generated."""
+        """Yield the caption's text piece by piece as it is generated (greedy by default)."""
         if (image is None) == (audio is None):
             raise InputError("stream_caption takes an image or audio (one of them)")
-        sampling = SamplingConfig(max_new_tokens=max_new_tokens)
+        sampling = SamplingConfig(max_new_tokens, temperature, top_p=top_p, seed=seed)
         prompt = caption_prompt(has_image=image is not None)
         images, clips = ([image], []) if image is not None else ([], [audio])
         yield from self.stream(prompt, images=images, audio=clips, sampling=sampling)
 
-    def alt_text(self, image: Any, max_chars: int = 125) -> str:
-        """Alt text: a caption without "image of" filler, as a sentence of at most max_chars."""
-        text = FILLER.sub("", self.caption(image).strip())
-        text = text[:1].upper() + text[1:]
-        if len(text) > max_chars - 1:
-            text = text[: max_chars - 1].rsplit(" ", 1)[0].rstrip(",;:")
-        return text if text.endswith(".") else text + "."
+    def alt_text(self, images: Any, max_chars: int = 125, batch_size: int = 8) -> Any:
+        """Alt text: a caption without "image of" filler, as a sentence of at most max_chars.
+
+        A list in gives a list out (batched like :meth:`caption`)."""
+        captions = self.caption(images, batch_size=batch_size)
+        if isinstance(captions, list):
+            return [alt_text_from_caption(c, max_chars) for c in captions]
+        return alt_text_from_caption(captions, max_chars)
 
     def ask(
         self,
@@ -213,25 +220,24 @@ class MMLLM:
         tok = self.tokenizer
         steps = stream_ids(self.model, token_ids, mask, context, sampling, tok.eos_id, tok.pad_id,
                            tok.never_generated)  # fmt: skip
-        with torch.inference_mode():
-            for next_ids, _ in steps:
-                token = int(next_ids[0])
-                if token == tok.eos_id:
-                    break
-                ids.append(token)
-                text = self.tokenizer.decode(ids)
-                cut = min((text.find(s) for s in stop if s and s in text), default=-1)
-                if cut >= 0:
-                    if cut > len(sent):
-                        yield text[len(sent) : cut]
-                    return
-                # hold back what may still become a stop string or a multi-byte character
-                safe = len(text) - _pending_stop(text, stop)
-                if text.endswith("\ufffd"):
-                    safe = min(safe, len(text) - 1)
-                if safe > len(sent):
-                    yield text[len(sent) : safe]
-                    sent = text[:safe]
+        for next_ids, _ in _each_in_inference_mode(steps):
+            token = int(next_ids[0])
+            if token == tok.eos_id:
+                break
+            ids.append(token)
+            text = self.tokenizer.decode(ids)
+            cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+            if cut >= 0:
+                if cut > len(sent):
+                    yield text[len(sent) : cut]
+                return
+            # hold back what may still become a stop string or a multi-byte character
+            safe = len(text) - _pending_stop(text, stop)
+            if text.endswith("\ufffd"):
+                safe = min(safe, len(text) - 1)
+            if safe > len(sent):
+                yield text[len(sent) : safe]
+                sent = text[:safe]
         if ids:
             text = self.tokenizer.decode(ids)
             if len(text) > len(sent):
@@ -342,6 +348,31 @@ class MMLLM:
         for text, p in zip(texts, logp.exp().tolist(), strict=True):
             best[text] = max(best.get(text, 0.0), p)
         return sorted(best.items(), key=lambda x: -x[1])
+
+
+def _each_in_inference_mode(steps: Iterator[Any]) -> Iterator[Any]:
+    """Advance ``steps`` one item at a time under ``torch.inference_mode``, never holding the
+    mode across a ``yield``: it is thread-local, and a consumer such as a web server may resume
+    a stream on another thread (the mode would be missing there and leak into the caller here)."""
+    while True:
+        with torch.inference_mode():
+            item = next(steps, _DONE)
+        if item is _DONE:
+            return
+        yield item
+
+
+_DONE = object()
+
+
+def alt_text_from_caption(caption: str, max_chars: int = 125) -> str:
+    """A caption as alt text: no "image of" filler, capitalised, one line of <= max_chars."""
+    text = "".join(c for c in " ".join(caption.split()) if c.isprintable())
+    text = FILLER.sub("", text)
+    text = text[:1].upper() + text[1:]
+    if len(text) > max_chars - 1:
+        text = text[: max_chars - 1].rsplit(" ", 1)[0].rstrip(",;:")
+    return text if text.endswith(".") else text + "."
 
 
 def _pending_stop(text: str, stop: Sequence[str]) -> int:
