@@ -1,0 +1,24 @@
+"""`mmllm bench --quick` runs end to end and its report is well-formed (no timing asserted)."""
+
+import json
+import math
+
+from mmllm.cli import main
+
+
+def test_bench_quick_report_is_well_formed(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--threads", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    params = report["comparison"]["parameters"]
+    ours = params["mmllm"]
+    assert set(params) == {"mmllm", "VisionEncoderDecoderModel", "LlavaForConditionalGeneration"}
+    assert all(abs(n - ours) / ours < 0.03 for n in params.values())  # matched size
+    for peer in ("ved", "llava"):
+        table = report["comparison"]["measurements"][peer]
+        for name in ("caption_b1", "caption_b8", "ttft_b1"):
+            assert table[name]["ours_s"] > 0 and table[name]["theirs_s"] > 0
+            assert math.isfinite(table[name]["ratio_median"])
+    assert report["machine"]["matmul_gflops"] > 0 and report["machine"]["bandwidth_gbs"] > 0
+    text = capsys.readouterr().out
+    assert "VisionEncoderDecoderModel" in text and "| captioning, batch 8 |" in text
