@@ -3,18 +3,23 @@
 Patch embeddings + transformer blocks, no class token and no pooling: every patch becomes one
 token. A ``timm_name`` builds any timm ViT architecture by name instead, as its pretrained
 weights expect (class and register tokens included, pooling head and classifier dropped); its
-tokens are the patch tokens of timm's ``forward_features``. Weights are loaded separately, from
-local files, never downloaded here (``encoders.pretrained``).
+tokens are the patch tokens of timm's ``forward_features``. ``kind="cnn_hybrid"`` puts a CNN's
+feature map in place of the patch embedding instead (``encoders.hybrid``); ``kind="hf_vision"``
+wraps a Hugging Face CLIP/SigLIP tower (``encoders.hf_vision``). Weights are loaded separately,
+from local files, never downloaded here (``encoders.pretrained``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+
+IMAGE_KINDS = ("vit", "cnn_hybrid", "hf_vision")
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,13 @@ class ImageEncoderConfig:
 
     With ``timm_name`` the architecture is timm's; the size fields then describe it (filled in
     by ``encoders.pretrained.image_config_from_timm``).
+
+    ``kind="cnn_hybrid"``: the ``cnn``'s final feature map (stride 32, so ``patch_size`` is 32)
+    gives one token per cell, projected to ``dim`` and read by ``n_layers`` transformer blocks
+    (0: the projection alone); see ``encoders.hybrid``.
+
+    ``kind="hf_vision"``: a Hugging Face CLIP/SigLIP vision tower built from ``hf_config`` (its
+    config, verbatim); the size fields describe it (``encoders.hf_vision``).
     """
 
     image_size: int = 64
@@ -34,6 +46,22 @@ class ImageEncoderConfig:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     timm_name: str | None = None
+    kind: str = "vit"
+    cnn: str | None = None
+    hf_config: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in IMAGE_KINDS:
+            raise ValueError(f"image encoder kind must be one of {IMAGE_KINDS}, got {self.kind!r}")
+        if (self.kind == "cnn_hybrid") != (self.cnn is not None):
+            raise ValueError("an image encoder has a 'cnn' exactly when its kind is 'cnn_hybrid'")
+        if (self.kind == "hf_vision") != (self.hf_config is not None):
+            raise ValueError("an image encoder has 'hf_config' exactly when it is 'hf_vision'")
+        if self.kind == "cnn_hybrid" and (self.patch_size != 32 or self.image_size % 32):
+            raise ValueError(
+                f"a CNN hybrid has patch_size 32 (the CNN's stride) and an image_size that is a "
+                f"multiple of 32; got patch_size {self.patch_size}, image_size {self.image_size}"
+            )
 
     @property
     def n_tokens(self) -> int:
@@ -45,6 +73,8 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, config: ImageEncoderConfig):
         super().__init__()
+        if config.kind != "vit":
+            raise ValueError(f"ImageEncoder needs a 'vit' config; got {config.kind!r}")
         self.config = config
         if config.timm_name is not None:
             self.vit = timm.create_model(

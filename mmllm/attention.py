@@ -4,7 +4,9 @@ Both use PyTorch's ``scaled_dot_product_attention`` so CPU and CUDA pick their f
 The cross-attention follows Flamingo (Alayrac et al., 2022): its output is scaled by
 ``tanh(gate)`` with the gate starting at 0 by default, so a fresh model is exactly its language
 model. A model trained from scratch has no language model to protect and starts its gates open
-(``gate_init``): at 0 the media pathway gets almost no gradient and learns very slowly.
+(``gate_init``), fixed (``train_gates=False``): trained from scratch with learnable gates from
+0, the gates stayed near 0 (|tanh| < 0.05 after 2000 steps) and the model answered from text
+priors alone.
 """
 
 from __future__ import annotations
@@ -83,7 +85,11 @@ class GatedCrossAttention(nn.Module):
         self.k_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=False)
         self.v_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=False)
         self.o_proj = nn.Linear(config.n_heads * hd, config.dim, bias=False)
-        self.gate = nn.Parameter(torch.full((1,), config.gate_init))
+        gate = torch.full((1,), config.gate_init)
+        if config.train_gates:
+            self.gate = nn.Parameter(gate)
+        else:
+            self.register_buffer("gate", gate)
 
     def media_kv(self, media: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """media ``(B, N, D)`` -> keys, values ``(B, H_kv, N, hd)``; computed once per request."""

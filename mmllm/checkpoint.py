@@ -5,6 +5,9 @@ Saving is atomic: everything is written to a temporary sibling folder that is re
 only when complete, so an interrupted save never leaves a half-written checkpoint (the previous
 one survives). Loading reads safetensors only (never pickle) and is strict: any missing,
 unexpected or mis-shaped tensor is reported by name in a ``CheckpointError``.
+
+A config with a ``base`` section stores only the tensors its pretrained parts do not provide;
+those parts are rebuilt from their references on load (``mmllm.base_weights``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mmllm.base_weights import load_trained, trained_state
 from mmllm.config import MMConfig
 from mmllm.errors import CheckpointError, ConfigError
 from mmllm.model import MultimodalLM
@@ -48,8 +52,9 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        model.config.save(tmp / CONFIG_FILE)
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        config, state = trained_state(model, state)  # less the unchanged base parts, if any
+        config.save(tmp / CONFIG_FILE)
         save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(tmp / TOKENIZER_FILE)
@@ -84,8 +89,11 @@ def load_model(path: str | Path, device: torch.device | str | None = None) -> Mu
         state = load_file(path / WEIGHTS_FILE)
     except (OSError, SafetensorError) as err:
         raise CheckpointError(f"cannot read weights {path / WEIGHTS_FILE}: {err}") from err
-    check_state_dict(model, state, source=str(path / WEIGHTS_FILE))
-    model.load_state_dict(state, strict=True)
+    if config.base is not None:  # pretrained parts from their references, then the rest
+        load_trained(model, state, path, source=str(path / WEIGHTS_FILE))
+    else:
+        check_state_dict(model, state, source=str(path / WEIGHTS_FILE))
+        model.load_state_dict(state, strict=True)
     return model.to(device) if device is not None else model
 
 

@@ -1,4 +1,4 @@
-"""The ``mmllm`` command: caption, alt-text, ask, demo, train, eval, data."""
+"""The ``mmllm`` command: caption, alt-text, ask, demo, build, train, eval, bench, data."""
 
 from __future__ import annotations
 
@@ -232,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmllm", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    from mmllm.build import add_build_parser
+
+    add_build_parser(sub)
 
     train = sub.add_parser(
         "train",

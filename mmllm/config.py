@@ -77,6 +77,8 @@ class DecoderConfig:
     norm_eps: float = 1e-5
     cross_attn_every: int = 1
     gate_init: float = 0.0  # 0 keeps a pretrained LM exactly itself; from scratch, open them
+    train_gates: bool = True  # False: gates stay at gate_init (a from-scratch model cannot
+    # then shut the media pathway while its encoders are still learning)
     tie_embeddings: bool = True
     attn_bias: bool = False
     head_dim: int | None = None
@@ -101,15 +103,91 @@ class DecoderConfig:
         return layer % self.cross_attn_every == 0
 
 
+# the language model's linear layers LoRA may adapt, and the sub-module of a block holding each
+LORA_TARGETS = {
+    "q_proj": "self_attn",
+    "k_proj": "self_attn",
+    "v_proj": "self_attn",
+    "o_proj": "self_attn",
+    "gate_proj": "mlp",
+    "up_proj": "mlp",
+    "down_proj": "mlp",
+}
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """Low-rank adapters (Hu et al., 2021) on the language model's ``targets`` in every block:
+    ``W x + (alpha / rank) B A x`` with ``B`` starting at 0 (see ``mmllm.lora``)."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ConfigError(f"LoRA rank must be >= 1, got {self.rank}")
+        unknown = [t for t in self.targets if t not in LORA_TARGETS]
+        if unknown or not self.targets:
+            raise ConfigError(
+                f"LoRA targets {list(self.targets)} must be a non-empty subset of "
+                f"{list(LORA_TARGETS)}"
+            )
+
+
+@dataclass(frozen=True)
+class WeightsRef:
+    """Where one pretrained part's weights are read from: ``path`` (a file or folder; relative
+    to the checkpoint folder unless absolute), or ``file`` inside the installed Python package
+    ``package``. ``install`` is the command that installs that package; ``sha256`` fingerprints
+    the part's tensors as loaded, so another file under the same name is caught."""
+
+    path: str | None = None
+    package: str | None = None
+    file: str | None = None
+    install: str | None = None
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.package is None):
+            raise ConfigError("a base weights reference needs exactly one of 'path' and 'package'")
+        if self.package is not None and not self.file:
+            raise ConfigError(f"a base weights reference to package {self.package!r} needs 'file'")
+
+    def describe(self) -> str:
+        return self.path if self.path is not None else f"{self.file} in package {self.package}"
+
+
+@dataclass(frozen=True)
+class BaseWeights:
+    """Pretrained parts a checkpoint does not store: each is rebuilt from its reference when
+    the checkpoint loads (``mmllm.base_weights``); ``model.safetensors`` holds the rest."""
+
+    lm: WeightsRef | None = None
+    image: WeightsRef | None = None
+    audio: WeightsRef | None = None
+
+    def parts(self) -> dict[str, WeightsRef]:
+        """``{part: reference}`` for the parts that are referenced."""
+        refs = {"lm": self.lm, "image": self.image, "audio": self.audio}
+        return {part: ref for part, ref in refs.items() if ref is not None}
+
+
 @dataclass(frozen=True)
 class MMConfig:
-    """The whole model. ``image``/``audio`` are None for a model without that modality."""
+    """The whole model. ``image``/``audio`` are None for a model without that modality.
+
+    ``lora``: adapters on the language model (None: none). ``base``: pretrained parts stored
+    by reference rather than in ``model.safetensors`` (None: the checkpoint holds everything).
+    """
 
     image: ImageEncoderConfig | None = field(default_factory=ImageEncoderConfig)
     audio: AudioEncoderConfig | None = field(default_factory=AudioEncoderConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     max_media_items: int = 8
+    lora: LoRAConfig | None = None
+    base: BaseWeights | None = None
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoders import ImageEncoder, build_audio_encoder
+from encoders import build_audio_encoder, build_image_encoder
 from mmllm.cache import KVCache, MediaContext
 from mmllm.config import MMConfig
 from mmllm.decoder import Decoder
 from mmllm.errors import InputError
+from mmllm.lora import add_lora
 from mmllm.media import AUDIO, IMAGE, MediaBatch, MediaPacker
 from mmllm.projector import build_projector
 
@@ -33,7 +34,7 @@ class MultimodalLM(nn.Module):
         super().__init__()
         self.config = config
         dim = config.decoder.dim
-        self.image_encoder = ImageEncoder(config.image) if config.image else None
+        self.image_encoder = build_image_encoder(config.image) if config.image else None
         self.audio_encoder = build_audio_encoder(config.audio) if config.audio else None
         self.image_projector = (
             build_projector(config.projector, self.image_encoder.dim, dim)
@@ -47,6 +48,8 @@ class MultimodalLM(nn.Module):
         )
         self.media_packer = MediaPacker(dim, config.max_media_items)
         self.decoder = Decoder(config.decoder)
+        if config.lora is not None:
+            add_lora(self.decoder, config.lora)
 
     def encode_media(self, media: MediaBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """All items of the batch -> media ``(B, N_media, D)`` and mask ``(B, N_media)``."""

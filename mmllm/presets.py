@@ -21,6 +21,8 @@ PRESETS: dict[str, MMConfig] = {
             hidden_dim=688,
             max_seq_len=128,
             cross_attn_every=1,
+            gate_init=1.0,
+            train_gates=False,
         ),
     ),
 }

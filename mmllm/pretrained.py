@@ -1,20 +1,28 @@
 """Assemble a ``MultimodalLM`` from pretrained parts on local disk. Nothing is downloaded.
 
-``build_from_pretrained(lm=..., image=..., audio=...)`` reads a Llama-family LM (Hugging Face
-folder or GGUF file), an optional timm ViT (name + weights file) and an optional Whisper folder
-(Hugging Face or CTranslate2), builds the ``MMConfig`` they describe, loads each part's weights,
-and returns the model with the LM's own tokenizer. Projectors, media embeddings and the gated
-cross-attention layers are new (gates at 0: the model starts out exactly as the LM). The result
-saves and loads with our usual ``save_pretrained`` / ``from_pretrained``.
+``build_from_pretrained(lm=..., image=..., audio=...)`` reads a Llama-family LM (Hugging Face folder
+or GGUF file), an optional timm ViT (name + weights file), CNN hybrid (CNN name + ImageNet weights
+file, ``encoders.hybrid``) or CLIP/SigLIP vision tower (Hugging Face folder, ``encoders.hf_vision``)
+and an optional Whisper folder (Hugging Face or CTranslate2), builds the ``MMConfig`` they describe,
+loads each part's weights, and returns the model with the LM's own tokenizer. Any part may instead
+be one of our own configs, built untrained. Projectors, media embeddings and the gated cross-
+attention layers are new (gates at 0: the model starts out exactly as the LM). The result saves
+and loads with our usual ``save_pretrained`` / ``from_pretrained``; by default the pretrained
+parts are recorded as references (``config.base``, see ``mmllm.base_weights``), so a checkpoint
+stores only the rest.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 
+from encoders import AudioEncoderConfig, ImageEncoderConfig
+from encoders.hf_vision import hf_vision_config, load_hf_vision_weights
+from encoders.hybrid import hybrid_config, load_cnn_weights
 from encoders.pretrained import (
     WeightsError,
     image_config_from_timm,
@@ -22,7 +30,8 @@ from encoders.pretrained import (
     load_whisper_weights,
     whisper_config,
 )
-from mmllm.config import MMConfig, ProjectorConfig
+from mmllm.base_weights import reference_base as record_base
+from mmllm.config import DecoderConfig, MMConfig, ProjectorConfig
 from mmllm.errors import CheckpointError
 from mmllm.model import MultimodalLM
 from mmllm.pretrained_lm import decoder_config_from_hf, load_lm_weights, read_lm
@@ -36,6 +45,22 @@ class PretrainedImage:
     timm_name: str
     weights: str | Path
     image_size: int | None = None
+
+
+@dataclass(frozen=True)
+class PretrainedCNN:
+    """A CNN hybrid (``encoders.hybrid``): ``cnn`` (``mobilenet_v2``, ``efficientnet_lite0``)
+    with its ImageNet weights file, and the size of the new transformer on top of it."""
+
+    cnn: str
+    weights: str | Path
+    image_size: int = 224
+    dim: int = 384
+    n_layers: int = 2
+    n_heads: int = 6
+
+    def config(self) -> ImageEncoderConfig:
+        return hybrid_config(self.cnn, self.image_size, self.dim, self.n_layers, self.n_heads)
 
 
 def load_lm_tokenizer(path: str | Path, special: SpecialTokens | None = None) -> Tokenizer:
@@ -55,45 +80,82 @@ def load_lm_tokenizer(path: str | Path, special: SpecialTokens | None = None) ->
     return Tokenizer(backend, special)
 
 
+def _image_config(
+    image: PretrainedImage | PretrainedCNN | str | Path | ImageEncoderConfig | None,
+) -> ImageEncoderConfig | None:
+    if isinstance(image, PretrainedImage):
+        return image_config_from_timm(image.timm_name, image.image_size)
+    if isinstance(image, (str, Path)):
+        return hf_vision_config(image)
+    return image.config() if isinstance(image, PretrainedCNN) else image
+
+
 def build_from_pretrained(
-    lm: str | Path,
-    image: PretrainedImage | None = None,
-    audio: str | Path | None = None,
+    lm: str | Path | DecoderConfig,
+    image: PretrainedImage | PretrainedCNN | str | Path | ImageEncoderConfig | None = None,
+    audio: str | Path | AudioEncoderConfig | None = None,
     cross_attn_every: int = 1,
     projector: ProjectorConfig | None = None,
     special_tokens: SpecialTokens | None = None,
     max_seq_len: int | None = None,
     max_media_items: int = 8,
-) -> tuple[MultimodalLM, Tokenizer]:
+    reference_base: bool = True,
+) -> tuple[MultimodalLM, Tokenizer | None]:
     """A ``MultimodalLM`` (eval mode) of pretrained parts, and the LM's tokenizer.
 
-    lm: Hugging Face folder (``config.json``, safetensors, ``tokenizer.json``) or ``.gguf`` file.
-    image: timm ViT to encode images; audio: Whisper folder (Hugging Face or CTranslate2).
-    Either may be None.
+    lm: Hugging Face folder (``config.json``, safetensors, ``tokenizer.json``) or ``.gguf`` file;
+    or a ``DecoderConfig``: an untrained decoder, and no tokenizer (None is returned for it).
+    image: timm ViT or CNN hybrid to encode images, a Hugging Face CLIP/SigLIP folder, or an
+    ``ImageEncoderConfig`` (untrained).
+    audio: Whisper folder (Hugging Face or CTranslate2), or an ``AudioEncoderConfig``
+    (untrained). Either may be None: no such modality.
     cross_attn_every: a gated cross-attention in layers 0, k, 2k, ...
     special_tokens: which LM tokens play pad/bos/eos/sep (see ``mmllm.tokenizer``).
+    reference_base: record the pretrained parts in ``config.base``, so checkpoints of the
+    model store only the other tensors; False: checkpoints hold everything.
     """
-    hf_lm = read_lm(lm)
+    hf_lm = None if isinstance(lm, DecoderConfig) else read_lm(lm)
+    if hf_lm is not None:
+        decoder = decoder_config_from_hf(hf_lm.config, cross_attn_every, max_seq_len)
+    else:
+        context = min(lm.max_seq_len, max_seq_len) if max_seq_len else lm.max_seq_len
+        decoder = dataclasses.replace(lm, cross_attn_every=cross_attn_every, max_seq_len=context)
+    sources: dict[str, str | Path] = {}
     try:
         config = MMConfig(
-            image=image_config_from_timm(image.timm_name, image.image_size) if image else None,
-            audio=whisper_config(audio) if audio is not None else None,
+            image=_image_config(image),
+            audio=whisper_config(audio) if isinstance(audio, (str, Path)) else audio,
             projector=projector or ProjectorConfig(),
-            decoder=decoder_config_from_hf(hf_lm.config, cross_attn_every, max_seq_len),
+            decoder=decoder,
             max_media_items=max_media_items,
         )
         model = MultimodalLM(config)
-        if image is not None:
+        if isinstance(image, PretrainedImage):
             load_timm_weights(model.image_encoder, image.weights)
-        if audio is not None:
+        elif isinstance(image, PretrainedCNN):
+            load_cnn_weights(model.image_encoder, image.weights)
+        elif isinstance(image, (str, Path)):
+            load_hf_vision_weights(model.image_encoder, image)
+        if isinstance(image, (PretrainedImage, PretrainedCNN)):
+            sources["image"] = image.weights
+        elif isinstance(image, (str, Path)):
+            sources["image"] = image
+        if isinstance(audio, (str, Path)):
             load_whisper_weights(model.audio_encoder, audio)
+            sources["audio"] = audio
     except WeightsError as err:
         raise CheckpointError(str(err)) from err
-    load_lm_weights(model.decoder, hf_lm)
-    tokenizer = load_lm_tokenizer(lm, special_tokens)
-    if tokenizer.vocab_size > config.decoder.vocab_size:
-        raise CheckpointError(
-            f"the tokenizer of {lm} has {tokenizer.vocab_size} tokens, more than the LM's "
-            f"vocab_size {config.decoder.vocab_size}"
-        )
+    tokenizer = None
+    if hf_lm is not None:
+        assert not isinstance(lm, DecoderConfig)
+        load_lm_weights(model.decoder, hf_lm)
+        sources["lm"] = lm
+        tokenizer = load_lm_tokenizer(lm, special_tokens)
+        if tokenizer.vocab_size > config.decoder.vocab_size:
+            raise CheckpointError(
+                f"the tokenizer of {lm} has {tokenizer.vocab_size} tokens, more than the LM's "
+                f"vocab_size {config.decoder.vocab_size}"
+            )
+    if reference_base and sources:
+        record_base(model, sources)
     return model.eval(), tokenizer

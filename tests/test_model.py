@@ -137,3 +137,10 @@ def test_gate_init_opens_the_gates_from_the_start(media, token_ids):
     gates = [model.decoder.layers[i].cross_attn.gate.item() for i in model.decoder.cross_layers]
     assert gates == [1.0] * len(gates)
     assert not torch.allclose(model(token_ids, media).logits[0], model(token_ids).logits[0])
+
+
+def test_fixed_gates_are_buffers_that_never_train():
+    model = MultimodalLM(tiny_config(gate_init=1.0, train_gates=False))
+    names = {n for n, _ in model.named_parameters()}
+    assert not any(n.endswith("cross_attn.gate") for n in names)
+    assert model.state_dict()["decoder.layers.0.cross_attn.gate"].item() == 1.0

@@ -3,6 +3,10 @@
 - ``full``: everything.
 - ``media``: encoders, projectors, media packing and cross-attention; the language model frozen.
 - ``align``: projectors, media packing and cross-attention only; encoders and LM frozen.
+
+New parts always train: besides the projectors, media packing and cross-attention, these are
+the LoRA adapters of the language model (``*.lora_a``/``*.lora_b``, see ``mmllm.lora``) and the
+layers a CNN hybrid image encoder puts on top of its pretrained CNN (``image_encoder.adapter``).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from torch import nn
 
 STAGES = ("full", "media", "align")
+NEW_PARTS = ("image_projector.", "audio_projector.", "media_packer.", "image_encoder.adapter.")
+LORA_SUFFIXES = (".lora_a", ".lora_b")
 
 
 def is_trainable(name: str, stage: str) -> bool:
@@ -17,7 +23,7 @@ def is_trainable(name: str, stage: str) -> bool:
     if stage == "full":
         return True
     cross = ".cross_attn." in name or ".cross_attn_layernorm." in name
-    new_parts = name.startswith(("image_projector.", "audio_projector.", "media_packer."))
+    new_parts = name.startswith(NEW_PARTS) or name.endswith(LORA_SUFFIXES)
     if stage == "align":
         return cross or new_parts
     if stage == "media":

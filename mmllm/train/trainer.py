@@ -26,11 +26,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mmllm.checkpoint import load_model, load_tokenizer, save_checkpoint
-from mmllm.config import MMConfig
+from mmllm.config import LoRAConfig, MMConfig
 from mmllm.data.collate import Collator, TrainBatch
 from mmllm.data.sources import build_source
 from mmllm.eval.predict import predict
 from mmllm.eval.run import score_records
+from mmllm.lora import enable_lora
 from mmllm.model import MultimodalLM
 from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer
@@ -57,6 +58,9 @@ class TrainConfig:
     weight_decay: float = 0.05
     grad_clip: float = 1.0
     stage: str = "full"
+    lora_rank: int = 0  # > 0: LoRA adapters on the LM (mmllm.lora), trained in every stage
+    lora_alpha: float = 16.0
+    lora_targets: str = "q_proj,v_proj"  # comma-separated, from mmllm.config.LORA_TARGETS
     seed: int = 0
     max_len: int = 64
     log_every: int = 10
@@ -140,6 +144,9 @@ def train(cfg: TrainConfig) -> Path:
                 f"tokenizer has {tokenizer.vocab_size} tokens > decoder vocab_size "
                 f"{model.config.decoder.vocab_size}"
             )
+    if cfg.lora_rank:
+        targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
+        enable_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha, targets))
     model.to(device)
     trainable = set_trainable(model, cfg.stage)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]

@@ -1,0 +1,122 @@
+"""Hugging Face vision towers (CLIP, SigLIP) from a local folder, as image encoders.
+
+The tower is transformers' own ``CLIPVisionModel`` / ``SiglipVisionModel``, built from the
+folder's config (never downloaded); that config is kept verbatim in
+``ImageEncoderConfig.hf_config`` so a checkpoint rebuilds the same tower. A folder may hold the
+vision model alone or a whole CLIP/SigLIP model (its ``vision_config``; the text tower and the
+projections are dropped by an explicit rule).
+
+Tokens: the last layer's patch tokens, ``last_hidden_state`` without CLIP's class token (as
+LLaVA reads CLIP; SigLIP's are already normalised by its ``post_layernorm``). The pooled
+outputs are not used: SigLIP's attention-pooling head is not built, CLIP's ``post_layernorm``
+is loaded with the weights but feeds only the pooled output we do not read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from encoders.image import ImageEncoderConfig
+from encoders.pretrained import WeightsError, check_shapes, read_hf_config, read_hf_weights
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# vision model_type -> (whole-model model_type, class token?, default pixel mean, std)
+TOWERS = {
+    "clip_vision_model": ("clip", True, CLIP_MEAN, CLIP_STD),
+    "siglip_vision_model": ("siglip", False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+# parts of a whole CLIP/SigLIP checkpoint that are not the vision tower
+DROPPED = ("text_model.", "visual_projection.", "text_projection.", "logit_scale", "logit_bias")
+
+
+def _tower_class(model_type: str) -> type:
+    from transformers import CLIPVisionModel, SiglipVisionModel  # heavy: only for these towers
+
+    return {"clip_vision_model": CLIPVisionModel, "siglip_vision_model": SiglipVisionModel}[
+        model_type
+    ]
+
+
+def _vision_config(folder: str | Path) -> dict[str, Any]:
+    """The vision tower's config dict in ``folder`` (a vision model's, or a whole model's
+    ``vision_config``)."""
+    config = read_hf_config(folder)
+    whole = {whole: vision for vision, (whole, *_) in TOWERS.items()}
+    if config.get("model_type") in whole:
+        config = {**config["vision_config"], "model_type": whole[config["model_type"]]}
+    if config.get("model_type") not in TOWERS:
+        raise WeightsError(
+            f"{folder} holds a {config.get('model_type')!r} model, not a vision tower of "
+            f"{sorted(TOWERS)} (or a whole {sorted(w for w, *_ in TOWERS.values())} model)"
+        )
+    if config["model_type"] == "siglip_vision_model":
+        config["vision_use_head"] = False  # its pooling head: not ours
+    return config
+
+
+def hf_vision_config(folder: str | Path) -> ImageEncoderConfig:
+    """The ``ImageEncoderConfig`` of the CLIP/SigLIP vision tower in ``folder`` (pixel
+    normalisation from its ``preprocessor_config.json`` when present)."""
+    hf = _vision_config(folder)
+    _, _, mean, std = TOWERS[hf["model_type"]]
+    processor = Path(folder) / "preprocessor_config.json"
+    if processor.is_file():
+        saved = json.loads(processor.read_text())
+        mean, std = saved.get("image_mean", mean), saved.get("image_std", std)
+    return ImageEncoderConfig(
+        image_size=hf.get("image_size", 224), patch_size=hf.get("patch_size", 32),
+        dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
+        n_heads=hf["num_attention_heads"], mlp_ratio=hf["intermediate_size"] / hf["hidden_size"],
+        mean=tuple(mean), std=tuple(std), kind="hf_vision", hf_config=hf,
+    )  # fmt: skip
+
+
+class HFVisionEncoder(nn.Module):
+    """pixels ``(B, 3, S, S)`` -> patch tokens ``(B, (S/P)^2, D)`` and mask ``(B, N)``."""
+
+    def __init__(self, config: ImageEncoderConfig):
+        super().__init__()
+        if config.kind != "hf_vision" or config.hf_config is None:
+            raise ValueError(f"HFVisionEncoder needs an 'hf_vision' config; got {config.kind!r}")
+        model_type = config.hf_config["model_type"]
+        cls = _tower_class(model_type)
+        self.config = config
+        self.dim = config.dim
+        self.prefix_tokens = 1 if TOWERS[model_type][1] else 0
+        self.tower = cls(cls.config_class.from_dict(config.hf_config))
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.tower(pixel_values=pixels).last_hidden_state  # (B, prefix + N, D)
+        tokens = hidden[:, self.prefix_tokens :]
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return tokens, mask
+
+
+def load_hf_vision_weights(encoder: HFVisionEncoder, folder: str | Path) -> None:
+    """Load the vision tower weights of ``folder`` into ``encoder``: names as the installed
+    transformers saves them, or under ``vision_model.`` (whole models, older versions)."""
+    state = read_hf_weights(folder)
+    expected = encoder.tower.state_dict()
+    prefixes = [p for p in ("", "vision_model.") if all(p + k in state for k in expected)]
+    prefix = prefixes[0] if prefixes else ""
+    dropped = (*DROPPED, "vision_model.head.", "head.")
+    kept = {k: v for k, v in state.items() if not k.startswith(dropped)}
+    mapped = {k.removeprefix(prefix): v for k, v in kept.items() if k.startswith(prefix)}
+    leftover = sorted(k for k in kept if not k.startswith(prefix))
+    if leftover:
+        raise WeightsError(f"{folder}: {len(leftover)} unexpected: {', '.join(leftover[:10])}")
+    check_shapes(expected, mapped, str(folder))
+    encoder.tower.load_state_dict(mapped, strict=True)
+
+
+def load_hf_vision_encoder(folder: str | Path) -> HFVisionEncoder:
+    """The CLIP/SigLIP vision tower of ``folder`` as an image encoder (eval mode)."""
+    encoder = HFVisionEncoder(hf_vision_config(folder))
+    load_hf_vision_weights(encoder, folder)
+    return encoder.eval()
