@@ -65,7 +65,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     data = args.data or f"synthetic:{args.synthetic}"
     out = Path(args.json) if args.json else None
-    scores = run_eval(resolve_checkpoint(args.checkpoint), data, args.n, args.seed, out, args.drop)
+    scores = run_eval(
+        resolve_checkpoint(args.checkpoint), data, args.n, args.seed, out, args.drop, args.quantize
+    )
     print(markdown_table(scores))
     return EXIT_OK
 
@@ -324,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--drop", choices=["audio", "image"], default=None,
                     help="remove a medium from every record (ablation)")  # fmt: skip
+    ev.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights (CPU)")
     ev.add_argument("--json", default=None, help="write scores to this file")
     ev.set_defaults(func=cmd_eval)
 

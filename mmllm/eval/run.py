@@ -58,10 +58,22 @@ def evaluate(
     return scores
 
 
-def run_eval(checkpoint: str | Path, data: str, n: int | None, seed: int, out: Path | None,
-             drop: str | None = None) -> dict:  # fmt: skip
+def run_eval(
+    checkpoint: str | Path,
+    data: str,
+    n: int | None,
+    seed: int,
+    out: Path | None,
+    drop: str | None = None,
+    quantize: str | None = None,
+) -> dict:
+    """Load ``checkpoint``, score it on ``data`` (see ``evaluate``), write JSON to ``out``."""
     model = load_model(checkpoint).eval()
-    if torch.cuda.is_available():
+    if quantize is not None:
+        from mmllm.quantize import quantize as quantize_model
+
+        model = quantize_model(model, quantize)
+    elif torch.cuda.is_available():
         model.cuda()
     scores = evaluate(model, load_tokenizer(checkpoint), data, n, seed, progress=True, drop=drop)
     if out is not None:
