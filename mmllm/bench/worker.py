@@ -7,10 +7,12 @@ orchestrator can alternate rounds between two live processes and read each one's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -27,6 +29,23 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _status_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) from /proc, in MB; nan if absent."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    """Restart the peak-RSS count (Linux: writing 5 to clear_refs resets VmHWM)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--side", required=True)
@@ -39,7 +58,8 @@ def main() -> None:
     import transformers  # noqa: F401  (imported before the baseline, like the peers need)
 
     device = torch.device(args.device)
-    baseline_mb = _rss_mb()  # torch and transformers imported, no model yet
+    _reset_peak()  # torch and transformers imported, no model yet: count from here
+    baseline_mb = _status_mb("VmRSS")
     workload = build(args.side, args.size, args.quantize)
     if device.type == "cuda":
         workload.model.to(device=device, dtype=torch.bfloat16)
@@ -67,7 +87,7 @@ def main() -> None:
             _sync(device)
             result = {"seconds": time.perf_counter() - start}
         elif cmd["op"] == "rss":
-            result = {"peak_rss_mb": _rss_mb(), "model_rss_mb": _rss_mb() - baseline_mb}
+            result = {"peak_rss_mb": _rss_mb(), "model_rss_mb": _status_mb("VmHWM") - baseline_mb}
             if device.type == "cuda":
                 result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
         else:
