@@ -392,9 +392,15 @@ def build_app(
             max_chars,
         ]
         # both triggers share one concurrency group: at most `concurrency_limit` model calls
-        event = {"fn": run, "inputs": inputs, "outputs": [output, probs], "preprocess": False,
-                 "time_limit": TIME_LIMIT_S, "concurrency_limit": concurrency_limit,
-                 "concurrency_id": "model"}  # fmt: skip
+        event = {
+            "fn": run,
+            "inputs": inputs,
+            "outputs": [output, probs],
+            "preprocess": False,
+            "time_limit": TIME_LIMIT_S,
+            "concurrency_limit": concurrency_limit,
+            "concurrency_id": "model",
+        }
         button.click(api_name="run", **event)
         question.submit(api_visibility="private", **event)
     demo.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue)

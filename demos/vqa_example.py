@@ -42,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"both:     {answer.text!r} (p={answer.prob:.2f})")
 
     print("== batch (same results as one by one)")
-    for path, caption in zip([scene, other], model.caption([scene, other], batch_size=2),
-                             strict=True):  # fmt: skip
+    for path, caption in zip(
+        [scene, other], model.caption([scene, other], batch_size=2), strict=True
+    ):
         print(f"{path.name}: {caption}")
     for path, text in zip([scene, other], model.alt_text([scene, other]), strict=True):
         print(f"{path.name} alt: {text}")
@@ -52,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     for piece in model.stream_caption(scene):
         print(piece, end="", flush=True)
     print()
-    text = model.generate("what shape is red?", images=[scene], max_new_tokens=8,
-                          temperature=0.7, top_p=0.9, seed=0)  # fmt: skip
+    text = model.generate(
+        "what shape is red?", images=[scene], max_new_tokens=8, temperature=0.7, top_p=0.9, seed=0
+    )
     print("sampled: ", text)
 
     print("== errors are typed")

@@ -19,9 +19,13 @@ from encoders.audio import AudioEncoderConfig
 
 # CTranslate2's DataType enum -> torch dtype
 DTYPES = {
-    0: torch.float32, 1: torch.int8, 2: torch.int16, 3: torch.int32,
-    4: torch.float16, 5: torch.bfloat16,
-}  # fmt: skip
+    0: torch.float32,
+    1: torch.int8,
+    2: torch.int16,
+    3: torch.int32,
+    4: torch.float16,
+    5: torch.bfloat16,
+}
 SUPPORTED_VERSIONS = (6,)  # the layout read below; others are refused
 
 
@@ -117,23 +121,29 @@ def ctranslate2_whisper_state(
         return variables[name].float()
 
     state = {
-        "conv1.weight": take("encoder/conv1/weight"), "conv1.bias": take("encoder/conv1/bias"),
-        "conv2.weight": take("encoder/conv2/weight"), "conv2.bias": take("encoder/conv2/bias"),
+        "conv1.weight": take("encoder/conv1/weight"),
+        "conv1.bias": take("encoder/conv1/bias"),
+        "conv2.weight": take("encoder/conv2/weight"),
+        "conv2.bias": take("encoder/conv2/bias"),
         "embed_positions": take("encoder/position_encodings/encodings"),
         "layer_norm.weight": take("encoder/layer_norm/gamma"),
         "layer_norm.bias": take("encoder/layer_norm/beta"),
-    }  # fmt: skip
+    }
     for i in range(config.n_layers):
         ours, theirs = f"layers.{i}.", f"encoder/layer_{i}/"
         q, k, v = take(f"{theirs}self_attention/linear_0/weight").chunk(3)
         q_bias, k_bias, v_bias = take(f"{theirs}self_attention/linear_0/bias").chunk(3)
         if k_bias.any():  # the key bias CTranslate2 inserts is zero; anything else: not q, k, v
             raise CTranslate2Error(f"{theirs}self_attention/linear_0 is not fused as q, k, v")
-        state.update({
-            f"{ours}self_attn.q_proj.weight": q, f"{ours}self_attn.q_proj.bias": q_bias,
-            f"{ours}self_attn.k_proj.weight": k,
-            f"{ours}self_attn.v_proj.weight": v, f"{ours}self_attn.v_proj.bias": v_bias,
-        })  # fmt: skip
+        state.update(
+            {
+                f"{ours}self_attn.q_proj.weight": q,
+                f"{ours}self_attn.q_proj.bias": q_bias,
+                f"{ours}self_attn.k_proj.weight": k,
+                f"{ours}self_attn.v_proj.weight": v,
+                f"{ours}self_attn.v_proj.bias": v_bias,
+            }
+        )
         for mine, name in (
             ("self_attn_layer_norm.weight", "self_attention/layer_norm/gamma"),
             ("self_attn_layer_norm.bias", "self_attention/layer_norm/beta"),

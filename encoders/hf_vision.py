@@ -70,11 +70,17 @@ def hf_vision_config(folder: str | Path) -> ImageEncoderConfig:
         saved = json.loads(processor.read_text())
         mean, std = saved.get("image_mean", mean), saved.get("image_std", std)
     return ImageEncoderConfig(
-        image_size=hf.get("image_size", 224), patch_size=hf.get("patch_size", 32),
-        dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
-        n_heads=hf["num_attention_heads"], mlp_ratio=hf["intermediate_size"] / hf["hidden_size"],
-        mean=tuple(mean), std=tuple(std), kind="hf_vision", hf_config=hf,
-    )  # fmt: skip
+        image_size=hf.get("image_size", 224),
+        patch_size=hf.get("patch_size", 32),
+        dim=hf["hidden_size"],
+        n_layers=hf["num_hidden_layers"],
+        n_heads=hf["num_attention_heads"],
+        mlp_ratio=hf["intermediate_size"] / hf["hidden_size"],
+        mean=tuple(mean),
+        std=tuple(std),
+        kind="hf_vision",
+        hf_config=hf,
+    )
 
 
 class HFVisionEncoder(nn.Module):

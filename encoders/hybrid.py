@@ -62,10 +62,20 @@ def _efficientnet_keys(cnn: nn.Module, state: dict[str, torch.Tensor]) -> dict[s
         return {k: k for k in ours}
     stem_head = {"conv_stem": "_conv_stem", "bn1": "_bn0", "conv_head": "_conv_head", "bn2": "_bn1"}
     # first stage: depthwise-separable blocks (no expansion); then inverted residuals
-    separable = {"conv_dw": "_depthwise_conv", "bn1": "_bn1", "conv_pw": "_project_conv",
-                 "bn2": "_bn2"}  # fmt: skip
-    inverted = {"conv_pw": "_expand_conv", "bn1": "_bn0", "conv_dw": "_depthwise_conv",
-                "bn2": "_bn1", "conv_pwl": "_project_conv", "bn3": "_bn2"}  # fmt: skip
+    separable = {
+        "conv_dw": "_depthwise_conv",
+        "bn1": "_bn1",
+        "conv_pw": "_project_conv",
+        "bn2": "_bn2",
+    }
+    inverted = {
+        "conv_pw": "_expand_conv",
+        "bn1": "_bn0",
+        "conv_dw": "_depthwise_conv",
+        "bn2": "_bn1",
+        "conv_pwl": "_project_conv",
+        "bn3": "_bn2",
+    }
     flat = {}  # (stage, index) -> running block number
     for stage, blocks in enumerate(cnn.blocks):
         for index in range(len(blocks)):
@@ -120,9 +130,16 @@ def hybrid_config(
         raise ValueError(f"unknown CNN {cnn!r}; choose from {sorted(CNNS)}")
     spec = CNNS[cnn]
     return ImageEncoderConfig(
-        image_size=image_size, patch_size=32, dim=dim, n_layers=n_layers, n_heads=n_heads,
-        mean=spec.mean, std=spec.std, kind="cnn_hybrid", cnn=cnn,
-    )  # fmt: skip
+        image_size=image_size,
+        patch_size=32,
+        dim=dim,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        mean=spec.mean,
+        std=spec.std,
+        kind="cnn_hybrid",
+        cnn=cnn,
+    )
 
 
 class FeatureMapTokens(nn.Module):

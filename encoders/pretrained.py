@@ -38,13 +38,22 @@ TIMM_DROPPED = ("head.", "attn_pool.")
 # Whisper checkpoint parts that are the text decoder, not the encoder
 WHISPER_DROPPED = ("model.decoder.", "decoder.", "proj_out.")
 WHISPER_LAYER_PARAMS = (
-    "self_attn_layer_norm.weight", "self_attn_layer_norm.bias",
-    "self_attn.q_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight", "self_attn.v_proj.bias",
-    "self_attn.out_proj.weight", "self_attn.out_proj.bias",
-    "final_layer_norm.weight", "final_layer_norm.bias",
-    "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
-)  # fmt: skip
+    "self_attn_layer_norm.weight",
+    "self_attn_layer_norm.bias",
+    "self_attn.q_proj.weight",
+    "self_attn.q_proj.bias",
+    "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight",
+    "self_attn.v_proj.bias",
+    "self_attn.out_proj.weight",
+    "self_attn.out_proj.bias",
+    "final_layer_norm.weight",
+    "final_layer_norm.bias",
+    "fc1.weight",
+    "fc1.bias",
+    "fc2.weight",
+    "fc2.bias",
+)
 
 
 class WeightsError(Exception):
@@ -248,9 +257,15 @@ def whisper_key_table(config: AudioEncoderConfig, prefix: str) -> dict[str, str]
     """Hugging Face Whisper encoder name (under ``prefix``) -> our ``WhisperEncoder`` name."""
     table = {
         f"{prefix}{name}": name
-        for name in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
-                     "layer_norm.weight", "layer_norm.bias")
-    }  # fmt: skip
+        for name in (
+            "conv1.weight",
+            "conv1.bias",
+            "conv2.weight",
+            "conv2.bias",
+            "layer_norm.weight",
+            "layer_norm.bias",
+        )
+    }
     table[f"{prefix}embed_positions.weight"] = "embed_positions"
     for i in range(config.n_layers):
         for name in WHISPER_LAYER_PARAMS:

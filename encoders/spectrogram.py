@@ -101,9 +101,14 @@ class WhisperLogMel(nn.Module):
                 waveform.float() * inside, (0, self.window_samples - waveform.shape[-1])
             )
             spec = torch.stft(
-                waveform, self.n_fft, self.hop_length, window=self.window.float(),
-                center=True, pad_mode="reflect", return_complex=True,
-            )  # fmt: skip
+                waveform,
+                self.n_fft,
+                self.hop_length,
+                window=self.window.float(),
+                center=True,
+                pad_mode="reflect",
+                return_complex=True,
+            )
             power = spec[..., :-1].abs() ** 2  # (B, n_fft // 2 + 1, F)
             log_mel = torch.log10((self.filters.float() @ power).clamp(min=1e-10))
         peak = log_mel.amax(dim=(1, 2), keepdim=True)

@@ -79,9 +79,12 @@ class WhisperEncoder(nn.Module):
         self.config = config
         self.dim = config.dim
         self.spectrogram = WhisperLogMel(
-            config.sample_rate, config.n_fft, config.hop_length, config.n_mels,
+            config.sample_rate,
+            config.n_fft,
+            config.hop_length,
+            config.n_mels,
             config.window_samples,
-        )  # fmt: skip
+        )
         self.conv1 = nn.Conv1d(config.n_mels, config.dim, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(config.dim, config.dim, kernel_size=3, stride=2, padding=1)
         # fixed, not trained (as in Whisper); stored with the weights

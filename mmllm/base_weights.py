@@ -167,8 +167,11 @@ def load_part(model: MultimodalLM, part: str, path: Path) -> None:
         if part == "lm":
             load_lm_weights(model.decoder, read_lm(path))
         elif part == "image":
-            loaders = {"vit": load_timm_weights, "cnn_hybrid": load_cnn_weights,
-                       "hf_vision": load_hf_vision_weights}  # fmt: skip
+            loaders = {
+                "vit": load_timm_weights,
+                "cnn_hybrid": load_cnn_weights,
+                "hf_vision": load_hf_vision_weights,
+            }
             loaders[model.config.image.kind](model.image_encoder, path)
         else:
             load_whisper_weights(model.audio_encoder, path)
@@ -208,8 +211,9 @@ def trained_state(
         else:
             log.warning(
                 "the %s weights differ from their base %s (trained since?): stored in full",
-                part, ref.describe(),
-            )  # fmt: skip
+                part,
+                ref.describe(),
+            )
     config = dataclasses.replace(model.config, base=BaseWeights(**refs) if refs else None)
     return config, state
 

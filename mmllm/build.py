@@ -36,8 +36,9 @@ from mmllm.tokenizer import SpecialTokens, Tokenizer
 
 EXIT_OK = 0
 # roles of a ChatML vocabulary (SmolLM2, Qwen2) when the LM lacks our <pad> <bos> <eos> <sep>
-CHATML = SpecialTokens(pad="<|endoftext|>", bos="<|im_start|>", eos="<|im_end|>",
-                       sep="<|endoftext|>")  # fmt: skip
+CHATML = SpecialTokens(
+    pad="<|endoftext|>", bos="<|im_start|>", eos="<|im_end|>", sep="<|endoftext|>"
+)
 # what a bare ``package:NAME`` means for each part: the one match of these patterns inside it
 PACKAGE_PATTERNS = {
     "lm": ("*.gguf", "config.json"),
@@ -112,9 +113,13 @@ def image_part(
     weights = resolve_source(args.image_weights, "image")
     if args.image in CNNS:
         return PretrainedCNN(
-            args.image, weights, args.image_size or 224, args.image_dim, args.image_layers,
+            args.image,
+            weights,
+            args.image_size or 224,
+            args.image_dim,
+            args.image_layers,
             args.image_heads,
-        )  # fmt: skip
+        )
     return PretrainedImage(args.image, weights, args.image_size)
 
 
@@ -217,8 +222,14 @@ def _command(args: argparse.Namespace) -> str:
         if getattr(args, flag) is not None:
             words += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
     if args.image in CNNS:
-        words += ["--image-dim", str(args.image_dim), "--image-layers", str(args.image_layers),
-                  "--image-heads", str(args.image_heads)]  # fmt: skip
+        words += [
+            "--image-dim",
+            str(args.image_dim),
+            "--image-layers",
+            str(args.image_layers),
+            "--image-heads",
+            str(args.image_heads),
+        ]
     words += ["--cross-attn-every", str(args.cross_attn_every), "--projector", args.projector]
     if args.max_seq_len is not None:
         words += ["--max-seq-len", str(args.max_seq_len)]
@@ -262,9 +273,10 @@ def add_build_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--out", required=True, help="checkpoint folder to write")
     parser.add_argument("--lm", default=None, help="HF folder, .gguf file or package:NAME[/FILE]")
     parser.add_argument(
-        "--image", default=None,
+        "--image",
+        default=None,
         help=f"timm ViT name, a CNN ({', '.join(CNNS)}: hybrid), a CLIP/SigLIP folder or none",
-    )  # fmt: skip
+    )
     parser.add_argument("--image-weights", default=None, help="file or package:NAME[/FILE]")
     parser.add_argument("--image-size", type=int, default=None, help="pixels (default: model's)")
     parser.add_argument("--image-dim", type=int, default=384, help="hybrid transformer width")
@@ -275,10 +287,17 @@ def add_build_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--projector", choices=["mlp", "resampler"], default="mlp")
     parser.add_argument("--max-seq-len", type=int, default=None, help="cap the LM's context")
     parser.add_argument("--tokens", default=None, help="the LM's PAD,BOS,EOS,SEP tokens")
-    parser.add_argument("--tokenizer-samples", type=int, default=20000,
-                        help="synthetic records to train a tokenizer on (no --lm)")  # fmt: skip
-    parser.add_argument("--self-contained", action="store_true",
-                        help="store every tensor, referencing no pretrained file")  # fmt: skip
+    parser.add_argument(
+        "--tokenizer-samples",
+        type=int,
+        default=20000,
+        help="synthetic records to train a tokenizer on (no --lm)",
+    )
+    parser.add_argument(
+        "--self-contained",
+        action="store_true",
+        help="store every tensor, referencing no pretrained file",
+    )
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
     parser.set_defaults(func=cmd_build)
     return parser

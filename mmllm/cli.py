@@ -170,8 +170,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
     choices = args.choices.split(",") if args.choices else None
     answer = model.ask(args.image, args.question, audio=args.audio, choices=choices)
     if args.json:
-        print(json.dumps({"answer": answer.text, "prob": answer.prob,
-                          "alternatives": answer.alternatives}))  # fmt: skip
+        print(
+            json.dumps(
+                {"answer": answer.text, "prob": answer.prob, "alternatives": answer.alternatives}
+            )
+        )
     else:
         print(f"{answer.text}\t(p={answer.prob:.3f})")
     return EXIT_OK
@@ -216,10 +219,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if app is None:
         print("error: demos/app.py was not found (run from a source checkout)", file=sys.stderr)
         return EXIT_ERROR
-    options = {"concurrency": args.concurrency, "queue_size": args.queue_size,
-               "max_file_size": args.max_file_size}  # fmt: skip
-    return app.serve(args.checkpoint, args.host, args.port, args.device,
-                     **{k: v for k, v in options.items() if v is not None})  # fmt: skip
+    options = {
+        "concurrency": args.concurrency,
+        "queue_size": args.queue_size,
+        "max_file_size": args.max_file_size,
+    }
+    return app.serve(
+        args.checkpoint,
+        args.host,
+        args.port,
+        args.device,
+        **{k: v for k, v in options.items() if v is not None},
+    )
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -255,24 +266,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     raw = argparse.RawDescriptionHelpFormatter
     caption = sub.add_parser(
-        "caption", help="caption images", formatter_class=raw,
+        "caption",
+        help="caption images",
+        formatter_class=raw,
         epilog="examples:\n  mmllm caption photo.png\n  mmllm caption img/ --json\n"
         "  mmllm caption 'shots/*.png' --batch-size 16\n  mmllm caption beeps.wav",
-    )  # fmt: skip
+    )
     alt_text = demo_module("alt_text")  # images, HTML and Markdown: demos/alt_text.py
     if alt_text is not None:
         alt = sub.add_parser(
-            "alt-text", help="alt text for images, HTML and Markdown files", formatter_class=raw,
-            description=alt_text.DESCRIPTION, epilog=alt_text.EPILOG,
-        )  # fmt: skip
+            "alt-text",
+            help="alt text for images, HTML and Markdown files",
+            formatter_class=raw,
+            description=alt_text.DESCRIPTION,
+            epilog=alt_text.EPILOG,
+        )
         alt_text.add_arguments(alt)
         alt.set_defaults(func=alt_text.run)
         image_commands = (caption,)
     else:  # an install without the demos: images only
         alt = sub.add_parser(
-            "alt-text", help="alt text for images", formatter_class=raw,
+            "alt-text",
+            help="alt text for images",
+            formatter_class=raw,
             epilog="examples:\n  mmllm alt-text chart.png\n  mmllm alt-text img --max-chars 100",
-        )  # fmt: skip
+        )
         alt.add_argument("--max-chars", type=int, default=125)
         image_commands = (caption, alt)
     for p in image_commands:
@@ -283,11 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--audio", action="store_true", help="treat every input as audio")
 
     ask = sub.add_parser(
-        "ask", help="answer a question about an image and/or a sound", formatter_class=raw,
+        "ask",
+        help="answer a question about an image and/or a sound",
+        formatter_class=raw,
         epilog="examples:\n  mmllm ask scene.png --question 'what color is the circle?'\n"
         "  mmllm ask --audio beeps.wav --question 'how many beeps are there?'\n"
         "  mmllm ask scene.png --question 'is there a star?' --choices yes,no",
-    )  # fmt: skip
+    )
     ask.add_argument("image", nargs="?", default=None)
     ask.add_argument("--question", "-q", required=True)
     ask.add_argument("--audio", default=None)
@@ -296,36 +316,50 @@ def build_parser() -> argparse.ArgumentParser:
     ask.set_defaults(func=cmd_ask)
 
     demo = sub.add_parser(
-        "demo", help="serve the Gradio demo (local only by default)", formatter_class=raw,
+        "demo",
+        help="serve the Gradio demo (local only by default)",
+        formatter_class=raw,
         epilog="examples:\n  mmllm demo                        # http://127.0.0.1:7860\n"
         "  mmllm demo --checkpoint runs/mine/checkpoint --port 8000\n"
         "  mmllm demo --host 0.0.0.0 --concurrency 4   # serve the network: on purpose only",
-    )  # fmt: skip
-    demo.add_argument("--host", default="127.0.0.1",
-                      help="address to bind (default 127.0.0.1: this machine only)")  # fmt: skip
+    )
+    demo.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
     demo.add_argument("--port", type=int, default=7860)
-    demo.add_argument("--checkpoint", action="append", default=[],
-                      help="a checkpoint to offer besides checkpoints/ (repeatable)")  # fmt: skip
+    demo.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="a checkpoint to offer besides checkpoints/ (repeatable)",
+    )
     demo.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
     demo.add_argument("--concurrency", type=int, default=None, help="requests run at once (2)")
-    demo.add_argument("--queue-size", type=int, default=None,
-                      help="requests that may wait, more are refused (16)")  # fmt: skip
+    demo.add_argument(
+        "--queue-size", type=int, default=None, help="requests that may wait, more are refused (16)"
+    )
     demo.add_argument("--max-file-size", default=None, help="upload limit (10mb)")
     demo.set_defaults(func=cmd_demo)
 
     ev = sub.add_parser(
-        "eval", help="score a checkpoint on held-out data", formatter_class=raw,
+        "eval",
+        help="score a checkpoint on held-out data",
+        formatter_class=raw,
         epilog="examples:\n  mmllm eval --synthetic heldout --n 1000 --json scores.json\n"
         "  mmllm eval --checkpoint runs/mine/checkpoint --data val.jsonl",
-    )  # fmt: skip
+    )
     ev.add_argument("--checkpoint", default=None, help="folder or shipped name (mmllm-tiny)")
     group = ev.add_mutually_exclusive_group()
     group.add_argument("--synthetic", default="heldout", help="synthetic split")
     group.add_argument("--data", default=None, help="a JSONL file")
     ev.add_argument("--n", type=int, default=1000, help="records to evaluate")
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--drop", choices=["audio", "image"], default=None,
-                    help="remove a medium from every record (ablation)")  # fmt: skip
+    ev.add_argument(
+        "--drop",
+        choices=["audio", "image"],
+        default=None,
+        help="remove a medium from every record (ablation)",
+    )
     ev.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights (CPU)")
     ev.add_argument("--json", default=None, help="write scores to this file")
     ev.set_defaults(func=cmd_eval)

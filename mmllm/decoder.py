@@ -76,9 +76,14 @@ class Decoder(nn.Module):
     ) -> KVCache:
         cfg = self.config
         return KVCache(
-            cfg.n_layers, batch_size, cfg.n_kv_heads, max_len, cfg.attn_head_dim,
-            device=device, dtype=dtype,
-        )  # fmt: skip
+            cfg.n_layers,
+            batch_size,
+            cfg.n_kv_heads,
+            max_len,
+            cfg.attn_head_dim,
+            device=device,
+            dtype=dtype,
+        )
 
     def prepare_media(self, media: torch.Tensor, media_mask: torch.Tensor) -> MediaContext:
         """media ``(B, N, D)``, mask ``(B, N)`` -> every cross-attention layer's K/V."""

@@ -133,9 +133,11 @@ def generate_ids(
 ) -> torch.Tensor:
     """All new ids ``(B, max_new_tokens)`` of ``stream_ids``, ``pad_id``-filled after each EOS."""
     out = torch.full(
-        (token_ids.shape[0], sampling.max_new_tokens), pad_id, dtype=torch.long,
+        (token_ids.shape[0], sampling.max_new_tokens),
+        pad_id,
+        dtype=torch.long,
         device=token_ids.device,
-    )  # fmt: skip
+    )
     steps = stream_ids(
         model, token_ids, attention_mask, context, sampling, eos_id, pad_id, suppress_ids
     )

@@ -62,8 +62,9 @@ class Resampler(nn.Module):
         tokens = self.in_proj(tokens)
         latents = self.latents.expand(B, -1, -1)
         # key padding: True = ignore; the latents themselves are always attendable
-        pad = torch.cat([~mask, torch.zeros(B, latents.shape[1], dtype=torch.bool,
-                                            device=mask.device)], dim=1)  # fmt: skip
+        pad = torch.cat(
+            [~mask, torch.zeros(B, latents.shape[1], dtype=torch.bool, device=mask.device)], dim=1
+        )
         for layer in self.layers:
             latents = layer(latents, tokens, pad)
         out = self.norm(latents)

@@ -218,8 +218,16 @@ class MMLLM:
         ids: list[int] = []
         sent = ""
         tok = self.tokenizer
-        steps = stream_ids(self.model, token_ids, mask, context, sampling, tok.eos_id, tok.pad_id,
-                           tok.never_generated)  # fmt: skip
+        steps = stream_ids(
+            self.model,
+            token_ids,
+            mask,
+            context,
+            sampling,
+            tok.eos_id,
+            tok.pad_id,
+            tok.never_generated,
+        )
         for next_ids, _ in _each_in_inference_mode(steps):
             token = int(next_ids[0])
             if token == tok.eos_id:
@@ -252,9 +260,13 @@ class MMLLM:
     ) -> RequestPlan:
         """Media tokens and memory a request will need; limits are checked from headers."""
         return plan_request(
-            self.model.config, list(images), list(audio), len(self.tokenizer.prompt_ids(prompt)),
-            max_new_tokens, sum(p.numel() for p in self.model.parameters()),
-        )  # fmt: skip
+            self.model.config,
+            list(images),
+            list(audio),
+            len(self.tokenizer.prompt_ids(prompt)),
+            max_new_tokens,
+            sum(p.numel() for p in self.model.parameters()),
+        )
 
     # -- internals ---------------------------------------------------------------------------
     def _media(self, images: list[list[Any]], audio: list[list[Any]]) -> MediaBatch | None:
@@ -276,8 +288,16 @@ class MMLLM:
 
     def _generate(self, token_ids, mask, context, sampling: SamplingConfig) -> torch.Tensor:
         tok = self.tokenizer
-        return generate_ids(self.model, token_ids, mask, context, sampling, tok.eos_id, tok.pad_id,
-                            tok.never_generated)  # fmt: skip
+        return generate_ids(
+            self.model,
+            token_ids,
+            mask,
+            context,
+            sampling,
+            tok.eos_id,
+            tok.pad_id,
+            tok.never_generated,
+        )
 
     def _run(
         self, prompts, images, audio, sampling: SamplingConfig, num_beams: int = 1
@@ -290,9 +310,17 @@ class MMLLM:
             if num_beams == 1:
                 new = self._generate(token_ids, mask, context, sampling)
             else:
-                new = beam_search_ids(self.model, token_ids, mask, context, num_beams,
-                                      sampling.max_new_tokens, tok.eos_id, tok.pad_id,
-                                      tok.never_generated)  # fmt: skip
+                new = beam_search_ids(
+                    self.model,
+                    token_ids,
+                    mask,
+                    context,
+                    num_beams,
+                    sampling.max_new_tokens,
+                    tok.eos_id,
+                    tok.pad_id,
+                    tok.never_generated,
+                )
         return [self.tokenizer.decode(row) for row in new.tolist()]
 
     @torch.inference_mode()

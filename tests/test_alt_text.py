@@ -65,10 +65,15 @@ def test_html_images_found_with_their_sources_and_alt_text():
     slots, notes = html_slots(HTML)
     assert notes == []
     assert [(s.line, s.src, s.alt) for s in slots] == [
-        (5, "a.png", None), (6, "b.png", ""), (7, "c.png", "A red circle"), (8, "d.png", None),
-        (9, "e.png", ""), (10, "f.png", ""), (11, "g.png", "   "),
+        (5, "a.png", None),
+        (6, "b.png", ""),
+        (7, "c.png", "A red circle"),
+        (8, "d.png", None),
+        (9, "e.png", ""),
+        (10, "f.png", ""),
+        (11, "g.png", "   "),
         (14, "https://example.com/h.png", None),
-    ]  # fmt: skip
+    ]
 
 
 def test_html_edit_changes_only_the_alt_text():
@@ -101,8 +106,11 @@ def test_markdown_images_filled_outside_code():
     ).replace('<img src="e.png">', '<img src="e.png" alt="a [b] c">')
     slots, _ = markdown_slots(out)
     assert {s.src: s.alt for s in slots} == {
-        "a.png": "a [b] c", "b.png": "kept", "c d.png": "a [b] c", "e.png": "a [b] c"
-    }  # fmt: skip
+        "a.png": "a [b] c",
+        "b.png": "kept",
+        "c d.png": "a [b] c",
+        "e.png": "a [b] c",
+    }
 
 
 # ---------------------------------------------------------------- the command
@@ -183,8 +191,9 @@ def test_an_existing_backup_is_never_replaced(site, tiny_checkpoint, capsys):
 
 
 @pytest.mark.parametrize("fail_at", ["fsync", "replace"])
-def test_a_failure_mid_write_leaves_the_original_intact(site, tiny_checkpoint, monkeypatch,
-                                                        fail_at, capsys):  # fmt: skip
+def test_a_failure_mid_write_leaves_the_original_intact(
+    site, tiny_checkpoint, monkeypatch, fail_at, capsys
+):
     page = site / "index.html"
     original = page.read_bytes()
 
@@ -236,8 +245,12 @@ def test_a_document_needing_no_caption_does_not_load_the_model(tmp_path, capsys)
 
 
 def test_mmllm_alt_text_is_this_script(site, tiny_checkpoint, capsys):
-    assert mmllm_main(["alt-text", str(site / "img" / "one.png"),
-                       "--checkpoint", str(tiny_checkpoint)]) == 0  # fmt: skip
+    assert (
+        mmllm_main(
+            ["alt-text", str(site / "img" / "one.png"), "--checkpoint", str(tiny_checkpoint)]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip().endswith(".")
     with pytest.raises(SystemExit):
         mmllm_main(["alt-text", "--help"])

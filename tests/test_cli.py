@@ -12,8 +12,12 @@ from mmllm.cli import main
 
 def test_help_of_each_user_command_shows_examples():
     for command in ("caption", "alt-text", "ask", "eval", "train"):
-        result = subprocess.run([sys.executable, "-m", "mmllm.cli", command, "--help"],
-                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "mmllm.cli", command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0 and "examples:" in result.stdout, command
 
 
@@ -43,8 +47,19 @@ def test_caption_one_good_image_exits_zero(tiny_checkpoint, images, capsys):
 
 
 def test_ask_json(tiny_checkpoint, images, capsys):
-    code = main(["ask", str(images / "0.png"), "-q", "is it red?", "--choices", "yes,no",
-                 "--checkpoint", str(tiny_checkpoint), "--json"])  # fmt: skip
+    code = main(
+        [
+            "ask",
+            str(images / "0.png"),
+            "-q",
+            "is it red?",
+            "--choices",
+            "yes,no",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--json",
+        ]
+    )
     answer = json.loads(capsys.readouterr().out)
     assert code == 0 and answer["answer"] in ("yes", "no")
 

@@ -34,9 +34,14 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "demos" / "examples"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
 GEN = {"max_new_tokens": 32, "temperature": 0.0, "top_p": 0.9, "max_chars": 125}
 
 
@@ -87,8 +92,7 @@ class CountingModel:
 def serving(checkpoint: Path, tmp: Path, delay: float = 0.0, **options: Any):
     """The app on a free loopback port: yields (url, the counting model)."""
     model = CountingModel(mmllm.load(checkpoint, device="cpu"), delay)
-    demo = build_app({"tiny": str(checkpoint)}, loader=lambda _: model, examples_dir=tmp,
-                     **options)  # fmt: skip
+    demo = build_app({"tiny": str(checkpoint)}, loader=lambda _: model, examples_dir=tmp, **options)
     port = free_port()
     demo.launch(**launch_options("127.0.0.1", port), prevent_thread_lock=True, quiet=True)
     try:
@@ -165,12 +169,28 @@ def test_a_stream_resumes_on_any_thread_and_keeps_inference_mode_to_itself(tiny_
 # ---------------------------------------------------------------- the API over HTTP
 
 
-def call(client: Any, image: Any = None, audio: Any = None, mode: str = "Caption",
-         question: str = "", **gen: Any) -> tuple[str, Any]:  # fmt: skip
+def call(
+    client: Any,
+    image: Any = None,
+    audio: Any = None,
+    mode: str = "Caption",
+    question: str = "",
+    **gen: Any,
+) -> tuple[str, Any]:
     args = {**GEN, **gen}
-    return client.predict("tiny", mode, image, audio, question, "", args["max_new_tokens"],
-                          args["temperature"], args["top_p"], args["max_chars"],
-                          api_name="/run")  # fmt: skip
+    return client.predict(
+        "tiny",
+        mode,
+        image,
+        audio,
+        question,
+        "",
+        args["max_new_tokens"],
+        args["temperature"],
+        args["top_p"],
+        args["max_chars"],
+        api_name="/run",
+    )
 
 
 def test_api_caption_alt_text_ask_and_a_bad_file(server, checkpoint, tmp_path):
@@ -222,8 +242,9 @@ def test_burst_beyond_the_queue_is_bounded_and_the_server_recovers(checkpoint, t
     image = EXAMPLES / "shapes1.png"
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"GIF89a but truncated")
-    with serving(checkpoint, tmp_path / "examples", delay=1.5, concurrency_limit=limit,
-                 max_queue=queue) as (url, counted):  # fmt: skip
+    with serving(
+        checkpoint, tmp_path / "examples", delay=1.5, concurrency_limit=limit, max_queue=queue
+    ) as (url, counted):
         expected = "".join(counted.model.stream_caption(str(image), max_new_tokens=8)).strip()
         client = Client(url, verbose=False, max_workers=burst + 4)
         good_file, bad_file = handle_file(str(image)), handle_file(str(bad))
@@ -262,11 +283,13 @@ def test_burst_beyond_the_queue_is_bounded_and_the_server_recovers(checkpoint, t
         assert refusal_s < 5.0, "refusals are quick"
         after = call(client, good_file, max_new_tokens=8)[0]
         assert after == expected and counted.active == 0
-        print(f"\nload: burst {burst}, accepted {len(ok) + len(failed)} ({len(ok)} ok, "
-              f"{len(failed)} bad files failed cleanly), refused {len(refused)}, max concurrent "
-              f"model calls {counted.max_active} (limit {limit}), refusals in "
-              f"{min(r[2] for r in refused.values()):.2f}-{refusal_s:.2f}s (upload included), "
-              f"burst done in {wall:.1f}s")  # fmt: skip
+        print(
+            f"\nload: burst {burst}, accepted {len(ok) + len(failed)} ({len(ok)} ok, "
+            f"{len(failed)} bad files failed cleanly), refused {len(refused)}, max concurrent "
+            f"model calls {counted.max_active} (limit {limit}), refusals in "
+            f"{min(r[2] for r in refused.values()):.2f}-{refusal_s:.2f}s (upload included), "
+            f"burst done in {wall:.1f}s"
+        )
 
 
 # ---------------------------------------------------------------- a real browser
@@ -352,10 +375,21 @@ def test_mmllm_demo_serves_on_loopback_until_stopped(tiny_checkpoint):
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mmllm.cli", "demo", "--checkpoint", str(tiny_checkpoint),
-         "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mmllm.cli",
+            "demo",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -81,8 +81,9 @@ def test_prompt_plus_new_tokens_over_the_context_is_a_typed_error(api):
 def test_top_k_one_equals_greedy(api, records):
     r = records[2]
     greedy = api.generate(r.prompt, r.images, r.audio, max_new_tokens=10)
-    topk = api.generate(r.prompt, r.images, r.audio, max_new_tokens=10, temperature=1.0, top_k=1,
-                        seed=0)  # fmt: skip
+    topk = api.generate(
+        r.prompt, r.images, r.audio, max_new_tokens=10, temperature=1.0, top_k=1, seed=0
+    )
     assert greedy == topk
 
 

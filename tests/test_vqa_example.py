@@ -13,9 +13,12 @@ SCRIPT = Path(__file__).resolve().parent.parent / "demos" / "vqa_example.py"
 def test_vqa_example_runs_as_a_script(tiny_checkpoint, tmp_path):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--checkpoint", str(tiny_checkpoint)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for section in ("== images", "== sound", "== batch", "== streaming", "== errors"):

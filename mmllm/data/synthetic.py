@@ -57,10 +57,24 @@ from mmllm.data.synthetic_image import (
 from mmllm.errors import InputError
 
 __all__ = [
-    "ANSWERS", "AUDIO_CAPTION_PROMPT", "DEFAULT_TASK_MIX", "IMAGE_CAPTION_PROMPT", "SAMPLE_RATE",
-    "SPLITS", "TEMPLATES", "Clip", "Example", "Scene", "Shape", "SyntheticWorld",
-    "caption_attributes", "clip_attributes", "export_jsonl", "match_template", "scene_attributes",
-]  # fmt: skip
+    "ANSWERS",
+    "AUDIO_CAPTION_PROMPT",
+    "DEFAULT_TASK_MIX",
+    "IMAGE_CAPTION_PROMPT",
+    "SAMPLE_RATE",
+    "SPLITS",
+    "TEMPLATES",
+    "Clip",
+    "Example",
+    "Scene",
+    "Shape",
+    "SyntheticWorld",
+    "caption_attributes",
+    "clip_attributes",
+    "export_jsonl",
+    "match_template",
+    "scene_attributes",
+]
 
 SPLITS = ("train", "heldout", "heldout-paraphrase")
 _SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}
@@ -68,84 +82,187 @@ _SALT = 0x5EED_3D  # keeps these streams apart from any other use of small integ
 IMAGE_CAPTION_PROMPT = "describe the image:"
 AUDIO_CAPTION_PROMPT = "describe the sound:"
 DEFAULT_TASK_MIX = {
-    "image_vqa": 0.35, "audio_vqa": 0.2, "both_vqa": 0.15, "image_caption": 0.2,
+    "image_vqa": 0.35,
+    "audio_vqa": 0.2,
+    "both_vqa": 0.15,
+    "image_caption": 0.2,
     "audio_caption": 0.1,
-}  # fmt: skip
+}
 _MAX_REDRAWS = 100  # scenes tried per question; each try succeeds with probability >= ~1/2
 DISTRACTOR_P = 0.25  # chance that a single-modality question also carries unrelated other media
 
 # Question templates per key. The LAST template of every key is held out: only the
 # "heldout-paraphrase" split uses it, and it uses nothing else.
 TEMPLATES: dict[str, tuple[str, ...]] = {
-    "color": ("what color is the {ref}?", "what is the color of the {ref}?",
-              "which color is the {ref}?", "can you tell me the color of the {ref}?"),
-    "shape": ("what shape is the {ref}?", "which shape is the {ref}?",
-              "what kind of shape is the {ref}?", "the {ref} has what shape?"),
-    "count": ("how many shapes are there?", "how many shapes are in the image?",
-              "count the shapes.", "what is the number of shapes?"),
-    "count_kind": ("how many {kinds} are there?", "how many {kinds} are in the image?",
-                   "count the {kinds}.", "what is the number of {kinds}?"),
-    "presence": ("is there {a_color} {kind}?", "do you see {a_color} {kind}?",
-                 "does the image contain {a_color} {kind}?", "can you find {a_color} {kind}?"),
-    "position_x": ("is the {ref} on the left or the right?",
-                   "is the {ref} on the left or right side?",
-                   "which side is the {ref} on, left or right?",
-                   "is the {ref} in the left or the right half?"),
-    "position_y": ("is the {ref} at the top or the bottom?",
-                   "is the {ref} near the top or the bottom?",
-                   "is the {ref} in the top or bottom part?",
-                   "is the {ref} in the upper or the lower half?"),
-    "relation_x": ("is the {ref} left of the {ref2}?", "is the {ref} to the left of the {ref2}?",
-                   "is the {ref} further left than the {ref2}?",
-                   "does the {ref} appear left of the {ref2}?"),
-    "relation_y": ("is the {ref} above the {ref2}?", "is the {ref} higher than the {ref2}?",
-                   "is the {ref} over the {ref2}?", "does the {ref} sit above the {ref2}?"),
-    "size": ("is the {ref} small or large?", "what size is the {ref}?",
-             "is the {ref} large or small?", "how big is the {ref}, small or large?"),
-    "text": ("what word is written?", "what does the text say?", "which word is shown?",
-             "what word can you read?"),
-    "pitch": ("is the sound low, mid or high?", "what is the pitch of the sound?",
-              "how high is the pitch?", "is the pitch low, mid or high?"),
-    "timbre": ("what waveform is the tone?", "is the tone sine, square or saw?",
-               "what is the timbre of the tone?", "which wave shape does the tone have?"),
-    "beeps": ("how many beeps are there?", "how many beeps do you hear?", "count the beeps.",
-              "what is the number of beeps?"),
-    "direction": ("is the chirp rising or falling?", "is the pitch rising or falling?",
-                  "is the chirp's pitch rising or falling?", "is the sweep rising or falling?"),
-    "noise": ("is it a burst of noise?", "is the sound noise?", "is this a noise burst?",
-              "is the clip just noise?"),
-    "sound": ("what kind of sound is it?", "what type of sound is this?",
-              "is it a tone, beeps, a chirp or noise?", "what sort of sound do you hear?"),
-    "compare": ("are there as many beeps as shapes?",
-                "is the number of beeps equal to the number of shapes?",
-                "do the beeps match the number of shapes?",
-                "does the beep count equal the shape count?"),
-    "more": ("are there more beeps than {kinds}?",
-             "are there more beeps than {kinds} in the image?",
-             "is the number of beeps greater than the number of {kinds}?",
-             "do the beeps outnumber the {kinds}?"),
-    "match": ("is the {color} shape a {kind} and is the sound {dir}?",
-              "is the {color} object a {kind} and is the chirp {dir}?",
-              "is the {color} shape a {kind} while the sound is {dir}?",
-              "is the chirp {dir} and is the {color} shape a {kind}?"),
-}  # fmt: skip
+    "color": (
+        "what color is the {ref}?",
+        "what is the color of the {ref}?",
+        "which color is the {ref}?",
+        "can you tell me the color of the {ref}?",
+    ),
+    "shape": (
+        "what shape is the {ref}?",
+        "which shape is the {ref}?",
+        "what kind of shape is the {ref}?",
+        "the {ref} has what shape?",
+    ),
+    "count": (
+        "how many shapes are there?",
+        "how many shapes are in the image?",
+        "count the shapes.",
+        "what is the number of shapes?",
+    ),
+    "count_kind": (
+        "how many {kinds} are there?",
+        "how many {kinds} are in the image?",
+        "count the {kinds}.",
+        "what is the number of {kinds}?",
+    ),
+    "presence": (
+        "is there {a_color} {kind}?",
+        "do you see {a_color} {kind}?",
+        "does the image contain {a_color} {kind}?",
+        "can you find {a_color} {kind}?",
+    ),
+    "position_x": (
+        "is the {ref} on the left or the right?",
+        "is the {ref} on the left or right side?",
+        "which side is the {ref} on, left or right?",
+        "is the {ref} in the left or the right half?",
+    ),
+    "position_y": (
+        "is the {ref} at the top or the bottom?",
+        "is the {ref} near the top or the bottom?",
+        "is the {ref} in the top or bottom part?",
+        "is the {ref} in the upper or the lower half?",
+    ),
+    "relation_x": (
+        "is the {ref} left of the {ref2}?",
+        "is the {ref} to the left of the {ref2}?",
+        "is the {ref} further left than the {ref2}?",
+        "does the {ref} appear left of the {ref2}?",
+    ),
+    "relation_y": (
+        "is the {ref} above the {ref2}?",
+        "is the {ref} higher than the {ref2}?",
+        "is the {ref} over the {ref2}?",
+        "does the {ref} sit above the {ref2}?",
+    ),
+    "size": (
+        "is the {ref} small or large?",
+        "what size is the {ref}?",
+        "is the {ref} large or small?",
+        "how big is the {ref}, small or large?",
+    ),
+    "text": (
+        "what word is written?",
+        "what does the text say?",
+        "which word is shown?",
+        "what word can you read?",
+    ),
+    "pitch": (
+        "is the sound low, mid or high?",
+        "what is the pitch of the sound?",
+        "how high is the pitch?",
+        "is the pitch low, mid or high?",
+    ),
+    "timbre": (
+        "what waveform is the tone?",
+        "is the tone sine, square or saw?",
+        "what is the timbre of the tone?",
+        "which wave shape does the tone have?",
+    ),
+    "beeps": (
+        "how many beeps are there?",
+        "how many beeps do you hear?",
+        "count the beeps.",
+        "what is the number of beeps?",
+    ),
+    "direction": (
+        "is the chirp rising or falling?",
+        "is the pitch rising or falling?",
+        "is the chirp's pitch rising or falling?",
+        "is the sweep rising or falling?",
+    ),
+    "noise": (
+        "is it a burst of noise?",
+        "is the sound noise?",
+        "is this a noise burst?",
+        "is the clip just noise?",
+    ),
+    "sound": (
+        "what kind of sound is it?",
+        "what type of sound is this?",
+        "is it a tone, beeps, a chirp or noise?",
+        "what sort of sound do you hear?",
+    ),
+    "compare": (
+        "are there as many beeps as shapes?",
+        "is the number of beeps equal to the number of shapes?",
+        "do the beeps match the number of shapes?",
+        "does the beep count equal the shape count?",
+    ),
+    "more": (
+        "are there more beeps than {kinds}?",
+        "are there more beeps than {kinds} in the image?",
+        "is the number of beeps greater than the number of {kinds}?",
+        "do the beeps outnumber the {kinds}?",
+    ),
+    "match": (
+        "is the {color} shape a {kind} and is the sound {dir}?",
+        "is the {color} object a {kind} and is the chirp {dir}?",
+        "is the {color} shape a {kind} while the sound is {dir}?",
+        "is the chirp {dir} and is the {color} shape a {kind}?",
+    ),
+}
 QTYPE = {key: key for key in TEMPLATES} | {
-    "count_kind": "count", "position_x": "position", "position_y": "position",
-    "relation_x": "relation", "relation_y": "relation",
-}  # fmt: skip
-_IMAGE_KEYS = {"color": 1.0, "shape": 1.0, "count": 0.5, "count_kind": 0.5, "presence": 1.0,
-               "position_x": 0.5, "position_y": 0.5, "relation_x": 0.4, "relation_y": 0.4,
-               "size": 0.7, "text": 0.5}  # fmt: skip
-_AUDIO_KEYS = {"pitch": 1.0, "timbre": 0.8, "beeps": 1.0, "direction": 0.8, "noise": 0.7,
-               "sound": 1.0}  # fmt: skip
+    "count_kind": "count",
+    "position_x": "position",
+    "position_y": "position",
+    "relation_x": "relation",
+    "relation_y": "relation",
+}
+_IMAGE_KEYS = {
+    "color": 1.0,
+    "shape": 1.0,
+    "count": 0.5,
+    "count_kind": 0.5,
+    "presence": 1.0,
+    "position_x": 0.5,
+    "position_y": 0.5,
+    "relation_x": 0.4,
+    "relation_y": 0.4,
+    "size": 0.7,
+    "text": 0.5,
+}
+_AUDIO_KEYS = {
+    "pitch": 1.0,
+    "timbre": 0.8,
+    "beeps": 1.0,
+    "direction": 0.8,
+    "noise": 0.7,
+    "sound": 1.0,
+}
 _BOTH_KEYS = {"compare": 1.0, "more": 1.0, "match": 1.0}
 ANSWERS: dict[str, tuple[str, ...]] = {
-    "color": tuple(COLORS), "shape": KINDS, "count": tuple(str(i) for i in range(5)),
-    "presence": YES_NO, "position": ("left", "right", "top", "bottom"), "relation": YES_NO,
-    "size": SIZES, "text": WORDS, "pitch": tuple(PITCHES), "timbre": TIMBRES,
-    "beeps": tuple(str(i) for i in range(1, MAX_BEEPS + 1)), "direction": DIRECTIONS,
-    "noise": YES_NO, "sound": SOUND_KINDS, "compare": YES_NO, "more": YES_NO, "match": YES_NO,
-}  # fmt: skip
+    "color": tuple(COLORS),
+    "shape": KINDS,
+    "count": tuple(str(i) for i in range(5)),
+    "presence": YES_NO,
+    "position": ("left", "right", "top", "bottom"),
+    "relation": YES_NO,
+    "size": SIZES,
+    "text": WORDS,
+    "pitch": tuple(PITCHES),
+    "timbre": TIMBRES,
+    "beeps": tuple(str(i) for i in range(1, MAX_BEEPS + 1)),
+    "direction": DIRECTIONS,
+    "noise": YES_NO,
+    "sound": SOUND_KINDS,
+    "compare": YES_NO,
+    "more": YES_NO,
+    "match": YES_NO,
+}
 
 
 @dataclass
@@ -170,9 +287,15 @@ _NUMBERS = {w: i for i, w in enumerate(NUMBER_WORDS)} | {"a": 1, "an": 1}
 _SHAPE_HEADS = {k: k for k in KINDS} | {plural(k): k for k in KINDS}
 _TOTAL_HEADS = {"shape", "shapes", "object", "objects"}
 _SOUND_HEADS = {
-    "tone": "tone", "tones": "tone", "beep": "beeps", "beeps": "beeps", "chirp": "chirp",
-    "chirps": "chirp", "sweep": "chirp", "noise": "noise",
-}  # fmt: skip
+    "tone": "tone",
+    "tones": "tone",
+    "beep": "beeps",
+    "beeps": "beeps",
+    "chirp": "chirp",
+    "chirps": "chirp",
+    "sweep": "chirp",
+    "noise": "noise",
+}
 _SIZE_WORDS = {"small": "small", "tiny": "small", "large": "large", "big": "large"}
 _PITCH_WORDS = {"low": "low", "mid": "mid", "medium": "mid", "high": "high"}
 _TIMBRE_WORDS = {"sine": "sine", "saw": "saw", "sawtooth": "saw", "square": "square"}
@@ -188,9 +311,17 @@ _MODIFIERS = (
 def _empty_attributes() -> dict[str, Any]:
     """All attribute keys, nothing known."""
     return {
-        "count": None, "shapes": {}, "colors": {}, "sizes": {}, "word": None,
-        "sound": None, "pitch": None, "timbre": None, "beeps": None, "direction": None,
-    }  # fmt: skip
+        "count": None,
+        "shapes": {},
+        "colors": {},
+        "sizes": {},
+        "word": None,
+        "sound": None,
+        "pitch": None,
+        "timbre": None,
+        "beeps": None,
+        "direction": None,
+    }
 
 
 def scene_attributes(scene: Scene) -> dict[str, Any]:
@@ -207,8 +338,13 @@ def scene_attributes(scene: Scene) -> dict[str, Any]:
 def clip_attributes(clip: Clip) -> dict[str, Any]:
     """Ground-truth attributes of a clip, in the dict shape of :func:`caption_attributes`."""
     out = _empty_attributes()
-    out.update(sound=clip.kind, pitch=clip.pitch, timbre=clip.timbre, beeps=clip.count,
-               direction=clip.direction)  # fmt: skip
+    out.update(
+        sound=clip.kind,
+        pitch=clip.pitch,
+        timbre=clip.timbre,
+        beeps=clip.count,
+        direction=clip.direction,
+    )
     return out
 
 
@@ -278,11 +414,14 @@ _COLOR_RE = "|".join(COLORS)
 _KIND_RE = "|".join(KINDS)
 _REF_RE = f"(?:(?:small|large) )?(?:(?:{_COLOR_RE}) )?(?:{_KIND_RE}|object)"
 _SLOT_RE = {
-    "ref": _REF_RE, "ref2": _REF_RE, "color": f"(?:{_COLOR_RE})", "kind": f"(?:{_KIND_RE})",
+    "ref": _REF_RE,
+    "ref2": _REF_RE,
+    "color": f"(?:{_COLOR_RE})",
+    "kind": f"(?:{_KIND_RE})",
     "a_color": f"(?:an? (?:{_COLOR_RE}))",
     "kinds": "(?:{})".format("|".join(plural(k) for k in KINDS)),
     "dir": "(?:{})".format("|".join(DIRECTIONS)),
-}  # fmt: skip
+}
 
 
 def _template_regex(template: str) -> re.Pattern[str]:
@@ -421,14 +560,24 @@ class SyntheticWorld:
             scene = sample_scene(rng)
             image = render_scene(scene, rng, size)
             target = scene_caption(scene, rng)
-            return Example(image, None, "caption", IMAGE_CAPTION_PROMPT, target, "image",
-                           "caption", scene, None)  # fmt: skip
+            return Example(
+                image,
+                None,
+                "caption",
+                IMAGE_CAPTION_PROMPT,
+                target,
+                "image",
+                "caption",
+                scene,
+                None,
+            )
         if task == "audio_caption":
             clip = sample_clip(rng)
             audio = synthesize(clip, rng)
             target = clip_caption(clip, rng)
-            return Example(None, audio, "caption", AUDIO_CAPTION_PROMPT, target, "audio",
-                           "caption", None, clip)  # fmt: skip
+            return Example(
+                None, audio, "caption", AUDIO_CAPTION_PROMPT, target, "audio", "caption", None, clip
+            )
         if task == "image_vqa":
             key = _weighted(rng, _IMAGE_KEYS)
             for _ in range(_MAX_REDRAWS):  # a scene that makes the question ambiguous is redrawn

@@ -32,9 +32,23 @@ SIZES = ("small", "large")
 BACKGROUNDS = ("plain", "noisy", "gradient")
 # Short words to render; none collides with a colour, shape, size, number or sound word.
 WORDS = (
-    "cat", "dog", "sun", "box", "fox", "hat", "map", "zoo",
-    "hi", "go", "bus", "cake", "fish", "moon", "tree", "ship",
-)  # fmt: skip
+    "cat",
+    "dog",
+    "sun",
+    "box",
+    "fox",
+    "hat",
+    "map",
+    "zoo",
+    "hi",
+    "go",
+    "bus",
+    "cake",
+    "fish",
+    "moon",
+    "tree",
+    "ship",
+)
 RADIUS = {"small": 0.095, "large": 0.17}  # fraction of the image side
 YES_NO = ("yes", "no")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -192,8 +206,20 @@ def _polygon(cx: float, cy: float, r: float, kind: str) -> list[tuple[float, flo
         return pts
     if kind == "cross":
         a, b = 0.95 * r, 0.33 * r
-        rel = [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b),
-               (b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)]  # fmt: skip
+        rel = [
+            (-b, -a),
+            (b, -a),
+            (b, -b),
+            (a, -b),
+            (a, b),
+            (b, b),
+            (b, a),
+            (-b, a),
+            (-b, b),
+            (-a, b),
+            (-a, -b),
+            (-b, -b),
+        ]
         return [(cx + dx, cy + dy) for dx, dy in rel]
     raise ValueError(f"unknown shape kind {kind!r}; expected one of {KINDS}")
 
@@ -295,8 +321,15 @@ def scene_caption(scene: Scene, rng: np.random.Generator) -> str:
 def _refs(scene: Scene, shape: Shape, exclude: str = "") -> list[str]:
     """Phrases that pick out ``shape`` alone in ``scene`` without naming attribute ``exclude``."""
     out = []
-    for use in ({"kind"}, {"color"}, {"size"}, {"color", "kind"}, {"size", "kind"},
-                {"size", "color"}, {"size", "color", "kind"}):  # fmt: skip
+    for use in (
+        {"kind"},
+        {"color"},
+        {"size"},
+        {"color", "kind"},
+        {"size", "kind"},
+        {"size", "color"},
+        {"size", "color", "kind"},
+    ):
         if exclude in use:
             continue
         same = [s for s in scene.shapes if all(getattr(s, a) == getattr(shape, a) for a in use)]
@@ -344,9 +377,12 @@ def scene_question(key: str, scene: Scene, rng: np.random.Generator) -> tuple[Fi
         return {"ref": pick(rng, _refs(scene, shape))}, answer
     if key in ("relation_x", "relation_y"):
         axis = key[-1]
-        pairs = [(a, b) for a in shapes for b in shapes
-                 if getattr(b, axis) - getattr(a, axis) >= 0.2 and _refs(scene, a)
-                 and _refs(scene, b)]  # fmt: skip
+        pairs = [
+            (a, b)
+            for a in shapes
+            for b in shapes
+            if getattr(b, axis) - getattr(a, axis) >= 0.2 and _refs(scene, a) and _refs(scene, b)
+        ]
         if not pairs:
             return None
         first, second = pick(rng, pairs)  # first is left of / above second

@@ -9,9 +9,19 @@ from collections.abc import Sequence
 from mmllm.data.collate import Record
 
 NUMBER_WORDS = {
-    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-    "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
-}  # fmt: skip
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+}
 ARTICLES = {"a", "an", "the"}
 
 
@@ -80,5 +90,7 @@ def caption_text_scores(records: Sequence[Record], predictions: Sequence[str]) -
         return {}
     bleu = Bleu(4).compute_score(refs, preds, verbose=0)[0][3]
     cider = Cider().compute_score(refs, preds)[0]
-    return {"caption_bleu4": {"score": float(bleu), "n": len(refs)},
-            "caption_cider": {"score": float(cider), "n": len(refs)}}  # fmt: skip
+    return {
+        "caption_bleu4": {"score": float(bleu), "n": len(refs)},
+        "caption_cider": {"score": float(cider), "n": len(refs)},
+    }
