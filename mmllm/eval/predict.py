@@ -20,7 +20,7 @@ def predict(
     tokenizer: Tokenizer,
     records: Sequence[Record],
     batch_size: int = 32,
-    max_new_tokens: int = 32,
+    max_new_tokens: int = 48,
     progress: bool = False,
 ) -> list[str]:
     """The model's greedy output text for each record's media and prompt."""
