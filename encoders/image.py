@@ -16,6 +16,7 @@ from typing import Any
 
 import timm
 import torch
+from timm.layers import PatchEmbed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -49,6 +50,7 @@ class ImageEncoderConfig:
     kind: str = "vit"
     cnn: str | None = None
     hf_config: dict[str, Any] | None = None
+    stem: str = "patch"  # "conv": a stride-2 convolution stack as the patch embedding
 
     def __post_init__(self) -> None:
         if self.kind not in IMAGE_KINDS:
@@ -57,6 +59,10 @@ class ImageEncoderConfig:
             raise ValueError("an image encoder has a 'cnn' exactly when its kind is 'cnn_hybrid'")
         if (self.kind == "hf_vision") != (self.hf_config is not None):
             raise ValueError("an image encoder has 'hf_config' exactly when it is 'hf_vision'")
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(f"image stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ValueError(f"a conv stem needs a power-of-2 patch_size, got {self.patch_size}")
         if self.kind == "cnn_hybrid" and (self.patch_size != 32 or self.image_size % 32):
             raise ValueError(
                 f"a CNN hybrid has patch_size 32 (the CNN's stride) and an image_size that is a "
@@ -66,6 +72,26 @@ class ImageEncoderConfig:
     @property
     def n_tokens(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+
+class ConvStemPatchEmbed(PatchEmbed):
+    """Patch embedding by a stack of 3x3 stride-2 convolutions instead of one large-stride one
+    ("Early convolutions help transformers see better", Xiao et al., 2021): the same token grid,
+    a better-conditioned start for a ViT trained from scratch on little data."""
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, **kwargs):
+        super().__init__(img_size, patch_size, in_chans, embed_dim, **kwargs)
+        layers: list[nn.Module] = []
+        channels, width = in_chans, max(embed_dim // (patch_size // 2), 16)
+        for _ in range(patch_size.bit_length() - 1):  # log2(patch_size) stride-2 convs
+            layers += [
+                nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.GELU(),
+            ]
+            channels, width = width, min(width * 2, embed_dim)
+        layers.append(nn.Conv2d(channels, embed_dim, 1))
+        self.proj = nn.Sequential(*layers)
 
 
 class ImageEncoder(nn.Module):
@@ -95,6 +121,7 @@ class ImageEncoder(nn.Module):
                 class_token=False,
                 global_pool="",
                 num_classes=0,
+                embed_layer=ConvStemPatchEmbed if config.stem == "conv" else PatchEmbed,
             )
         self.dim = self.vit.embed_dim
 

@@ -51,3 +51,14 @@ def test_resampler_ignores_padded_tokens():
     garbage = tokens.clone()
     garbage[:, 6:] = 100.0
     torch.testing.assert_close(resampler(tokens, keep)[0], resampler(garbage, keep)[0])
+
+
+def test_conv_stem_gives_the_same_token_grid():
+    from dataclasses import replace
+
+    cfg = replace(tiny_config().image, stem="conv")
+    encoder = ImageEncoder(cfg).eval()
+    pixels = torch.randn(3, 3, 32, 32)
+    tokens, mask = encoder(pixels)
+    assert tokens.shape == (3, cfg.n_tokens, cfg.dim) and mask.all()
+    torch.testing.assert_close(encoder(pixels[:1])[0], tokens[:1])  # eval: no batch coupling
