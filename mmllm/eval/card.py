@@ -64,8 +64,15 @@ def _pct(scores: dict, key: str) -> str:
 
 
 def render_card(
-    name: str, run: dict, train_config: dict, metrics: list[dict], weights_mb: float, command: str
+    name: str,
+    run: dict,
+    train_config: dict,
+    metrics: list[dict],
+    weights_mb: float,
+    command: str,
+    run_dir: str,
 ) -> str:
+    """The model card (Markdown) from the measurements of ``measure`` and the training run."""
     h, p = run["heldout"], run["heldout-paraphrase"]
     no_a, no_i, base = run["heldout-no-audio"], run["heldout-no-image"], run["majority_baseline"]
     train_rows = [r for r in metrics if "loss" in r]
@@ -113,7 +120,8 @@ def render_card(
         "",
         "```bash",
         command,
-        f"python -m mmllm.eval.card --checkpoint checkpoints/{name} --run runs/{name}",
+        f"python -m mmllm.eval.card --checkpoint checkpoints/{name} --run {run_dir} "
+        f"--n {h['_meta']['n']}",
         "```",
         "",
         f"- Data: `synthetic:train`, seed {train_config['seed']}, generated on the fly "
@@ -123,8 +131,8 @@ def render_card(
         f"- Optimiser: AdamW (betas 0.9/0.95, weight decay {train_config['weight_decay']}), lr "
         f"{train_config['lr']} with {train_config['warmup']} warmup steps and cosine decay to "
         f"{train_config['min_lr_ratio']}x, gradient clipping {train_config['grad_clip']}.",
-        f"- Wall time: {wall:.1f} min on a 2-core x86_64 CPU, one thread (OMP_NUM_THREADS=1), "
-        "fp32.",
+        f"- Wall time: {wall:.1f} min (held-out evaluations during training included) on a "
+        "2-core x86_64 CPU with one thread (OMP_NUM_THREADS=1), fp32; the other core was in use.",
         f"- Weights: {weights_mb:.1f} MB (`model.safetensors`, fp32). Tokenizer: byte-level BPE "
         "trained on the training split's text.",
         "",
@@ -153,7 +161,7 @@ def main() -> None:
     weights_mb = (args.checkpoint / "model.safetensors").stat().st_size / 1e6
     name = args.checkpoint.name
     (args.checkpoint / "README.md").write_text(
-        render_card(name, run, train_config, metrics, weights_mb, command)
+        render_card(name, run, train_config, metrics, weights_mb, command, str(args.run))
     )
     pinned = {k: v for k, v in run["pinned"].items() if not k.startswith("_")}
     scores = {
