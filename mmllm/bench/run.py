@@ -234,7 +234,7 @@ def run_bench(
     limits = machine_limits(threads, device)
     report = {
         "machine": {
-            "platform": platform.platform(),
+            "platform": f"{platform.machine()} {platform.system()}",
             "processor": platform.processor(),
             "threads": threads,
             "device": device,
@@ -262,7 +262,7 @@ def markdown(report: dict) -> str:
     m, s = report["machine"], report["settings"]
     comp = report["comparison"]
     lines = [
-        f"Machine: {m['platform']}, {m['threads']} threads, {m['device']}, torch {m['torch']}; "
+        f"Machine: {m['platform']}, {m['threads']} thread(s), {m['device']}, torch {m['torch']}; "
         f"measured {m['matmul_gflops']:.0f} GFLOP/s fp32 matmul, {m['bandwidth_gbs']:.1f} GB/s.",
         f"Size `{s['size']}`, greedy, exactly {s['new_tokens']} new tokens, {s['rounds']} "
         "alternating rounds after warm-up. Ratio = their time / our time (higher is better for "
