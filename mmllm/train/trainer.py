@@ -47,7 +47,7 @@ CHECKPOINT_DIR = "checkpoint"
 class TrainConfig:
     out: str = "runs/tiny"
     data: str = "synthetic:train"  # or a JSONL file
-    heldout: str | None = "synthetic:heldout"  # or a JSONL file, or None
+    heldout: str | None = "synthetic:heldout"  # or a JSONL file, or None / "none"
     init: str | None = None  # start from this checkpoint (fine-tuning)
     steps: int = 3000
     batch_size: int = 32
@@ -251,7 +251,7 @@ def evaluate_scores(model: MultimodalLM, tokenizer: Tokenizer, records) -> dict:
 
 
 def _heldout_records(cfg: TrainConfig) -> list:
-    if not cfg.heldout:
+    if not cfg.heldout or cfg.heldout.lower() == "none":
         return []
     source = build_source(cfg.heldout, seed=cfg.seed, shuffle=False)
     return [source[i] for i in range(min(cfg.eval_samples, len(source)))]
