@@ -51,6 +51,9 @@ def save_checkpoint(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is an ordinary folder
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         config, state = trained_state(model, state)  # less the unchanged base parts, if any
