@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,10 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise ImageError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
     if array.dtype != np.uint8:
-        array = np.nan_to_num(array.astype(np.float64))
-        array = np.clip(array * 255 if array.max() <= 1.0 else array, 0, 255).astype(np.uint8)
+        with np.errstate(over="ignore", invalid="ignore"):  # infinities clip to 0 or 255
+            array = np.nan_to_num(array.astype(np.float64))
+            array = np.clip(array * 255 if array.max() <= 1.0 else array, 0, 255)
+        array = array.astype(np.uint8)
     return Image.fromarray(array)
 
 
@@ -139,6 +142,18 @@ class ImageProcessor:
         image = image.resize((self.size, self.size), Image.Resampling.BICUBIC)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (pixels - self.mean) / self.std
+
+
+def resample(waveform: torch.Tensor, rate: int, target: int) -> torch.Tensor:
+    """``waveform (S,)`` from ``rate`` to ``target`` Hz with torchaudio's band-limited resampler.
+
+    torchaudio's filter bank grows with ``rate / gcd(rate, target)``: a coprime rate such as
+    199,999 Hz would need gigabytes. The ratio is therefore taken as the nearest fraction with a
+    denominator of at most 1000 (exact for every common rate: 8k, 22.05k, 44.1k, 48k, ...; off by
+    under 0.1% otherwise), which bounds memory and time for any rate.
+    """
+    ratio = Fraction(target, rate).limit_denominator(1000)
+    return torchaudio.functional.resample(waveform, ratio.denominator, ratio.numerator)
 
 
 class AudioProcessor:
@@ -170,7 +185,7 @@ class AudioProcessor:
             raise AudioError(f"audio {name} contains NaN or infinite samples")
         mono = waveform.mean(0)
         if sample_rate != self.sample_rate:
-            mono = torchaudio.functional.resample(mono, sample_rate, self.sample_rate)
+            mono = resample(mono, sample_rate, self.sample_rate)
         if mono.shape[-1] < self.min_samples:  # shorter than one FFT window: pad with silence
             mono = F.pad(mono, (0, self.min_samples - mono.shape[-1]))
         return mono.contiguous()

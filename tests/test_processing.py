@@ -158,3 +158,18 @@ def test_corrupt_audio_file(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"RIFF\x00\x00garbage" * 10)
     with pytest.raises(AudioError, match="cannot decode"):
         AUDIO(tmp_path / "bad.wav")
+
+
+@pytest.mark.parametrize("rate", [199_999, 44_101, 12_345, 383_999])
+def test_coprime_sample_rates_resample_in_bounded_memory(rate):
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = AUDIO(np.zeros(rate // 4, dtype=np.float32), sample_rate=rate)  # 0.25 s
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert abs(out.shape[0] - 4000) <= 8 and grown_mb < 500
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_common_sample_rates_resample_exactly(rate):
+    assert AUDIO(np.zeros(rate, dtype=np.float32), sample_rate=rate).shape == (16000,)

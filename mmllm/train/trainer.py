@@ -135,7 +135,10 @@ def train(cfg: TrainConfig) -> Path:
     if resume:
         model, tokenizer = load_model(ckpt), load_tokenizer(ckpt)
     elif cfg.init:
-        model, tokenizer = load_model(cfg.init), load_tokenizer(cfg.init)
+        from mmllm.tasks import resolve_checkpoint  # a folder, or a shipped name (mmllm-tiny)
+
+        init = resolve_checkpoint(cfg.init)
+        model, tokenizer = load_model(init), load_tokenizer(init)
     else:
         model = MultimodalLM(MMConfig.from_dict(cfg.model) if cfg.model else MMConfig())
         tokenizer = build_tokenizer(model.config.decoder.vocab_size, source, cfg.tokenizer_samples)
