@@ -470,21 +470,42 @@ def test_smollm2_gguf_logits_and_greedy_answer_equal_transformers():
     hf = transformers.AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     ).eval()
-    text = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
-    prompt = torch.tensor([tokenizer.backend.encode(text).ids])
+    questions = [
+        "What is the capital of France?",
+        "Name three primary colours.",
+        "How many legs does a spider have?",
+    ]
+    for question in questions:
+        text = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+        prompt = torch.tensor([tokenizer.backend.encode(text).ids])
+        with torch.no_grad():
+            assert max_diff(model(prompt).logits, hf(prompt).logits) < 1e-3
+            ours = generate_ids(
+                model,
+                prompt,
+                torch.ones_like(prompt, dtype=torch.bool),
+                None,
+                SamplingConfig(max_new_tokens=16),
+                eos_id=tokenizer.eos_id,
+                pad_id=tokenizer.pad_id,
+            )
+            theirs = hf.generate(prompt, max_new_tokens=16, do_sample=False)[0, prompt.shape[1] :]
+        assert ours[0, : len(theirs)].tolist() == theirs.tolist(), question
+    # perplexity of a fixed text under both models: within 1%
+    passage = (
+        "The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with "
+        "a single step. Water boils at one hundred degrees Celsius at sea level, and the Earth "
+        "orbits the Sun once a year."
+    )
+    ids = torch.tensor([tokenizer.backend.encode(passage).ids])
     with torch.no_grad():
-        assert max_diff(model(prompt).logits, hf(prompt).logits) < 1e-3
-        ours = generate_ids(
-            model,
-            prompt,
-            torch.ones_like(prompt, dtype=torch.bool),
-            None,
-            SamplingConfig(max_new_tokens=12),
-            eos_id=tokenizer.eos_id,
-            pad_id=tokenizer.pad_id,
-        )
-        theirs = hf.generate(prompt, max_new_tokens=12, do_sample=False)[0, prompt.shape[1] :]
-    assert ours[0, : len(theirs)].tolist() == theirs.tolist()
+        nll = [
+            torch.nn.functional.cross_entropy(logits[0, :-1].float(), ids[0, 1:])
+            for logits in (model(ids).logits, hf(ids).logits)
+        ]
+    ours_ppl, theirs_ppl = (float(torch.exp(x)) for x in nll)
+    print(f"perplexity ours {ours_ppl:.4f} transformers {theirs_ppl:.4f}")
+    assert abs(ours_ppl - theirs_ppl) / theirs_ppl < 0.01
 
 
 def ctranslate2_to_hf_encoder(variables: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
