@@ -12,7 +12,7 @@ width) is solved so total parameter counts match within a few percent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -20,22 +20,10 @@ import torch
 from encoders import ImageEncoderConfig
 from mmllm.config import DecoderConfig, MMConfig
 from mmllm.model import MultimodalLM
+from mmllm.presets import PRESETS
 
 SIZES: dict[str, MMConfig] = {
-    "small": MMConfig(
-        image=ImageEncoderConfig(image_size=64, patch_size=8, dim=128, n_layers=4, n_heads=4),
-        audio=None,
-        decoder=DecoderConfig(
-            vocab_size=512,
-            dim=256,
-            n_layers=4,
-            n_heads=4,
-            n_kv_heads=2,
-            hidden_dim=688,
-            max_seq_len=256,
-            cross_attn_every=1,
-        ),
-    ),
+    "small": replace(PRESETS["tiny"], audio=None),  # the shipped model's size, image only
     "base": MMConfig(
         image=ImageEncoderConfig(image_size=64, patch_size=8, dim=256, n_layers=4, n_heads=4),
         audio=None,
