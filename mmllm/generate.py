@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mmllm.cache import MediaContext
+from mmllm.cache import KVCache, MediaContext
 from mmllm.errors import GenerationError
 from mmllm.model import MultimodalLM
 
@@ -73,6 +73,26 @@ def pick_next(
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
+def start_decode(
+    model: MultimodalLM, attention_mask: torch.Tensor, max_new_tokens: int
+) -> tuple[KVCache, torch.Tensor]:
+    """A KV cache for prompt + ``max_new_tokens`` and the full-length attention mask
+    ``(B, T + max_new_tokens)`` (the prompt's mask, then ones); refuses an over-long request."""
+    B, T = attention_mask.shape
+    total = T + max_new_tokens
+    if total > model.config.decoder.max_seq_len:
+        raise GenerationError(
+            f"prompt of {T} tokens + {max_new_tokens} new tokens exceeds the model's "
+            f"context of {model.config.decoder.max_seq_len} tokens"
+        )
+    device = attention_mask.device
+    dtype = next(model.decoder.parameters()).dtype
+    cache = model.decoder.new_cache(B, total, device, dtype)
+    mask = torch.ones(B, total, dtype=torch.bool, device=device)
+    mask[:, :T] = attention_mask
+    return cache, mask
+
+
 def stream_ids(
     model: MultimodalLM,
     token_ids: torch.Tensor,
@@ -91,16 +111,7 @@ def stream_ids(
     """
     B, T = token_ids.shape
     device = token_ids.device
-    total = T + sampling.max_new_tokens
-    if total > model.config.decoder.max_seq_len:
-        raise GenerationError(
-            f"prompt of {T} tokens + {sampling.max_new_tokens} new tokens exceeds the model's "
-            f"context of {model.config.decoder.max_seq_len} tokens"
-        )
-    dtype = next(model.decoder.parameters()).dtype
-    cache = model.decoder.new_cache(B, total, device, dtype)
-    mask = torch.ones(B, total, dtype=torch.bool, device=device)
-    mask[:, :T] = attention_mask
+    cache, mask = start_decode(model, attention_mask, sampling.max_new_tokens)
     generator = None
     if sampling.seed is not None:
         generator = torch.Generator(device=device).manual_seed(sampling.seed)
@@ -168,18 +179,9 @@ def beam_search_ids(
         raise GenerationError(f"num_beams must be an integer >= 1, got {num_beams!r}")
     B, T = token_ids.shape
     K, device = num_beams, token_ids.device
-    total = T + max_new_tokens
-    if total > model.config.decoder.max_seq_len:
-        raise GenerationError(
-            f"prompt of {T} tokens + {max_new_tokens} new tokens exceeds the model's "
-            f"context of {model.config.decoder.max_seq_len} tokens"
-        )
     rows = torch.arange(B, device=device).repeat_interleave(K)  # beam b*K+k belongs to row b
     context = context.select(rows) if context is not None else None
-    dtype = next(model.decoder.parameters()).dtype
-    cache = model.decoder.new_cache(B * K, total, device, dtype)
-    mask = torch.ones(B * K, total, dtype=torch.bool, device=device)
-    mask[:, :T] = attention_mask[rows]
+    cache, mask = start_decode(model, attention_mask[rows], max_new_tokens)
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # start from one beam per row, so beams never duplicate
     out = torch.full((B * K, max_new_tokens), pad_id, dtype=torch.long, device=device)

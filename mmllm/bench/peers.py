@@ -93,6 +93,18 @@ def build_ours(config: MMConfig, quantize: str | None = None) -> Workload:
     return Workload("mmllm", model, run, prefill, config.image.image_size)
 
 
+def vision_sizes(img: ImageEncoderConfig) -> dict[str, int]:
+    """Our image ViT's sizes in the keywords of transformers' ViT and CLIP vision configs."""
+    return {
+        "image_size": img.image_size,
+        "patch_size": img.patch_size,
+        "hidden_size": img.dim,
+        "num_hidden_layers": img.n_layers,
+        "num_attention_heads": img.n_heads,
+        "intermediate_size": int(img.dim * img.mlp_ratio),
+    }
+
+
 def _solve(build, target: int, low: int, high: int) -> Any:
     """The model ``build(width)`` whose parameter count is nearest ``target`` (count grows with
     width), by bisection over integer widths that are multiples of 8."""
@@ -117,14 +129,7 @@ def build_ved(config: MMConfig, target: int) -> Workload:
 
     def build(inner: int):
         torch.manual_seed(0)
-        enc = ViTConfig(
-            image_size=img.image_size,
-            patch_size=img.patch_size,
-            hidden_size=img.dim,
-            num_hidden_layers=img.n_layers,
-            num_attention_heads=img.n_heads,
-            intermediate_size=int(img.dim * img.mlp_ratio),
-        )
+        enc = ViTConfig(**vision_sizes(img))
         gpt = GPT2Config(
             vocab_size=dec.vocab_size,
             n_embd=dec.dim,
@@ -177,14 +182,7 @@ def build_llava(config: MMConfig, target: int) -> Workload:
 
     def build(inner: int):
         torch.manual_seed(0)
-        vision = CLIPVisionConfig(
-            image_size=img.image_size,
-            patch_size=img.patch_size,
-            hidden_size=img.dim,
-            num_hidden_layers=img.n_layers,
-            num_attention_heads=img.n_heads,
-            intermediate_size=int(img.dim * img.mlp_ratio),
-        )
+        vision = CLIPVisionConfig(**vision_sizes(img))
         text = LlamaConfig(
             vocab_size=dec.vocab_size,
             hidden_size=dec.dim,
