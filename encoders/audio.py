@@ -28,6 +28,9 @@ class AudioEncoderConfig:
     ``kind="vit"``: the spectrogram ViT below (``patch_freq``/``patch_time`` patches).
     ``kind="whisper"``: Whisper's encoder (``encoders.whisper``), ``n_positions`` output tokens
     for its fixed window of ``2 * n_positions * hop_length`` samples (30 s for 1500).
+    ``window_positions`` (Whisper only) encodes a shorter fixed window with the first that many
+    positions (250: 5 s, six times less compute per clip; as whisper.cpp's ``audio_ctx``): the
+    features then differ from Whisper's own, which a model trained on them does not mind.
     """
 
     sample_rate: int = 16000
@@ -43,10 +46,15 @@ class AudioEncoderConfig:
     max_seconds: float = 30.0
     kind: str = "vit"
     n_positions: int = 1500
+    window_positions: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("vit", "whisper"):
             raise ValueError(f"audio encoder kind must be 'vit' or 'whisper', got {self.kind!r}")
+        if self.window_positions is not None and not 0 < self.window_positions <= self.n_positions:
+            raise ValueError(
+                f"window_positions must be in 1..{self.n_positions}, got {self.window_positions}"
+            )
         if self.kind == "whisper" and self.max_seconds * self.sample_rate > self.window_samples:
             raise ValueError(
                 f"max_seconds {self.max_seconds:g} exceeds the Whisper window of "
@@ -56,7 +64,12 @@ class AudioEncoderConfig:
     @property
     def window_samples(self) -> int:
         """Whisper only: every clip is zero-padded to this many samples."""
-        return 2 * self.n_positions * self.hop_length
+        return 2 * self.window_tokens * self.hop_length
+
+    @property
+    def window_tokens(self) -> int:
+        """Whisper only: tokens of the encoded window."""
+        return self.window_positions or self.n_positions
 
     @property
     def max_time_patches(self) -> int:
@@ -67,7 +80,7 @@ class AudioEncoderConfig:
         """Tokens for a clip of ``n_samples`` samples (real ones, not counting padding)."""
         if self.kind == "whisper":  # frames that start inside the clip, two per token
             frames = math.ceil(n_samples / self.hop_length)
-            return max(1, min(math.ceil(frames / 2), self.n_positions))
+            return max(1, min(math.ceil(frames / 2), self.window_tokens))
         frames = max(1, (n_samples - self.n_fft) // self.hop_length + 1)
         return math.ceil(frames / self.patch_time) * (self.n_mels // self.patch_freq)
 

@@ -96,10 +96,11 @@ class WhisperEncoder(nn.Module):
         self.layer_norm = nn.LayerNorm(config.dim)
 
     def forward_features(self, mel: torch.Tensor) -> torch.Tensor:
-        """mel ``(B, n_mels, 2 * n_positions)`` -> every position's features ``(B, P, D)``."""
+        """mel ``(B, n_mels, 2 * P)`` -> every position's features ``(B, P, D)``; ``P`` is the
+        window's tokens (``n_positions``, or fewer: ``window_positions``)."""
         x = F.gelu(self.conv1(mel.to(self.conv1.weight.dtype)))
         x = F.gelu(self.conv2(x)).transpose(1, 2)  # (B, P, D)
-        x = x + self.embed_positions.to(x.dtype)
+        x = x + self.embed_positions[: x.shape[1]].to(x.dtype)
         for layer in self.layers:
             x = layer(x)
         return self.layer_norm(x)

@@ -39,6 +39,8 @@ EXIT_OK = 0
 CHATML = SpecialTokens(
     pad="<|endoftext|>", bos="<|im_start|>", eos="<|im_end|>", sep="<|endoftext|>"
 )
+# how a ChatML LM reads a user's turn (its own chat template, without a system turn)
+CHATML_TEMPLATE = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 # what a bare ``package:NAME`` means for each part: the one match of these patterns inside it
 PACKAGE_PATTERNS = {
     "lm": ("*.gguf", "config.json"),
@@ -123,6 +125,18 @@ def image_part(
     return PretrainedImage(args.image, weights, args.image_size)
 
 
+def open_gates(model: MultimodalLM, value: float) -> None:
+    """Start every cross-attention gate at ``value`` instead of 0. Text without media still runs
+    exactly the LM (cross-attention is skipped without media); with media, the new layers get
+    gradients from the first step (at exactly 0 only the gates do)."""
+    import dataclasses
+
+    for i in model.decoder.cross_layers:
+        model.decoder.layers[i].cross_attn.gate.data.fill_(value)
+    decoder = dataclasses.replace(model.config.decoder, gate_init=value)
+    model.config = dataclasses.replace(model.config, decoder=decoder)
+
+
 def build(args: argparse.Namespace) -> tuple[MultimodalLM, Tokenizer]:
     """The model and tokenizer ``mmllm build``'s arguments describe."""
     default = PRESETS["tiny"]
@@ -130,16 +144,22 @@ def build(args: argparse.Namespace) -> tuple[MultimodalLM, Tokenizer]:
     audio = default.audio
     if args.audio is not None:
         audio = None if args.audio == "none" else resolve_source(args.audio, "audio")
+    roles = choose_roles(lm, args.tokens) if lm is not None else None
     model, tokenizer = build_from_pretrained(
         lm if lm is not None else default.decoder,
         image=image_part(args, default),
         audio=audio,
         cross_attn_every=args.cross_attn_every,
         projector=ProjectorConfig(kind=args.projector),
-        special_tokens=choose_roles(lm, args.tokens) if lm is not None else None,
+        special_tokens=roles,
         max_seq_len=args.max_seq_len,
         reference_base=not args.self_contained,
+        audio_seconds=args.audio_seconds,
     )
+    if args.gate_init:
+        open_gates(model, args.gate_init)
+    if roles == CHATML:  # an instruction-tuned ChatML LM: prompts in its chat format
+        tokenizer.prompt_template = CHATML_TEMPLATE
     if tokenizer is None:  # our own decoder: a BPE of the synthetic world, as `mmllm train` does
         from mmllm.data.sources import SyntheticSource
         from mmllm.train.trainer import build_tokenizer
@@ -181,7 +201,8 @@ def model_card(model: MultimodalLM, out: Path, command: str, pretrained: set[str
         return "pretrained, stored here" if part in pretrained else "untrained, stored here"
 
     stage = "align" if "lm" in pretrained else "full"
-    gates = "at 0: on text it is exactly its LM" if "lm" in pretrained else "open"
+    gate = config.decoder.gate_init
+    gates = f"at {gate:g}: on text alone it is exactly its LM" if "lm" in pretrained else "open"
     lines = [
         f"# {out.name}",
         "",
@@ -218,7 +239,17 @@ def _pretrained_parts(args: argparse.Namespace) -> set[str]:
 def _command(args: argparse.Namespace) -> str:
     """The ``mmllm build`` command line that ``args`` came from (flags given only)."""
     words = ["mmllm", "build"]
-    for flag in ("out", "lm", "image", "image_weights", "image_size", "audio", "tokens"):
+    flags = (
+        "out",
+        "lm",
+        "image",
+        "image_weights",
+        "image_size",
+        "audio",
+        "audio_seconds",
+        "tokens",
+    )
+    for flag in flags:
         if getattr(args, flag) is not None:
             words += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
     if args.image in CNNS:
@@ -231,6 +262,8 @@ def _command(args: argparse.Namespace) -> str:
             str(args.image_heads),
         ]
     words += ["--cross-attn-every", str(args.cross_attn_every), "--projector", args.projector]
+    if args.gate_init:
+        words += ["--gate-init", str(args.gate_init)]
     if args.max_seq_len is not None:
         words += ["--max-seq-len", str(args.max_seq_len)]
     if args.self_contained:
@@ -283,6 +316,18 @@ def add_build_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--image-layers", type=int, default=2, help="hybrid transformer depth")
     parser.add_argument("--image-heads", type=int, default=6, help="hybrid transformer heads")
     parser.add_argument("--audio", default=None, help="Whisper folder, package:NAME[/DIR] or none")
+    parser.add_argument(
+        "--audio-seconds",
+        type=float,
+        default=None,
+        help="Whisper window in seconds (default 30; 5: six times less compute, clips cut to it)",
+    )
+    parser.add_argument(
+        "--gate-init",
+        type=float,
+        default=0.0,
+        help="cross-attention gates start here (default 0: with media too, exactly the LM)",
+    )
     parser.add_argument("--cross-attn-every", type=int, default=1, help="cross-attention every k")
     parser.add_argument("--projector", choices=["mlp", "resampler"], default="mlp")
     parser.add_argument("--max-seq-len", type=int, default=None, help="cap the LM's context")

@@ -59,6 +59,14 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_data_tuxpaint(args: argparse.Namespace) -> int:
+    from mmllm.data.tuxpaint import export_tuxpaint
+
+    counts = export_tuxpaint(Path(args.stamps), Path(args.out), espeak=not args.no_espeak)
+    print(json.dumps(counts))
+    return EXIT_OK
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from mmllm.eval.run import markdown_table, run_eval
     from mmllm.tasks import resolve_checkpoint
@@ -388,6 +396,17 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--split", default="train")
     synth.set_defaults(func=cmd_data_synth)
+    tux = data_sub.add_parser(
+        "tuxpaint",
+        help="export the Tux Paint stamps (pictures, sound effects, speech) as JSONL + files",
+        epilog="example (Debian: apt-get install tuxpaint-stamps-default espeak-ng):\n"
+        "  mmllm data tuxpaint --out data/tuxpaint",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tux.add_argument("--out", required=True)
+    tux.add_argument("--stamps", default="/usr/share/tuxpaint/stamps", help="stamps folder")
+    tux.add_argument("--no-espeak", action="store_true", help="no synthetic spoken descriptions")
+    tux.set_defaults(func=cmd_data_tuxpaint)
     return parser
 
 

@@ -98,7 +98,23 @@ class Decoder(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """Logits ``(B, T, V)`` for ``token_ids`` ``(B, T)``.
+        """Logits ``(B, T, V)`` for ``token_ids`` ``(B, T)`` (arguments as ``hidden``)."""
+        return self.logits(self.hidden(token_ids, media, attention_mask, position_ids, cache))
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final hidden states ``(..., D)`` -> logits ``(..., V)``."""
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(hidden, weight)
+
+    def hidden(
+        self,
+        token_ids: torch.Tensor,
+        media: MediaContext | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Final (normed) hidden states ``(B, T, D)`` for ``token_ids`` ``(B, T)``.
 
         attention_mask: ``(B, T_past + T)``, True for real tokens (left padding is False).
         position_ids: ``(B, T)``; by default counted over the real tokens of each row.
@@ -124,9 +140,7 @@ class Decoder(nn.Module):
             x = block(x, rope, mask, cache, i, media, media_kv)
         if cache is not None:
             cache.advance(T)
-        x = self.norm(x)
-        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(x, weight)  # (B, T, V)
+        return self.norm(x)
 
 
 def _init_weights(module: nn.Module) -> None:

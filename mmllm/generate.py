@@ -117,7 +117,8 @@ def stream_ids(
         generator = torch.Generator(device=device).manual_seed(sampling.seed)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     with autocast_for(device):
-        logits = model.decoder(token_ids, context, mask[:, :T], cache=cache)[:, -1]
+        hidden = model.decoder.hidden(token_ids, context, mask[:, :T], cache=cache)
+        logits = model.decoder.logits(hidden[:, -1])  # the head at the last position only
     suppress = torch.tensor(suppress_ids, dtype=torch.long, device=device)
     for step in range(sampling.max_new_tokens):
         logits = logits.index_fill(-1, suppress, float("-inf")) if len(suppress_ids) else logits
@@ -187,7 +188,8 @@ def beam_search_ids(
     out = torch.full((B * K, max_new_tokens), pad_id, dtype=torch.long, device=device)
     done = torch.zeros(B * K, dtype=torch.bool, device=device)
     with autocast_for(device):
-        logits = model.decoder(token_ids[rows], context, mask[:, :T], cache=cache)[:, -1]
+        hidden = model.decoder.hidden(token_ids[rows], context, mask[:, :T], cache=cache)
+        logits = model.decoder.logits(hidden[:, -1])
     for step in range(max_new_tokens):
         logprobs = logits.float().log_softmax(-1)  # (B*K, V)
         if suppress_ids:

@@ -81,10 +81,20 @@ class MultimodalLM(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        labelled_logits_only: bool = False,
     ) -> LMOutput:
         """token_ids ``(B, T)``; labels ``(B, T)`` aligned with token_ids (shifted inside),
-        ``IGNORE_INDEX`` where no loss is taken."""
+        ``IGNORE_INDEX`` where no loss is taken. ``labelled_logits_only`` (training): logits
+        ``(N, V)`` only at the N positions that predict a label, sparing the LM head's cost on
+        prompts and padding; the loss is the same."""
         context = media if isinstance(media, MediaContext) else self.prepare_media(media)
+        if labelled_logits_only and labels is not None:
+            hidden = self.decoder.hidden(token_ids, context, attention_mask, cache=cache)
+            targets = labels[:, 1:]
+            keep = targets != IGNORE_INDEX  # (B, T-1)
+            logits = self.decoder.logits(hidden[:, :-1][keep])  # (N, V)
+            loss = F.cross_entropy(logits.float(), targets[keep])
+            return LMOutput(logits=logits, loss=loss)
         logits = self.decoder(token_ids, context, attention_mask, cache=cache)
         loss = None
         if labels is not None:

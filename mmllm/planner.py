@@ -83,8 +83,11 @@ def plan_request(
     n_parameters: int,
     max_pixels: int = MAX_IMAGE_PIXELS,
     max_seconds: float = MAX_AUDIO_SECONDS,
+    truncate: bool = False,
 ) -> RequestPlan:
-    """The plan for one sample; raises ``MediaLimitError`` (or a decode error) before any work."""
+    """The plan for one sample; raises ``MediaLimitError`` (or a decode error) before any work.
+    ``truncate``: clips longer than the encoder's window will be cut to it (see
+    ``AudioProcessor``); only clips over ``max_seconds`` are refused."""
     if len(images) + len(audio) > config.max_media_items:
         raise MediaLimitError(
             f"{len(images)} images + {len(audio)} clips exceed the model's limit of "
@@ -104,11 +107,13 @@ def plan_request(
     audio_tokens = 0
     for source in audio:
         seconds = audio_seconds(source, config.audio.sample_rate)
-        limit = min(max_seconds, config.audio.max_seconds)
+        window = config.audio.max_seconds
+        limit = max(max_seconds, window) if truncate else min(max_seconds, window)
         if seconds > limit:
             raise MediaLimitError(
                 f"audio {describe(source)} is {seconds:.1f} s long, over the limit of {limit:g} s"
             )
+        seconds = min(seconds, window)
         samples = max(config.audio.n_fft, math.ceil(seconds * config.audio.sample_rate))
         audio_tokens += _tokens_per_item(config, config.audio.n_tokens(samples))
     dec = config.decoder

@@ -15,6 +15,7 @@ stores only the rest.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from encoders.pretrained import (
 )
 from mmllm.base_weights import reference_base as record_base
 from mmllm.config import DecoderConfig, MMConfig, ProjectorConfig
-from mmllm.errors import CheckpointError
+from mmllm.errors import CheckpointError, InputError
 from mmllm.model import MultimodalLM
 from mmllm.pretrained_lm import decoder_config_from_hf, load_lm_weights, read_lm
 from mmllm.tokenizer import SpecialTokens, Tokenizer
@@ -90,6 +91,16 @@ def _image_config(
     return image.config() if isinstance(image, PretrainedCNN) else image
 
 
+def whisper_window(config: AudioEncoderConfig, seconds: float) -> AudioEncoderConfig:
+    """``config`` encoding a window of ``seconds`` (clips cut to it) instead of its own."""
+    if config.kind != "whisper":
+        raise InputError("an audio window only applies to a Whisper encoder")
+    positions = math.ceil(seconds * config.sample_rate / (2 * config.hop_length))
+    if not 0 < positions <= config.n_positions:
+        raise InputError(f"audio window {seconds:g} s is outside Whisper's 0-30 s")
+    return dataclasses.replace(config, window_positions=positions, max_seconds=seconds)
+
+
 def build_from_pretrained(
     lm: str | Path | DecoderConfig,
     image: PretrainedImage | PretrainedCNN | str | Path | ImageEncoderConfig | None = None,
@@ -100,6 +111,7 @@ def build_from_pretrained(
     max_seq_len: int | None = None,
     max_media_items: int = 8,
     reference_base: bool = True,
+    audio_seconds: float | None = None,
 ) -> tuple[MultimodalLM, Tokenizer | None]:
     """A ``MultimodalLM`` (eval mode) of pretrained parts, and the LM's tokenizer.
 
@@ -109,6 +121,7 @@ def build_from_pretrained(
     ``ImageEncoderConfig`` (untrained).
     audio: Whisper folder (Hugging Face or CTranslate2), or an ``AudioEncoderConfig``
     (untrained). Either may be None: no such modality.
+    audio_seconds: a Whisper encoder's window (default: its own 30 s); clips are cut to it.
     cross_attn_every: a gated cross-attention in layers 0, k, 2k, ...
     special_tokens: which LM tokens play pad/bos/eos/sep (see ``mmllm.tokenizer``).
     reference_base: record the pretrained parts in ``config.base``, so checkpoints of the
@@ -122,9 +135,12 @@ def build_from_pretrained(
         decoder = dataclasses.replace(lm, cross_attn_every=cross_attn_every, max_seq_len=context)
     sources: dict[str, str | Path] = {}
     try:
+        audio_config = whisper_config(audio) if isinstance(audio, (str, Path)) else audio
+        if audio_seconds is not None and audio_config is not None:
+            audio_config = whisper_window(audio_config, audio_seconds)
         config = MMConfig(
             image=_image_config(image),
-            audio=whisper_config(audio) if isinstance(audio, (str, Path)) else audio,
+            audio=audio_config,
             projector=projector or ProjectorConfig(),
             decoder=decoder,
             max_media_items=max_media_items,

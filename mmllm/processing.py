@@ -157,12 +157,27 @@ def resample(waveform: torch.Tensor, rate: int, target: int) -> torch.Tensor:
 
 
 class AudioProcessor:
-    """Any audio -> mono float32 waveform ``(S,)`` at the encoder's sample rate."""
+    """Any audio -> mono float32 waveform ``(S,)`` at the encoder's sample rate.
 
-    def __init__(self, config: AudioEncoderConfig, max_seconds: float = MAX_AUDIO_SECONDS):
+    A clip longer than the encoder takes (``config.max_seconds``) is refused, from the file
+    header when there is one; with ``truncate`` (datasets: training and evaluation) it is cut to
+    that length instead, and only clips over ``max_seconds`` (the memory bound) are refused.
+    """
+
+    def __init__(
+        self,
+        config: AudioEncoderConfig,
+        max_seconds: float = MAX_AUDIO_SECONDS,
+        truncate: bool = False,
+    ):
         self.sample_rate = config.sample_rate
         self.min_samples = config.n_fft
-        self.max_seconds = min(max_seconds, config.max_seconds)
+        self.keep_seconds = config.max_seconds
+        self.max_seconds = (
+            max(max_seconds, config.max_seconds)
+            if truncate
+            else min(max_seconds, config.max_seconds)
+        )
 
     def __call__(self, source: Any, sample_rate: int | None = None) -> torch.Tensor:
         name = describe(source)
@@ -183,7 +198,7 @@ class AudioProcessor:
             raise AudioError(f"audio {name} has no samples")
         if not torch.isfinite(waveform).all():
             raise AudioError(f"audio {name} contains NaN or infinite samples")
-        mono = waveform.mean(0)
+        mono = waveform.mean(0)[: int(self.keep_seconds * sample_rate)]
         if sample_rate != self.sample_rate:
             mono = resample(mono, sample_rate, self.sample_rate)
         if mono.shape[-1] < self.min_samples:  # shorter than one FFT window: pad with silence
@@ -246,9 +261,14 @@ class AudioProcessor:
 class MediaProcessor:
     """Per-sample media sources -> one ``MediaBatch``, with the processors of a model config."""
 
-    def __init__(self, image: ImageEncoderConfig | None, audio: AudioEncoderConfig | None):
+    def __init__(
+        self,
+        image: ImageEncoderConfig | None,
+        audio: AudioEncoderConfig | None,
+        truncate_audio: bool = False,
+    ):
         self.image = ImageProcessor(image) if image is not None else None
-        self.audio = AudioProcessor(audio) if audio is not None else None
+        self.audio = AudioProcessor(audio, truncate=truncate_audio) if audio is not None else None
 
     def __call__(self, images: list[list[Any]], audio: list[list[Any]]) -> MediaBatch:
         """``images[b]``/``audio[b]``: the sources of sample ``b`` (lists, possibly empty)."""

@@ -96,10 +96,15 @@ def load(
 class MMLLM:
     """A loaded model with its tokenizer and processors: the tasks users call."""
 
-    def __init__(self, model: MultimodalLM, tokenizer: Tokenizer):
+    def __init__(self, model: MultimodalLM, tokenizer: Tokenizer, truncate_audio: bool = False):
+        """``truncate_audio``: cut clips longer than the audio encoder's window to it (and refuse
+        only clips over the memory bound) instead of refusing them."""
         self.model = model
         self.tokenizer = tokenizer
-        self.media_processor = MediaProcessor(model.config.image, model.config.audio)
+        self.truncate_audio = truncate_audio
+        self.media_processor = MediaProcessor(
+            model.config.image, model.config.audio, truncate_audio=truncate_audio
+        )
         self.image_processor = self.media_processor.image
         self.audio_processor = self.media_processor.audio
 
@@ -273,7 +278,9 @@ class MMLLM:
         if not any(images) and not any(audio):
             return None
         for row_images, row_audio in zip(images, audio, strict=True):  # limits, from headers
-            plan_request(self.model.config, row_images, row_audio, 0, 0, 0)
+            plan_request(
+                self.model.config, row_images, row_audio, 0, 0, 0, truncate=self.truncate_audio
+            )
         batch = self.media_processor(images, audio)
         return batch.to(self.device, dtype=self.model.decoder.embed_tokens.weight.dtype)
 

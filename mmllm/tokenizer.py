@@ -3,7 +3,8 @@
 Special tokens play four roles: padding, begin, end of answer, and the prompt's end (the answer
 follows). Our own tokenizers use ``<pad>`` 0, ``<bos>`` 1, ``<eos>`` 2, ``<sep>`` 3. A pretrained
 LM's ``tokenizer.json`` keeps its own vocabulary: ``SpecialTokens`` names which of its tokens plays
-each role (e.g. SmolLM2's ``<|im_start|>``), saved beside it as ``tokenizer_roles.json``.
+each role (e.g. SmolLM2's ``<|im_start|>``), saved beside it as ``tokenizer_roles.json``, with an
+optional prompt template: an instruction-tuned LM reads its prompts in its own chat format.
 Byte-level means any unicode string encodes, with no unknown token.
 """
 
@@ -42,9 +43,20 @@ SPECIAL_TOKENS = list(dataclasses.astuple(SpecialTokens()))
 class Tokenizer:
     """text <-> token ids, plus the ids of the special tokens."""
 
-    def __init__(self, backend: HFTokenizer, special: SpecialTokens | None = None):
+    def __init__(
+        self,
+        backend: HFTokenizer,
+        special: SpecialTokens | None = None,
+        prompt_template: str | None = None,
+    ):
+        """``prompt_template``: how a prompt is laid out, with ``{prompt}`` where it goes and
+        special tokens written out (e.g. ``<|im_start|>user\\n{prompt}<|im_end|>...``); None:
+        ``<bos> prompt <sep>``."""
+        if prompt_template is not None and prompt_template.count("{prompt}") != 1:
+            raise CheckpointError(f"prompt template needs one {{prompt}}: {prompt_template!r}")
         self.backend = backend
         self.special = special or SpecialTokens()
+        self.prompt_template = prompt_template
         names = dataclasses.astuple(self.special)
         ids = [backend.token_to_id(t) for t in names]
         if any(i is None for i in ids):
@@ -84,21 +96,26 @@ class Tokenizer:
             backend = HFTokenizer.from_file(str(path))
         except Exception as err:  # tokenizers raises a bare Exception on bad files
             raise CheckpointError(f"cannot read tokenizer {path}: {err}") from err
-        roles = roles_path(path)
+        roles, template = roles_path(path), None
         if special is None and roles.is_file():
             try:
-                special = SpecialTokens(**json.loads(roles.read_text()))
+                fields = json.loads(roles.read_text())
+                template = fields.pop("prompt_template", None)
+                special = SpecialTokens(**fields)
             except (OSError, ValueError, TypeError) as err:
                 raise CheckpointError(f"cannot read tokenizer roles {roles}: {err}") from err
-        return cls(backend, special)
+        return cls(backend, special, template)
 
     def save(self, path: str | Path) -> None:
         """Write ``tokenizer.json`` (and ``<stem>_roles.json`` when the roles are not ours)."""
         path = Path(path)
         self.backend.save(str(path))
         roles = roles_path(path)
-        if self.special != SpecialTokens():
-            roles.write_text(json.dumps(dataclasses.asdict(self.special), indent=2) + "\n")
+        fields = dataclasses.asdict(self.special)
+        if self.prompt_template is not None:
+            fields["prompt_template"] = self.prompt_template
+        if self.special != SpecialTokens() or self.prompt_template is not None:
+            roles.write_text(json.dumps(fields, indent=2) + "\n")
         elif roles.exists():
             roles.unlink()
 
@@ -116,7 +133,10 @@ class Tokenizer:
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def prompt_ids(self, prompt: str) -> list[int]:
-        """``<bos> prompt <sep>``: what the model reads before it answers."""
+        """``<bos> prompt <sep>`` (or the prompt template): what the model reads before it
+        answers."""
+        if self.prompt_template is not None:
+            return self.encode(self.prompt_template.replace("{prompt}", prompt))
         return [self.bos_id, *self.encode(prompt), self.sep_id]
 
     def decode(self, ids: Iterable[int]) -> str:

@@ -64,8 +64,41 @@ class JsonlSource:
         return self.records[self._order[offset]]
 
 
+class MixtureSource:
+    """Several sources drawn with fixed weights: record ``k`` is record ``k`` of the source a
+    seeded draw for ``k`` picks, so it is still a pure function of ``(sources, seed, k)``."""
+
+    def __init__(self, sources: list, weights: list[float], seed: int = 0):
+        if len(sources) != len(weights) or not sources or min(weights) <= 0:
+            raise ValueError(f"a mixture needs one positive weight per source, got {weights}")
+        self.sources = sources
+        self.cumulative = np.cumsum(np.asarray(weights, dtype=np.float64) / sum(weights))
+        self.seed = seed
+        self.name = "+".join(f"{s.name}@{w:g}" for s, w in zip(sources, weights, strict=True))
+
+    def __len__(self) -> int:
+        return 1 << 40
+
+    def __getitem__(self, index: int) -> Record:
+        draw = np.random.default_rng([self.seed, 7919, index]).random()
+        which = min(int(np.searchsorted(self.cumulative, draw, side="right")), len(self.sources) - 1)
+        return self.sources[which][index]
+
+
 def build_source(spec: str, seed: int = 0, image_size: int = 128, shuffle: bool = True):
-    """``synthetic:<split>`` or a path to a JSONL file."""
+    """``synthetic:<split>``, a path to a JSONL file, or a mixture of them with weights:
+    ``synthetic:train@0.7+data/tuxpaint/train.jsonl@0.3``."""
+    if "+" in spec or "@" in spec:
+        names, weights = [], []
+        for part in spec.split("+"):
+            name, sep, weight = part.rpartition("@")
+            try:
+                weights.append(float(weight) if sep else 1.0)
+            except ValueError as err:
+                raise ValueError(f"bad mixture {spec!r}: weight {weight!r} is no number") from err
+            names.append(name if sep else part)
+        sources = [build_source(n, seed, image_size, shuffle) for n in names]
+        return MixtureSource(sources, weights, seed)
     if spec.startswith("synthetic"):
         split = spec.split(":", 1)[1] if ":" in spec else "train"
         return SyntheticSource(split, seed, image_size)

@@ -77,20 +77,44 @@ def caption_attribute_scores(records: Sequence[Record], predictions: Sequence[st
 
 def caption_text_scores(records: Sequence[Record], predictions: Sequence[str]) -> dict:
     """Corpus BLEU-4 and CIDEr-D of the caption records (pycocoevalcap's scorers, lower-cased
-    words without punctuation; one reference per caption)."""
+    words without punctuation; one reference per caption), overall and, when the captions come
+    in several categories, per category (``caption_bleu4/<category>``)."""
+    captions = [(r, p) for r, p in zip(records, predictions, strict=True) if r.task == "caption"]
+    if not captions:
+        return {}
+    scores = _bleu_cider(captions, "")
+    categories = sorted({r.category for r, _ in captions if r.category})
+    if len(categories) > 1:
+        for category in categories:
+            scores.update(_bleu_cider([c for c in captions if c[0].category == category], category))
+    return scores
+
+
+def _bleu_cider(captions: list[tuple[Record, str]], category: str) -> dict:
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
 
-    refs, preds = {}, {}
-    for i, (record, pred) in enumerate(zip(records, predictions, strict=True)):
-        if record.task == "caption":
-            refs[i] = [" ".join(re.sub(r"[^\w\s]", " ", record.target.lower()).split())]
-            preds[i] = [" ".join(re.sub(r"[^\w\s]", " ", pred.lower()).split()) or "empty"]
-    if not refs:
-        return {}
+    def words(text: str) -> str:
+        return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+    refs = {i: [words(r.target)] for i, (r, _) in enumerate(captions)}
+    preds = {i: [words(p) or "empty"] for i, (_, p) in enumerate(captions)}
     bleu = Bleu(4).compute_score(refs, preds, verbose=0)[0][3]
     cider = Cider().compute_score(refs, preds)[0]
+    suffix = f"/{category}" if category else ""
     return {
-        "caption_bleu4": {"score": float(bleu), "n": len(refs)},
-        "caption_cider": {"score": float(cider), "n": len(refs)},
+        f"caption_bleu4{suffix}": {"score": float(bleu), "n": len(refs)},
+        f"caption_cider{suffix}": {"score": float(cider), "n": len(refs)},
     }
+
+
+def noun_mention_scores(records: Sequence[Record], predictions: Sequence[str]) -> dict:
+    """Tux Paint stamps (``mmllm.data.tuxpaint``): the share of generated texts that name the
+    main noun of the reference description, per category (``noun/stamp_image``...)."""
+    from mmllm.data.tuxpaint import main_noun, mentions
+
+    hits: dict[str, list[int]] = defaultdict(list)
+    for record, pred in zip(records, predictions, strict=True):
+        if record.category and record.category.startswith("stamp_"):
+            hits[f"noun/{record.category}"].append(int(mentions(pred, main_noun(record.target))))
+    return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(hits.items())}

@@ -24,7 +24,7 @@ def predict(
     generation, ``MMLLM``, so evaluation measures exactly what users get)."""
     from mmllm.tasks import MMLLM
 
-    api = MMLLM(model, tokenizer)
+    api = MMLLM(model, tokenizer, truncate_audio=True)  # as in training: long clips are cut
     sampling = SamplingConfig(max_new_tokens=max_new_tokens)
     outputs: list[str] = []
     starts = range(0, len(records), batch_size)

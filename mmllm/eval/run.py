@@ -9,7 +9,12 @@ import torch
 
 from mmllm.checkpoint import load_model, load_tokenizer
 from mmllm.data.sources import build_source
-from mmllm.eval.metrics import caption_attribute_scores, caption_text_scores, vqa_scores
+from mmllm.eval.metrics import (
+    caption_attribute_scores,
+    caption_text_scores,
+    noun_mention_scores,
+    vqa_scores,
+)
 from mmllm.eval.predict import predict
 from mmllm.model import MultimodalLM
 from mmllm.tokenizer import Tokenizer
@@ -22,6 +27,7 @@ def score_records(records, predictions) -> dict:
         scores.update(caption_text_scores(records, predictions))
         if any(r.category in ("image", "audio") for r in records if r.task == "caption"):
             scores.update(caption_attribute_scores(records, predictions))
+    scores.update(noun_mention_scores(records, predictions))
     return scores
 
 

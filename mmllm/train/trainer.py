@@ -169,7 +169,7 @@ def train(cfg: TrainConfig) -> Path:
         start, elapsed_before = info["step"], info["elapsed"]
         log.info("resumed from %s at step %d", ckpt, start)
     ddp = DistributedDataParallel(model) if world > 1 else model
-    media_processor = MediaProcessor(model.config.image, model.config.audio)
+    media_processor = MediaProcessor(model.config.image, model.config.audio, truncate_audio=True)
     collator = Collator(tokenizer, media_processor, cfg.max_len)
     loader = DataLoader(
         StepBatches(source, collator, cfg, rank, world),
@@ -199,7 +199,9 @@ def train(cfg: TrainConfig) -> Path:
             sync = i == len(micro_batches) - 1 or world == 1
             ctx = ddp.no_sync() if not sync else contextlib.nullcontext()
             with ctx, torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                loss = ddp(batch.token_ids, batch.media, labels=batch.labels).loss
+                loss = ddp(
+                    batch.token_ids, batch.media, labels=batch.labels, labelled_logits_only=True
+                ).loss
                 (loss / len(micro_batches)).backward()
             total += loss.item() / len(micro_batches)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
