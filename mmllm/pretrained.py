@@ -97,7 +97,8 @@ def whisper_window(config: AudioEncoderConfig, seconds: float) -> AudioEncoderCo
         raise InputError("an audio window only applies to a Whisper encoder")
     positions = math.ceil(seconds * config.sample_rate / (2 * config.hop_length))
     if not 0 < positions <= config.n_positions:
-        raise InputError(f"audio window {seconds:g} s is outside Whisper's 0-30 s")
+        longest = config.n_positions * 2 * config.hop_length / config.sample_rate
+        raise InputError(f"audio window {seconds:g} s is outside this Whisper's 0-{longest:g} s")
     return dataclasses.replace(config, window_positions=positions, max_seconds=seconds)
 
 

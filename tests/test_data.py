@@ -64,3 +64,23 @@ def test_collator_takes_loss_on_the_answer_only():
         labelled = batch.labels[row][batch.labels[row] != IGNORE_INDEX].tolist()
         assert labelled == [*tokenizer.encode(record.target), tokenizer.eos_id]
     assert batch.token_ids[1, -1] == tokenizer.pad_id  # right padding
+
+
+def test_a_mixture_draws_each_source_at_its_weight_and_is_fixed_by_seed(exported):
+    from mmllm.data.sources import build_source
+
+    spec = f"synthetic:train@3+{exported}@1"
+    mix, again = build_source(spec, seed=5), build_source(spec, seed=5)
+    picks = [mix[k].source is not None for k in range(400)]  # JSONL records say file:line
+    assert 0.18 < sum(picks) / len(picks) < 0.32  # the JSONL share: 1 of 4
+    assert [mix[k].target for k in range(50)] == [again[k].target for k in range(50)]
+    other = build_source(spec, seed=6)
+    assert [mix[k].target for k in range(50)] != [other[k].target for k in range(50)]
+
+
+@pytest.mark.parametrize("spec", ["synthetic:train@x+synthetic:heldout", "synthetic:train@-1"])
+def test_bad_mixture_weights_are_refused(spec):
+    from mmllm.data.sources import build_source
+
+    with pytest.raises(ValueError, match=r"weight|mixture"):
+        build_source(spec)

@@ -144,3 +144,21 @@ def test_fixed_gates_are_buffers_that_never_train():
     names = {n for n, _ in model.named_parameters()}
     assert not any(n.endswith("cross_attn.gate") for n in names)
     assert model.state_dict()["decoder.layers.0.cross_attn.gate"].item() == 1.0
+
+
+def test_labelled_logits_only_gives_the_same_loss_and_gradients(model, media, token_ids):
+    open_gates(model.train())
+    labels = token_ids.clone()
+    labels[:, :5] = IGNORE_INDEX  # the prompt
+    labels[2, 9:] = IGNORE_INDEX  # padding
+    losses, grads = [], []
+    for only in (False, True):
+        model.zero_grad()
+        loss = model(token_ids, media, labels=labels, labelled_logits_only=only).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(
+            torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        )
+    assert torch.allclose(losses[0], losses[1], atol=1e-6)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)

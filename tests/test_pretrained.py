@@ -20,7 +20,8 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 from encoders import WhisperLogMel
 from encoders.ctranslate2 import read_ctranslate2
 from encoders.pretrained import WeightsError, load_image_encoder, load_whisper_encoder
-from mmllm import CheckpointError, ConfigError, MediaBatch, MultimodalLM, Tokenizer
+from encoders.whisper import WhisperEncoder
+from mmllm import CheckpointError, ConfigError, InputError, MediaBatch, MultimodalLM, Tokenizer
 from mmllm.checkpoint import load_tokenizer
 from mmllm.generate import SamplingConfig, generate_ids
 from mmllm.pretrained import PretrainedImage, build_from_pretrained
@@ -567,3 +568,34 @@ def test_whisper_tiny_en_ctranslate2_tokens_equal_transformers_encoder():
         expected = hf(features).last_hidden_state[0, : tokens.shape[1]]
     assert (cfg.n_layers, cfg.dim, tokens.shape[1], bool(mask.all())) == (4, 384, 150, True)
     assert max_diff(tokens[0], expected) < 1e-3
+
+
+def test_chat_prompt_template_lays_out_the_user_turn_and_round_trips(llama, tmp_path):
+    model, tokenizer = build_from_pretrained(llama[0], special_tokens=ROLES)
+    tokenizer.prompt_template = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+    ids = tokenizer.prompt_ids("a red circle")
+    assert ids[0] == tokenizer.bos_id and ids.count(tokenizer.bos_id) == 2  # two turns begin
+    assert tokenizer.decode(ids) == "user\na red circle\nassistant\n"  # specials skipped
+    loaded = load_tokenizer(model.save_pretrained(tmp_path / "ckpt", tokenizer=tokenizer))
+    assert loaded.prompt_template == tokenizer.prompt_template
+    assert loaded.prompt_ids("a red circle") == ids
+    with pytest.raises(CheckpointError, match="one \\{prompt\\}"):
+        Tokenizer(tokenizer.backend, ROLES, prompt_template="no slot")
+
+
+def test_short_whisper_window_encodes_each_clip_alone_in_its_window(whisper):
+    from mmllm.pretrained import whisper_window
+
+    full = load_whisper_encoder(whisper[0])
+    short = whisper_window(full.config, 0.6)  # 30 of the 100 positions
+    assert (short.window_positions, short.window_samples, short.max_seconds) == (30, 9600, 0.6)
+    encoder = WhisperEncoder(short)
+    encoder.load_state_dict(full.state_dict())  # the same weights, all positions kept
+    waveform, _ = clips()
+    with torch.no_grad():
+        tokens, mask = encoder(waveform[:, :9600], torch.tensor([9600, 4000]))
+        alone, _ = encoder(waveform[1:, :4000], torch.tensor([4000]))
+    assert tokens.shape[1] == 30 and mask.sum(1).tolist() == [30, short.n_tokens(4000)]
+    assert max_diff(tokens[1][mask[1]], alone[0][: short.n_tokens(4000)]) < 1e-5
+    with pytest.raises(InputError, match="0-2 s"):
+        whisper_window(full.config, 3)

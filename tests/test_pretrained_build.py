@@ -564,3 +564,17 @@ def test_real_smollm2_build_stores_only_new_tensors_and_loads_as_the_lm(tmp_path
     ids = torch.tensor([model.tokenizer.prompt_ids("What is the capital of France?")])
     with torch.no_grad():
         assert max_diff(model.model(ids).logits, hf(ids).logits) < 1e-3
+
+
+def test_gates_built_open_still_leave_text_alone_exactly_the_lm(llama, tmp_path):
+    out = tmp_path / "open"
+    run_build("--lm", str(llama[0]), "--audio", "none", "--gate-init", "0.1", "--out", str(out))
+    model = mmllm.load(out, device="cpu")
+    decoder = model.model.decoder
+    gates = [float(decoder.layers[i].cross_attn.gate) for i in decoder.cross_layers]
+    assert gates == pytest.approx([0.1] * len(gates)) and decoder.config.gate_init == 0.1
+    with torch.no_grad():
+        assert max_diff(model.model(text_ids()).logits, llama[1](text_ids()).logits) < 1e-4
+    assert "--gate-init 0.1" in (out / "README.md").read_text()
+    with pytest.raises(mmllm.InputError, match="only applies to a Whisper"):
+        run_build("--lm", str(llama[0]), "--audio-seconds", "5", "--out", str(tmp_path / "x"))

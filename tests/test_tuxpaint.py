@@ -1,0 +1,130 @@
+"""The Tux Paint stamps export and its evaluation: a small stamps folder made here (pictures,
+descriptions, a sound effect, a spoken description) goes through ``mmllm data tuxpaint``."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from mmllm.cli import main as cli_main
+from mmllm.data.collate import Record
+from mmllm.data.jsonl import read_jsonl
+from mmllm.data.tuxpaint import Stamp, export_tuxpaint, find_stamps, main_noun, mentions
+from mmllm.errors import DataError
+from mmllm.eval.metrics import noun_mention_scores
+
+DESCRIPTIONS = {
+    "animals/chimp": "A chimpanzee.",
+    "animals/cow": "A brown cow with a bell",
+    "food/jeans": "A pair of blue jeans with patches.",
+    "food/apple": "An apple.",
+}
+
+
+@pytest.fixture(scope="module")
+def stamps(tmp_path_factory):
+    """Four stamps: RGBA pictures; the cow moos (8 s at 22.05 kHz stereo, cut to 10 s max) and
+    the chimp has a spoken description."""
+    root = tmp_path_factory.mktemp("stamps")
+    rng = np.random.default_rng(0)
+    for key, text in DESCRIPTIONS.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 255, (40, 30, 4), dtype=np.uint8)
+        Image.fromarray(pixels, "RGBA").save(path.with_suffix(".png"))
+        path.with_suffix(".txt").write_text(f"{text}\nfr.utf8=Une traduction.\n")
+    moo = 0.1 * rng.standard_normal((8 * 22050, 2)).astype(np.float32)
+    sf.write(root / "animals/cow.ogg", moo, 22050)
+    sf.write(root / "animals/chimp_desc.ogg", moo[:22050, 0], 22050)
+    (root / "food/orphan.txt").write_text("A description without a picture.\n")
+    return root
+
+
+def test_stamps_are_found_with_their_sounds_and_spoken_descriptions(stamps):
+    found = {s.key: s for s in find_stamps(stamps)}
+    assert sorted(found) == sorted(DESCRIPTIONS)  # the stamp without a picture is skipped
+    assert found["animals/cow"].description == "A brown cow with a bell."  # full stop added
+    assert found["animals/cow"].sound is not None and found["animals/cow"].spoken is None
+    assert found["animals/chimp"].spoken is not None and found["animals/chimp"].sound is None
+
+
+def test_export_writes_loadable_records_for_every_stamp_and_medium(stamps, tmp_path):
+    counts = export_tuxpaint(stamps, tmp_path, espeak=False)
+    records = read_jsonl(tmp_path / "train.jsonl") + read_jsonl(tmp_path / "heldout.jsonl")
+    assert counts["train"] + counts["heldout"] == len(records) == 4 + 1 + 1
+    by_category = {}
+    for r in records:
+        by_category.setdefault(r.category, []).append(r)
+    assert {k: len(v) for k, v in by_category.items()} == {
+        "stamp_image": 4,
+        "stamp_sound": 1,
+        "stamp_speech": 1,
+    }
+    picture = Image.open(by_category["stamp_image"][0].images[0])
+    assert picture.mode == "RGB"  # alpha composited on white
+    clip, rate = sf.read(by_category["stamp_sound"][0].audio[0])
+    assert (rate, clip.ndim, round(len(clip) / rate, 1)) == (16000, 1, 8.0)
+    speech = by_category["stamp_speech"][0]
+    assert (speech.prompt, speech.target) == ("what does the voice say?", "A chimpanzee.")
+
+
+def test_held_out_stamps_are_a_fixed_fifth_chosen_by_name():
+    stamps = [Stamp(f"animals/s{i}", "A cat.", None, None, None) for i in range(2000)]
+    share = sum(s.heldout for s in stamps) / len(stamps)
+    assert 0.17 < share < 0.23
+    assert [s.heldout for s in stamps[:50]] == [
+        Stamp(s.key, "Other.", None, None, None).heldout for s in stamps[:50]
+    ]
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_espeak_speaks_every_description(stamps, tmp_path):
+    export_tuxpaint(stamps, tmp_path, espeak=True)
+    records = read_jsonl(tmp_path / "train.jsonl") + read_jsonl(tmp_path / "heldout.jsonl")
+    spoken = [r for r in records if r.category == "stamp_speech"]
+    assert len(spoken) == 1 + 3 * len(DESCRIPTIONS)
+    clip, rate = sf.read(spoken[-1].audio[0])
+    assert rate == 16000 and 0.3 < len(clip) / rate < 10 and np.abs(clip).max() > 0.01
+
+
+def test_missing_stamps_folder_names_the_install_command(tmp_path, capsys):
+    with pytest.raises(DataError, match="apt-get install tuxpaint-stamps-default"):
+        find_stamps(tmp_path / "nowhere")
+    assert cli_main(["data", "tuxpaint", "--stamps", str(tmp_path / "no"), "--out", "x"]) != 0
+    assert "tuxpaint-stamps-default" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("description", "noun"),
+    [
+        ("A chimpanzee.", "chimpanzee"),
+        ("A pair of blue jeans with patches.", "jeans"),
+        ("A spider dancing with a fly.", "spider"),
+        ("A US 10 cent piece ($.10) called a dime.", "piece"),
+        ("The letter O.", "letter"),
+        ("Teddy bear.", "bear"),
+    ],
+)
+def test_main_noun(description, noun):
+    assert main_noun(description) == noun
+
+
+def test_noun_mentions_count_words_and_plurals_only():
+    assert mentions("Two brown cows in a field.", "cow")
+    assert mentions("A Cow.", "cow")
+    assert mentions("some jeans", "jeans")
+    assert not mentions("A cowboy hat.", "cow")
+    records = [
+        Record("describe the image:", "A cow.", category="stamp_image"),
+        Record("describe the image:", "A chimpanzee.", category="stamp_image"),
+        Record("describe the sound:", "A drum kit.", category="stamp_sound"),
+        Record("q", "a", category="image"),
+    ]
+    scores = noun_mention_scores(records, ["a cow", "a monkey", "drums and a kit", "x"])
+    assert json.loads(json.dumps(scores)) == {
+        "noun/stamp_image": {"accuracy": 0.5, "n": 2},
+        "noun/stamp_sound": {"accuracy": 1.0, "n": 1},
+    }
