@@ -43,6 +43,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         value = getattr(args, f.name, None)
         if value is not None:
             values[f.name] = value
+    if args.recipe:
+        from mmllm.train.recipes import prepare_recipe
+
+        values = prepare_recipe(args.recipe, values)
     if not values.get("model") and not values.get("init"):
         values["model"] = PRESETS[args.preset].to_dict()
     cfg = TrainConfig(**values)
@@ -265,10 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  mmllm train --out runs/tiny --steps 10000 --max-minutes 85\n"
         "  mmllm train --init checkpoints/mmllm-tiny --data my.jsonl --out runs/mine\n"
+        "  mmllm train --recipe smol          # mmllm-smol: build, data, align stage\n"
         "  torchrun --nproc_per_node 2 -m mmllm.cli train --out runs/ddp --steps 100",
     )
     train.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
     train.add_argument("--preset", default="tiny", help="model size when not --init")
+    train.add_argument(
+        "--recipe",
+        default=None,
+        help="a named recipe (smol): makes its data and base model, then trains (flags override)",
+    )
     _add_dataclass_flags(train, TrainConfig, skip={"model"})
     train.set_defaults(func=cmd_train)
 

@@ -578,3 +578,22 @@ def test_gates_built_open_still_leave_text_alone_exactly_the_lm(llama, tmp_path)
     assert "--gate-init 0.1" in (out / "README.md").read_text()
     with pytest.raises(mmllm.InputError, match="only applies to a Whisper"):
         run_build("--lm", str(llama[0]), "--audio-seconds", "5", "--out", str(tmp_path / "x"))
+
+
+def test_a_recipe_builds_its_base_once_then_trains_and_resumes(
+    llama, captions, tmp_path, monkeypatch
+):
+    from mmllm.cli import main as cli_main
+    from mmllm.train import recipes
+
+    out = tmp_path / "run"
+    train = dict(align_run(None, captions, out).__dict__, steps=2)
+    train.pop("init")
+    recipe = recipes.Recipe(build=("--lm", str(llama[0]), "--audio", "none"), train=train)
+    monkeypatch.setitem(recipes.RECIPES, "test", recipe)
+    assert cli_main(["train", "--recipe", "test", "--stop-after", "1"]) == 0
+    built_at = (out / "base" / "model.safetensors").stat().st_mtime_ns
+    assert json.loads((out / "checkpoint" / "train_state.json").read_text())["info"]["step"] == 1
+    assert cli_main(["train", "--recipe", "test"]) == 0  # resumes; the base is not rebuilt
+    assert (out / "base" / "model.safetensors").stat().st_mtime_ns == built_at
+    assert json.loads((out / "checkpoint" / "train_state.json").read_text())["info"]["step"] == 2
