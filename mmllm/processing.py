@@ -201,6 +201,7 @@ class AudioProcessor:
         mono = waveform.mean(0)[: int(self.keep_seconds * sample_rate)]
         if sample_rate != self.sample_rate:
             mono = resample(mono, sample_rate, self.sample_rate)
+            mono = mono[: int(self.keep_seconds * self.sample_rate)]  # the ratio is approximate
         if mono.shape[-1] < self.min_samples:  # shorter than one FFT window: pad with silence
             mono = F.pad(mono, (0, self.min_samples - mono.shape[-1]))
         return mono.contiguous()

@@ -43,6 +43,12 @@ def stamps(tmp_path_factory):
     return root
 
 
+def all_records(folder):
+    """Both splits' records (a split with no stamps is an empty file)."""
+    files = [folder / "train.jsonl", folder / "heldout.jsonl"]
+    return [r for f in files if f.read_text().strip() for r in read_jsonl(f)]
+
+
 def test_stamps_are_found_with_their_sounds_and_spoken_descriptions(stamps):
     found = {s.key: s for s in find_stamps(stamps)}
     assert sorted(found) == sorted(DESCRIPTIONS)  # the stamp without a picture is skipped
@@ -53,7 +59,7 @@ def test_stamps_are_found_with_their_sounds_and_spoken_descriptions(stamps):
 
 def test_export_writes_loadable_records_for_every_stamp_and_medium(stamps, tmp_path):
     counts = export_tuxpaint(stamps, tmp_path, espeak=False)
-    records = read_jsonl(tmp_path / "train.jsonl") + read_jsonl(tmp_path / "heldout.jsonl")
+    records = all_records(tmp_path)
     assert counts["train"] + counts["heldout"] == len(records) == 4 + 1 + 1
     by_category = {}
     for r in records:
@@ -71,19 +77,25 @@ def test_export_writes_loadable_records_for_every_stamp_and_medium(stamps, tmp_p
     assert (speech.prompt, speech.target) == ("what does the voice say?", "A chimpanzee.")
 
 
-def test_held_out_stamps_are_a_fixed_fifth_chosen_by_name():
-    stamps = [Stamp(f"animals/s{i}", "A cat.", None, None, None) for i in range(2000)]
+def word(i: int) -> str:
+    return "".join(chr(97 + (i // 26**k) % 26) for k in range(3)) + "x"
+
+
+def test_held_out_stamps_are_a_fixed_fifth_chosen_by_their_noun():
+    stamps = [Stamp(f"animals/s{i}", f"A {word(i)}.", None, None, None) for i in range(2000)]
     share = sum(s.heldout for s in stamps) / len(stamps)
     assert 0.17 < share < 0.23
-    assert [s.heldout for s in stamps[:50]] == [
-        Stamp(s.key, "Other.", None, None, None).heldout for s in stamps[:50]
+    # the same thing under another name or description lands on the same side
+    assert [s.heldout for s in stamps[:100]] == [
+        Stamp(f"other/{i}", f"The big {word(i)} with a hat.", None, None, None).heldout
+        for i in range(100)
     ]
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 def test_espeak_speaks_every_description(stamps, tmp_path):
     export_tuxpaint(stamps, tmp_path, espeak=True)
-    records = read_jsonl(tmp_path / "train.jsonl") + read_jsonl(tmp_path / "heldout.jsonl")
+    records = all_records(tmp_path)
     spoken = [r for r in records if r.category == "stamp_speech"]
     assert len(spoken) == 1 + 3 * len(DESCRIPTIONS)
     clip, rate = sf.read(spoken[-1].audio[0])
@@ -106,6 +118,7 @@ def test_missing_stamps_folder_names_the_install_command(tmp_path, capsys):
         ("A US 10 cent piece ($.10) called a dime.", "piece"),
         ("The letter O.", "letter"),
         ("Teddy bear.", "bear"),
+        ("A Christmas stocking.", "stocking"),
     ],
 )
 def test_main_noun(description, noun):

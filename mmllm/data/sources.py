@@ -81,7 +81,9 @@ class MixtureSource:
 
     def __getitem__(self, index: int) -> Record:
         draw = np.random.default_rng([self.seed, 7919, index]).random()
-        which = min(int(np.searchsorted(self.cumulative, draw, side="right")), len(self.sources) - 1)
+        which = min(
+            int(np.searchsorted(self.cumulative, draw, side="right")), len(self.sources) - 1
+        )
         return self.sources[which][index]
 
 

@@ -1,0 +1,246 @@
+"""The Tux Paint stamps corpus as JSONL: clip-art captions, sound effects and spoken descriptions.
+
+Debian's ``tuxpaint-stamps-default`` (GPL-2; ``apt-get install tuxpaint-stamps-default``,
+installed under ``/usr/share/tuxpaint/stamps``) holds ~950 stamps in category folders:
+``NAME.png`` or ``NAME.svg`` (the picture), ``NAME.txt`` (a one-line English description on its
+first line, e.g. ``A chimpanzee.``), and for some ``NAME.ogg`` (a sound effect) and
+``NAME_desc.ogg`` (the description, spoken). With ``espeak-ng`` installed every description is
+also spoken by synthetic voices. ``mmllm data tuxpaint --out DIR`` writes
+
+    DIR/train.jsonl, DIR/heldout.jsonl      records (paths relative to DIR)
+    DIR/files/...                           the pictures (PNG on white), clips (WAV, 16 kHz)
+
+Records: ``caption`` of the picture (the description); ``caption`` of the sound effect (the
+description: what makes the sound); ``vqa`` "what does the voice say?" on the spoken clip (the
+description). A fixed 20% of stamps (by a hash of the stamp's path, so the split never moves) are
+held out with all of their records. Each record carries ``category`` (``stamp_image``,
+``stamp_sound``, ``stamp_speech``); the evaluation looks for the description's main noun
+(``main_noun``) in what the model generates. None of the corpus is stored in this repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mmllm.errors import DataError
+
+DEFAULT_STAMPS = Path("/usr/share/tuxpaint/stamps")
+SPEECH_QUESTION = "what does the voice say?"
+HELDOUT_FRACTION = 0.2
+ESPEAK_VOICES = ("en-us", "en+f3", "en-gb+m4")
+SAMPLE_RATE = 16000
+# nouns that end like a verb's -ing form (a "spider dancing" names a spider, a "stocking" itself)
+ING_NOUNS = {
+    "stocking", "ring", "string", "king", "wing", "swing", "building", "painting", "drawing",
+    "ceiling", "earring", "spring", "sling", "pudding", "wedding", "icing", "clothing", "thing",
+    "dumpling", "duckling", "sapling", "viking", "ping", "bowling", "sing", "wring",
+}  # fmt: skip
+# words after which a description stops naming its main thing ("A rat with a hat.")
+_CUT = re.compile(
+    r"\b(with|in|on|called|for|that|which|is|are|from|at|to|named|made|wearing|holding)\b|[,;:(]"
+)
+
+
+@dataclass
+class Stamp:
+    key: str  # path of the stamp inside the stamps folder, without extension
+    description: str
+    picture: Path | None
+    sound: Path | None
+    spoken: Path | None
+
+    @property
+    def heldout(self) -> bool:
+        """Held out by a hash of the main noun, so stamps of one thing ("A fork.", two fork
+        pictures; the 26 letters) are all on one side and no held-out noun is trained on."""
+        digest = hashlib.sha256(main_noun(self.description).encode()).digest()
+        return int.from_bytes(digest[:4], "big") / 2**32 < HELDOUT_FRACTION
+
+
+def main_noun(description: str) -> str:
+    """The thing a description names: the last word (3+ letters) of its first phrase.
+
+    "A chimpanzee." -> chimpanzee; "A pair of blue jeans with patches." -> jeans;
+    "A spider dancing with a fly." -> spider; "A US 10 cent piece ($.10) called a dime." ->
+    piece; "The letter O." -> letter.
+    """
+    first = description.split(".")[0]
+    phrase = _CUT.split(first, maxsplit=1)[0]
+    words = [w for w in re.findall(r"[a-z]+", phrase.lower()) if len(w) >= 3]
+    verbs = [w for w in words if w.endswith("ing") and w not in ING_NOUNS]
+    words = [w for w in words if w not in verbs] or words  # "a spider dancing"
+    if not words:
+        words = [w for w in re.findall(r"[a-z]+", first.lower()) if len(w) >= 3] or [""]
+    return words[-1]
+
+
+def mentions(text: str, noun: str) -> bool:
+    """Whether ``text`` names ``noun`` as a word (singular or plural)."""
+    if not noun:
+        return False
+    stem = noun[:-1] if noun.endswith("s") and len(noun) > 3 else noun
+    return re.search(rf"\b{re.escape(stem)}(s|es)?\b", text.lower()) is not None
+
+
+def find_stamps(root: Path) -> list[Stamp]:
+    """Every stamp under ``root`` with a description and a picture, sorted by key."""
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: no Tux Paint stamps folder; install it with "
+            "`apt-get install tuxpaint-stamps-default` or pass --stamps"
+        )
+    stamps = []
+    for txt in sorted(root.rglob("*.txt")):
+        base = txt.with_suffix("")
+        lines = txt.read_text(encoding="utf-8", errors="replace").splitlines()
+        description = lines[0].strip() if lines else ""
+        picture = next(
+            (p for p in (base.with_suffix(".png"), base.with_suffix(".svg")) if p.is_file()), None
+        )
+        if not description or picture is None:
+            continue
+        if not description.endswith((".", "!", "?")):
+            description += "."
+        sound = base.with_suffix(".ogg")
+        spoken = base.with_name(base.name + "_desc.ogg")
+        stamps.append(
+            Stamp(
+                key=str(base.relative_to(root)),
+                description=description,
+                picture=picture,
+                sound=sound if sound.is_file() else None,
+                spoken=spoken if spoken.is_file() else None,
+            )
+        )
+    return stamps
+
+
+def _picture_png(src: Path, dst: Path, size: int = 256) -> bool:
+    """The stamp's picture on a white background, longest side ``size``; False if unreadable."""
+    from PIL import Image
+
+    if src.suffix == ".svg":
+        try:
+            import cairosvg
+        except ImportError:
+            return False  # SVG-only stamps need `pip install cairosvg`
+        tmp = dst.with_suffix(".svg.png")
+        try:
+            cairosvg.svg2png(url=str(src), write_to=str(tmp), output_width=size)
+        except Exception:  # a few stamps use XML entities, which cairosvg refuses to expand
+            tmp.unlink(missing_ok=True)
+            return False
+        src = tmp
+    with Image.open(src) as image:
+        image = image.convert("RGBA")
+        image.thumbnail((size, size))
+        canvas = Image.new("RGB", image.size, "white")
+        canvas.paste(image, mask=image.getchannel("A"))
+        canvas.save(dst)
+    if src.name.endswith(".svg.png"):
+        src.unlink()
+    return True
+
+
+def _clip_wav(src: Path, dst: Path, max_seconds: float = 10.0) -> None:
+    """An audio file as mono 16 kHz WAV, at most ``max_seconds``."""
+    import soundfile as sf
+
+    from mmllm.processing import resample
+
+    data, rate = sf.read(str(src), dtype="float32", always_2d=True)
+    mono = data.mean(axis=1)[: int(max_seconds * rate)]
+    out = resample(torch.from_numpy(np.ascontiguousarray(mono)), rate, SAMPLE_RATE)
+    sf.write(str(dst), out.numpy(), SAMPLE_RATE)
+
+
+def _speak(text: str, voice: str, dst: Path) -> bool:
+    """``text`` spoken by espeak-ng's ``voice`` into ``dst`` (16 kHz WAV); False without it."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        return False
+    raw = dst.with_suffix(".raw.wav")
+    subprocess.run([exe, "-v", voice, "-w", str(raw), text], check=True, capture_output=True)
+    _clip_wav(raw, dst)
+    raw.unlink()
+    return True
+
+
+def export_tuxpaint(root: Path, out: Path, espeak: bool = True) -> dict[str, int]:
+    """Write ``out/train.jsonl`` and ``out/heldout.jsonl`` (see the module doc); returns counts."""
+    stamps = find_stamps(root)
+    files = out / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, list[dict]] = {"train": [], "heldout": []}
+    skipped = 0
+    for i, stamp in enumerate(tqdm(stamps, desc="stamps")):
+        split = "heldout" if stamp.heldout else "train"
+        name = f"{i:04d}"
+        meta = {"id": stamp.key}
+        picture = files / f"{name}.png"
+        if _picture_png(stamp.picture, picture):
+            rows[split].append(
+                {
+                    "image": f"files/{picture.name}",
+                    "task": "caption",
+                    "caption": stamp.description,
+                    "category": "stamp_image",
+                    **meta,
+                }
+            )
+        else:
+            skipped += 1
+        if stamp.sound is not None:
+            clip = files / f"{name}_sound.wav"
+            _clip_wav(stamp.sound, clip)
+            rows[split].append(
+                {
+                    "audio": f"files/{clip.name}",
+                    "task": "caption",
+                    "caption": stamp.description,
+                    "category": "stamp_sound",
+                    **meta,
+                }
+            )
+        spoken = []
+        if stamp.spoken is not None:
+            clip = files / f"{name}_desc.wav"
+            _clip_wav(stamp.spoken, clip)
+            spoken.append(clip)
+        if espeak:
+            for v, voice in enumerate(ESPEAK_VOICES):
+                clip = files / f"{name}_say{v}.wav"
+                if _speak(stamp.description, voice, clip):
+                    spoken.append(clip)
+        for clip in spoken:
+            rows[split].append(
+                {
+                    "audio": f"files/{clip.name}",
+                    "task": "vqa",
+                    "question": SPEECH_QUESTION,
+                    "answer": stamp.description,
+                    "category": "stamp_speech",
+                    **meta,
+                }
+            )
+    counts = {}
+    for split in ("heldout", "train"):  # train.jsonl last: its presence means the export is done
+        tmp = out / f"{split}.jsonl.tmp"
+        with tmp.open("w", encoding="utf-8") as handle:
+            for record in rows[split]:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        tmp.replace(out / f"{split}.jsonl")
+        counts[split] = len(rows[split])
+    counts["stamps"] = len(stamps)
+    counts["skipped_pictures"] = skipped
+    return counts

