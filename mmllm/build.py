@@ -31,7 +31,12 @@ from mmllm.config import MMConfig, ProjectorConfig
 from mmllm.errors import CheckpointError, InputError
 from mmllm.model import MultimodalLM
 from mmllm.presets import PRESETS
-from mmllm.pretrained import PretrainedCNN, PretrainedImage, build_from_pretrained
+from mmllm.pretrained import (
+    PretrainedCNN,
+    PretrainedImage,
+    build_from_pretrained,
+    has_chat_template,
+)
 from mmllm.tokenizer import SpecialTokens, Tokenizer
 
 EXIT_OK = 0
@@ -135,6 +140,7 @@ def open_gates(model: MultimodalLM, value: float) -> None:
         model.decoder.layers[i].cross_attn.gate.data.fill_(value)
     decoder = dataclasses.replace(model.config.decoder, gate_init=value)
     model.config = dataclasses.replace(model.config, decoder=decoder)
+    model.decoder.config = decoder
 
 
 def build(args: argparse.Namespace) -> tuple[MultimodalLM, Tokenizer]:
@@ -142,6 +148,8 @@ def build(args: argparse.Namespace) -> tuple[MultimodalLM, Tokenizer]:
     default = PRESETS["tiny"]
     lm = resolve_source(args.lm, "lm") if args.lm else None
     audio = default.audio
+    if args.audio_seconds is not None and args.audio == "none":
+        raise InputError("--audio-seconds needs an audio encoder (--audio is none)")
     if args.audio is not None:
         audio = None if args.audio == "none" else resolve_source(args.audio, "audio")
     roles = choose_roles(lm, args.tokens) if lm is not None else None
@@ -158,7 +166,7 @@ def build(args: argparse.Namespace) -> tuple[MultimodalLM, Tokenizer]:
     )
     if args.gate_init:
         open_gates(model, args.gate_init)
-    if roles == CHATML:  # an instruction-tuned ChatML LM: prompts in its chat format
+    if roles == CHATML and has_chat_template(lm):  # a ChatML chat LM: prompts as its user turn
         tokenizer.prompt_template = CHATML_TEMPLATE
     if tokenizer is None:  # our own decoder: a BPE of the synthetic world, as `mmllm train` does
         from mmllm.data.sources import SyntheticSource

@@ -15,6 +15,7 @@ stores only the rest.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,23 @@ def load_lm_tokenizer(path: str | Path, special: SpecialTokens | None = None) ->
         raise CheckpointError(f"cannot read the tokenizer of {path}: {err}") from err
     backend: HFTokenizer = hf.backend_tokenizer
     return Tokenizer(backend, special)
+
+
+def has_chat_template(path: str | Path) -> bool:
+    """Whether the LM at ``path`` (GGUF file or Hugging Face folder) comes with a chat template,
+    i.e. is instruction-tuned to read prompts as chat turns."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        from gguf import GGUFReader  # memory-maps the file: cheap
+
+        return "tokenizer.chat_template" in GGUFReader(path).fields
+    config = path / "tokenizer_config.json"
+    if (path / "chat_template.jinja").is_file():
+        return True
+    try:
+        return config.is_file() and "chat_template" in json.loads(config.read_text())
+    except ValueError:
+        return False
 
 
 def _image_config(

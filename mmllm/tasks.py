@@ -271,6 +271,7 @@ class MMLLM:
             len(self.tokenizer.prompt_ids(prompt)),
             max_new_tokens,
             sum(p.numel() for p in self.model.parameters()),
+            truncate=self.truncate_audio,
         )
 
     # -- internals ---------------------------------------------------------------------------

@@ -52,8 +52,6 @@ class Tokenizer:
         """``prompt_template``: how a prompt is laid out, with ``{prompt}`` where it goes and
         special tokens written out (e.g. ``<|im_start|>user\\n{prompt}<|im_end|>...``); None:
         ``<bos> prompt <sep>``."""
-        if prompt_template is not None and prompt_template.count("{prompt}") != 1:
-            raise CheckpointError(f"prompt template needs one {{prompt}}: {prompt_template!r}")
         self.backend = backend
         self.special = special or SpecialTokens()
         self.prompt_template = prompt_template
@@ -102,12 +100,13 @@ class Tokenizer:
                 fields = json.loads(roles.read_text())
                 template = fields.pop("prompt_template", None)
                 special = SpecialTokens(**fields)
-            except (OSError, ValueError, TypeError) as err:
+            except (OSError, ValueError, TypeError, AttributeError) as err:
                 raise CheckpointError(f"cannot read tokenizer roles {roles}: {err}") from err
         return cls(backend, special, template)
 
     def save(self, path: str | Path) -> None:
-        """Write ``tokenizer.json`` (and ``<stem>_roles.json`` when the roles are not ours)."""
+        """Write ``tokenizer.json`` (and ``<stem>_roles.json`` when the roles are not ours or a
+        prompt template is set)."""
         path = Path(path)
         self.backend.save(str(path))
         roles = roles_path(path)
@@ -118,6 +117,16 @@ class Tokenizer:
             roles.write_text(json.dumps(fields, indent=2) + "\n")
         elif roles.exists():
             roles.unlink()
+
+    @property
+    def prompt_template(self) -> str | None:
+        return self._prompt_template
+
+    @prompt_template.setter
+    def prompt_template(self, template: str | None) -> None:
+        if template is not None and template.count("{prompt}") != 1:
+            raise CheckpointError(f"prompt template needs one {{prompt}}: {template!r}")
+        self._prompt_template = template
 
     @property
     def never_generated(self) -> tuple[int, ...]:

@@ -74,6 +74,9 @@ def test_a_mixture_draws_each_source_at_its_weight_and_is_fixed_by_seed(exported
     picks = [mix[k].source is not None for k in range(400)]  # JSONL records say file:line
     assert 0.18 < sum(picks) / len(picks) < 0.32  # the JSONL share: 1 of 4
     assert [mix[k].target for k in range(50)] == [again[k].target for k in range(50)]
+    fresh = build_source(spec, seed=5)  # read backwards from far in, as a resumed run would
+    backwards = [fresh[k].target for k in range(5000, 4900, -1)]
+    assert backwards == [mix[k].target for k in range(4901, 5001)][::-1]
     other = build_source(spec, seed=6)
     assert [mix[k].target for k in range(50)] != [other[k].target for k in range(50)]
 

@@ -57,6 +57,16 @@ def test_plan_refuses_long_audio_from_its_header(api):
         api.ask(audio=buffer.getvalue(), question="how many beeps?")
 
 
+def test_datasets_cut_long_audio_to_the_window_instead_of_refusing(api):
+    cutting = mmllm.MMLLM(api.model, api.tokenizer, truncate_audio=True)
+    six_seconds = 0.1 * np.ones(16000 * 6, dtype=np.float32)
+    plan = cutting.plan(audio=[six_seconds])
+    assert plan.audio_tokens == api.model.config.audio.n_tokens(16000 * 4)  # the 4 s window
+    assert cutting.caption(audio=six_seconds, max_new_tokens=2) is not None
+    with pytest.raises(MediaLimitError, match="over the limit of 30 s"):
+        cutting.plan(audio=[np.zeros(16000 * 31, dtype=np.float32)])
+
+
 @FUZZ
 @given(st.binary(max_size=2048))
 def test_image_loader_on_random_bytes_raises_only_typed_errors(data):

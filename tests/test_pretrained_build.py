@@ -575,9 +575,15 @@ def test_gates_built_open_still_leave_text_alone_exactly_the_lm(llama, tmp_path)
     assert gates == pytest.approx([0.1] * len(gates)) and decoder.config.gate_init == 0.1
     with torch.no_grad():
         assert max_diff(model.model(text_ids()).logits, llama[1](text_ids()).logits) < 1e-4
+        image = model.model(
+            text_ids(), model.media_processor([[torch.rand(3, 40, 40)]] * 2, [[]] * 2)
+        )
+        assert max_diff(image.logits, llama[1](text_ids()).logits) > 1e-3  # media get through
     assert "--gate-init 0.1" in (out / "README.md").read_text()
     with pytest.raises(mmllm.InputError, match="only applies to a Whisper"):
         run_build("--lm", str(llama[0]), "--audio-seconds", "5", "--out", str(tmp_path / "x"))
+    with pytest.raises(mmllm.InputError, match="needs an audio encoder"):
+        run_build("--lm", str(llama[0]), "--audio", "none", "--audio-seconds", "5", "--out", "y")
 
 
 def test_a_recipe_builds_its_base_once_then_trains_and_resumes(

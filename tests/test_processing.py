@@ -179,5 +179,7 @@ def test_dataset_audio_longer_than_the_encoder_takes_is_cut_not_refused():
     cut = AudioProcessor(AudioEncoderConfig(max_seconds=4), truncate=True)
     clip = wav_bytes(np.full(16000 * 6, 0.1, dtype=np.float32), 16000)
     assert cut(clip).shape == (16000 * 4,)
+    odd_rate = wav_bytes(np.full(16001 * 6, 0.1, dtype=np.float32), 16001)  # approximate ratio
+    assert cut(odd_rate).shape == (16000 * 4,)
     with pytest.raises(AudioError, match="over the limit of 30 s"):  # the memory bound stays
         cut(wav_bytes(np.zeros(16000 * 31, dtype=np.float32), 16000))

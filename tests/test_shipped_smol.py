@@ -69,3 +69,29 @@ def test_smol_with_no_media_is_exactly_smollm2(smol):
     with torch.inference_mode():
         assert (smol.model(ids).logits - hf(ids).logits).abs().max() < 1e-4
     assert "Paris" in smol.generate("What is the capital of France?", max_new_tokens=12)
+
+
+def test_the_card_renders_every_measurement():
+    from mmllm.config import MMConfig
+    from mmllm.eval.smol_card import TEXT_PROMPTS, render_card
+
+    def acc(x, n=10):
+        return {"accuracy": x, "n": n}
+
+    config = MMConfig.load(SMOL / "config.json")
+    heldout = {"image": acc(0.5), "audio": acc(0.9), "both": acc(0.8), "overall": acc(0.7)}
+    heldout["_meta"] = {"n": 30}
+    stamps = {"noun/stamp_image": acc(0.41), "stamp_speech": acc(0.2), "_meta": {"n": 20}}
+    stamps["caption_bleu4/stamp_image"] = {"score": 0.123, "n": 10}
+    prompts = [{"prompt": p, "ours": "x", "base": "x", "identical": True} for p in TEXT_PROMPTS]
+    text = {"prompts": prompts, "identical": 5}
+    text["perplexity"] = {"ours": 10.0, "base": 10.0, "diff_pct": 0.0}
+    latency = {"fp32": {"median_s": 2.0, "threads": 2}, "int8": {"median_s": 1.0, "threads": 2}}
+    run = {"heldout": heldout, "tuxpaint": stamps, "text_only": text, "latency": latency}
+    train = {"data": "synthetic:train@0.65+t.jsonl@0.35", "seed": 0, "batch_size": 16}
+    train.update(lr=1e-3, warmup=100, steps=3000)
+    metrics = [{"step": 3000, "loss": 1.0, "elapsed_s": 5400.0}]
+    card = render_card("mmllm-smol", config, run, train, metrics, 56.1)
+    for figure in ("50.0%", "90.0%", "41.0%", "0.123", "identical on 5 of 5", "(2.00x)", "90 min"):
+        assert figure in card
+    assert "n/a" in card  # what was not measured says so

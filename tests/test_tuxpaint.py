@@ -141,3 +141,14 @@ def test_noun_mentions_count_words_and_plurals_only():
         "noun/stamp_image": {"accuracy": 0.5, "n": 2},
         "noun/stamp_sound": {"accuracy": 1.0, "n": 1},
     }
+
+
+def test_unreadable_files_are_skipped_and_counted(stamps, tmp_path):
+    broken = tmp_path / "stamps"
+    shutil.copytree(stamps, broken)
+    (broken / "food/apple.png").write_bytes(b"not a png")
+    (broken / "animals/cow.ogg").write_bytes(b"OggS broken")
+    counts = export_tuxpaint(broken, tmp_path / "out", espeak=False)
+    assert (counts["skipped_pictures"], counts["skipped_clips"]) == (1, 1)
+    records = all_records(tmp_path / "out")
+    assert len(records) == 3 + 0 + 1  # three pictures, no sound effect, one spoken description

@@ -2,17 +2,21 @@
 
 Record ``k`` of a source is fixed by (source, seed, k), so a run's data position is just a step
 number: resuming, or splitting a batch over ``torchrun`` ranks, needs no saved iterator state.
-JSONL files are visited in a fresh seeded permutation each epoch.
+JSONL files are visited in a fresh seeded permutation each epoch. A mixture
+(``synthetic:train@0.65+my.jsonl@0.35``) picks the source of record ``k`` by a seeded draw for
+``k``, then takes that source's record ``k``.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from mmllm.data.collate import Record
 from mmllm.data.jsonl import read_jsonl
+from mmllm.errors import ConfigError
 
 
 class SyntheticSource:
@@ -70,7 +74,7 @@ class MixtureSource:
 
     def __init__(self, sources: list, weights: list[float], seed: int = 0):
         if len(sources) != len(weights) or not sources or min(weights) <= 0:
-            raise ValueError(f"a mixture needs one positive weight per source, got {weights}")
+            raise ConfigError(f"a mixture needs one positive weight per source, got {weights}")
         self.sources = sources
         self.cumulative = np.cumsum(np.asarray(weights, dtype=np.float64) / sum(weights))
         self.seed = seed
@@ -90,15 +94,18 @@ class MixtureSource:
 def build_source(spec: str, seed: int = 0, image_size: int = 128, shuffle: bool = True):
     """``synthetic:<split>``, a path to a JSONL file, or a mixture of them with weights:
     ``synthetic:train@0.7+data/tuxpaint/train.jsonl@0.3``."""
-    if "+" in spec or "@" in spec:
+    if ("+" in spec or "@" in spec) and not Path(spec).is_file():
         names, weights = [], []
         for part in spec.split("+"):
             name, sep, weight = part.rpartition("@")
             try:
-                weights.append(float(weight) if sep else 1.0)
-            except ValueError as err:
-                raise ValueError(f"bad mixture {spec!r}: weight {weight!r} is no number") from err
+                value = float(weight) if sep else 1.0
+            except ValueError:
+                value = float("nan")
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"data mixture {spec!r}: weight {weight!r} is not a number > 0")
             names.append(name if sep else part)
+            weights.append(value)
         sources = [build_source(n, seed, image_size, shuffle) for n in names]
         return MixtureSource(sources, weights, seed)
     if spec.startswith("synthetic"):

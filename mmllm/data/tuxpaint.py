@@ -141,27 +141,38 @@ def _picture_png(src: Path, dst: Path, size: int = 256) -> bool:
             tmp.unlink(missing_ok=True)
             return False
         src = tmp
-    with Image.open(src) as image:
-        image = image.convert("RGBA")
-        image.thumbnail((size, size))
-        canvas = Image.new("RGB", image.size, "white")
-        canvas.paste(image, mask=image.getchannel("A"))
-        canvas.save(dst)
-    if src.name.endswith(".svg.png"):
-        src.unlink()
+    try:
+        with Image.open(src) as image:
+            image = image.convert("RGBA")
+            image.thumbnail((size, size))
+            canvas = Image.new("RGB", image.size, "white")
+            canvas.paste(image, mask=image.getchannel("A"))
+            canvas.save(dst)
+    except (OSError, ValueError, Image.DecompressionBombError):  # unreadable: skipped, counted
+        return False
+    finally:
+        if src.name.endswith(".svg.png"):
+            src.unlink()
     return True
 
 
-def _clip_wav(src: Path, dst: Path, max_seconds: float = 10.0) -> None:
-    """An audio file as mono 16 kHz WAV, at most ``max_seconds``."""
+def _clip_wav(src: Path, dst: Path, max_seconds: float = 10.0) -> bool:
+    """An audio file as mono 16 kHz WAV, at most ``max_seconds``; False if unreadable or
+    empty."""
     import soundfile as sf
 
     from mmllm.processing import resample
 
-    data, rate = sf.read(str(src), dtype="float32", always_2d=True)
+    try:
+        data, rate = sf.read(str(src), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        return False
     mono = data.mean(axis=1)[: int(max_seconds * rate)]
+    if mono.size == 0 or not np.isfinite(mono).all():
+        return False
     out = resample(torch.from_numpy(np.ascontiguousarray(mono)), rate, SAMPLE_RATE)
     sf.write(str(dst), out.numpy(), SAMPLE_RATE)
+    return True
 
 
 def _speak(text: str, voice: str, dst: Path) -> bool:
@@ -170,10 +181,10 @@ def _speak(text: str, voice: str, dst: Path) -> bool:
     if exe is None:
         return False
     raw = dst.with_suffix(".raw.wav")
-    subprocess.run([exe, "-v", voice, "-w", str(raw), text], check=True, capture_output=True)
-    _clip_wav(raw, dst)
-    raw.unlink()
-    return True
+    done = subprocess.run([exe, "-v", voice, "-w", str(raw), text], capture_output=True)
+    ok = done.returncode == 0 and raw.is_file() and _clip_wav(raw, dst)
+    raw.unlink(missing_ok=True)
+    return ok
 
 
 def export_tuxpaint(root: Path, out: Path, espeak: bool = True) -> dict[str, int]:
@@ -182,7 +193,7 @@ def export_tuxpaint(root: Path, out: Path, espeak: bool = True) -> dict[str, int
     files = out / "files"
     files.mkdir(parents=True, exist_ok=True)
     rows: dict[str, list[dict]] = {"train": [], "heldout": []}
-    skipped = 0
+    skipped, skipped_clips = 0, 0
     for i, stamp in enumerate(tqdm(stamps, desc="stamps")):
         split = "heldout" if stamp.heldout else "train"
         name = f"{i:04d}"
@@ -200,9 +211,10 @@ def export_tuxpaint(root: Path, out: Path, espeak: bool = True) -> dict[str, int
             )
         else:
             skipped += 1
-        if stamp.sound is not None:
-            clip = files / f"{name}_sound.wav"
-            _clip_wav(stamp.sound, clip)
+        clip = files / f"{name}_sound.wav"
+        sound_ok = stamp.sound is not None and _clip_wav(stamp.sound, clip)
+        skipped_clips += stamp.sound is not None and not sound_ok
+        if sound_ok:
             rows[split].append(
                 {
                     "audio": f"files/{clip.name}",
@@ -213,10 +225,12 @@ def export_tuxpaint(root: Path, out: Path, espeak: bool = True) -> dict[str, int
                 }
             )
         spoken = []
+        clip = files / f"{name}_desc.wav"
         if stamp.spoken is not None:
-            clip = files / f"{name}_desc.wav"
-            _clip_wav(stamp.spoken, clip)
-            spoken.append(clip)
+            if _clip_wav(stamp.spoken, clip):
+                spoken.append(clip)
+            else:
+                skipped_clips += 1
         if espeak:
             for v, voice in enumerate(ESPEAK_VOICES):
                 clip = files / f"{name}_say{v}.wav"
@@ -242,5 +256,5 @@ def export_tuxpaint(root: Path, out: Path, espeak: bool = True) -> dict[str, int
         tmp.replace(out / f"{split}.jsonl")
         counts[split] = len(rows[split])
     counts["stamps"] = len(stamps)
-    counts["skipped_pictures"] = skipped
+    counts["skipped_pictures"], counts["skipped_clips"] = skipped, skipped_clips
     return counts

