@@ -148,7 +148,13 @@ def pretrained_parts(config: MMConfig) -> list[list[str]]:
 
 
 def render_card(
-    name: str, config: MMConfig, run: dict, train: dict, metrics: list[dict], weights_mb: float
+    name: str,
+    config: MMConfig,
+    run: dict,
+    train: dict,
+    metrics: list[dict],
+    weights_mb: float,
+    command: str | None = None,
 ) -> str:
     """The model card (Markdown) from the measurements of ``main`` and the training run."""
     base_parts = pretrained_parts(config)
@@ -254,6 +260,7 @@ python -m mmllm.eval.smol_card --checkpoint runs/smol/checkpoint --run runs/smol
   batch {train["batch_size"]}; AdamW lr {train["lr"]}, {train["warmup"]} warmup steps, cosine
   decay over {train["steps"]} steps; gates start at {dec.gate_init:g}.
 - Wall time: {wall:.0f} min on a 2-core x86_64 CPU (2 threads, fp32), evaluations included.
+{f"- This checkpoint was trained with: `{command}`" if command else ""}
 
 ![training curves](metrics.png)
 
@@ -271,6 +278,7 @@ def main() -> None:
     parser.add_argument("--run", required=True, type=Path, help="the training run folder")
     parser.add_argument("--tuxpaint", required=True, help="held-out stamps JSONL")
     parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--command", default=None, help="the training command, for the card")
     args = parser.parse_args()
     torch.manual_seed(0)
     model, tokenizer = load_model(args.checkpoint).eval(), load_tokenizer(args.checkpoint)
@@ -285,7 +293,7 @@ def main() -> None:
     metrics = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines()]
     weights_mb = (args.checkpoint / "model.safetensors").stat().st_size / 1e6
     config = MMConfig.load(args.checkpoint / "config.json")
-    card = render_card(args.checkpoint.name, config, run, train, metrics, weights_mb)
+    card = render_card(args.checkpoint.name, config, run, train, metrics, weights_mb, args.command)
     (args.checkpoint / "README.md").write_text(card)
     scores = {k: v for k, v in run.items()}
     for key in ("heldout", "tuxpaint"):
