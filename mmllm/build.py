@@ -130,19 +130,6 @@ def image_part(
     return PretrainedImage(args.image, weights, args.image_size)
 
 
-def open_gates(model: MultimodalLM, value: float) -> None:
-    """Start every cross-attention gate at ``value`` instead of 0. Text without media still runs
-    exactly the LM (cross-attention is skipped without media); with media, the new layers get
-    gradients from the first step (at exactly 0 only the gates do)."""
-    import dataclasses
-
-    for i in model.decoder.cross_layers:
-        model.decoder.layers[i].cross_attn.gate.data.fill_(value)
-    decoder = dataclasses.replace(model.config.decoder, gate_init=value)
-    model.config = dataclasses.replace(model.config, decoder=decoder)
-    model.decoder.config = decoder
-
-
 def build(args: argparse.Namespace) -> tuple[MultimodalLM, Tokenizer]:
     """The model and tokenizer ``mmllm build``'s arguments describe."""
     default = PRESETS["tiny"]
@@ -164,8 +151,8 @@ def build(args: argparse.Namespace) -> tuple[MultimodalLM, Tokenizer]:
         reference_base=not args.self_contained,
         audio_seconds=args.audio_seconds,
     )
-    if args.gate_init:
-        open_gates(model, args.gate_init)
+    if args.gate_init:  # with media, the new layers get gradients from the first step
+        model.open_gates(args.gate_init)
     if roles == CHATML and has_chat_template(lm):  # a ChatML chat LM: prompts as its user turn
         tokenizer.prompt_template = CHATML_TEMPLATE
     if tokenizer is None:  # our own decoder: a BPE of the synthetic world, as `mmllm train` does

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,16 @@ class MultimodalLM(nn.Module):
         self.decoder = Decoder(config.decoder)
         if config.lora is not None:
             add_lora(self.decoder, config.lora)
+
+    def open_gates(self, value: float) -> None:
+        """Set every cross-attention gate to ``value`` (recorded as the config's ``gate_init``).
+        Text without media still runs exactly the LM: cross-attention is skipped without media."""
+        with torch.no_grad():
+            for i in self.decoder.cross_layers:
+                self.decoder.layers[i].cross_attn.gate.fill_(value)
+        decoder = dataclasses.replace(self.config.decoder, gate_init=value)
+        self.config = dataclasses.replace(self.config, decoder=decoder)
+        self.decoder.config = decoder
 
     def encode_media(self, media: MediaBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """All items of the batch -> media ``(B, N_media, D)`` and mask ``(B, N_media)``."""

@@ -18,7 +18,7 @@ from PIL import Image
 
 from mmllm.config import MMConfig
 from mmllm.errors import AudioError, ImageError, MediaLimitError
-from mmllm.processing import MAX_AUDIO_SECONDS, MAX_IMAGE_PIXELS, describe
+from mmllm.processing import MAX_AUDIO_SECONDS, MAX_IMAGE_PIXELS, audio_limit, describe
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def plan_request(
     for source in audio:
         seconds = audio_seconds(source, config.audio.sample_rate)
         window = config.audio.max_seconds
-        limit = max(max_seconds, window) if truncate else min(max_seconds, window)
+        limit = audio_limit(window, max_seconds, truncate)
         if seconds > limit:
             raise MediaLimitError(
                 f"audio {describe(source)} is {seconds:.1f} s long, over the limit of {limit:g} s"

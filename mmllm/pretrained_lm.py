@@ -63,19 +63,31 @@ def read_hf_lm(folder: str | Path) -> HFLanguageModel:
         raise CheckpointError(str(err)) from err
 
 
-def read_gguf_lm(path: str | Path) -> HFLanguageModel:
-    """A GGUF file, dequantised to fp32 by transformers (needs ``gguf`` and ``accelerate``)."""
+def load_causal_lm(path: str | Path) -> torch.nn.Module:
+    """The LM at ``path`` (``.gguf`` file, dequantised to fp32, or Hugging Face folder) as
+    transformers builds it, in eval mode: the reference our decoder is checked against.
+    GGUF needs the ``gguf`` and ``accelerate`` packages."""
     from transformers import AutoModelForCausalLM  # heavy: only for this path
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"GGUF file {path} does not exist")
+    if not path.exists():
+        raise CheckpointError(f"LM {path} does not exist")
+    gguf = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path.parent, gguf_file=path.name, dtype=torch.float32, local_files_only=True
+            path.parent if gguf else path, dtype=torch.float32, local_files_only=True, **gguf
         )
     except (OSError, ValueError, ImportError) as err:
-        raise CheckpointError(f"cannot read GGUF file {path}: {err}") from err
+        raise CheckpointError(f"cannot read {'GGUF file' if gguf else 'LM'} {path}: {err}") from err
+    return model.eval()
+
+
+def read_gguf_lm(path: str | Path) -> HFLanguageModel:
+    """A GGUF file, dequantised to fp32 by transformers (needs ``gguf`` and ``accelerate``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"GGUF file {path} does not exist")
+    model = load_causal_lm(path)
     return HFLanguageModel(model.config.to_dict(), model.state_dict(), str(path))
 
 

@@ -156,6 +156,12 @@ def resample(waveform: torch.Tensor, rate: int, target: int) -> torch.Tensor:
     return torchaudio.functional.resample(waveform, ratio.denominator, ratio.numerator)
 
 
+def audio_limit(window: float, max_seconds: float, truncate: bool) -> float:
+    """The longest clip accepted, in seconds: the encoder's ``window`` (capped by
+    ``max_seconds``), or with ``truncate`` (longer clips cut to the window) ``max_seconds``."""
+    return max(max_seconds, window) if truncate else min(max_seconds, window)
+
+
 class AudioProcessor:
     """Any audio -> mono float32 waveform ``(S,)`` at the encoder's sample rate.
 
@@ -173,11 +179,7 @@ class AudioProcessor:
         self.sample_rate = config.sample_rate
         self.min_samples = config.n_fft
         self.keep_seconds = config.max_seconds
-        self.max_seconds = (
-            max(max_seconds, config.max_seconds)
-            if truncate
-            else min(max_seconds, config.max_seconds)
-        )
+        self.max_seconds = audio_limit(config.max_seconds, max_seconds, truncate)
 
     def __call__(self, source: Any, sample_rate: int | None = None) -> torch.Tensor:
         name = describe(source)

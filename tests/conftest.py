@@ -40,10 +40,20 @@ def tiny_config(projector: str = "mlp", **decoder) -> MMConfig:
 
 def open_gates(model: MultimodalLM, value: float = 0.5) -> MultimodalLM:
     """Set every cross-attention gate to ``value`` so media actually reach the text."""
-    with torch.no_grad():
-        for i in model.decoder.cross_layers:
-            model.decoder.layers[i].cross_attn.gate.fill_(value)
+    model.open_gates(value)
     return model
+
+
+def randomize(model: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
+    """Random weights everywhere (norm scales around 1), so a wrong mapping cannot hide."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+            else:
+                p.copy_(std * torch.randn_like(p))
+    return model.eval()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from mmllm.generate import SamplingConfig, generate_ids
 from mmllm.pretrained import PretrainedImage, build_from_pretrained
 from mmllm.pretrained_lm import load_lm_weights, load_pretrained_decoder, read_hf_lm
 from mmllm.tokenizer import SpecialTokens
-from tests.conftest import open_gates
+from tests.conftest import open_gates, randomize
 
 transformers = pytest.importorskip("transformers")
 
@@ -49,18 +49,6 @@ LM_SIZES = dict(
     pad_token_id=None,
 )
 WHISPER_POSITIONS = 100  # a 2 s window (200 mel frames) instead of Whisper's 30 s
-
-
-def randomize(model: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
-    """Random weights everywhere (norm scales around 1), so a wrong mapping cannot hide."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.3 * torch.randn_like(p))
-            else:
-                p.copy_(std * torch.randn_like(p))
-    return model.eval()
 
 
 def save_tokenizer(folder: Path) -> None:

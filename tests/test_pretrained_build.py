@@ -30,23 +30,13 @@ from mmllm.lora import LoRALinear, enable_lora, merge_lora
 from mmllm.pretrained import PretrainedCNN, PretrainedImage, build_from_pretrained
 from mmllm.train.stages import set_trainable
 from mmllm.train.trainer import TrainConfig, train
-from tests.conftest import open_gates
+from tests.conftest import open_gates, randomize
 
 transformers = pytest.importorskip("transformers")
 
 VOCAB = 320
 CAPTIONS = ["a small red circle", "two blue squares", "a green star on the left", "a big triangle"]
 NEW_PARTS = ("image_projector.", "audio_projector.", "media_packer.")
-
-
-def randomize(model: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
-    """Random weights everywhere (norm scales around 1), so a wrong mapping cannot hide."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            scale = 1 + 0.3 * torch.randn_like(p) if "norm" in name and p.ndim == 1 else None
-            p.copy_(scale if scale is not None else std * torch.randn_like(p))
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -21,18 +21,20 @@ held out with all of their records. Each record carries ``category`` (``stamp_im
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
-from mmllm.errors import DataError
+from encoders import AudioEncoderConfig
+from mmllm.errors import AudioError, DataError
+from mmllm.processing import AudioProcessor
 
 DEFAULT_STAMPS = Path("/usr/share/tuxpaint/stamps")
 SPEECH_QUESTION = "what does the voice say?"
@@ -126,23 +128,20 @@ def find_stamps(root: Path) -> list[Stamp]:
 
 
 def _picture_png(src: Path, dst: Path, size: int = 256) -> bool:
-    """The stamp's picture on a white background, longest side ``size``; False if unreadable."""
+    """The stamp's picture on a white background, longest side ``size``; False if unreadable
+    (SVG-only stamps need ``pip install cairosvg``; it refuses the few that use XML entities)."""
     from PIL import Image
 
+    source: Path | io.BytesIO = src
     if src.suffix == ".svg":
         try:
             import cairosvg
-        except ImportError:
-            return False  # SVG-only stamps need `pip install cairosvg`
-        tmp = dst.with_suffix(".svg.png")
-        try:
-            cairosvg.svg2png(url=str(src), write_to=str(tmp), output_width=size)
-        except Exception:  # a few stamps use XML entities, which cairosvg refuses to expand
-            tmp.unlink(missing_ok=True)
+
+            source = io.BytesIO(cairosvg.svg2png(url=str(src), output_width=size))
+        except Exception:  # ImportError, or cairosvg's own errors on a stamp it cannot render
             return False
-        src = tmp
     try:
-        with Image.open(src) as image:
+        with Image.open(source) as image:
             image = image.convert("RGBA")
             image.thumbnail((size, size))
             canvas = Image.new("RGB", image.size, "white")
@@ -150,28 +149,24 @@ def _picture_png(src: Path, dst: Path, size: int = 256) -> bool:
             canvas.save(dst)
     except (OSError, ValueError, Image.DecompressionBombError):  # unreadable: skipped, counted
         return False
-    finally:
-        if src.name.endswith(".svg.png"):
-            src.unlink()
     return True
 
 
 def _clip_wav(src: Path, dst: Path, max_seconds: float = 10.0) -> bool:
-    """An audio file as mono 16 kHz WAV, at most ``max_seconds``; False if unreadable or
-    empty."""
+    """An audio file as mono 16 kHz WAV, cut to ``max_seconds``, by the library's own audio
+    loader; False if it cannot be used (undecodable, empty, NaN...)."""
     import soundfile as sf
 
-    from mmllm.processing import resample
-
+    loader = AudioProcessor(
+        AudioEncoderConfig(sample_rate=SAMPLE_RATE, max_seconds=max_seconds),
+        max_seconds=math.inf,
+        truncate=True,
+    )
     try:
-        data, rate = sf.read(str(src), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError):
+        waveform = loader(src)
+    except AudioError:
         return False
-    mono = data.mean(axis=1)[: int(max_seconds * rate)]
-    if mono.size == 0 or not np.isfinite(mono).all():
-        return False
-    out = resample(torch.from_numpy(np.ascontiguousarray(mono)), rate, SAMPLE_RATE)
-    sf.write(str(dst), out.numpy(), SAMPLE_RATE)
+    sf.write(str(dst), waveform.numpy(), SAMPLE_RATE)
     return True
 
 

@@ -41,21 +41,15 @@ FIXED_TEXT = (
 )
 
 
-def base_lm(checkpoint: Path):
+def base_lm(checkpoint: Path) -> torch.nn.Module:
     """The checkpoint's referenced base LM as transformers loads it (GGUF file or folder)."""
-    from transformers import AutoModelForCausalLM
-
     from mmllm.base_weights import resolve
+    from mmllm.pretrained_lm import load_causal_lm
 
     config = MMConfig.load(checkpoint / "config.json")
     if config.base is None or config.base.lm is None:
         raise CheckpointError(f"{checkpoint} references no base LM to compare with")
-    path = resolve(config.base.lm, "lm", checkpoint)
-    where = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
-    folder = path.parent if path.suffix == ".gguf" else path
-    return AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.float32, local_files_only=True, **where
-    ).eval()
+    return load_causal_lm(resolve(config.base.lm, "lm", checkpoint))
 
 
 def text_only_checks(model, tokenizer, hf, max_new_tokens: int = 40) -> dict:
