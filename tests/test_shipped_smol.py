@@ -103,3 +103,28 @@ def test_the_card_renders_every_measurement():
     for text in ("--steps 564`", "then: `mmllm train --recipe smol --steps 1250`", "one GPU (bf16"):
         assert text in card
     assert "Resumed once." in card
+
+
+def test_the_card_re_renders_from_scores_json_without_measuring(tmp_path, monkeypatch):
+    from mmllm.eval import smol_card
+
+    checkpoint, run = tmp_path / "mmllm-smol", tmp_path / "run"
+    checkpoint.mkdir()
+    run.mkdir()
+    for name in ("config.json", "scores.json"):
+        (checkpoint / name).write_text((SMOL / name).read_text())
+    (checkpoint / "model.safetensors").write_bytes(b"\0" * 1000)  # only its size is read
+    train = {"data": "synthetic:train", "seed": 0, "batch_size": 8, "lr": 1e-3, "warmup": 1}
+    (run / "train_config.json").write_text(json.dumps({**train, "steps": 10}))
+    (run / "metrics.jsonl").write_text('{"step": 10, "loss": 1.0, "elapsed_s": 120.0}\n')
+    monkeypatch.setattr(smol_card, "measure", lambda *a: pytest.fail("nothing is measured"))
+    argv = ["smol_card", "--checkpoint", str(checkpoint), "--run", str(run), "--render-only"]
+    monkeypatch.setattr("sys.argv", [*argv, "--command", "mmllm train --recipe smol"])
+    smol_card.main()
+    card = (checkpoint / "README.md").read_text()
+    image = json.loads((SMOL / "scores.json").read_text())["heldout"]["image"]["accuracy"]
+    assert f"| {100 * image:.1f}% |" in card
+    assert "trained with: `mmllm train --recipe smol`" in card and "2 min on" in card
+    (checkpoint / "scores.json").unlink()
+    with pytest.raises(CheckpointError, match=r"scores\.json is missing"):
+        smol_card.main()
