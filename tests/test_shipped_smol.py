@@ -95,6 +95,9 @@ def test_the_card_renders_every_measurement():
     for figure in ("50.0%", "90.0%", "41.0%", "0.123", "identical on 5 of 5", "(2.00x)", "90 min"):
         assert figure in card
     assert "n/a" in card  # what was not measured says so
+    assert "rarely names unseen ones" in card  # claims follow the scores (sounds: 0%)
+    stamps["noun/stamp_sound"] = acc(0.35)
+    assert "It names unseen clip-art" in render_card("s", config, run, train, metrics, 1.0)
     card = render_card(
         "mmllm-smol", config, run, train, metrics, 41.9,
         commands=[f"mmllm train --recipe smol --steps {n}" for n in (564, 1250)],

