@@ -152,3 +152,23 @@ def test_unreadable_files_are_skipped_and_counted(stamps, tmp_path):
     assert (counts["skipped_pictures"], counts["skipped_clips"]) == (1, 1)
     records = all_records(tmp_path / "out")
     assert len(records) == 3 + 0 + 1  # three pictures, no sound effect, one spoken description
+
+
+def test_imagenet_oracle_matches_class_names_to_nouns(tmp_path):
+    import torch
+    from torchvision.models import mobilenet_v2
+
+    from mmllm.eval.imagenet_oracle import names_noun, oracle
+
+    assert names_noun("king penguin", "penguin") and names_noun("crane bird", "crane")
+    assert names_noun("tree frog", "frogs") and not names_noun("comic book", "friends")
+    torch.manual_seed(0)
+    torch.save(mobilenet_v2().state_dict(), tmp_path / "mnv2.pth")
+    Image.new("RGB", (40, 30), "white").save(tmp_path / "a.png")
+    records = [
+        {"image": "a.png", "caption": "A frog.", "category": "stamp_image"},
+        {"audio": "a.wav", "caption": "A frog.", "category": "stamp_sound"},  # not a picture
+    ]
+    scores = oracle(records, tmp_path, tmp_path / "mnv2.pth")
+    assert scores["n"] == 1 and 0 <= scores["top1"] <= scores["top5"] <= 1
+    assert scores["examples"][0]["noun"] == "frog" and len(scores["examples"][0]["classes"]) == 5
