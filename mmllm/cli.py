@@ -26,10 +26,14 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: set[s
             continue
         hint = hints[f.name]
         base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        flag, help_text = "--" + f.name.replace("_", "-"), f"(default: {f.default})"
+        if base[0] is bool:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+            continue
         kind = base[0] if base[0] in (int, float, str) else str
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"), type=kind, default=None, help=f"(default: {f.default})"
-        )
+        parser.add_argument(flag, type=kind, default=None, help=help_text)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

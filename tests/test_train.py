@@ -118,3 +118,33 @@ def test_time_budget_ends_with_a_loadable_checkpoint(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").open()]
     assert rows[-1]["step"] == 1  # stopped after the first step
     assert MultimodalLM.from_pretrained(folder) is not None
+
+
+def test_fit_to_time_ends_the_schedule_inside_the_budget(tmp_path, monkeypatch):
+    import mmllm.train.trainer as trainer
+
+    clock = {"now": 1000.0}  # a fake clock: every step takes 1 s, the budget is 60 s
+
+    def tick():
+        clock["now"] += 0.5  # read twice per step
+        return clock["now"]
+
+    monkeypatch.setattr(trainer.time, "time", tick)
+    cfg = small_run(tmp_path, steps=10_000, max_minutes=1.0, fit_to_time=True, log_every=5)
+    train(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").open()]
+    fitted = next(r["fitted_steps"] for r in rows if "fitted_steps" in r)
+    assert 40 < fitted < 60  # ~1 step/s, 60 s budget, 5% margin: not the 10000 asked for
+    last = [r for r in rows if "loss" in r][-1]
+    assert last["step"] == fitted  # ended by the fitted schedule, not cut by the deadline
+    assert last["lr"] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=0.01)  # fully decayed
+    saved = json.loads((tmp_path / "train_config.json").read_text())
+    assert saved["steps"] == fitted
+
+
+def test_fit_to_time_is_a_cli_switch():
+    from mmllm.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--fit-to-time", "--max-minutes", "5"])
+    assert args.fit_to_time is True and args.max_minutes == 5.0
+    assert build_parser().parse_args(["train"]).fit_to_time is None  # unset: the config decides

@@ -4,6 +4,11 @@ AdamW with linear warmup and cosine decay (computed from the step, so resuming n
 scheduler state), gradient accumulation and clipping, bf16 autocast on CUDA, periodic atomic
 checkpoints with exact resume, held-out evaluation, metrics as JSONL and a PNG plot.
 
+With ``max_minutes`` and ``fit_to_time`` the schedule is fitted to the budget: after timing
+``FIT_STEPS`` steps, ``steps`` becomes the count that ends (warmup and cosine included) before
+the deadline, so a time-boxed run still decays its learning rate fully. Resuming such a run
+exactly takes ``--steps`` set to the fitted count (``train_config.json``) without the fit.
+
 Data position is the step: micro-batch ``m`` of step ``s`` on rank ``r`` holds source records
 ``((s * accum + m) * world + r) * B + j``; so resume and sharding need no iterator state.
 """
@@ -41,6 +46,8 @@ from mmllm.train.state import load_train_state, save_train_state
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint"
+FIT_STEPS = 20  # steps timed (after two of start-up) before fitting the schedule to the time
+FIT_MARGIN = 0.95  # share of the time left that the fitted schedule plans to use
 
 
 @dataclass
@@ -68,6 +75,9 @@ class TrainConfig:
     eval_samples: int = 256
     save_every: int = 200
     max_minutes: float | None = None
+    # with max_minutes: time FIT_STEPS steps, then end the schedule at the deadline (steps
+    # becomes an upper bound; the fitted count is written to train_config.json)
+    fit_to_time: bool = False
     stop_after: int | None = None  # end this run at this step (the schedule still spans `steps`)
     tokenizer_samples: int = 20000
     num_workers: int = 1
@@ -186,6 +196,8 @@ def train(cfg: TrainConfig) -> Path:
         log.info("%d trainable tensors; %.2fM parameters", len(trainable), _count(model) / 1e6)
     t0 = time.time()
     deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes is not None else None
+    fit_from = start + 2 if cfg.fit_to_time and deadline is not None else None
+    fit_t0 = 0.0
     step = start
     # on rank 0 only, and only on a terminal (logs keep metrics.jsonl instead)
     bar = tqdm(total=cfg.steps, initial=start, disable=True if rank else None, desc="train")
@@ -230,10 +242,37 @@ def train(cfg: TrainConfig) -> Path:
         if out_of_time:
             log.info("time budget of %s min reached at step %d", cfg.max_minutes, done)
             break
+        if fit_from is not None and done == fit_from:
+            fit_t0 = time.time()
+        elif fit_from is not None and done == fit_from + FIT_STEPS:
+            rate = FIT_STEPS / max(1e-9, time.time() - fit_t0)
+            cfg.steps = fit_steps(done, rate, deadline, cfg.steps, device, world)
+            fit_from = None
+            bar.total = cfg.steps
+            if rank == 0:
+                (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+                _log_metrics(out, {"step": done, "fitted_steps": cfg.steps, "steps_per_s": rate})
+            log.info("%.2f steps/s: the schedule now ends at step %d", rate, cfg.steps)
+        if done >= cfg.steps:
+            break
     bar.close()
     if world > 1:
         _check_replicas_agree(model, out, rank)
     return ckpt
+
+
+def fit_steps(
+    done: int, rate: float, deadline: float, upper: int, device: torch.device, world: int
+) -> int:
+    """The step count at which a schedule running at ``rate`` steps/s ends before ``deadline``
+    (at most ``upper``, at least one more step); rank 0's answer on every rank."""
+    steps = done + int(rate * (deadline - time.time()) * FIT_MARGIN)
+    steps = max(done + 1, min(upper, steps))
+    if world > 1:
+        shared = torch.tensor([steps if dist.get_rank() == 0 else 0], device=device)
+        dist.broadcast(shared, 0)
+        steps = int(shared.item())
+    return steps
 
 
 def _check_replicas_agree(model: torch.nn.Module, out: Path, rank: int) -> None:
