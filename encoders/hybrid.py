@@ -1,8 +1,10 @@
 """CNN hybrid image encoder: a CNN's feature map as the patch embeddings of a small ViT.
 
 The hybrid of Dosovitskiy et al. (2021, section 3.1): instead of cutting the image into patches,
-a convolutional network's final feature map is the patch grid, one token per cell (stride 32:
-``(1280, 7, 7)`` -> 49 tokens for 224 px). Each cell's feature vector is normalised, projected
+a convolutional network's feature map is the patch grid, one token per cell: the final map
+(stride 32: ``(1280, 7, 7)`` -> 49 tokens for 224 px) or, with ``patch_size=16``, the output of
+the last stride-16 stage (MobileNetV2: ``(96, 14, 14)`` -> 196 tokens), which keeps more of
+where things are and what colour they have. Each cell's feature vector is normalised, projected
 to ``dim``, given a learned position, and read by ``n_layers`` transformer blocks (timm's
 ``Block``; 0 blocks: the projection alone).
 
@@ -103,11 +105,30 @@ class CNNSpec:
     std: tuple[float, float, float]
     key_table: Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, str]]
     dropped: tuple[str, ...]
+    cut16: Callable[[nn.Sequential], nn.Sequential]  # the network up to its stride-16 output
+    channels16: int
+
+    def network(self, stride: int) -> tuple[nn.Sequential, int]:
+        """The backbone up to its stride-``stride`` output, and that output's channels."""
+        full = self.build()
+        return (full, self.channels) if stride == 32 else (self.cut16(full), self.channels16)
+
+
+def _cut_efficientnet(net: nn.Sequential) -> nn.Sequential:
+    """EfficientNet-Lite0 up to its fifth stage (112 channels, stride 16), names kept."""
+    return nn.Sequential(OrderedDict(conv_stem=net.conv_stem, bn1=net.bn1, blocks=net.blocks[:5]))
 
 
 CNNS: dict[str, CNNSpec] = {
     "mobilenet_v2": CNNSpec(
-        _mobilenet_v2, 1280, IMAGENET_MEAN, IMAGENET_STD, _torchvision_keys, ("classifier.",)
+        _mobilenet_v2,
+        1280,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        _torchvision_keys,
+        ("classifier.",),
+        cut16=lambda features: features[:14],  # through the 96-channel stage
+        channels16=96,
     ),
     # TF-converted weights: inputs scaled to [-1, 1]
     "efficientnet_lite0": CNNSpec(
@@ -117,21 +138,29 @@ CNNS: dict[str, CNNSpec] = {
         (0.5, 0.5, 0.5),
         _efficientnet_keys,
         ("_fc.", "classifier."),
+        cut16=_cut_efficientnet,
+        channels16=112,
     ),
 }
 
 
 def hybrid_config(
-    cnn: str, image_size: int = 224, dim: int = 384, n_layers: int = 2, n_heads: int = 6
+    cnn: str,
+    image_size: int = 224,
+    dim: int = 384,
+    n_layers: int = 2,
+    n_heads: int = 6,
+    stride: int = 32,
 ) -> ImageEncoderConfig:
-    """The ``ImageEncoderConfig`` of a ``cnn`` hybrid with a ``dim``-wide, ``n_layers``-deep
-    transformer on top (pixel normalisation: what the CNN was trained with)."""
+    """The ``ImageEncoderConfig`` of a ``cnn`` hybrid reading its stride-``stride`` feature map
+    (32 or 16), with a ``dim``-wide, ``n_layers``-deep transformer on top (pixel normalisation:
+    what the CNN was trained with)."""
     if cnn not in CNNS:
         raise ValueError(f"unknown CNN {cnn!r}; choose from {sorted(CNNS)}")
     spec = CNNS[cnn]
     return ImageEncoderConfig(
         image_size=image_size,
-        patch_size=32,
+        patch_size=stride,
         dim=dim,
         n_layers=n_layers,
         n_heads=n_heads,
@@ -167,7 +196,8 @@ class FeatureMapTokens(nn.Module):
 
 class HybridImageEncoder(nn.Module):
     """pixels ``(B, 3, H, W)`` -> tokens ``(B, N, D)`` and mask ``(B, N)`` (all True), with
-    ``N = (H / 32) * (W / 32)``. ``cnn``: the pretrained backbone; ``adapter``: the new part."""
+    ``N = (H / s) * (W / s)`` for stride ``s = config.patch_size``. ``cnn``: the pretrained
+    backbone (up to that stride); ``adapter``: the new part."""
 
     def __init__(self, config: ImageEncoderConfig):
         super().__init__()
@@ -178,8 +208,9 @@ class HybridImageEncoder(nn.Module):
             )
         self.config = config
         self.dim = config.dim
-        self.cnn = CNNS[config.cnn].build().eval()  # always: see train()
-        self.adapter = FeatureMapTokens(config, CNNS[config.cnn].channels)
+        cnn, channels = CNNS[config.cnn].network(config.patch_size)
+        self.cnn = cnn.eval()  # always: see train()
+        self.adapter = FeatureMapTokens(config, channels)
 
     def train(self, mode: bool = True) -> HybridImageEncoder:
         """Train mode for the adapter only: the CNN keeps its batch-norm statistics."""
@@ -195,13 +226,17 @@ class HybridImageEncoder(nn.Module):
 
 def load_cnn_weights(encoder: HybridImageEncoder, weights: str | Path) -> None:
     """Load an ImageNet classifier file (safetensors or tensor-only torch file) into the CNN of
-    ``encoder``; the classifier is dropped, every other tensor must fit."""
+    ``encoder``; the classifier is dropped, every other tensor must fit the whole network
+    (a stride-16 encoder then keeps the part it uses)."""
     spec = CNNS[encoder.config.cnn]
     state = read_state_dict(weights)
     source = f"{weights} ({encoder.config.cnn})"
-    mapped = map_keys(state, spec.key_table(encoder.cnn, state), spec.dropped, source)
-    check_shapes(encoder.cnn.state_dict(), mapped, source)
-    encoder.cnn.load_state_dict(mapped, strict=True)
+    full = spec.build()
+    mapped = map_keys(state, spec.key_table(full, state), spec.dropped, source)
+    check_shapes(full.state_dict(), mapped, source)
+    full.load_state_dict(mapped, strict=True)
+    used = full.state_dict()
+    encoder.cnn.load_state_dict({k: used[k] for k in encoder.cnn.state_dict()}, strict=True)
 
 
 def load_hybrid_encoder(

@@ -21,6 +21,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 IMAGE_KINDS = ("vit", "cnn_hybrid", "hf_vision")
+HYBRID_STRIDES = (32, 16)  # a CNN hybrid reads the final feature map or the stride-16 stage
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,10 @@ class ImageEncoderConfig:
     With ``timm_name`` the architecture is timm's; the size fields then describe it (filled in
     by ``encoders.pretrained.image_config_from_timm``).
 
-    ``kind="cnn_hybrid"``: the ``cnn``'s final feature map (stride 32, so ``patch_size`` is 32)
-    gives one token per cell, projected to ``dim`` and read by ``n_layers`` transformer blocks
-    (0: the projection alone); see ``encoders.hybrid``.
+    ``kind="cnn_hybrid"``: a feature map of the ``cnn`` gives one token per cell, projected to
+    ``dim`` and read by ``n_layers`` transformer blocks (0: the projection alone); ``patch_size``
+    is its stride: 32 (the final map) or 16 (the last stride-16 stage: 4x the tokens, finer
+    detail); see ``encoders.hybrid``.
 
     ``kind="hf_vision"``: a Hugging Face CLIP/SigLIP vision tower built from ``hf_config`` (its
     config, verbatim); the size fields describe it (``encoders.hf_vision``).
@@ -63,10 +65,13 @@ class ImageEncoderConfig:
             raise ValueError(f"image stem must be 'patch' or 'conv', got {self.stem!r}")
         if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
             raise ValueError(f"a conv stem needs a power-of-2 patch_size, got {self.patch_size}")
-        if self.kind == "cnn_hybrid" and (self.patch_size != 32 or self.image_size % 32):
+        if self.kind == "cnn_hybrid" and (
+            self.patch_size not in HYBRID_STRIDES or self.image_size % self.patch_size
+        ):
             raise ValueError(
-                f"a CNN hybrid has patch_size 32 (the CNN's stride) and an image_size that is a "
-                f"multiple of 32; got patch_size {self.patch_size}, image_size {self.image_size}"
+                f"a CNN hybrid's patch_size is the stride of the CNN stage it reads "
+                f"({' or '.join(map(str, HYBRID_STRIDES))}) and divides image_size; got "
+                f"patch_size {self.patch_size}, image_size {self.image_size}"
             )
 
     @property

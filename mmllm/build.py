@@ -126,6 +126,7 @@ def image_part(
             args.image_dim,
             args.image_layers,
             args.image_heads,
+            args.image_stride,
         )
     return PretrainedImage(args.image, weights, args.image_size)
 
@@ -180,7 +181,9 @@ def model_card(model: MultimodalLM, out: Path, command: str, pretrained: set[str
     if image is None:
         image_text = "none"
     elif image.kind == "cnn_hybrid":
-        image_text = f"{image.cnn} + {image.n_layers}-layer transformer (hybrid)"
+        image_text = (
+            f"{image.cnn} (stride {image.patch_size}) + {image.n_layers}-layer transformer (hybrid)"
+        )
     elif image.kind == "hf_vision":
         image_text = f"{image.hf_config['model_type']}, {image.n_layers} layers, dim {image.dim}"
     else:
@@ -255,6 +258,8 @@ def _command(args: argparse.Namespace) -> str:
             str(args.image_layers),
             "--image-heads",
             str(args.image_heads),
+            "--image-stride",
+            str(args.image_stride),
         ]
     words += ["--cross-attn-every", str(args.cross_attn_every), "--projector", args.projector]
     if args.gate_init:
@@ -310,6 +315,13 @@ def add_build_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--image-dim", type=int, default=384, help="hybrid transformer width")
     parser.add_argument("--image-layers", type=int, default=2, help="hybrid transformer depth")
     parser.add_argument("--image-heads", type=int, default=6, help="hybrid transformer heads")
+    parser.add_argument(
+        "--image-stride",
+        type=int,
+        default=32,
+        choices=(32, 16),
+        help="hybrid: the CNN feature map read (16: the stride-16 stage, 4x the tokens)",
+    )
     parser.add_argument("--audio", default=None, help="Whisper folder, package:NAME[/DIR] or none")
     parser.add_argument(
         "--audio-seconds",

@@ -60,9 +60,12 @@ class PretrainedCNN:
     dim: int = 384
     n_layers: int = 2
     n_heads: int = 6
+    stride: int = 32  # the feature map read: the final one (32) or the stride-16 stage
 
     def config(self) -> ImageEncoderConfig:
-        return hybrid_config(self.cnn, self.image_size, self.dim, self.n_layers, self.n_heads)
+        return hybrid_config(
+            self.cnn, self.image_size, self.dim, self.n_layers, self.n_heads, self.stride
+        )
 
 
 def load_lm_tokenizer(path: str | Path, special: SpecialTokens | None = None) -> Tokenizer:

@@ -342,6 +342,34 @@ def test_hybrid_cnn_features_equal_torchvision_and_give_one_token_per_cell(mobil
     assert tokens.shape == (2, 4, 32) and bool(mask.all())
 
 
+def test_stride_16_hybrid_reads_the_96_channel_stage_with_four_times_the_tokens(mobilenet):
+    path, net = mobilenet
+    config = hybrid_config("mobilenet_v2", 64, dim=32, n_layers=1, n_heads=2, stride=16)
+    encoder = HybridImageEncoder(config)
+    load_cnn_weights(encoder, path)  # the whole classifier file; the stage keeps its part
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        features = encoder.cnn(pixels)
+        assert features.shape == (2, 96, 4, 4)
+        assert max_diff(features, net.features[:14](pixels)) < 1e-5
+        tokens, _ = encoder.eval()(pixels)
+    assert tokens.shape == (2, 16, 32) and config.n_tokens == 16
+
+
+def test_efficientnet_stride_16_stage_is_its_fifth_block_group():
+    from encoders.hybrid import CNNS
+
+    cnn, channels = CNNS["efficientnet_lite0"].network(16)
+    with torch.no_grad():
+        assert cnn(torch.randn(1, 3, 64, 64)).shape == (1, channels, 4, 4) and channels == 112
+
+
+@pytest.mark.parametrize(("stride", "size"), [(8, 64), (16, 72)])
+def test_hybrid_stride_must_be_a_stage_and_divide_the_image(stride, size):
+    with pytest.raises(ValueError, match="patch_size is the stride"):
+        hybrid_config("mobilenet_v2", size, stride=stride)
+
+
 def test_hybrid_cnn_keeps_its_batch_norm_statistics_in_training(mobilenet):
     encoder = HybridImageEncoder(hybrid_config("mobilenet_v2", 64, dim=32, n_layers=0))
     load_cnn_weights(encoder, mobilenet[0])
@@ -350,10 +378,11 @@ def test_hybrid_cnn_keeps_its_batch_norm_statistics_in_training(mobilenet):
     assert not changed(before, encoder.cnn.state_dict()) and encoder.adapter.training
 
 
+@pytest.mark.parametrize("stride", [32, 16])
 def test_hybrid_model_references_its_cnn_and_trains_its_adapter_in_align(
-    llama, mobilenet, tmp_path
+    llama, mobilenet, tmp_path, stride
 ):
-    image = PretrainedCNN("mobilenet_v2", mobilenet[0], 64, dim=32, n_layers=1, n_heads=2)
+    image = PretrainedCNN("mobilenet_v2", mobilenet[0], 64, 32, 1, 2, stride)
     model, tokenizer = build_from_pretrained(llama[0], image=image)
     trainable = set_trainable(model, "align")
     assert any(n.startswith("image_encoder.adapter.") for n in trainable)

@@ -132,9 +132,10 @@ def image_pathway(config: MMConfig) -> str:
     """How pictures reach the projector: the frozen CNN's feature map, directly or through a
     trained transformer adapter (``mmllm build --image-layers``)."""
     img = config.image
+    cnn = f"{img.cnn} (ImageNet, frozen), its stride-{img.patch_size} feature map"
     if img.n_layers:
-        return f"{img.cnn} (ImageNet, frozen) + {img.n_layers}-layer transformer (trained)"
-    return f"{img.cnn} (ImageNet, frozen) feature map, straight to the projector"
+        return f"{cnn} + {img.n_layers}-layer transformer (trained)"
+    return f"{cnn} straight to the projector"
 
 
 def pretrained_parts(config: MMConfig) -> list[list[str]]:
