@@ -26,7 +26,8 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: set[s
             continue
         hint = hints[f.name]
         base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-        flag, help_text = "--" + f.name.replace("_", "-"), f"(default: {f.default})"
+        flag = "--" + f.name.replace("_", "-")
+        help_text = " ".join(filter(None, [f.metadata.get("help"), f"(default: {f.default})"]))
         if base[0] is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=None, help=help_text

@@ -74,10 +74,17 @@ class TrainConfig:
     eval_every: int = 500
     eval_samples: int = 256
     save_every: int = 200
-    max_minutes: float | None = None
-    # with max_minutes: time FIT_STEPS steps, then end the schedule at the deadline (steps
-    # becomes an upper bound; the fitted count is written to train_config.json)
-    fit_to_time: bool = False
+    max_minutes: float | None = field(
+        default=None,
+        metadata={"help": "end cleanly, with a saved checkpoint, after this many minutes"},
+    )
+    fit_to_time: bool = field(
+        default=False,
+        metadata={
+            "help": "with --max-minutes: time the first steps, then end warmup + cosine inside "
+            "the budget (--steps becomes an upper bound; the fitted count: train_config.json)"
+        },
+    )
     stop_after: int | None = None  # end this run at this step (the schedule still spans `steps`)
     tokenizer_samples: int = 20000
     num_workers: int = 1
