@@ -364,6 +364,18 @@ def test_efficientnet_stride_16_stage_is_its_fifth_block_group():
         assert cnn(torch.randn(1, 3, 64, 64)).shape == (1, channels, 4, 4) and channels == 112
 
 
+def test_build_cli_makes_a_stride_16_hybrid_that_loads(llama, mobilenet, tmp_path):
+    out = tmp_path / "s16"
+    run_build(
+        *("--lm", str(llama[0]), "--image", "mobilenet_v2", "--image-weights", str(mobilenet[0])),
+        *("--image-size", "64", "--image-layers", "0", "--image-stride", "16", "--image-dim", "32"),
+        *("--audio", "none", "--out", str(out)),
+    )
+    image = mmllm.load(out, device="cpu").model.config.image
+    assert (image.kind, image.patch_size, image.n_tokens) == ("cnn_hybrid", 16, 16)
+    assert "--image-stride 16" in (out / "README.md").read_text()
+
+
 @pytest.mark.parametrize(("stride", "size"), [(8, 64), (16, 72)])
 def test_hybrid_stride_must_be_a_stage_and_divide_the_image(stride, size):
     with pytest.raises(ValueError, match="patch_size is the stride"):
