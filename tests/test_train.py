@@ -62,8 +62,17 @@ def test_checkpoint_of_a_run_loads_as_a_model(tmp_path):
     assert isinstance(MultimodalLM.from_pretrained(folder), MultimodalLM)
 
 
-def test_torchrun_two_processes_keep_identical_weights(tmp_path):
-    config = small_run(tmp_path / "ddp", steps=3)
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"steps": 3},
+        # both ranks take rank 0's fitted step count, or they would fall out of step
+        {"steps": 100_000, "max_minutes": 0.15, "fit_to_time": True, "log_every": 10},
+    ],
+    ids=["plain", "fit-to-time"],
+)
+def test_torchrun_two_processes_keep_identical_weights(tmp_path, overrides):
+    config = small_run(tmp_path / "ddp", **overrides)
     config_file = tmp_path / "run.json"
     config_file.write_text(json.dumps(config.__dict__))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -87,6 +96,10 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     checksums = [r["replica_checksums"] for r in rows if "replica_checksums" in r]
     assert len(checksums) == 1 and len(checksums[0]) == 2
     assert checksums[0][0] == checksums[0][1]
+    fitted = [r["fitted_steps"] for r in rows if "fitted_steps" in r]
+    assert len(fitted) == (1 if config.fit_to_time else 0)
+    if fitted:
+        assert fitted[0] < 100_000 and [r for r in rows if "loss" in r][-1]["step"] <= fitted[0]
 
 
 def test_align_stage_trains_only_projectors_and_cross_attention():

@@ -185,7 +185,9 @@ def train(cfg: TrainConfig) -> Path:
         info = load_train_state(ckpt, optimizer)
         start, elapsed_before = info["step"], info["elapsed"]
         log.info("resumed from %s at step %d", ckpt, start)
-    ddp = DistributedDataParallel(model) if world > 1 else model
+    # a batch without audio (or images) leaves that encoder unused, and each rank has its own
+    # batch: unused parameters must count as reduced, or the ranks fall out of step
+    ddp = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     media_processor = MediaProcessor(model.config.image, model.config.audio, truncate_audio=True)
     collator = Collator(tokenizer, media_processor, cfg.max_len)
     loader = DataLoader(
