@@ -231,12 +231,13 @@ def load_cnn_weights(encoder: HybridImageEncoder, weights: str | Path) -> None:
     spec = CNNS[encoder.config.cnn]
     state = read_state_dict(weights)
     source = f"{weights} ({encoder.config.cnn})"
-    full = spec.build()
+    full = encoder.cnn if encoder.config.patch_size == 32 else spec.build()
     mapped = map_keys(state, spec.key_table(full, state), spec.dropped, source)
     check_shapes(full.state_dict(), mapped, source)
     full.load_state_dict(mapped, strict=True)
-    used = full.state_dict()
-    encoder.cnn.load_state_dict({k: used[k] for k in encoder.cnn.state_dict()}, strict=True)
+    if full is not encoder.cnn:
+        used = full.state_dict()
+        encoder.cnn.load_state_dict({k: used[k] for k in encoder.cnn.state_dict()}, strict=True)
 
 
 def load_hybrid_encoder(

@@ -166,9 +166,11 @@ def test_imagenet_oracle_matches_class_names_to_nouns(tmp_path):
     torch.save(mobilenet_v2().state_dict(), tmp_path / "mnv2.pth")
     Image.new("RGB", (40, 30), "white").save(tmp_path / "a.png")
     records = [
-        {"image": "a.png", "caption": "A frog.", "category": "stamp_image"},
-        {"audio": "a.wav", "caption": "A frog.", "category": "stamp_sound"},  # not a picture
-    ]
-    scores = oracle(records, tmp_path, tmp_path / "mnv2.pth")
+        Record("describe the image:", "A frog.", images=[tmp_path / "a.png"], task="caption",
+               category="stamp_image"),
+        Record("describe the sound:", "A frog.", audio=[tmp_path / "a.wav"], task="caption",
+               category="stamp_sound"),  # not a picture
+    ]  # fmt: skip
+    scores = oracle(records, tmp_path / "mnv2.pth")
     assert scores["n"] == 1 and 0 <= scores["top1"] <= scores["top5"] <= 1
     assert scores["examples"][0]["noun"] == "frog" and len(scores["examples"][0]["classes"]) == 5

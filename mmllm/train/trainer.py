@@ -201,7 +201,7 @@ def train(cfg: TrainConfig) -> Path:
     heldout = _heldout_records(cfg) if rank == 0 else []
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        _write_config(out, cfg)
         log.info("%d trainable tensors; %.2fM parameters", len(trainable), _count(model) / 1e6)
     t0 = time.time()
     deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes is not None else None
@@ -259,7 +259,7 @@ def train(cfg: TrainConfig) -> Path:
             fit_from = None
             bar.total = cfg.steps
             if rank == 0:
-                (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+                _write_config(out, cfg)  # the fitted step count
                 _log_metrics(out, {"step": done, "fitted_steps": cfg.steps, "steps_per_s": rate})
             log.info("%.2f steps/s: the schedule now ends at step %d", rate, cfg.steps)
         if done >= cfg.steps:
@@ -319,6 +319,10 @@ def _save(model, tokenizer, optimizer, ckpt, step, elapsed, cfg, rank, world) ->
         plot_metrics(ckpt.parent / "metrics.jsonl", ckpt.parent / "metrics.png")
     if world > 1:
         dist.barrier()
+
+
+def _write_config(out: Path, cfg: TrainConfig) -> None:
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
 
 def _log_metrics(out: Path, row: dict) -> None:
