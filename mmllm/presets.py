@@ -7,7 +7,9 @@ from mmllm.config import DecoderConfig, MMConfig, ProjectorConfig
 
 PRESETS: dict[str, MMConfig] = {
     "tiny": MMConfig(
-        image=ImageEncoderConfig(image_size=64, patch_size=8, dim=128, n_layers=4, n_heads=4),
+        image=ImageEncoderConfig(
+            image_size=64, patch_size=8, dim=128, n_layers=4, n_heads=4, stem="conv"
+        ),
         audio=AudioEncoderConfig(
             n_mels=32, patch_freq=32, patch_time=4, dim=128, n_layers=3, n_heads=4, max_seconds=30
         ),

@@ -1,6 +1,11 @@
 """Named recipes: every input a shipped model needs, made in order, each step skipped when done.
 
+    mmllm train --recipe tiny                  # -> runs/tiny/checkpoint (rerun to resume)
     mmllm train --recipe smol                  # -> runs/smol/checkpoint (rerun to resume)
+
+``tiny`` (``checkpoints/mmllm-tiny``) trains from scratch on the synthetic world in two steps:
+pretrain the image encoder on scene-graph targets into ``OUT/image-pretrain`` (unless its weights
+are there; ``mmllm.train.image_pretrain``), then train the whole model from it.
 
 ``smol`` (``checkpoints/mmllm-smol``) needs, all offline:
 
@@ -25,15 +30,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmllm.errors import InputError
+from mmllm.presets import PRESETS
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    build: tuple[str, ...]  # `mmllm build` arguments, less --out
     train: dict = field(default_factory=dict)  # TrainConfig fields
+    build: tuple[str, ...] | None = None  # `mmllm build` arguments (less --out) of the base
     tuxpaint: str | None = None  # where the stamps export goes, when the recipe uses it
+    image_pretrain: dict | None = None  # ImagePretrainConfig fields (less out, image)
 
 
 SMOL_BUILD = (
@@ -46,6 +53,22 @@ SMOL_BUILD = (
 )  # fmt: skip
 
 RECIPES = {
+    "tiny": Recipe(
+        image_pretrain=dict(steps=3000, batch_size=32, lr=1e-3, warmup=100, seed=0),
+        train=dict(
+            out="runs/tiny",
+            steps=6000,
+            batch_size=32,
+            lr=1e-3,
+            warmup=300,
+            eval_every=1000,
+            eval_samples=256,
+            save_every=250,
+            seed=0,
+            num_workers=0,
+            model=PRESETS["tiny"].to_dict(),
+        ),
+    ),
     "smol": Recipe(
         build=SMOL_BUILD,
         tuxpaint="data/tuxpaint",
@@ -80,7 +103,9 @@ def prepare_recipe(name: str, overrides: dict) -> dict:
 
         log.info("exporting the Tux Paint stamps to %s", recipe.tuxpaint)
         export_tuxpaint(DEFAULT_STAMPS, Path(recipe.tuxpaint))
-    if "init" not in overrides:
+    if recipe.image_pretrain is not None and "image_init" not in overrides:
+        values["image_init"] = str(_pretrained_image_encoder(recipe, values))
+    if recipe.build is not None and "init" not in overrides:
         base = Path(values["out"]) / "base"
         if not (base / "config.json").is_file():
             from mmllm.build import add_build_parser
@@ -92,3 +117,21 @@ def prepare_recipe(name: str, overrides: dict) -> dict:
             args.func(args)
         values["init"] = str(base)
     return values
+
+
+def _pretrained_image_encoder(recipe: Recipe, values: dict) -> Path:
+    """The recipe's pretrained image encoder weights, made first unless they exist."""
+    from mmllm.train.image_pretrain import (
+        WEIGHTS_FILE,
+        ImagePretrainConfig,
+        pretrain_image_encoder,
+    )
+
+    out = Path(values["out"]) / "image-pretrain"
+    if (out / WEIGHTS_FILE).is_file():
+        return out / WEIGHTS_FILE
+    log.info("pretraining the image encoder in %s", out)
+    image = values["model"]["image"]
+    return pretrain_image_encoder(
+        ImagePretrainConfig(out=str(out), image=image, **recipe.image_pretrain)
+    )

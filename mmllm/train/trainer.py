@@ -26,14 +26,16 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mmllm.checkpoint import load_model, load_tokenizer, save_checkpoint
+from mmllm.checkpoint import check_state_dict, load_model, load_tokenizer, save_checkpoint
 from mmllm.config import LoRAConfig, MMConfig
 from mmllm.data.collate import Collator, TrainBatch
 from mmllm.data.sources import build_source
+from mmllm.errors import InputError
 from mmllm.eval.predict import predict
 from mmllm.eval.run import score_records
 from mmllm.lora import enable_lora
@@ -56,6 +58,13 @@ class TrainConfig:
     data: str = "synthetic:train"  # or a JSONL file
     heldout: str | None = "synthetic:heldout"  # or a JSONL file, or None / "none"
     init: str | None = None  # start from this checkpoint (fine-tuning)
+    image_init: str | None = field(
+        default=None,
+        metadata={
+            "help": "a new model's image encoder starts from these weights (safetensors, e.g. "
+            "from `python -m mmllm.train.image_pretrain`)"
+        },
+    )
     steps: int = 3000
     batch_size: int = 32
     grad_accum: int = 1
@@ -120,6 +129,18 @@ class StepBatches(Dataset):
         return batches
 
 
+def load_image_encoder(model: MultimodalLM, path: str) -> None:
+    """Put the image encoder weights in safetensors file ``path`` into ``model``, checking that
+    every tensor matches (``CheckpointError`` otherwise)."""
+    if model.image_encoder is None:
+        raise InputError("--image-init was given but the model has no image encoder")
+    if not Path(path).is_file():
+        raise InputError(f"--image-init: no such file {path}")
+    state = load_file(path)
+    check_state_dict(model.image_encoder, state, path)
+    model.image_encoder.load_state_dict(state)
+
+
 def _distributed() -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -164,6 +185,8 @@ def train(cfg: TrainConfig) -> Path:
                 f"tokenizer has {tokenizer.vocab_size} tokens > decoder vocab_size "
                 f"{model.config.decoder.vocab_size}"
             )
+        if cfg.image_init:
+            load_image_encoder(model, cfg.image_init)
     if cfg.lora_rank:
         targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
         enable_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha, targets))
