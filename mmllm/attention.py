@@ -61,10 +61,12 @@ class SelfAttention(nn.Module):
         layer: int = 0,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        # queries and keys rotated in one go: (B, H + H_kv, T, hd)
+        qk = apply_rotary(torch.cat([q, k], dim=2).transpose(1, 2), *rope)
+        q, k = qk.split([self.n_heads, self.n_kv_heads], dim=1)  # (B, H, T, hd), (B, H_kv, T, hd)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H_kv, T_past + T, hd)
         is_causal = mask is None and T > 1
@@ -103,10 +105,9 @@ class GatedCrossAttention(nn.Module):
     ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        # rows without media attend to their (zero) padding and are zeroed below: no NaN
-        mask = media.mask | ~media.has_media[:, None, None, None]
+        # rows without media attend to their (zero) padding and are zeroed by `keep`: no NaN
         out = F.scaled_dot_product_attention(
-            q, *kv, attn_mask=mask, enable_gqa=self.n_kv_heads != self.n_heads
+            q, *kv, attn_mask=media.attn_mask, enable_gqa=self.n_kv_heads != self.n_heads
         )
-        out = out * media.has_media[:, None, None, None].to(out.dtype)
+        out = out * (media.keep if media.keep.dtype == out.dtype else media.keep.to(out.dtype))
         return torch.tanh(self.gate) * self.o_proj(out.transpose(1, 2).reshape(B, T, -1))

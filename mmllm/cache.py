@@ -29,8 +29,13 @@ class KVCache:
         shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self._layers = self._layer_views()
         self.max_len = max_len
         self.length = 0
+
+    def _layer_views(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer views ``(B, H_kv, T_max, hd)`` of ``k`` and ``v``, taken once."""
+        return [(self.k[i], self.v[i]) for i in range(self.k.shape[0])]
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
@@ -39,9 +44,10 @@ class KVCache:
         end = self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} positions > capacity {self.max_len}")
-        self.k[layer, :, :, self.length : end] = k
-        self.v[layer, :, :, self.length : end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        keys, values = self._layers[layer]
+        keys.narrow(2, self.length, k.shape[2]).copy_(k)
+        values.narrow(2, self.length, v.shape[2]).copy_(v)
+        return keys.narrow(2, 0, end), values.narrow(2, 0, end)
 
     def advance(self, n: int) -> None:
         """Mark ``n`` more positions as filled (after every layer has written them)."""
@@ -51,6 +57,7 @@ class KVCache:
         """Keep rows ``rows`` (B',) in this order (beam search, dropping finished rows)."""
         self.k = self.k[:, rows]
         self.v = self.v[:, rows]
+        self._layers = self._layer_views()
 
 
 @dataclass
@@ -60,11 +67,26 @@ class MediaContext:
     kv[i]: ``(k, v)`` each ``(B, H_kv, N, hd)`` for the i-th cross-attention layer.
     mask: ``(B, 1, 1, N)`` bool, True where a media token is real.
     has_media: ``(B,)`` bool, False for rows with no media at all (their cross-attention is 0).
+    attn_mask: ``(B, 1, 1, N)``, what the cross-attention uses: ``mask``, but all True in rows
+    without media (they attend to their padding and are zeroed by ``keep``: no NaN).
+    keep: ``(B, 1, 1, 1)`` 1.0 for rows with media, 0.0 without, in the keys' dtype.
+    Both are made once per request by :meth:`of`, not in every layer at every step.
     """
 
     kv: list[tuple[torch.Tensor, torch.Tensor]]
     mask: torch.Tensor
     has_media: torch.Tensor
+    attn_mask: torch.Tensor
+    keep: torch.Tensor
+
+    @classmethod
+    def of(cls, kv: list[tuple[torch.Tensor, torch.Tensor]], media_mask: torch.Tensor):
+        """The context of keys/values ``kv`` for media with mask ``media_mask`` ``(B, N)``."""
+        mask = media_mask[:, None, None, :]
+        has_media = media_mask.any(1)
+        rows = has_media[:, None, None, None]
+        dtype = kv[0][0].dtype if kv else torch.float32
+        return cls(kv, mask, has_media, mask | ~rows, rows.to(dtype))
 
     def select(self, rows: torch.Tensor) -> MediaContext:
         """The same context for rows ``rows`` only (repeat rows for beams)."""
@@ -72,4 +94,6 @@ class MediaContext:
             kv=[(k[rows], v[rows]) for k, v in self.kv],
             mask=self.mask[rows],
             has_media=self.has_media[rows],
+            attn_mask=self.attn_mask[rows],
+            keep=self.keep[rows],
         )

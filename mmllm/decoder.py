@@ -16,7 +16,7 @@ from torch import nn
 from mmllm.attention import GatedCrossAttention, SelfAttention, causal_mask
 from mmllm.cache import KVCache, MediaContext
 from mmllm.config import DecoderConfig
-from mmllm.layers import RMSNorm, RotaryEmbedding, SwiGLU
+from mmllm.layers import RMSNorm, RotaryEmbedding, SwiGLU, column_major_
 
 
 class DecoderBlock(nn.Module):
@@ -65,6 +65,9 @@ class Decoder(nn.Module):
         )
         self.cross_layers = [i for i in range(config.n_layers) if config.has_cross_attn(i)]
         self.apply(_init_weights)
+        for module in self.modules():  # every per-token matrix product: see column_major_
+            if isinstance(module, nn.Linear):
+                column_major_(module)
         # layer -> index of its cross-attention K/V in MediaContext.kv (None: no cross-attn)
         self.cross_slot = [
             self.cross_layers.index(i) if i in self.cross_layers else None
@@ -88,7 +91,7 @@ class Decoder(nn.Module):
     def prepare_media(self, media: torch.Tensor, media_mask: torch.Tensor) -> MediaContext:
         """media ``(B, N, D)``, mask ``(B, N)`` -> every cross-attention layer's K/V."""
         kv = [self.layers[i].cross_attn.media_kv(media) for i in self.cross_layers]
-        return MediaContext(kv=kv, mask=media_mask[:, None, None, :], has_media=media_mask.any(1))
+        return MediaContext.of(kv, media_mask)
 
     def forward(
         self,
@@ -131,9 +134,11 @@ class Decoder(nn.Module):
                 position_ids = torch.arange(past, past + T, device=token_ids.device).expand(B, T)
             else:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
-        rope = self.rotary(position_ids)
-        mask = causal_mask(attention_mask, T, past + T, token_ids.device)
         x = self.embed_tokens(token_ids)  # (B, T, D)
+        device = x.device.type  # queries and keys come out of autocast's dtype where it is on
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        rope = self.rotary(position_ids, dtype)
+        mask = causal_mask(attention_mask, T, past + T, token_ids.device)
         for i, block in enumerate(self.layers):
             slot = self.cross_slot[i]
             media_kv = media.kv[slot] if media is not None and slot is not None else None

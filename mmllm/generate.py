@@ -8,6 +8,7 @@ otherwise temperature, top-k and top-p (nucleus) sampling from a seeded generato
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -39,9 +40,17 @@ class SamplingConfig:
             raise GenerationError(f"top_p must be in (0, 1], got {self.top_p!r}")
 
 
-def autocast_for(device: torch.device) -> torch.autocast:
-    """bf16 autocast on CUDA (fast fused kernels), a no-op elsewhere (fp32 on CPU)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (fast fused kernels), nothing elsewhere (fp32 on CPU)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def decode_mask(mask: torch.Tensor) -> torch.Tensor | None:
+    """The attention mask decode steps pass: ``mask`` ``(B, T + new)``, or None when no row is
+    padded (then no mask is built or applied at any step: new tokens are always real)."""
+    return None if bool(mask.all()) else mask
 
 
 def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,6 +102,10 @@ def start_decode(
     return cache, mask
 
 
+def _upto(mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
+    return None if mask is None else mask[:, :length]
+
+
 def stream_ids(
     model: MultimodalLM,
     token_ids: torch.Tensor,
@@ -105,7 +118,8 @@ def stream_ids(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Continue left-padded prompts ``(B, T)`` one step at a time.
 
-    Yields ``(next_ids (B,), logprobs (B, V))`` per step; a row that has emitted EOS yields
+    Yields ``(next_ids (B,), logits (B, V))`` per step (the logits after suppression; their
+    ``log_softmax`` gives the log-probabilities); a row that has emitted EOS yields
     ``pad_id`` afterwards. Stops when every row is done or after ``max_new_tokens``.
     ``suppress_ids`` (e.g. padding and prompt markers) are never generated.
     """
@@ -116,19 +130,21 @@ def stream_ids(
     if sampling.seed is not None:
         generator = torch.Generator(device=device).manual_seed(sampling.seed)
     done = torch.zeros(B, dtype=torch.bool, device=device)
+    mask = decode_mask(mask)
     with autocast_for(device):
-        hidden = model.decoder.hidden(token_ids, context, mask[:, :T], cache=cache)
+        hidden = model.decoder.hidden(token_ids, context, _upto(mask, T), cache=cache)
         logits = model.decoder.logits(hidden[:, -1])  # the head at the last position only
     suppress = torch.tensor(suppress_ids, dtype=torch.long, device=device)
     for step in range(sampling.max_new_tokens):
         logits = logits.index_fill(-1, suppress, float("-inf")) if len(suppress_ids) else logits
         next_ids = pick_next(logits, sampling, generator).masked_fill(done, pad_id)
-        yield next_ids, logits.float().log_softmax(-1)
+        yield next_ids, logits
         done |= next_ids == eos_id
         if bool(done.all()) or step + 1 == sampling.max_new_tokens:
             return
         with autocast_for(device):
-            logits = model.decoder(next_ids[:, None], context, mask[:, : T + step + 1], cache=cache)
+            step_mask = _upto(mask, T + step + 1)
+            logits = model.decoder(next_ids[:, None], context, step_mask, cache=cache)
         logits = logits[:, -1]
 
 
@@ -187,8 +203,9 @@ def beam_search_ids(
     scores[:, 0] = 0.0  # start from one beam per row, so beams never duplicate
     out = torch.full((B * K, max_new_tokens), pad_id, dtype=torch.long, device=device)
     done = torch.zeros(B * K, dtype=torch.bool, device=device)
+    mask = decode_mask(mask)
     with autocast_for(device):
-        hidden = model.decoder.hidden(token_ids[rows], context, mask[:, :T], cache=cache)
+        hidden = model.decoder.hidden(token_ids[rows], context, _upto(mask, T), cache=cache)
         logits = model.decoder.logits(hidden[:, -1])
     for step in range(max_new_tokens):
         logprobs = logits.float().log_softmax(-1)  # (B*K, V)
@@ -209,7 +226,8 @@ def beam_search_ids(
         if bool(done.all()) or step + 1 == max_new_tokens:
             break
         with autocast_for(device):
-            logits = model.decoder(next_ids[:, None], context, mask[:, : T + step + 1], cache=cache)
+            step_mask = _upto(mask, T + step + 1)
+            logits = model.decoder(next_ids[:, None], context, step_mask, cache=cache)
         logits = logits[:, -1]
     best = scores.argmax(-1) + torch.arange(B, device=device) * K
     return out[best]

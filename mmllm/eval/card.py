@@ -71,6 +71,7 @@ def render_card(
     weights_mb: float,
     command: str,
     run_dir: str,
+    image_pretrain: dict | None = None,
 ) -> str:
     """The model card (Markdown) from the measurements of ``measure`` and the training run."""
     h, p = run["heldout"], run["heldout-paraphrase"]
@@ -78,6 +79,20 @@ def render_card(
     train_rows = [r for r in metrics if "loss" in r]
     wall = train_rows[-1]["elapsed_s"] / 60 if train_rows else float("nan")
     steps = train_rows[-1]["step"] if train_rows else 0
+    pretrain_lines: list[str] = []
+    if image_pretrain is not None:
+        pre, got = image_pretrain["config"], image_pretrain["heldout"]
+        wall += image_pretrain["wall_s"] / 60
+        pretrain_lines = [
+            f"- Image encoder pretrained first (`mmllm.train.image_pretrain`, "
+            f"{image_pretrain['wall_s'] / 60:.1f} min): {pre['steps']} steps x batch "
+            f"{pre['batch_size']} of fresh scenes, a linear head on the mean and max of its "
+            "tokens predicting the scene graph (colour-kind pairs present and on which side, "
+            "size pairs, counts per kind, the word); held-out scenes with every pair right "
+            f"{100 * got['pairs']:.1f}%, every pair's sides right {100 * got['sides']:.1f}%, "
+            f"shape count {100 * got['count']:.1f}%, word {100 * got['word']:.1f}%. The head "
+            "is dropped; the whole model then trains from this encoder (`--image-init`).",
+        ]
     lines = [
         f"# {name}",
         "",
@@ -128,10 +143,13 @@ def render_card(
         f"({steps} steps x batch {train_config['batch_size']} = "
         f"{steps * train_config['batch_size']:,} examples); evaluation on `synthetic:heldout` "
         "(a separate seed stream).",
+        *pretrain_lines,
         f"- Optimiser: AdamW (betas 0.9/0.95, weight decay {train_config['weight_decay']}), lr "
         f"{train_config['lr']} with {train_config['warmup']} warmup steps and cosine decay to "
         f"{train_config['min_lr_ratio']}x, gradient clipping {train_config['grad_clip']}.",
-        f"- Wall time: {wall:.1f} min (held-out evaluations during training included) on a "
+        f"- Wall time: {wall:.1f} min (held-out evaluations during training"
+        + (" and the image pretraining" if image_pretrain else "")
+        + ") included) on a "
         "2-core x86_64 CPU with one thread (OMP_NUM_THREADS=1), fp32; the other core was in use.",
         f"- Weights: {weights_mb:.1f} MB (`model.safetensors`, fp32). Tokenizer: byte-level BPE "
         "trained on the training split's text.",
@@ -160,8 +178,10 @@ def main() -> None:
     command = args.command or "mmllm train ..."
     weights_mb = (args.checkpoint / "model.safetensors").stat().st_size / 1e6
     name = args.checkpoint.name
+    pretrain_file = args.run / "image-pretrain" / "image_pretrain.json"
+    pretrain = json.loads(pretrain_file.read_text()) if pretrain_file.is_file() else None
     (args.checkpoint / "README.md").write_text(
-        render_card(name, run, train_config, metrics, weights_mb, command, str(args.run))
+        render_card(name, run, train_config, metrics, weights_mb, command, str(args.run), pretrain)
     )
     pinned = {k: v for k, v in run["pinned"].items() if not k.startswith("_")}
     scores = {

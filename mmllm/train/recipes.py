@@ -64,6 +64,7 @@ RECIPES = {
             eval_every=1000,
             eval_samples=256,
             save_every=250,
+            max_minutes=75,  # with the pretraining, inside the 90 minutes mmllm-tiny may take
             seed=0,
             num_workers=0,
             model=PRESETS["tiny"].to_dict(),
