@@ -22,16 +22,28 @@ FORMAT_VERSION = 1
 @dataclass(frozen=True)
 class ProjectorConfig:
     """Encoder tokens -> shared space. ``mlp``: one token per encoder token; ``resampler``:
-    a perceiver that compresses each item to ``n_latents`` tokens."""
+    a perceiver that compresses each item to ``n_latents`` tokens.
+
+    ``image_positions``: a learned embedding per image token position is added to the projected
+    image tokens, so every token says where in the picture it is (``mlp`` projector only).
+    ``null_tokens``: learned media tokens appended to the media of every sample that has any:
+    something to attend to when nothing in the media matches the question ("is there a ...?").
+    """
 
     kind: str = "mlp"
     n_latents: int = 16
     n_layers: int = 2
     n_heads: int = 4
+    image_positions: bool = False
+    null_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in ("mlp", "resampler"):
             raise ConfigError(f"projector kind must be 'mlp' or 'resampler', got {self.kind!r}")
+        if self.image_positions and self.kind != "mlp":
+            raise ConfigError("image_positions needs the 'mlp' projector (one token per patch)")
+        if self.null_tokens < 0:
+            raise ConfigError(f"null_tokens must be >= 0, got {self.null_tokens}")
 
 
 @dataclass(frozen=True)

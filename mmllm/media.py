@@ -86,13 +86,21 @@ class MediaBatch:
 class MediaPacker(nn.Module):
     """Per-item tokens -> per-sample media ``(B, N_media, D)`` and mask ``(B, N_media)``."""
 
-    def __init__(self, dim: int, max_items: int):
+    def __init__(self, dim: int, max_items: int, image_tokens: int = 0, null_tokens: int = 0):
         super().__init__()
         self.max_items = max_items
         self.modality_embed = nn.Embedding(2, dim)
         self.slot_embed = nn.Embedding(max_items, dim)
         nn.init.normal_(self.modality_embed.weight, std=0.02)
         nn.init.normal_(self.slot_embed.weight, std=0.02)
+        # (N_img, D): where each image token sits (ProjectorConfig.image_positions)
+        self.image_positions = (
+            nn.Parameter(torch.randn(image_tokens, dim) * 0.02) if image_tokens else None
+        )
+        # (N_null, D): always-present tokens to attend to when nothing matches
+        self.null_tokens = (
+            nn.Parameter(torch.randn(null_tokens, dim) * 0.02) if null_tokens else None
+        )
 
     def forward(
         self,
@@ -102,6 +110,13 @@ class MediaPacker(nn.Module):
         """pieces: ``(modality, tokens (n, N, D), mask (n, N), sample_index (n,))`` per modality."""
         rows: list[list[tuple[int, torch.Tensor]]] = [[] for _ in range(batch_size)]
         for modality, tokens, mask, index in pieces:
+            if modality == IMAGE and self.image_positions is not None:
+                if tokens.shape[1] != self.image_positions.shape[0]:
+                    raise ValueError(
+                        f"{tokens.shape[1]} image tokens per item, but the model has "
+                        f"{self.image_positions.shape[0]} image positions"
+                    )
+                tokens = tokens + self.image_positions
             for item, b in enumerate(index.tolist()):
                 rows[b].append((modality, tokens[item][mask[item]]))  # real tokens only
         dim, ref = self.modality_embed.embedding_dim, pieces[0][1]
@@ -116,6 +131,8 @@ class MediaPacker(nn.Module):
                 t + self.modality_embed.weight[m] + self.slot_embed.weight[slot]
                 for slot, (m, t) in enumerate(items)
             ]
+            if seq and self.null_tokens is not None:
+                seq.append(self.null_tokens)
             sequences.append(torch.cat(seq) if seq else ref.new_zeros(0, dim))
         longest = max(s.shape[0] for s in sequences)
         media = ref.new_zeros(batch_size, longest, dim)

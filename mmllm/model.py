@@ -47,7 +47,12 @@ class MultimodalLM(nn.Module):
             if self.audio_encoder
             else None
         )
-        self.media_packer = MediaPacker(dim, config.max_media_items)
+        image_tokens = 0
+        if config.projector.image_positions and self.image_encoder is not None:
+            image_tokens = config.image.n_tokens
+        self.media_packer = MediaPacker(
+            dim, config.max_media_items, image_tokens, config.projector.null_tokens
+        )
         self.decoder = Decoder(config.decoder)
         if config.lora is not None:
             add_lora(self.decoder, config.lora)
@@ -93,18 +98,25 @@ class MultimodalLM(nn.Module):
         labels: torch.Tensor | None = None,
         cache: KVCache | None = None,
         labelled_logits_only: bool = False,
+        loss_per_example: bool = False,
     ) -> LMOutput:
         """token_ids ``(B, T)``; labels ``(B, T)`` aligned with token_ids (shifted inside),
         ``IGNORE_INDEX`` where no loss is taken. ``labelled_logits_only`` (training): logits
         ``(N, V)`` only at the N positions that predict a label, sparing the LM head's cost on
-        prompts and padding; the loss is the same."""
+        prompts and padding; the loss is the same. ``loss_per_example`` (with it): each sample's
+        labelled tokens weigh 1/their count, so a one-word answer counts as much as a caption."""
         context = media if isinstance(media, MediaContext) else self.prepare_media(media)
         if labelled_logits_only and labels is not None:
             hidden = self.decoder.hidden(token_ids, context, attention_mask, cache=cache)
             targets = labels[:, 1:]
             keep = targets != IGNORE_INDEX  # (B, T-1)
             logits = self.decoder.logits(hidden[:, :-1][keep])  # (N, V)
-            loss = F.cross_entropy(logits.float(), targets[keep])
+            if not loss_per_example:
+                return LMOutput(logits=logits, loss=F.cross_entropy(logits.float(), targets[keep]))
+            per_token = F.cross_entropy(logits.float(), targets[keep], reduction="none")  # (N,)
+            counts = keep.sum(1, keepdim=True)  # (B, 1)
+            weights = (1.0 / counts.clamp(min=1)).expand_as(keep)[keep]  # (N,)
+            loss = (per_token * weights).sum() / (counts > 0).sum().clamp(min=1)
             return LMOutput(logits=logits, loss=loss)
         logits = self.decoder(token_ids, context, attention_mask, cache=cache)
         loss = None

@@ -162,3 +162,69 @@ def test_labelled_logits_only_gives_the_same_loss_and_gradients(model, media, to
         )
     assert torch.allclose(losses[0], losses[1], atol=1e-6)
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def with_media_extras(image_positions: bool = True, null_tokens: int = 2) -> MultimodalLM:
+    import dataclasses
+
+    config = tiny_config()
+    projector = dataclasses.replace(
+        config.projector, image_positions=image_positions, null_tokens=null_tokens
+    )
+    torch.manual_seed(0)
+    return open_gates(MultimodalLM(dataclasses.replace(config, projector=projector)).eval())
+
+
+def test_null_tokens_join_every_sample_with_media_and_no_other(media):
+    model = with_media_extras(image_positions=False, null_tokens=2)
+    plain, plain_mask = open_gates(MultimodalLM(tiny_config()).eval()).encode_media(media)
+    packed, mask = model.encode_media(media)
+    assert mask.sum(1).tolist() == [n + 2 if n else 0 for n in plain_mask.sum(1).tolist()]
+    assert packed.shape[1] == plain.shape[1] + 2
+
+
+def test_image_positions_tell_identical_patches_apart(token_ids):
+    from mmllm.media import IMAGE
+
+    model = with_media_extras(image_positions=True, null_tokens=0)
+    n = model.config.image.n_tokens
+    same = torch.ones(1, n, model.config.decoder.dim)  # every patch the same token
+    mask = torch.ones(1, n, dtype=torch.bool)
+    packed, _ = model.media_packer([(IMAGE, same, mask, torch.tensor([0]))], 1)
+    assert packed[0].std(0).abs().sum() > 0  # positions make them differ
+    no_positions = with_media_extras(image_positions=False, null_tokens=0)
+    packed, _ = no_positions.media_packer([(IMAGE, same, mask, torch.tensor([0]))], 1)
+    assert packed[0].std(0).abs().sum() == 0
+    assert "media_packer.image_positions" not in no_positions.state_dict()  # old checkpoints
+
+
+def test_media_extras_keep_rows_without_media_equal_to_text_only(media, token_ids):
+    model = with_media_extras()
+    torch.testing.assert_close(model(token_ids, media).logits[2], model(token_ids).logits[2])
+
+
+def test_loss_per_example_weighs_each_sample_equally(model, media, token_ids):
+    open_gates(model)
+    labels = token_ids.clone()
+    labels[:, :5] = IGNORE_INDEX
+    labels[0, 7:] = IGNORE_INDEX  # sample 0: 2 labelled tokens; the others: 7
+    logits = model(token_ids, media).logits[:, :-1]
+    per_sample = [
+        torch.nn.functional.cross_entropy(logits[b], labels[b, 1:], ignore_index=IGNORE_INDEX)
+        for b in range(3)
+    ]
+    kwargs = dict(labels=labels, labelled_logits_only=True)
+    loss = model(token_ids, media, loss_per_example=True, **kwargs).loss
+    torch.testing.assert_close(loss, torch.stack(per_sample).mean())
+    token_mean = model(token_ids, media, **kwargs).loss
+    assert not torch.allclose(loss, token_mean)
+
+
+def test_media_extras_survive_a_checkpoint(tmp_path, media, token_ids):
+    from mmllm.checkpoint import load_model
+
+    model = with_media_extras()
+    model.save_pretrained(tmp_path / "ck")
+    loaded = load_model(tmp_path / "ck").eval()
+    assert loaded.config.projector == model.config.projector
+    torch.testing.assert_close(loaded(token_ids, media).logits, model(token_ids, media).logits)

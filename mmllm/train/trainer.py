@@ -74,6 +74,13 @@ class TrainConfig:
     weight_decay: float = 0.05
     grad_clip: float = 1.0
     stage: str = "full"
+    loss_per_example: bool = field(
+        default=False,
+        metadata={
+            "help": "average the loss per example, then over the batch (a one-word answer "
+            "weighs as much as a caption), instead of over all labelled tokens"
+        },
+    )
     lora_rank: int = 0  # > 0: LoRA adapters on the LM (mmllm.lora), trained in every stage
     lora_alpha: float = 16.0
     lora_targets: str = "q_proj,v_proj"  # comma-separated, from mmllm.config.LORA_TARGETS
@@ -244,7 +251,11 @@ def train(cfg: TrainConfig) -> Path:
             ctx = ddp.no_sync() if not sync else contextlib.nullcontext()
             with ctx, torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 loss = ddp(
-                    batch.token_ids, batch.media, labels=batch.labels, labelled_logits_only=True
+                    batch.token_ids,
+                    batch.media,
+                    labels=batch.labels,
+                    labelled_logits_only=True,
+                    loss_per_example=cfg.loss_per_example,
                 ).loss
                 (loss / len(micro_batches)).backward()
             total += loss.item() / len(micro_batches)
