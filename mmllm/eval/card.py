@@ -63,6 +63,33 @@ def _pct(scores: dict, key: str) -> str:
     return f"{100 * scores[key]['accuracy']:.1f}%" if key in scores else "n/a"
 
 
+def architecture(train_config: dict) -> str:
+    """One line on the model's shape and training loss, from the run's ``train_config.json``."""
+    model = train_config.get("model") or {}
+    img, aud, dec, proj = (model.get(k) or {} for k in ("image", "audio", "decoder", "projector"))
+    parts = []
+    if img:
+        parts.append(
+            f"image ViT {img['n_layers']} x {img['dim']} ({img.get('stem', 'patch')} stem, "
+            f"{img['image_size']} px, patch {img['patch_size']})"
+        )
+    if aud:
+        parts.append(f"audio ViT over log-mel patches {aud['n_layers']} x {aud['dim']}")
+    if dec:
+        every = dec["cross_attn_every"]
+        parts.append(
+            f"decoder {dec['n_layers']} x {dec['dim']} with gated cross-attention in "
+            + ("every block" if every == 1 else f"every {every} blocks")
+        )
+    extras = [f"{proj.get('kind', 'mlp')} projectors"]
+    if proj.get("image_positions"):
+        extras.append("a learned embedding per image token position")
+    if proj.get("null_tokens"):
+        extras.append(f"{proj['null_tokens']} learned null media tokens")
+    loss = "averaged per example" if train_config.get("loss_per_example") else "per token"
+    return f"- Model: {'; '.join(parts)}; {', '.join(extras)}. Loss {loss} (on targets, not prompts)."
+
+
 def render_card(
     name: str,
     run: dict,
@@ -143,6 +170,7 @@ def render_card(
         f"({steps} steps x batch {train_config['batch_size']} = "
         f"{steps * train_config['batch_size']:,} examples); evaluation on `synthetic:heldout` "
         "(a separate seed stream).",
+        architecture(train_config),
         *pretrain_lines,
         f"- Optimiser: AdamW (betas 0.9/0.95, weight decay {train_config['weight_decay']}), lr "
         f"{train_config['lr']} with {train_config['warmup']} warmup steps and cosine decay to "
