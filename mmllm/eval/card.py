@@ -87,7 +87,25 @@ def architecture(train_config: dict) -> str:
     if proj.get("null_tokens"):
         extras.append(f"{proj['null_tokens']} learned null media tokens")
     loss = "averaged per example" if train_config.get("loss_per_example") else "per token"
-    return f"- Model: {'; '.join(parts)}; {', '.join(extras)}. Loss {loss} (on targets, not prompts)."
+    loss_line = f"Loss {loss} (on targets, not prompts)."
+    return f"- Model: {'; '.join(parts)}; {', '.join(extras)}. {loss_line}"
+
+
+def _weak_types(scores: dict, below: float = 0.7) -> list[str]:
+    """A sentence naming the question types under ``below`` held-out accuracy (none: nothing)."""
+    weak = sorted(
+        (v["accuracy"], k.removeprefix("qtype/"))
+        for k, v in scores.items()
+        if k.startswith("qtype/") and v["accuracy"] < below
+    )
+    if not weak:
+        return []
+    named = ", ".join(f"{name} {100 * acc:.1f}%" for acc, name in weak)
+    return [
+        f"Weakest question types (held-out, under {100 * below:.0f}%): {named}; chance is 50% "
+        "for the yes/no types (presence, relation).",
+        "",
+    ]
 
 
 def render_card(
@@ -154,6 +172,7 @@ def render_card(
         "",
         "The paraphrase split asks with question templates never used in training.",
         "",
+        *_weak_types(h),
         "Per question type (held-out):",
         "",
         markdown_table({k: v for k, v in h.items() if k.startswith("qtype/")}),
@@ -177,7 +196,7 @@ def render_card(
         f"{train_config['min_lr_ratio']}x, gradient clipping {train_config['grad_clip']}.",
         f"- Wall time: {wall:.1f} min (held-out evaluations during training"
         + (" and the image pretraining" if image_pretrain else "")
-        + ") included) on a "
+        + " included) on a "
         "2-core x86_64 CPU with one thread (OMP_NUM_THREADS=1), fp32; the other core was in use.",
         f"- Weights: {weights_mb:.1f} MB (`model.safetensors`, fp32). Tokenizer: byte-level BPE "
         "trained on the training split's text.",
