@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train or fine-tune a model",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-        "  mmllm train --out runs/tiny --steps 10000 --max-minutes 85\n"
+        "  mmllm train --recipe tiny          # mmllm-tiny: pretrain the image encoder, train\n"
+        "  mmllm train --out runs/mine --steps 10000 --max-minutes 85\n"
         "  mmllm train --init checkpoints/mmllm-tiny --data my.jsonl --out runs/mine\n"
         "  mmllm train --recipe smol          # mmllm-smol: build, data, align stage\n"
         "  torchrun --nproc_per_node 2 -m mmllm.cli train --out runs/ddp --steps 100",
@@ -282,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--recipe",
         default=None,
-        help="a named recipe (smol): makes its data and base model, then trains (flags override)",
+        help="a named recipe (tiny, smol): makes what it needs first, then trains (flags override)",
     )
     _add_dataclass_flags(train, TrainConfig, skip={"model"})
     train.set_defaults(func=cmd_train)
