@@ -76,6 +76,15 @@ def test_pretraining_lowers_the_loss_and_starts_training_from_its_weights(tmp_pa
         assert torch.allclose(state[f"image_encoder.{name}"], tensor, atol=1e-6), name
 
 
+def test_image_init_with_init_is_refused(tmp_path):
+    from mmllm.errors import InputError
+    from mmllm.train.trainer import train
+
+    first = train(small_run(tmp_path / "a", steps=1))
+    with pytest.raises(InputError, match="give one of the two"):
+        train(small_run(tmp_path / "b", init=str(first), image_init="x.safetensors"))
+
+
 def test_image_init_of_another_size_names_the_mismatch(tmp_path):
     config = tiny_config()
     bigger = dataclasses.replace(config.image, dim=64)

@@ -104,7 +104,7 @@ def prepare_recipe(name: str, overrides: dict) -> dict:
 
         log.info("exporting the Tux Paint stamps to %s", recipe.tuxpaint)
         export_tuxpaint(DEFAULT_STAMPS, Path(recipe.tuxpaint))
-    if recipe.image_pretrain is not None and "image_init" not in overrides:
+    if recipe.image_pretrain is not None and not {"image_init", "init"} & set(overrides):
         values["image_init"] = str(_pretrained_image_encoder(recipe, values))
     if recipe.build is not None and "init" not in overrides:
         base = Path(values["out"]) / "base"

@@ -182,6 +182,12 @@ def train(cfg: TrainConfig) -> Path:
     elif cfg.init:
         from mmllm.tasks import resolve_checkpoint  # a folder, or a shipped name (mmllm-tiny)
 
+        if cfg.image_init:
+            raise InputError(
+                "--image-init starts a new model's image encoder; with --init the "
+                "whole model comes from that checkpoint: give one of the two"
+            )
+
         init = resolve_checkpoint(cfg.init)
         model, tokenizer = load_model(init), load_tokenizer(init)
     else:
