@@ -65,35 +65,27 @@ class MediaContext:
     """Cross-attention keys/values per cross-attention layer, and which media keys are real.
 
     kv[i]: ``(k, v)`` each ``(B, H_kv, N, hd)`` for the i-th cross-attention layer.
-    mask: ``(B, 1, 1, N)`` bool, True where a media token is real.
-    has_media: ``(B,)`` bool, False for rows with no media at all (their cross-attention is 0).
-    attn_mask: ``(B, 1, 1, N)``, what the cross-attention uses: ``mask``, but all True in rows
-    without media (they attend to their padding and are zeroed by ``keep``: no NaN).
+    attn_mask: ``(B, 1, 1, N)`` bool, True where a media token is real; all True in rows without
+    media (they attend to their zero padding and are zeroed by ``keep``: no NaN).
     keep: ``(B, 1, 1, 1)`` 1.0 for rows with media, 0.0 without, in the keys' dtype.
     Both are made once per request by :meth:`of`, not in every layer at every step.
     """
 
     kv: list[tuple[torch.Tensor, torch.Tensor]]
-    mask: torch.Tensor
-    has_media: torch.Tensor
     attn_mask: torch.Tensor
     keep: torch.Tensor
 
     @classmethod
     def of(cls, kv: list[tuple[torch.Tensor, torch.Tensor]], media_mask: torch.Tensor):
         """The context of keys/values ``kv`` for media with mask ``media_mask`` ``(B, N)``."""
-        mask = media_mask[:, None, None, :]
-        has_media = media_mask.any(1)
-        rows = has_media[:, None, None, None]
+        rows = media_mask.any(1)[:, None, None, None]  # (B, 1, 1, 1): the row has media
         dtype = kv[0][0].dtype if kv else torch.float32
-        return cls(kv, mask, has_media, mask | ~rows, rows.to(dtype))
+        return cls(kv, media_mask[:, None, None, :] | ~rows, rows.to(dtype))
 
     def select(self, rows: torch.Tensor) -> MediaContext:
         """The same context for rows ``rows`` only (repeat rows for beams)."""
         return MediaContext(
             kv=[(k[rows], v[rows]) for k, v in self.kv],
-            mask=self.mask[rows],
-            has_media=self.has_media[rows],
             attn_mask=self.attn_mask[rows],
             keep=self.keep[rows],
         )

@@ -20,6 +20,7 @@ from mmllm.checkpoint import load_model, load_tokenizer
 from mmllm.data.sources import SyntheticSource
 from mmllm.eval.metrics import normalize_answer
 from mmllm.eval.run import evaluate, markdown_table
+from mmllm.train.image_pretrain import PRETRAIN_DIR, REPORT_FILE
 
 PINNED_N = 300  # records of synthetic:heldout the test suite re-scores (tests/test_shipped.py)
 CATEGORIES = ("image", "audio", "both")
@@ -225,7 +226,7 @@ def main() -> None:
     command = args.command or "mmllm train ..."
     weights_mb = (args.checkpoint / "model.safetensors").stat().st_size / 1e6
     name = args.checkpoint.name
-    pretrain_file = args.run / "image-pretrain" / "image_pretrain.json"
+    pretrain_file = args.run / PRETRAIN_DIR / REPORT_FILE
     pretrain = json.loads(pretrain_file.read_text()) if pretrain_file.is_file() else None
     (args.checkpoint / "README.md").write_text(
         render_card(name, run, train_config, metrics, weights_mb, command, str(args.run), pretrain)

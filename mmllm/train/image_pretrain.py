@@ -42,9 +42,10 @@ from mmllm.data.synthetic_image import (
     sample_scene,
 )
 from mmllm.processing import ImageProcessor
-from mmllm.train.trainer import lr_at
+from mmllm.train.trainer import adamw, lr_at
 
 log = logging.getLogger(__name__)
+PRETRAIN_DIR = "image-pretrain"  # inside a recipe's run folder
 WEIGHTS_FILE = "image_encoder.safetensors"
 REPORT_FILE = "image_pretrain.json"
 MAX_SHAPES = 4
@@ -174,13 +175,7 @@ def pretrain_image_encoder(cfg: ImagePretrainConfig) -> Path:
     config = ImageEncoderConfig(**cfg.image)
     encoder, head = ImageEncoder(config), SceneHead(config.dim)
     params = [*encoder.parameters(), *head.parameters()]
-    decay = [p for p in params if p.ndim >= 2]
-    rest = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
-    )
+    optimizer = adamw(params, cfg.lr, cfg.weight_decay)
     heldout_set = SceneBatches(config, 64, cfg.seed, "heldout")
     heldout = [heldout_set[i] for i in range(cfg.heldout_batches)]
     loader = DataLoader(

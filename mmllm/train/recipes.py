@@ -123,12 +123,13 @@ def prepare_recipe(name: str, overrides: dict) -> dict:
 def _pretrained_image_encoder(recipe: Recipe, values: dict) -> Path:
     """The recipe's pretrained image encoder weights, made first unless they exist."""
     from mmllm.train.image_pretrain import (
+        PRETRAIN_DIR,
         WEIGHTS_FILE,
         ImagePretrainConfig,
         pretrain_image_encoder,
     )
 
-    out = Path(values["out"]) / "image-pretrain"
+    out = Path(values["out"]) / PRETRAIN_DIR
     if (out / WEIGHTS_FILE).is_file():
         return out / WEIGHTS_FILE
     log.info("pretraining the image encoder in %s", out)

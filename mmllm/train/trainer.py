@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -136,6 +137,18 @@ class StepBatches(Dataset):
         return batches
 
 
+def adamw(
+    params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float, fused: bool = False
+) -> torch.optim.AdamW:
+    """AdamW (betas 0.9/0.95) with weight decay on matrices only (not norms, biases, gates)."""
+    params = list(params)
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=fused)
+
+
 def load_image_encoder(model: MultimodalLM, path: str) -> None:
     """Put the image encoder weights in safetensors file ``path`` into ``model``, checking that
     every tensor matches (``CheckpointError`` otherwise)."""
@@ -205,15 +218,10 @@ def train(cfg: TrainConfig) -> Path:
         enable_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha, targets))
     model.to(device)
     trainable = set_trainable(model, cfg.stage)
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
+    optimizer = adamw(
+        (p for p in model.parameters() if p.requires_grad),
+        cfg.lr,
+        cfg.weight_decay,
         fused=device.type == "cuda",
     )
     start, elapsed_before = 0, 0.0
