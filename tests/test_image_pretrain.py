@@ -8,15 +8,28 @@ import torch
 from safetensors.torch import load_file
 
 from mmllm import MultimodalLM
-from mmllm.data.synthetic_image import KINDS, WORDS, Scene, Shape
+from mmllm.data.synthetic_image import (
+    COLORS,
+    KINDS,
+    SIZES,
+    WORD_LABEL,
+    WORDS,
+    Scene,
+    Shape,
+    label_map,
+)
 from mmllm.errors import CheckpointError
 from mmllm.train.image_pretrain import (
     BIT_GROUPS,
     CLASS_GROUPS,
+    IGNORE,
     PAIRS,
+    PATCH_GROUPS,
+    POSITION_BINS,
     SIDES,
     WEIGHTS_FILE,
     ImagePretrainConfig,
+    patch_targets,
     pretrain_image_encoder,
     scene_targets,
 )
@@ -56,6 +69,38 @@ def test_scene_targets_read_the_scene_graph():
     assert classes[names.index("word")] == WORDS.index("cat") + 1  # 0 is "no word"
 
 
+def test_patch_targets_say_what_each_patch_shows():
+    # a large red circle in the top-left quarter, a small blue star bottom-right, a word below
+    circle = Shape("circle", "red", "large", 0.25, 0.25)
+    star = Shape("star", "blue", "small", 0.75, 0.6)
+    scene = Scene((circle, star), "plain", "cat", (0.5, 0.86))
+    labels = label_map(scene)
+    assert labels.shape == (128, 128)
+    assert labels[32, 32] == 1 and labels[77, 96] == 2 and labels[5, 120] == 0
+    assert (labels == WORD_LABEL).sum() > 0
+    grid = 8
+    targets = patch_targets(scene, grid).view(grid, grid, len(PATCH_GROUPS))
+    groups = list(PATCH_GROUPS)
+    color, kind, size, word, x, y = (targets[..., groups.index(g)] for g in groups)
+    # the patch at the circle's centre (pixel 32, 32 of 128: patch row 2, column 2)
+    assert color[2, 2] == list(COLORS).index("red") + 1
+    assert kind[2, 2] == KINDS.index("circle") + 1
+    assert size[2, 2] == SIZES.index("large") + 1
+    assert (x[2, 2], y[2, 2]) == (int(0.25 * POSITION_BINS), int(0.25 * POSITION_BINS))
+    # every patch of the circle names the circle's centre, not its own place
+    on_circle = kind == KINDS.index("circle") + 1
+    assert on_circle.sum() >= 4 and (x[on_circle] == 2).all() and (y[on_circle] == 2).all()
+    # the star's centre patch (pixel 96, 77: row 4, column 6)
+    assert kind[4, 6] == KINDS.index("star") + 1 and color[4, 6] == list(COLORS).index("blue") + 1
+    assert (x[4, 6], y[4, 6]) == (6, 4)
+    # the word's patches name the word and no shape; corners are background
+    assert (word == WORDS.index("cat") + 1).sum() >= 4
+    assert (kind[word > 0] == 0).all() and (x[word > 0] == IGNORE).all()
+    assert targets[0, 7].tolist() == [0, 0, 0, 0, IGNORE, IGNORE]
+    with pytest.raises(ValueError, match="does not tile"):
+        patch_targets(scene, 6)
+
+
 def pretrain(out, **overrides):
     image = dataclasses.asdict(tiny_config().image)
     values = dict(out=str(out), steps=40, batch_size=8, lr=3e-3, warmup=5, heldout_batches=1)
@@ -66,7 +111,8 @@ def test_pretraining_lowers_the_loss_and_starts_training_from_its_weights(tmp_pa
     weights = pretrain(tmp_path / "pre")
     report = json.loads((tmp_path / "pre" / "image_pretrain.json").read_text())
     assert report["loss_end"] < 0.8 * report["loss_start"]
-    assert set(report["heldout"]) == set(BIT_GROUPS) | set(CLASS_GROUPS)
+    patch_scores = {f"patch_{g}" for g in PATCH_GROUPS}
+    assert set(report["heldout"]) == set(BIT_GROUPS) | set(CLASS_GROUPS) | patch_scores
     pretrained = load_file(weights)
     run = small_run(tmp_path / "run", image_init=str(weights), steps=1, lr=1e-12, warmup=1)
     from mmllm.train.trainer import train
@@ -107,3 +153,19 @@ def test_the_tiny_recipe_pretrains_the_image_encoder_once(tmp_path, monkeypatch)
     assert json.loads((out / "train_config.json").read_text())["image_init"] == str(weights)
     assert cli_main(["train", "--recipe", "test"]) == 0  # resumes; no second pretraining
     assert weights.stat().st_mtime_ns == made_at
+
+
+def test_patch_weight_zero_is_the_pooled_loss_alone():
+    from mmllm.train.image_pretrain import SceneBatches, SceneHead, scene_loss
+
+    torch.manual_seed(0)
+    config = tiny_config().image
+    _, bits, classes, patches = SceneBatches(config, 4, seed=0, split="train")[0]
+    assert patches.shape == (4, config.n_tokens, len(PATCH_GROUPS))
+    head = SceneHead(8)
+    tokens = torch.randn(4, config.n_tokens, 8)
+    pooled = scene_loss(head(tokens), bits, classes, patches, patch_weight=0)
+    pooled.backward()
+    assert head.patches.weight.grad is None
+    both = scene_loss(head(tokens), bits, classes, patches, patch_weight=1)
+    assert both > pooled  # the per-token cross-entropy is positive

@@ -2,11 +2,12 @@
 
 Part of the built-in synthetic world (DESIGN.md, "The synthetic world"). A :class:`Scene` is a
 small scene graph (1-4 shapes, a background, an optional word); :func:`sample_scene` draws one from
-a numpy ``Generator``, :func:`render_scene` turns it into an RGB image, :func:`scene_caption` and
-:func:`scene_question` put it into words. Everything is sized to stay legible after downscaling to
-64x64 (large shapes are about twice the small ones, six well-separated colours, light backgrounds
-that are never a shape colour). Rendering uses only integer drawing and PIL's built-in bitmap font
-(upscaled with nearest neighbour), so the pixels are the same on every machine.
+a numpy ``Generator``, :func:`render_scene` turns it into an RGB image (:func:`label_map` says
+which shape each pixel shows), :func:`scene_caption` and :func:`scene_question` put it into
+words. Everything is sized to stay legible after downscaling to 64x64 (large shapes are about
+twice the small ones, six well-separated colours, light backgrounds that are never a shape colour).
+Rendering uses only integer drawing and PIL's built-in bitmap font (upscaled with nearest
+neighbour), so the pixels are the same on every machine.
 """
 
 from __future__ import annotations
@@ -239,6 +240,31 @@ def _word_mask(word: str, scale: int) -> np.ndarray:
     return np.kron(mask, np.ones((scale, scale), dtype=bool))
 
 
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, size: int, fill: Any) -> None:
+    """Draw ``shape`` filled with ``fill`` on a canvas of side ``size`` pixels."""
+    cx, cy, r = shape.x * size, shape.y * size, RADIUS[shape.size] * size
+    if shape.kind == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape.kind == "square":
+        h = 0.86 * r
+        draw.rectangle((cx - h, cy - h, cx + h, cy + h), fill=fill)
+    else:
+        draw.polygon(_polygon(cx, cy, r, shape.kind), fill=fill)
+
+
+def _word_pixels(scene: Scene, size: int) -> tuple[np.ndarray, int, int] | None:
+    """The rendered word's boolean mask and its top-left corner (y0, x0) on a ``size`` canvas,
+    clipped to the canvas; None without a word."""
+    if scene.word is None or scene.word_pos is None:
+        return None
+    scale = max(1, round(size * _CAP_H / 6))  # the bitmap font's capitals are 6 px tall
+    mask = _word_mask(scene.word, scale)
+    h, w = mask.shape
+    x0 = min(max(round(scene.word_pos[0] * size - w / 2), 0), max(size - w, 0))
+    y0 = min(max(round(scene.word_pos[1] * size - h / 2), 0), max(size - h, 0))
+    return mask[: size - y0, : size - x0], y0, x0
+
+
 def render_scene(scene: Scene, rng: np.random.Generator, image_size: int = 128) -> Image.Image:
     """Draw ``scene`` as an RGB image (image_size, image_size); colours are jittered by ``rng``."""
     size = image_size
@@ -247,25 +273,32 @@ def render_scene(scene: Scene, rng: np.random.Generator, image_size: int = 128) 
     for shape in scene.shapes:
         jitter = rng.integers(-14, 15, size=3)
         fill = tuple(int(v) for v in np.clip(np.array(COLORS[shape.color]) + jitter, 0, 255))
-        cx, cy, r = shape.x * size, shape.y * size, RADIUS[shape.size] * size
-        if shape.kind == "circle":
-            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
-        elif shape.kind == "square":
-            h = 0.86 * r
-            draw.rectangle((cx - h, cy - h, cx + h, cy + h), fill=fill)
-        else:
-            draw.polygon(_polygon(cx, cy, r, shape.kind), fill=fill)
-    if scene.word is not None and scene.word_pos is not None:
-        scale = max(1, round(size * _CAP_H / 6))  # the bitmap font's capitals are 6 px tall
-        mask = _word_mask(scene.word, scale)
-        h, w = mask.shape
-        x0 = min(max(round(scene.word_pos[0] * size - w / 2), 0), max(size - w, 0))
-        y0 = min(max(round(scene.word_pos[1] * size - h / 2), 0), max(size - h, 0))
-        mask = mask[: size - y0, : size - x0]
+        _draw_shape(draw, shape, size, fill)
+    word = _word_pixels(scene, size)
+    if word is not None:
+        mask, y0, x0 = word
         arr = np.array(img)
         arr[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]][mask] = (20, 20, 20)
         img = Image.fromarray(arr, mode="RGB")
     return img
+
+
+WORD_LABEL = 255  # label_map's value for the rendered word's pixels
+
+
+def label_map(scene: Scene, image_size: int = 128) -> np.ndarray:
+    """What each pixel of ``render_scene(scene, _, image_size)`` shows: ``(image_size,
+    image_size)`` uint8, 0 background, ``i + 1`` shape ``scene.shapes[i]``, WORD_LABEL the word."""
+    canvas = Image.new("L", (image_size, image_size), 0)
+    draw = ImageDraw.Draw(canvas)
+    for i, shape in enumerate(scene.shapes):
+        _draw_shape(draw, shape, image_size, i + 1)
+    labels = np.array(canvas)
+    word = _word_pixels(scene, image_size)
+    if word is not None:
+        mask, y0, x0 = word
+        labels[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]][mask] = WORD_LABEL
+    return labels
 
 
 def _noun_phrase(count: int, shape: Shape) -> str:

@@ -9,7 +9,11 @@ first learns to say what is in the picture, the way a vision backbone is pretrai
 before a language model reads it. Every target is read off the scene graph (:func:`scene_targets`):
 which colour-kind pairs are present and on which side, sizes, counts per kind and the rendered
 word. A linear head reads the mean and the max of the encoder's tokens, so the facts must live in
-the tokens themselves, where cross-attention will look for them. The head is thrown away;
+the tokens themselves, where cross-attention will look for them. A second linear head reads each
+token alone (:func:`patch_targets`): the colour, kind and size of the shape its patch shows, where
+that shape's centre is, or which word it shows. Pooled facts alone let every token carry a summary
+of the whole scene, so a question's words find nothing to match ("what color is the star?" got the
+circle's colour); per-token facts make the keys say "red circle here". The heads are thrown away;
 ``image_encoder.safetensors`` starts ``mmllm train --image-init``.
 """
 
@@ -36,8 +40,10 @@ from mmllm.data.synthetic_image import (
     COLORS,
     KINDS,
     SIZES,
+    WORD_LABEL,
     WORDS,
     Scene,
+    label_map,
     render_scene,
     sample_scene,
 )
@@ -62,6 +68,20 @@ BIT_GROUPS = {
 # single-label targets (softmax): shape count, count of each kind, the word (or none)
 CLASS_GROUPS = {"count": MAX_SHAPES, **{f"count_{k}": MAX_SHAPES + 1 for k in KINDS}}
 CLASS_GROUPS["word"] = len(WORDS) + 1
+# per-token targets (softmax per token), in this order: the colour, kind and size of the shape the
+# patch shows (0: none), the word it shows (0: none), the bin of its shape's centre x and y
+POSITION_BINS = 8  # relation questions need centres >= 0.2 apart: always in different bins
+PATCH_GROUPS = {
+    "color": len(COLORS) + 1,
+    "kind": len(KINDS) + 1,
+    "size": len(SIZES) + 1,
+    "word": len(WORDS) + 1,
+    "x": POSITION_BINS,
+    "y": POSITION_BINS,
+}
+RENDER_SIZE = 128  # render_scene's default, the size the training data is drawn at
+PATCH_COVER = 1 / 8  # a patch shows a shape (or the word) covering at least this share of it
+IGNORE = -100  # no target (cross-entropy's ignore_index): positions of patches without a shape
 _SEED_STREAMS = {"train": 7301, "heldout": 7302}
 
 
@@ -84,60 +104,125 @@ def scene_targets(scene: Scene) -> tuple[torch.Tensor, torch.Tensor]:
     return bits, torch.tensor([*counts, word])
 
 
+def patch_targets(scene: Scene, grid: int) -> torch.Tensor:
+    """Scene -> per-patch class ids ``(grid * grid, len(PATCH_GROUPS))`` for a ``grid x grid``
+    token grid in raster order (as a ViT's patch tokens).
+
+    A patch shows the shape (or word) covering most of it, if that covers at least PATCH_COVER
+    of the patch; otherwise the background (every group 0, positions IGNORE).
+    """
+    if RENDER_SIZE % grid:
+        raise ValueError(f"a {grid}x{grid} token grid does not tile {RENDER_SIZE} px scenes")
+    cell = RENDER_SIZE // grid
+    labels = label_map(scene, RENDER_SIZE)
+    blocks = labels.reshape(grid, cell, grid, cell).transpose(0, 2, 1, 3).reshape(grid * grid, -1)
+    values = np.array([*range(1, len(scene.shapes) + 1), WORD_LABEL])
+    cover = (blocks[:, :, None] == values).mean(1)  # (P, n_shapes + 1)
+    best = cover.argmax(1)
+    shown = cover[np.arange(len(best)), best] >= PATCH_COVER
+    rows = [[0, 0, 0, 0, IGNORE, IGNORE]]  # the background
+    for s in scene.shapes:
+        rows.append(
+            [
+                list(COLORS).index(s.color) + 1,
+                KINDS.index(s.kind) + 1,
+                SIZES.index(s.size) + 1,
+                0,
+                min(int(s.x * POSITION_BINS), POSITION_BINS - 1),
+                min(int(s.y * POSITION_BINS), POSITION_BINS - 1),
+            ]
+        )
+    word = 0 if scene.word is None else WORDS.index(scene.word) + 1
+    rows.append([0, 0, 0, word, IGNORE, IGNORE])
+    table = torch.tensor(rows)
+    return table[torch.from_numpy(np.where(shown, best + 1, 0))]
+
+
 class SceneBatches(Dataset):
-    """Item ``i``: batch ``i`` of rendered scenes, pixels ``(B, 3, S, S)`` and their targets;
-    deterministic by (split, seed, i)."""
+    """Item ``i``: batch ``i`` of rendered scenes, pixels ``(B, 3, S, S)`` and their targets
+    (bits, classes, per-patch classes); deterministic by (split, seed, i)."""
 
     def __init__(self, config: ImageEncoderConfig, batch_size: int, seed: int, split: str):
         self.processor = ImageProcessor(config)
+        self.grid = config.image_size // config.patch_size
         self.batch_size, self.seed, self.stream = batch_size, seed, _SEED_STREAMS[split]
 
     def __len__(self) -> int:
         return 2**31
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         rng = np.random.default_rng([self.stream, self.seed, index])
-        pixels, bits, classes = [], [], []
+        pixels, bits, classes, patches = [], [], [], []
         for _ in range(self.batch_size):
             scene = sample_scene(rng)
-            pixels.append(self.processor(render_scene(scene, rng)))  # as the training data
+            pixels.append(self.processor(render_scene(scene, rng, RENDER_SIZE)))
             b, c = scene_targets(scene)
             bits.append(b)
             classes.append(c)
-        return torch.stack(pixels), torch.stack(bits), torch.stack(classes)
+            patches.append(patch_targets(scene, self.grid))
+        return torch.stack(pixels), torch.stack(bits), torch.stack(classes), torch.stack(patches)
 
 
 class SceneHead(nn.Module):
-    """Tokens ``(B, N, D)`` -> bit logits ``(B, sum(BIT_GROUPS))`` and class logits per group,
-    linear in the tokens' mean and max."""
+    """Tokens ``(B, N, D)`` -> bit logits ``(B, sum(BIT_GROUPS))``, class logits per group
+    ``(B, n_classes)`` (both linear in the tokens' mean and max) and per-patch logits per group
+    ``(B, N, n_classes)`` (linear in each token)."""
 
     def __init__(self, dim: int):
         super().__init__()
         self.bits = nn.Linear(2 * dim, sum(BIT_GROUPS.values()))
         self.classes = nn.Linear(2 * dim, sum(CLASS_GROUPS.values()))
+        self.patches = nn.Linear(dim, sum(PATCH_GROUPS.values()))
 
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         pooled = torch.cat([tokens.mean(1), tokens.amax(1)], dim=-1)
-        return self.bits(pooled), list(self.classes(pooled).split(list(CLASS_GROUPS.values()), -1))
+        classes = self.classes(pooled).split(list(CLASS_GROUPS.values()), -1)
+        patches = self.patches(tokens).split(list(PATCH_GROUPS.values()), -1)
+        return self.bits(pooled), list(classes), list(patches)
 
 
-def scene_loss(head_out, bits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy over the bits plus the mean cross-entropy over class groups."""
-    bit_logits, class_logits = head_out
+def scene_loss(
+    head_out,
+    bits: torch.Tensor,
+    classes: torch.Tensor,
+    patches: torch.Tensor,
+    patch_weight: float = 1.0,
+) -> torch.Tensor:
+    """Mean binary cross-entropy over the bits, plus the mean cross-entropy over the class
+    groups, plus ``patch_weight`` x the mean per-token cross-entropy over the patch groups."""
+    bit_logits, class_logits, patch_logits = head_out
     loss = F.binary_cross_entropy_with_logits(bit_logits, bits)
     ce = [F.cross_entropy(logits, classes[:, i]) for i, logits in enumerate(class_logits)]
-    return loss + torch.stack(ce).mean()
+    loss = loss + torch.stack(ce).mean()
+    if patch_weight:
+        per_token = [
+            F.cross_entropy(logits.flatten(0, 1), patches[..., i].flatten(), ignore_index=IGNORE)
+            for i, logits in enumerate(patch_logits)
+        ]
+        loss = loss + patch_weight * torch.stack(per_token).mean()
+    return loss
 
 
 @torch.no_grad()
 def scene_scores(encoder: ImageEncoder, head: SceneHead, batches) -> dict[str, float]:
     """Held-out accuracy per target group: all of a scene's bits right (multi-label groups), the
-    class right (single-label groups)."""
+    class right (single-label groups), and ``patch_<group>``: the class right on the patches that
+    show something for that group (a shape; for ``patch_word`` the word)."""
     encoder.eval()
     right: dict[str, float] = {}
     n = 0
-    for pixels, bits, classes in batches:
-        bit_logits, class_logits = head(encoder(pixels)[0])
+    patch_right = torch.zeros(len(PATCH_GROUPS))
+    patch_n = torch.zeros(len(PATCH_GROUPS))
+    for pixels, bits, classes, patches in batches:
+        bit_logits, class_logits, patch_logits = head(encoder(pixels)[0])
+        shows_shape = patches[..., 0] > 0
+        for i, name in enumerate(PATCH_GROUPS):
+            shown = patches[..., i] > 0 if name == "word" else shows_shape
+            ok = (patch_logits[i].argmax(-1) == patches[..., i]) & shown
+            patch_right[i] += ok.sum()
+            patch_n[i] += shown.sum()
         predicted = bit_logits > 0
         start = 0
         for name, size in BIT_GROUPS.items():
@@ -150,7 +235,10 @@ def scene_scores(encoder: ImageEncoder, head: SceneHead, batches) -> dict[str, f
             right[name] = right.get(name, 0.0) + ok.float().sum().item()
         n += len(pixels)
     encoder.train()
-    return {name: round(v / n, 4) for name, v in right.items()}
+    scores = {name: round(v / n, 4) for name, v in right.items()}
+    for i, name in enumerate(PATCH_GROUPS):
+        scores[f"patch_{name}"] = round(float(patch_right[i] / patch_n[i].clamp(min=1)), 4)
+    return scores
 
 
 @dataclass
@@ -162,6 +250,7 @@ class ImagePretrainConfig:
     warmup: int = 100
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.05
+    patch_weight: float = 1.0  # weight of the per-token targets (0: pooled targets alone)
     seed: int = 0
     heldout_batches: int = 16
     num_workers: int = 0
@@ -187,10 +276,10 @@ def pretrain_image_encoder(cfg: ImagePretrainConfig) -> Path:
     t0 = time.time()
     losses: list[float] = []
     bar = tqdm(total=cfg.steps, desc="image pretrain")
-    for step, (pixels, bits, classes) in enumerate(loader):
+    for step, (pixels, bits, classes, patches) in enumerate(loader):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = scene_loss(head(encoder(pixels)[0]), bits, classes)
+        loss = scene_loss(head(encoder(pixels)[0]), bits, classes, patches, cfg.patch_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -224,7 +313,16 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     defaults = ImagePretrainConfig()
-    for name in ("out", "steps", "batch_size", "lr", "warmup", "seed", "num_workers"):
+    for name in (
+        "out",
+        "steps",
+        "batch_size",
+        "lr",
+        "warmup",
+        "patch_weight",
+        "seed",
+        "num_workers",
+    ):
         value = getattr(defaults, name)
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     parser.add_argument("--preset", default="tiny", help="whose image encoder (mmllm.presets)")

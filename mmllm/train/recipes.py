@@ -54,7 +54,9 @@ SMOL_BUILD = (
 
 RECIPES = {
     "tiny": Recipe(
-        image_pretrain=dict(steps=3000, batch_size=32, lr=1e-3, warmup=100, seed=0),
+        image_pretrain=dict(
+            steps=3000, batch_size=32, lr=1e-3, warmup=100, patch_weight=1.0, seed=0
+        ),
         train=dict(
             out="runs/tiny",
             steps=6000,
