@@ -17,3 +17,33 @@ def test_architecture_line_names_the_parts_and_only_the_extras_in_use():
     line = architecture({"model": extras, "loss_per_example": True})
     assert "a learned embedding per image token position" in line
     assert "2 learned null media tokens" in line and "averaged per example" in line
+
+
+def test_card_states_the_pretraining_targets_and_the_hardware():
+    from mmllm.eval.card import CATEGORIES, render_card
+    from mmllm.train.image_pretrain import PATCH_GROUPS
+
+    scores = {k: {"accuracy": 0.5, "n": 10} for k in [*CATEGORIES, "overall", "qtype/color"]}
+    heldout = {**scores, "_meta": {"n": 10}}
+    run = {
+        "heldout": heldout,
+        "heldout-paraphrase": scores,
+        "heldout-no-audio": scores,
+        "heldout-no-image": scores,
+        "majority_baseline": {k: 0.3 for k in CATEGORIES},
+        "parameters": 5_000_000,
+    }
+    train = dict(seed=0, batch_size=32, weight_decay=0.05, lr=1e-3, warmup=10, min_lr_ratio=0.1)
+    train |= dict(grad_clip=1.0, model=PRESETS["tiny"].to_dict())
+    metrics = [{"step": 100, "loss": 1.0, "elapsed_s": 600.0}]
+    got = {"pairs": 0.5, "sides": 0.25, "count": 1.0, "word": 1.0}
+    got |= {f"patch_{g}": 0.9 for g in PATCH_GROUPS}
+    pre = {"config": {"steps": 30, "batch_size": 8, "patch_weight": 1.0}, "heldout": got}
+    pre["wall_s"] = 120.0
+    card = render_card("m", run, train, metrics, 1.0, "mmllm train", "runs/m", pre, "two threads")
+    assert "a linear head on each token (weight 1.0)" in card
+    assert "colour 90.0%" not in card and "color 90.0%, kind 90.0%" in card
+    assert "centre x 90.0%, centre y 90.0%" in card
+    assert "Wall time: 12.0 min" in card and "2-core x86_64 CPU, two threads, fp32." in card
+    pre["config"]["patch_weight"] = 0.0  # pooled targets alone: no per-token sentence
+    assert "each token" not in render_card("m", run, train, metrics, 1.0, "c", "r", pre)

@@ -20,10 +20,11 @@ from mmllm.checkpoint import load_model, load_tokenizer
 from mmllm.data.sources import SyntheticSource
 from mmllm.eval.metrics import normalize_answer
 from mmllm.eval.run import evaluate, markdown_table
-from mmllm.train.image_pretrain import PRETRAIN_DIR, REPORT_FILE
+from mmllm.train.image_pretrain import PATCH_GROUPS, PRETRAIN_DIR, REPORT_FILE
 
 PINNED_N = 300  # records of synthetic:heldout the test suite re-scores (tests/test_shipped.py)
 CATEGORIES = ("image", "audio", "both")
+_PATCH_NAMES = {"x": "centre x", "y": "centre y"}
 
 
 def majority_baselines(n_train: int = 20000, n_eval: int = 2000) -> dict:
@@ -118,8 +119,10 @@ def render_card(
     command: str,
     run_dir: str,
     image_pretrain: dict | None = None,
+    hardware: str = "one thread (OMP_NUM_THREADS=1)",
 ) -> str:
-    """The model card (Markdown) from the measurements of ``measure`` and the training run."""
+    """The model card (Markdown) from the measurements of ``measure`` and the training run;
+    ``hardware`` says how the CPU was used (threads, other load)."""
     h, p = run["heldout"], run["heldout-paraphrase"]
     no_a, no_i, base = run["heldout-no-audio"], run["heldout-no-image"], run["majority_baseline"]
     train_rows = [r for r in metrics if "loss" in r]
@@ -129,6 +132,16 @@ def render_card(
     if image_pretrain is not None:
         pre, got = image_pretrain["config"], image_pretrain["heldout"]
         wall += image_pretrain["wall_s"] / 60
+        per_token = ""
+        if pre.get("patch_weight"):
+            per_token = (
+                f", and a linear head on each token (weight {pre['patch_weight']}) predicting "
+                "what its patch shows (the shape's colour, kind and size, where the shape's "
+                "centre is, or the word): held-out patches right "
+                + ", ".join(
+                    f"{_PATCH_NAMES.get(g, g)} {100 * got['patch_' + g]:.1f}%" for g in PATCH_GROUPS
+                )
+            )
         pretrain_lines = [
             f"- Image encoder pretrained first (`mmllm.train.image_pretrain`, "
             f"{image_pretrain['wall_s'] / 60:.1f} min): {pre['steps']} steps x batch "
@@ -136,8 +149,9 @@ def render_card(
             "tokens predicting the scene graph (colour-kind pairs present and on which side, "
             "size pairs, counts per kind, the word); held-out scenes with every pair right "
             f"{100 * got['pairs']:.1f}%, every pair's sides right {100 * got['sides']:.1f}%, "
-            f"shape count {100 * got['count']:.1f}%, word {100 * got['word']:.1f}%. The head "
-            "is dropped; the whole model then trains from this encoder (`--image-init`).",
+            f"shape count {100 * got['count']:.1f}%, word {100 * got['word']:.1f}%"
+            f"{per_token}. The heads are dropped; the whole model then trains from this "
+            "encoder (`--image-init`).",
         ]
     lines = [
         f"# {name}",
@@ -197,8 +211,7 @@ def render_card(
         f"{train_config['min_lr_ratio']}x, gradient clipping {train_config['grad_clip']}.",
         f"- Wall time: {wall:.1f} min (held-out evaluations during training"
         + (" and the image pretraining" if image_pretrain else "")
-        + " included) on a "
-        "2-core x86_64 CPU with one thread (OMP_NUM_THREADS=1), fp32; the other core was in use.",
+        + f" included) on a 2-core x86_64 CPU, {hardware}, fp32.",
         f"- Weights: {weights_mb:.1f} MB (`model.safetensors`, fp32). Tokenizer: byte-level BPE "
         "trained on the training split's text.",
         "",
@@ -218,6 +231,11 @@ def main() -> None:
     parser.add_argument("--run", required=True, type=Path, help="the training run folder")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--command", default=None, help="the training command, for the card")
+    parser.add_argument(
+        "--hardware",
+        default="one thread (OMP_NUM_THREADS=1)",
+        help="how the training used the CPU, for the card's wall-time line",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     run = measure(args.checkpoint, args.n)
@@ -229,7 +247,17 @@ def main() -> None:
     pretrain_file = args.run / PRETRAIN_DIR / REPORT_FILE
     pretrain = json.loads(pretrain_file.read_text()) if pretrain_file.is_file() else None
     (args.checkpoint / "README.md").write_text(
-        render_card(name, run, train_config, metrics, weights_mb, command, str(args.run), pretrain)
+        render_card(
+            name,
+            run,
+            train_config,
+            metrics,
+            weights_mb,
+            command,
+            str(args.run),
+            pretrain,
+            args.hardware,
+        )
     )
     pinned = {k: v for k, v in run["pinned"].items() if not k.startswith("_")}
     scores = {
