@@ -7,6 +7,12 @@ model. A model trained from scratch has no language model to protect and starts 
 (``gate_init``), fixed (``train_gates=False``): trained from scratch with learnable gates from
 0, the gates stayed near 0 (|tanh| < 0.05 after 2000 steps) and the model answered from text
 priors alone.
+
+``cross_attn_qk_norm`` RMS-normalises the cross-attention's queries and keys per head, each with
+a learned gain (QK-norm: Dehghani et al., 2023; Wortsman et al., 2023): a logit is then a scaled
+cosine, bounded until the gains grow. Without it, a tiny model trained from scratch collapsed its
+cross-attention to one hard choice (entropy 0.00 nats of 4.16) of the same salient high-norm
+tokens whatever the question named, where the softmax passes no gradient to change the choice.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from torch import nn
 
 from mmllm.cache import KVCache, MediaContext
 from mmllm.config import DecoderConfig
-from mmllm.layers import apply_rotary
+from mmllm.layers import RMSNorm, apply_rotary
 
 
 def causal_mask(
@@ -87,6 +93,8 @@ class GatedCrossAttention(nn.Module):
         self.k_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=False)
         self.v_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=False)
         self.o_proj = nn.Linear(config.n_heads * hd, config.dim, bias=False)
+        self.q_norm = RMSNorm(hd, config.norm_eps) if config.cross_attn_qk_norm else None
+        self.k_norm = RMSNorm(hd, config.norm_eps) if config.cross_attn_qk_norm else None
         gate = torch.full((1,), config.gate_init)
         if config.train_gates:
             self.gate = nn.Parameter(gate)
@@ -96,15 +104,20 @@ class GatedCrossAttention(nn.Module):
     def media_kv(self, media: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """media ``(B, N, D)`` -> keys, values ``(B, H_kv, N, hd)``; computed once per request."""
         B, N, _ = media.shape
-        k = self.k_proj(media).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(media).view(B, N, self.n_kv_heads, self.head_dim)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
         v = self.v_proj(media).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        return k, v
+        return k.transpose(1, 2), v
 
     def forward(
         self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], media: MediaContext
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        q = q.transpose(1, 2)  # (B, H, T, hd)
         # rows without media attend to their (zero) padding and are zeroed by `keep`: no NaN
         out = F.scaled_dot_product_attention(
             q, *kv, attn_mask=media.attn_mask, enable_gqa=self.n_kv_heads != self.n_heads

@@ -91,6 +91,8 @@ class DecoderConfig:
     gate_init: float = 0.0  # 0 keeps a pretrained LM exactly itself; from scratch, open them
     train_gates: bool = True  # False: gates stay at gate_init (a from-scratch model cannot
     # then shut the media pathway while its encoders are still learning)
+    cross_attn_qk_norm: bool = False  # RMS-normalise cross-attention queries and keys per head
+    # (learned gains): attention follows the direction of what is asked, not the keys' norms
     tie_embeddings: bool = True
     attn_bias: bool = False
     head_dim: int | None = None

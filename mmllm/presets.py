@@ -25,6 +25,7 @@ PRESETS: dict[str, MMConfig] = {
             cross_attn_every=1,
             gate_init=1.0,
             train_gates=False,
+            cross_attn_qk_norm=True,
         ),
     ),
 }
