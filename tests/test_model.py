@@ -8,6 +8,12 @@ from mmllm.model import IGNORE_INDEX
 from tests.conftest import make_media, open_gates, tiny_config
 
 
+@pytest.fixture(params=[False, True], ids=["plain", "qk_norm"])
+def config(request):
+    """Every property here holds with and without cross-attention QK-norm."""
+    return tiny_config(cross_attn_qk_norm=request.param)
+
+
 def test_logits_shape(model, media, token_ids):
     out = model(token_ids, media)
     assert out.logits.shape == (3, 12, 64) and out.loss is None
@@ -228,3 +234,18 @@ def test_media_extras_survive_a_checkpoint(tmp_path, media, token_ids):
     loaded = load_model(tmp_path / "ck").eval()
     assert loaded.config.projector == model.config.projector
     torch.testing.assert_close(loaded(token_ids, media).logits, model(token_ids, media).logits)
+
+
+def test_qk_norm_keys_follow_the_direction_of_the_media_not_their_scale(media):
+    torch.manual_seed(0)
+    model = MultimodalLM(tiny_config(cross_attn_qk_norm=True)).eval()
+    cross = model.decoder.layers[0].cross_attn
+    tokens = 10 * torch.randn(2, 5, model.config.decoder.dim)  # keys well above the norm eps
+    keys, values = cross.media_kv(tokens)
+    big_keys, big_values = cross.media_kv(100 * tokens)
+    torch.testing.assert_close(big_keys, keys, rtol=1e-4, atol=1e-4)  # normalised: same keys
+    torch.testing.assert_close(big_values, 100 * values, rtol=1e-4, atol=1e-3)  # values: scaled
+    rms = keys.pow(2).mean(-1).sqrt()  # (B, H_kv, N): the gains start at 1
+    torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-3, atol=1e-3)
+    plain = MultimodalLM(tiny_config()).decoder.layers[0].cross_attn
+    assert plain.q_norm is None and plain.k_norm is None
