@@ -110,14 +110,29 @@ class GatedCrossAttention(nn.Module):
         v = self.v_proj(media).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
         return k.transpose(1, 2), v
 
-    def forward(
-        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], media: MediaContext
-    ) -> torch.Tensor:
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        """Text states ``(B, T, D)`` -> queries ``(B, H, T, hd)``."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
         if self.q_norm is not None:
             q = self.q_norm(q)
-        q = q.transpose(1, 2)  # (B, H, T, hd)
+        return q.transpose(1, 2)
+
+    def attention_weights(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], media: MediaContext
+    ) -> torch.Tensor:
+        """The softmax weights ``(B, H, T, N)`` that :meth:`forward` puts on the media tokens
+        (computed explicitly, for inspection: ``mmllm.eval.attention``)."""
+        q = self.queries(x)
+        keys = kv[0].repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+        logits = q @ keys.transpose(-1, -2) / self.head_dim**0.5
+        return logits.masked_fill(~media.attn_mask, float("-inf")).softmax(-1)
+
+    def forward(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], media: MediaContext
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.queries(x)  # (B, H, T, hd)
         # rows without media attend to their (zero) padding and are zeroed by `keep`: no NaN
         out = F.scaled_dot_product_attention(
             q, *kv, attn_mask=media.attn_mask, enable_gqa=self.n_kv_heads != self.n_heads

@@ -1,0 +1,90 @@
+"""Where cross-attention looks when the model answers: per layer and head, the entropy of the
+last prompt position's attention over the media tokens and the tokens it weighs most.
+
+    python -m mmllm.eval.attention --checkpoint mmllm-tiny --image demos/examples/shapes2.png \\
+        -q "what color is the circle?" -q "what color is the star?"
+
+A model that retrieves what a question names attends differently for different questions about
+the same picture. Two failures this shows: entropy near 0 nats in every head (a hard choice the
+softmax passes no gradient to change), and the same tokens whatever the question names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+import torch
+
+from mmllm.errors import InputError
+from mmllm.tasks import MMLLM, load
+
+
+@torch.inference_mode()
+def cross_attention(mm: MMLLM, question: str, image: Any = None, audio: Any = None) -> list:
+    """The attention ``(H, N_media)`` of the last prompt position, one per cross-attention layer
+    in order, for ``question`` about ``image`` and/or ``audio``."""
+    media = mm._media(
+        [[image] if image is not None else []], [[audio] if audio is not None else []]
+    )
+    if media is None:
+        raise InputError("cross-attention needs an image or a clip to look at")
+    context = mm._prepare(media)
+    token_ids, mask = mm._prompt_batch([question.strip()])
+    maps: list[torch.Tensor] = []
+
+    def record(module, args, _output):
+        maps.append(module.attention_weights(*args)[0, :, -1].float())
+
+    hooks = [
+        layer.cross_attn.register_forward_hook(record)
+        for layer in mm.model.decoder.layers
+        if hasattr(layer, "cross_attn")
+    ]
+    try:
+        mm.model(token_ids, context, mask)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return maps
+
+
+def entropy(weights: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of each row of ``weights`` ``(..., N)`` (probabilities)."""
+    return -(weights * weights.clamp_min(1e-12).log()).sum(-1)
+
+
+def report(mm: MMLLM, questions: list[str], image: Any = None, audio: Any = None, top: int = 3):
+    """Text lines: per question, layer and head, the entropy and the most-weighed tokens."""
+    lines = []
+    for question in questions:
+        maps = cross_attention(mm, question, image, audio)
+        n = maps[0].shape[-1]
+        lines.append(f"{question}  (uniform over {n} media tokens: {math.log(n):.2f} nats)")
+        for i, weights in enumerate(maps):
+            heads = []
+            for h, row in enumerate(weights):
+                best = row.topk(min(top, n))
+                tokens = " ".join(
+                    f"{j}:{p:.2f}" for p, j in zip(best.values, best.indices, strict=True)
+                )
+                heads.append(f"h{h} {entropy(row):.2f} [{tokens}]")
+            lines.append(f"  cross-attention {i}: " + "  ".join(heads))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default=None, help="folder or name (default: mmllm-tiny)")
+    parser.add_argument("--image", default=None)
+    parser.add_argument("--audio", default=None)
+    parser.add_argument("-q", "--question", action="append", required=True)
+    args = parser.parse_args(argv)
+    mm = load(args.checkpoint, device="cpu")
+    print("\n".join(report(mm, args.question, args.image, args.audio)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

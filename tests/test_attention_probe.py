@@ -1,0 +1,42 @@
+"""Cross-attention weights as the model applies them, and the probe that reports them."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mmllm
+from mmllm import MultimodalLM
+from mmllm.eval.attention import cross_attention, entropy, report
+from tests.conftest import make_media, open_gates, tiny_config
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_attention_weights_are_what_forward_applies(qk_norm):
+    torch.manual_seed(0)
+    model = open_gates(MultimodalLM(tiny_config(cross_attn_qk_norm=qk_norm)).eval())
+    context = model.prepare_media(make_media())
+    cross = model.decoder.layers[0].cross_attn
+    x = torch.randn(3, 5, model.config.decoder.dim)
+    kv = context.kv[0]
+    weights = cross.attention_weights(x, kv, context)  # (B, H, T, N)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+    values = kv[1].repeat_interleave(cross.n_heads // cross.n_kv_heads, dim=1)
+    mixed = (weights @ values).transpose(1, 2).reshape(3, 5, -1)
+    expected = torch.tanh(cross.gate) * cross.o_proj(mixed) * context.keep.view(3, 1, 1)
+    torch.testing.assert_close(cross(x, kv, context), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_probe_reports_each_layer_and_head(tiny_checkpoint):
+    mm = mmllm.load(tiny_checkpoint, device="cpu")
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8))
+    maps = cross_attention(mm, "what color is the circle?", image)
+    decoder = mm.model.config.decoder
+    assert len(maps) == len(mm.model.decoder.cross_layers)
+    n_tokens = mm.model.config.image.n_tokens
+    assert all(m.shape == (decoder.n_heads, n_tokens) for m in maps)
+    assert all(0 <= e <= np.log(n_tokens) + 1e-4 for m in maps for e in entropy(m).tolist())
+    lines = report(mm, ["what color is the circle?", "is there a star?"], image)
+    assert len(lines) == 2 * (1 + len(maps)) and "nats" in lines[0]
+    with pytest.raises(ValueError, match="needs an image or a clip"):
+        cross_attention(mm, "what is it?")
