@@ -10,7 +10,10 @@ def test_architecture_line_names_the_parts_and_only_the_extras_in_use():
     config = PRESETS["tiny"]
     plain = architecture({"model": config.to_dict()})
     assert "image ViT 4 x 128 (conv stem, 64 px, patch 8)" in plain
-    assert "decoder 4 x 256 with gated cross-attention in every block" in plain
+    assert "decoder 4 x 256 with gated cross-attention (QK-norm) in every block" in plain
+    unnormed = dataclasses.replace(config.decoder, cross_attn_qk_norm=False)
+    line = architecture({"model": dataclasses.replace(config, decoder=unnormed).to_dict()})
+    assert "gated cross-attention in every block" in line
     assert "null" not in plain and "position" not in plain and "per token" in plain
     projector = dataclasses.replace(config.projector, image_positions=True, null_tokens=2)
     extras = dataclasses.replace(config, projector=projector).to_dict()

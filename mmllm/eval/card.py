@@ -80,7 +80,9 @@ def architecture(train_config: dict) -> str:
     if dec:
         every = dec["cross_attn_every"]
         parts.append(
-            f"decoder {dec['n_layers']} x {dec['dim']} with gated cross-attention in "
+            f"decoder {dec['n_layers']} x {dec['dim']} with gated cross-attention"
+            + (" (QK-norm)" if dec.get("cross_attn_qk_norm") else "")
+            + " in "
             + ("every block" if every == 1 else f"every {every} blocks")
         )
     extras = [f"{proj.get('kind', 'mlp')} projectors"]
