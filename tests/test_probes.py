@@ -1,4 +1,5 @@
-"""Cross-attention weights as the model applies them, and the probe that reports them."""
+"""Probes of a trained model: cross-attention weights as the model applies them and the report
+of where they look; linear probes of what the image tokens say."""
 
 import numpy as np
 import pytest
@@ -40,3 +41,27 @@ def test_probe_reports_each_layer_and_head(tiny_checkpoint):
     assert len(lines) == 2 * (1 + len(maps)) and "nats" in lines[0]
     with pytest.raises(ValueError, match="needs an image or a clip"):
         cross_attention(mm, "what is it?")
+
+
+def test_token_probe_finds_what_is_linearly_there_and_only_that():
+    from mmllm.eval.token_probe import probe_accuracy
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 8, generator=g)
+    labels = (x[:, 2] > 0).long() + 2 * (x[:, 5] > 0).long()  # 4 classes, linear in x
+    assert probe_accuracy(x[:400], labels[:400], x[400:], labels[400:], 4) > 0.9
+    noise = torch.randint(0, 4, (600,), generator=g)
+    assert probe_accuracy(x[:400], noise[:400], x[400:], noise[400:], 4) < 0.45
+
+
+def test_token_probes_cover_each_place_and_target():
+    from mmllm.eval.token_probe import PROBED, token_probes
+
+    torch.manual_seed(0)
+    model = MultimodalLM(tiny_config())
+    scores = token_probes(model, train_batches=2, test_batches=1)
+    assert list(scores) == ["trained encoder", "after the projector"]
+    assert all(
+        set(row) == set(PROBED) and all(0 <= v <= 1 for v in row.values())
+        for row in scores.values()
+    )
