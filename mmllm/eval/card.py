@@ -121,7 +121,7 @@ def render_card(
     command: str,
     run_dir: str,
     image_pretrain: dict | None = None,
-    hardware: str = "one thread (OMP_NUM_THREADS=1)",
+    hardware: str = "two threads (both cores, the default)",
 ) -> str:
     """The model card (Markdown) from the measurements of ``measure`` and the training run;
     ``hardware`` says how the CPU was used (threads, other load)."""
@@ -235,7 +235,7 @@ def main() -> None:
     parser.add_argument("--command", default=None, help="the training command, for the card")
     parser.add_argument(
         "--hardware",
-        default="one thread (OMP_NUM_THREADS=1)",
+        default="two threads (both cores, the default)",
         help="how the training used the CPU, for the card's wall-time line",
     )
     args = parser.parse_args()
