@@ -65,3 +65,19 @@ def test_token_probes_cover_each_place_and_target():
         set(row) == set(PROBED) and all(0 <= v <= 1 for v in row.values())
         for row in scores.values()
     )
+
+
+def test_attention_plot_is_a_png_per_question_and_layer(tiny_checkpoint, tmp_path):
+    from mmllm.errors import InputError
+    from mmllm.eval.attention import plot_attention
+
+    mm = mmllm.load(tiny_checkpoint, device="cpu")
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), np.uint8))
+    out = plot_attention(
+        mm, ["what color is the circle?", "is there a star?"], image, tmp_path / "a.png"
+    )
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(out) as png:  # two rows of panels: taller than one would be
+        assert png.height > 2 * 150
+    with pytest.raises(InputError, match="needs an image or a clip"):
+        plot_attention(mm, ["what is it?"], None, tmp_path / "b.png")

@@ -7,17 +7,20 @@ last prompt position's attention over the media tokens and the tokens it weighs 
 A model that retrieves what a question names attends differently for different questions about
 the same picture. Two failures this shows: entropy near 0 nats in every head (a hard choice the
 softmax passes no gradient to change), and the same tokens whatever the question names.
+``--plot FILE`` draws, for an image, each layer's attention (mean over heads) on its patch grid.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from mmllm.errors import InputError
+from mmllm.processing import load_image
 from mmllm.tasks import MMLLM, load
 
 
@@ -74,15 +77,52 @@ def report(mm: MMLLM, questions: list[str], image: Any = None, audio: Any = None
     return lines
 
 
+def plot_attention(mm: MMLLM, questions: list[str], image: Any, out: str | Path) -> Path:
+    """A PNG: a row per question, a panel per cross-attention layer, showing the attention of
+    the last prompt position (mean over heads) on the image's patch grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = mm.model.config.image.image_size // mm.model.config.image.patch_size
+    rows = [cross_attention(mm, q, image) for q in questions]
+    if rows[0][0].shape[-1] != grid * grid:
+        raise InputError(f"the attention plot needs one image's {grid}x{grid} tokens alone")
+    picture = load_image(image).resize((grid * 16, grid * 16))
+    fig, axes = plt.subplots(
+        len(rows), len(rows[0]), figsize=(2.6 * len(rows[0]), 2.6 * len(rows)), squeeze=False
+    )
+    for r, (question, maps) in enumerate(zip(questions, rows, strict=True)):
+        for i, weights in enumerate(maps):
+            ax = axes[r][i]
+            ax.imshow(picture, extent=(0, grid, grid, 0))
+            heat = weights.mean(0).view(grid, grid).numpy()
+            ax.imshow(heat, extent=(0, grid, grid, 0), alpha=0.6, cmap="magma", vmin=0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"layer {i}: {entropy(weights).mean():.2f} nats", fontsize=8)
+        axes[r][0].set_ylabel(question, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=None, help="folder or name (default: mmllm-tiny)")
     parser.add_argument("--image", default=None)
     parser.add_argument("--audio", default=None)
     parser.add_argument("-q", "--question", action="append", required=True)
+    parser.add_argument("--plot", default=None, help="also draw the maps on the image (PNG)")
     args = parser.parse_args(argv)
     mm = load(args.checkpoint, device="cpu")
     print("\n".join(report(mm, args.question, args.image, args.audio)))
+    if args.plot:
+        if args.image is None or args.audio is not None:
+            raise InputError("--plot draws attention on an image: give --image and no --audio")
+        print(f"plot: {plot_attention(mm, args.question, args.image, args.plot)}")
     return 0
 
 
