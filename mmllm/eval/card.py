@@ -25,6 +25,7 @@ from mmllm.train.image_pretrain import PATCH_GROUPS, PRETRAIN_DIR, REPORT_FILE
 PINNED_N = 300  # records of synthetic:heldout the test suite re-scores (tests/test_shipped.py)
 CATEGORIES = ("image", "audio", "both")
 _PATCH_NAMES = {"x": "centre x", "y": "centre y"}
+HARDWARE = "two threads (both cores, the default)"  # how the recipe uses the CPU
 
 
 def majority_baselines(n_train: int = 20000, n_eval: int = 2000) -> dict:
@@ -121,7 +122,7 @@ def render_card(
     command: str,
     run_dir: str,
     image_pretrain: dict | None = None,
-    hardware: str = "two threads (both cores, the default)",
+    hardware: str = HARDWARE,
 ) -> str:
     """The model card (Markdown) from the measurements of ``measure`` and the training run;
     ``hardware`` says how the CPU was used (threads, other load)."""
@@ -235,7 +236,7 @@ def main() -> None:
     parser.add_argument("--command", default=None, help="the training command, for the card")
     parser.add_argument(
         "--hardware",
-        default="two threads (both cores, the default)",
+        default=HARDWARE,
         help="how the training used the CPU, for the card's wall-time line",
     )
     args = parser.parse_args()
