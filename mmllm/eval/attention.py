@@ -58,11 +58,20 @@ def entropy(weights: torch.Tensor) -> torch.Tensor:
     return -(weights * weights.clamp_min(1e-12).log()).sum(-1)
 
 
-def report(mm: MMLLM, questions: list[str], image: Any = None, audio: Any = None, top: int = 3):
-    """Text lines: per question, layer and head, the entropy and the most-weighed tokens."""
+def report(
+    mm: MMLLM,
+    questions: list[str],
+    image: Any = None,
+    audio: Any = None,
+    top: int = 3,
+    maps_per_question: list[list[torch.Tensor]] | None = None,
+) -> list[str]:
+    """Text lines: per question, layer and head, the entropy and the most-weighed tokens
+    (``maps_per_question``: the questions' :func:`cross_attention` maps, when already made)."""
+    if maps_per_question is None:
+        maps_per_question = [cross_attention(mm, q, image, audio) for q in questions]
     lines = []
-    for question in questions:
-        maps = cross_attention(mm, question, image, audio)
+    for question, maps in zip(questions, maps_per_question, strict=True):
         n = maps[0].shape[-1]
         lines.append(f"{question}  (uniform over {n} media tokens: {math.log(n):.2f} nats)")
         for i, weights in enumerate(maps):
@@ -77,16 +86,23 @@ def report(mm: MMLLM, questions: list[str], image: Any = None, audio: Any = None
     return lines
 
 
-def plot_attention(mm: MMLLM, questions: list[str], image: Any, out: str | Path) -> Path:
+def plot_attention(
+    mm: MMLLM,
+    questions: list[str],
+    image: Any,
+    out: str | Path,
+    maps_per_question: list[list[torch.Tensor]] | None = None,
+) -> Path:
     """A PNG: a row per question, a panel per cross-attention layer, showing the attention of
-    the last prompt position (mean over heads) on the image's patch grid."""
+    the last prompt position (mean over heads) on the image's patch grid (``maps_per_question``
+    as in :func:`report`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     grid = mm.model.config.image.image_size // mm.model.config.image.patch_size
-    rows = [cross_attention(mm, q, image) for q in questions]
+    rows = maps_per_question or [cross_attention(mm, q, image) for q in questions]
     if rows[0][0].shape[-1] != grid * grid:
         raise InputError(f"the attention plot needs one image's {grid}x{grid} tokens alone")
     picture = load_image(image).resize((grid * 16, grid * 16))
@@ -117,12 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-q", "--question", action="append", required=True)
     parser.add_argument("--plot", default=None, help="also draw the maps on the image (PNG)")
     args = parser.parse_args(argv)
+    if args.plot and (args.image is None or args.audio is not None):
+        raise InputError("--plot draws attention on an image: give --image and no --audio")
     mm = load(args.checkpoint, device="cpu")
-    print("\n".join(report(mm, args.question, args.image, args.audio)))
+    maps = [cross_attention(mm, q, args.image, args.audio) for q in args.question]
+    print("\n".join(report(mm, args.question, maps_per_question=maps)))
     if args.plot:
-        if args.image is None or args.audio is not None:
-            raise InputError("--plot draws attention on an image: give --image and no --audio")
-        print(f"plot: {plot_attention(mm, args.question, args.image, args.plot)}")
+        print(f"plot: {plot_attention(mm, args.question, args.image, args.plot, maps)}")
     return 0
 
 

@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from encoders.image import ImageEncoder
+from mmllm.checkpoint import check_state_dict
 from mmllm.model import MultimodalLM
 from mmllm.train.image_pretrain import PATCH_GROUPS, SceneBatches
 
-PROBED = ("color", "kind", "size", "x", "y")
+PROBED = tuple(g for g in PATCH_GROUPS if g != "word")  # what a shape's patches show
 
 
 def _scenes(config, split: str, batches: int, seed: int):
@@ -114,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     pretrained = None
     if args.pretrained:
         pretrained = ImageEncoder(model.config.image)
-        pretrained.load_state_dict(load_file(args.pretrained))
+        state = load_file(args.pretrained)
+        check_state_dict(pretrained, state, args.pretrained)  # names what does not fit
+        pretrained.load_state_dict(state)
         pretrained.eval()
     scores = token_probes(model, pretrained)
     print("| tokens | " + " | ".join(PROBED) + " |")
