@@ -8,6 +8,7 @@ a real token under causal attention, so training needs no attention mask).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ class Record:
     category: str | None = None
     qtype: str | None = None
     source: str | None = None  # "file:line" for JSONL records, for error messages
+    scenes: list[Any] = field(default_factory=list)  # each image's ground truth, when known
 
 
 @dataclass
@@ -36,23 +38,33 @@ class TrainBatch:
     token_ids: torch.Tensor  # (B, T)
     labels: torch.Tensor  # (B, T), IGNORE_INDEX on prompt and padding
     media: MediaBatch
+    patch_targets: torch.Tensor | None = None  # (n_images, N, n_groups): Collator.image_targets
 
     def to(self, device: torch.device | str) -> TrainBatch:
-        return TrainBatch(self.token_ids.to(device), self.labels.to(device), self.media.to(device))
+        targets = None if self.patch_targets is None else self.patch_targets.to(device)
+        return TrainBatch(
+            self.token_ids.to(device), self.labels.to(device), self.media.to(device), targets
+        )
 
 
 class Collator:
-    """list[Record] -> ``TrainBatch``, text truncated to ``max_len`` tokens."""
+    """list[Record] -> ``TrainBatch``, text truncated to ``max_len`` tokens.
+
+    ``image_targets`` (optional): the scenes of a batch's images, in order (None where unknown)
+    -> per-token targets ``(n_images, ...)``, for ``TrainBatch.patch_targets``.
+    """
 
     def __init__(
         self,
         tokenizer: Tokenizer,
         media_processor: MediaProcessor,
         max_len: int,
+        image_targets: Callable[[list[Any]], torch.Tensor] | None = None,
     ):
         self.tokenizer = tokenizer
         self.media_processor = media_processor
         self.max_len = max_len
+        self.image_targets = image_targets
 
     def encode(self, record: Record) -> tuple[list[int], list[int]]:
         prompt = self.tokenizer.prompt_ids(record.prompt)
@@ -69,7 +81,15 @@ class Collator:
         for row, (ids, lab) in enumerate(encoded):
             token_ids[row, : len(ids)] = torch.tensor(ids)
             labels[row, : len(lab)] = torch.tensor(lab)
-        return TrainBatch(token_ids, labels, self.media(records))
+        targets = None
+        if self.image_targets is not None:
+            scenes = []
+            for r in records:
+                if r.scenes and len(r.scenes) != len(r.images):
+                    raise ValueError(f"{len(r.scenes)} scenes for {len(r.images)} images")
+                scenes += r.scenes or [None] * len(r.images)
+            targets = self.image_targets(scenes)
+        return TrainBatch(token_ids, labels, self.media(records), targets)
 
     def media(self, records: list[Record]) -> MediaBatch:
         """The records' images and clips, processed and collated."""

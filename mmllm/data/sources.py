@@ -41,6 +41,7 @@ class SyntheticSource:
             task=ex.task,
             category=ex.category,
             qtype=ex.qtype,
+            scenes=[ex.scene] if ex.image is not None else [],
         )
 
 

@@ -16,6 +16,7 @@ Data position is the step: micro-batch ``m`` of step ``s`` on rank ``r`` holds s
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -80,6 +81,13 @@ class TrainConfig:
         metadata={
             "help": "average the loss per example, then over the batch (a one-word answer "
             "weighs as much as a caption), instead of over all labelled tokens"
+        },
+    )
+    patch_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "> 0: a linear head also predicts what each projected image token's patch "
+            "shows, for synthetic images (mmllm.train.patch_loss); its loss weighs this much"
         },
     )
     lora_rank: int = 0  # > 0: LoRA adapters on the LM (mmllm.lora), trained in every stage
@@ -218,12 +226,18 @@ def train(cfg: TrainConfig) -> Path:
         enable_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha, targets))
     model.to(device)
     trainable = set_trainable(model, cfg.stage)
-    optimizer = adamw(
-        (p for p in model.parameters() if p.requires_grad),
-        cfg.lr,
-        cfg.weight_decay,
-        fused=device.type == "cuda",
-    )
+    trained, head, image_targets = model, None, None  # what gives the loss; patch loss parts
+    if cfg.patch_weight:
+        from mmllm.train import patch_loss
+
+        grid = patch_loss.token_grid(model)
+        head = patch_loss.PatchHead(model.config.decoder.dim).to(device)
+        if resume:
+            patch_loss.load_head(head, ckpt)
+        trained = patch_loss.WithPatchLoss(model, head, cfg.patch_weight)
+        image_targets = functools.partial(patch_loss.image_targets, grid=grid)
+    params = [p for p in trained.parameters() if p.requires_grad]
+    optimizer = adamw(params, cfg.lr, cfg.weight_decay, fused=device.type == "cuda")
     start, elapsed_before = 0, 0.0
     if resume:
         info = load_train_state(ckpt, optimizer)
@@ -231,9 +245,9 @@ def train(cfg: TrainConfig) -> Path:
         log.info("resumed from %s at step %d", ckpt, start)
     # a batch without audio (or images) leaves that encoder unused, and each rank has its own
     # batch: unused parameters must count as reduced, or the ranks fall out of step
-    ddp = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    ddp = DistributedDataParallel(trained, find_unused_parameters=True) if world > 1 else trained
     media_processor = MediaProcessor(model.config.image, model.config.audio, truncate_audio=True)
-    collator = Collator(tokenizer, media_processor, cfg.max_len)
+    collator = Collator(tokenizer, media_processor, cfg.max_len, image_targets)
     loader = DataLoader(
         StepBatches(source, collator, cfg, rank, world),
         sampler=range(start, cfg.steps),
@@ -255,14 +269,15 @@ def train(cfg: TrainConfig) -> Path:
     # on rank 0 only, and only on a terminal (logs keep metrics.jsonl instead)
     bar = tqdm(total=cfg.steps, initial=start, disable=True if rank else None, desc="train")
     for step, micro_batches in zip(range(start, cfg.steps), loader, strict=False):
-        model.train()
+        trained.train()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        total = 0.0
+        total = patch_total = 0.0  # the patch loss is part of the total
         for i, batch in enumerate(micro_batches):
             batch = batch.to(device)
             sync = i == len(micro_batches) - 1 or world == 1
             ctx = ddp.no_sync() if not sync else contextlib.nullcontext()
+            extra = {} if image_targets is None else {"patch_targets": batch.patch_targets}
             with ctx, torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 loss = ddp(
                     batch.token_ids,
@@ -270,10 +285,13 @@ def train(cfg: TrainConfig) -> Path:
                     labels=batch.labels,
                     labelled_logits_only=True,
                     loss_per_example=cfg.loss_per_example,
+                    **extra,
                 ).loss
                 (loss / len(micro_batches)).backward()
             total += loss.item() / len(micro_batches)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if image_targets is not None:
+                patch_total += trained.last_patch_loss / len(micro_batches)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
@@ -283,6 +301,8 @@ def train(cfg: TrainConfig) -> Path:
         if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
             row = {"step": done, "loss": total, "lr": lr_at(step, cfg)}
             row.update(grad_norm=float(grad_norm), elapsed_s=round(elapsed, 1))
+            if image_targets is not None:
+                row["patch_loss"] = patch_total
             _log_metrics(out, row)
         out_of_time = deadline is not None and time.time() > deadline
         out_of_time |= cfg.stop_after is not None and done >= cfg.stop_after
@@ -295,7 +315,7 @@ def train(cfg: TrainConfig) -> Path:
             _log_metrics(out, {"step": done, "eval": scores, "elapsed_s": round(elapsed, 1)})
             bar.write(f"step {done}: " + _summary(scores))
         if done % cfg.save_every == 0 or done == cfg.steps or out_of_time:
-            _save(model, tokenizer, optimizer, ckpt, done, elapsed, cfg, rank, world)
+            _save(model, head, tokenizer, optimizer, ckpt, done, elapsed, cfg, rank, world)
         if out_of_time:
             log.info("time budget of %s min reached at step %d", cfg.max_minutes, done)
             break
@@ -314,7 +334,7 @@ def train(cfg: TrainConfig) -> Path:
             break
     bar.close()
     if world > 1:
-        _check_replicas_agree(model, out, rank)
+        _check_replicas_agree(trained, out, rank)
     return ckpt
 
 
@@ -358,12 +378,19 @@ def _heldout_records(cfg: TrainConfig) -> list:
     return [source[i] for i in range(min(cfg.eval_samples, len(source)))]
 
 
-def _save(model, tokenizer, optimizer, ckpt, step, elapsed, cfg, rank, world) -> None:
+def _save(model, head, tokenizer, optimizer, ckpt, step, elapsed, cfg, rank, world) -> None:
+    """Checkpoint the model, the training state and the patch head (if any)."""
     if rank == 0:
         info = {"step": step, "elapsed": elapsed, "config": asdict(cfg)}
-        save_checkpoint(
-            model, ckpt, tokenizer=tokenizer, extra=lambda d: save_train_state(d, optimizer, info)
-        )
+
+        def extra(folder: Path) -> None:
+            save_train_state(folder, optimizer, info)
+            if head is not None:
+                from mmllm.train.patch_loss import save_head
+
+                save_head(head, folder)
+
+        save_checkpoint(model, ckpt, tokenizer=tokenizer, extra=extra)
         plot_metrics(ckpt.parent / "metrics.jsonl", ckpt.parent / "metrics.png")
     if world > 1:
         dist.barrier()
