@@ -199,12 +199,23 @@ def scene_loss(
     ce = [F.cross_entropy(logits, classes[:, i]) for i, logits in enumerate(class_logits)]
     loss = loss + torch.stack(ce).mean()
     if patch_weight:
-        per_token = [
-            F.cross_entropy(logits.flatten(0, 1), patches[..., i].flatten(), ignore_index=IGNORE)
-            for i, logits in enumerate(patch_logits)
-        ]
-        loss = loss + patch_weight * torch.stack(per_token).mean()
+        loss = loss + patch_weight * patch_cross_entropy(patch_logits, patches)
     return loss
+
+
+def patch_cross_entropy(patch_logits: list[torch.Tensor], patches: torch.Tensor) -> torch.Tensor:
+    """Mean over the patch groups of each group's cross-entropy on the tokens that have a target
+    (a group without any adds 0, keeping its logits in the graph); logits ``(B, N, n_classes)``
+    per group, ``patches`` ``(B, N, len(PATCH_GROUPS))``."""
+    losses = []
+    for i, logits in enumerate(patch_logits):
+        target = patches[..., i].flatten()
+        if (target != IGNORE).any():
+            flat = logits.flatten(0, 1).float()
+            losses.append(F.cross_entropy(flat, target, ignore_index=IGNORE))
+        else:
+            losses.append(logits.sum() * 0.0)
+    return torch.stack(losses).mean()
 
 
 @torch.no_grad()

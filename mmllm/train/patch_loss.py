@@ -20,13 +20,18 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mmllm.errors import CheckpointError, ConfigError
 from mmllm.model import LMOutput, MultimodalLM
-from mmllm.train.image_pretrain import IGNORE, PATCH_GROUPS, RENDER_SIZE, patch_targets
+from mmllm.train.image_pretrain import (
+    IGNORE,
+    PATCH_GROUPS,
+    RENDER_SIZE,
+    patch_cross_entropy,
+    patch_targets,
+)
 
 HEAD_FILE = "patch_head.safetensors"
 
@@ -68,19 +73,6 @@ class PatchHead(nn.Module):
         return list(self.linear(tokens).split(list(PATCH_GROUPS.values()), -1))
 
 
-def patch_loss(logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-    """Mean over the groups of each group's cross-entropy on the patches that have a target
-    (a group without any contributes 0); ``targets`` ``(n, N, n_groups)``."""
-    losses = []
-    for i, group in enumerate(logits):
-        target = targets[..., i].flatten()
-        if (target != IGNORE).any():
-            losses.append(F.cross_entropy(group.flatten(0, 1).float(), target, ignore_index=IGNORE))
-        else:
-            losses.append(group.sum() * 0.0)  # keeps every head weight in the graph (DDP)
-    return torch.stack(losses).mean()
-
-
 class WithPatchLoss(nn.Module):
     """``model`` whose loss adds ``weight`` x the patch loss of its projected image tokens.
 
@@ -103,7 +95,8 @@ class WithPatchLoss(nn.Module):
         finally:
             hook.remove()
         if captured:
-            extra = patch_loss(self.head(captured[0]), patch_targets.to(captured[0].device))
+            logits = self.head(captured[0])
+            extra = patch_cross_entropy(logits, patch_targets.to(captured[0].device))
         else:  # a batch without images
             extra = sum(p.sum() for p in self.head.parameters()) * 0.0
         self.last_patch_loss = float(extra.detach())
