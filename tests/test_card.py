@@ -1,6 +1,7 @@
 """The tiny model card's description of the model comes from the run's configuration."""
 
 import dataclasses
+import json
 
 from mmllm.eval.card import architecture
 from mmllm.presets import PRESETS
@@ -50,3 +51,29 @@ def test_card_states_the_pretraining_targets_and_the_hardware():
     assert "Wall time: 12.0 min" in card and "2-core x86_64 CPU, two threads, fp32." in card
     pre["config"]["patch_weight"] = 0.0  # pooled targets alone: no per-token sentence
     assert "each token" not in render_card("m", run, train, metrics, 1.0, "c", "r", pre)
+
+
+def test_a_two_stage_card_sums_the_stages_and_names_each(tmp_path):
+    from mmllm.eval.card import CATEGORIES, render_card
+    from mmllm.train.plot import plot_metrics
+
+    scores = {k: {"accuracy": 0.5, "n": 10} for k in [*CATEGORIES, "overall"]}
+    run = {k: scores for k in ("heldout-paraphrase", "heldout-no-audio", "heldout-no-image")}
+    run |= {"heldout": {**scores, "_meta": {"n": 10}}, "parameters": 5_000_000}
+    run["majority_baseline"] = {k: 0.3 for k in CATEGORIES}
+    common = dict(batch_size=32, weight_decay=0.05, warmup=10, min_lr_ratio=0.1, grad_clip=1.0)
+    first = dict(common, seed=0, lr=1e-3, model=PRESETS["tiny"].to_dict())
+    last = dict(common, seed=3, lr=3e-4, patch_weight=0.5, model=None, init="runs/m/scratch")
+    first_rows = [{"step": 600, "loss": 1.0, "elapsed_s": 1800.0}]
+    last_rows = [{"step": 200, "loss": 0.5, "elapsed_s": 600.0}, {"step": 200, "eval": {}}]
+    card = render_card("m", run, last, last_rows, 1.0, "c", "r", first_stage=(first, first_rows))
+    assert "Wall time: 40.0 min" in card and "2 stages" in card
+    assert "- Stage 1 of 2: `synthetic:train`, seed 0, generated on the fly (600 steps" in card
+    assert "- Stage 2 of 2 (from stage 1's checkpoint): `synthetic:train`, seed 3" in card
+    assert card.count("per-token image loss") == 1 and "0.5 x a per-token" in card
+    assert "image ViT 4 x 128" in card  # the architecture comes from the first stage
+    for name, rows in (("a", first_rows), ("b", last_rows)):
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    png = plot_metrics([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], tmp_path / "m.png")
+    assert png is not None and png.stat().st_size > 1000
+    assert plot_metrics([tmp_path / "a.jsonl", tmp_path / "missing.jsonl"], tmp_path / "x") is None

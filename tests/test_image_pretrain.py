@@ -155,6 +155,38 @@ def test_the_tiny_recipe_pretrains_the_image_encoder_once(tmp_path, monkeypatch)
     assert weights.stat().st_mtime_ns == made_at
 
 
+def test_a_two_stage_recipe_continues_from_its_first_stage_and_resumes_the_last(
+    tmp_path, monkeypatch
+):
+    from mmllm.cli import main as cli_main
+    from mmllm.train import recipes
+
+    out = tmp_path / "run"
+    first = dict(small_run(out, steps=2).__dict__)
+    del first["out"]
+    last = dict(out=str(out), steps=3, lr=1e-12, warmup=1, seed=3, batch_size=2, heldout=None)
+    pre = dict(steps=3, batch_size=4, heldout_batches=1)
+    recipe = recipes.Recipe(image_pretrain=pre, first_stage=first, train=last)
+    monkeypatch.setitem(recipes.RECIPES, "test", recipe)
+    assert cli_main(["train", "--recipe", "test", "--stop-after", "1"]) == 0
+    scratch = out / recipes.FIRST_STAGE_DIR
+    weights = out / "image-pretrain" / WEIGHTS_FILE
+    assert json.loads((scratch / "train_config.json").read_text())["image_init"] == str(weights)
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["init"] == str(scratch / "checkpoint") and config["image_init"] is None
+    assert (
+        json.loads((scratch / "checkpoint" / "train_state.json").read_text())["info"]["step"] == 2
+    )
+    # lr 1e-12: the last stage's first step leaves the first stage's weights as they were
+    start = load_file(scratch / "checkpoint" / "model.safetensors")
+    after = load_file(out / "checkpoint" / "model.safetensors")
+    assert all(torch.allclose(after[k], v, atol=1e-6) for k, v in start.items())
+    first_made = (scratch / "checkpoint" / "model.safetensors").stat().st_mtime_ns
+    assert cli_main(["train", "--recipe", "test"]) == 0  # resumes the last stage only
+    assert (scratch / "checkpoint" / "model.safetensors").stat().st_mtime_ns == first_made
+    assert json.loads((out / "checkpoint" / "train_state.json").read_text())["info"]["step"] == 3
+
+
 def test_patch_weight_zero_is_the_pooled_loss_alone():
     from mmllm.train.image_pretrain import SceneBatches, SceneHead, scene_loss
 

@@ -21,6 +21,8 @@ from mmllm.data.sources import SyntheticSource
 from mmllm.eval.metrics import normalize_answer
 from mmllm.eval.run import evaluate, markdown_table
 from mmllm.train.image_pretrain import PATCH_GROUPS, PRETRAIN_DIR, REPORT_FILE
+from mmllm.train.plot import plot_metrics
+from mmllm.train.recipes import FIRST_STAGE_DIR
 
 PINNED_N = 300  # records of synthetic:heldout the test suite re-scores (tests/test_shipped.py)
 CATEGORIES = ("image", "audio", "both")
@@ -113,6 +115,38 @@ def _weak_types(scores: dict, below: float = 0.7) -> list[str]:
     ]
 
 
+def _last(rows: list[dict], key: str) -> float:
+    """``key`` of the last training row (those with a loss) of a run's metrics; 0 if none."""
+    train_rows = [r for r in rows if "loss" in r]
+    return train_rows[-1][key] if train_rows else 0
+
+
+def training_lines(stages: list[tuple[dict, list[dict]]]) -> list[str]:
+    """One card line per training stage (its ``train_config`` and metrics rows): data, steps,
+    optimiser and any extra loss; a later stage starts from the one before."""
+    lines = []
+    for i, (config, metrics) in enumerate(stages):
+        steps, batch = int(_last(metrics, "step")), config["batch_size"]
+        name = f"Stage {i + 1} of {len(stages)}" if len(stages) > 1 else "Training"
+        start = " (from stage 1's checkpoint)" if i else ""
+        patch = ""
+        if config.get("patch_weight"):
+            patch = (
+                f"; plus {config['patch_weight']} x a per-token image loss (`--patch-weight`, "
+                "`mmllm.train.patch_loss`): a linear head on each projected image token "
+                "predicts what its patch shows, so the tokens cross-attention reads keep "
+                "those facts; the head is dropped"
+            )
+        lines.append(
+            f"- {name}{start}: `{config.get('data', 'synthetic:train')}`, seed {config['seed']}, "
+            f"generated on the fly ({steps} steps x batch {batch} = {steps * batch:,} "
+            f"examples); AdamW (betas 0.9/0.95, weight decay {config['weight_decay']}), lr "
+            f"{config['lr']} with {config['warmup']} warmup steps and cosine decay to "
+            f"{config['min_lr_ratio']}x, gradient clipping {config['grad_clip']}{patch}."
+        )
+    return lines
+
+
 def render_card(
     name: str,
     run: dict,
@@ -123,14 +157,15 @@ def render_card(
     run_dir: str,
     image_pretrain: dict | None = None,
     hardware: str = HARDWARE,
+    first_stage: tuple[dict, list[dict]] | None = None,
 ) -> str:
-    """The model card (Markdown) from the measurements of ``measure`` and the training run;
-    ``hardware`` says how the CPU was used (threads, other load)."""
+    """The model card (Markdown) from the measurements of ``measure`` and the training run
+    (``train_config`` and ``metrics``; ``first_stage``: the same two of the run it continued
+    from, if any); ``hardware`` says how the CPU was used (threads, other load)."""
     h, p = run["heldout"], run["heldout-paraphrase"]
     no_a, no_i, base = run["heldout-no-audio"], run["heldout-no-image"], run["majority_baseline"]
-    train_rows = [r for r in metrics if "loss" in r]
-    wall = train_rows[-1]["elapsed_s"] / 60 if train_rows else float("nan")
-    steps = train_rows[-1]["step"] if train_rows else 0
+    stages = [*([first_stage] if first_stage else []), (train_config, metrics)]
+    wall = sum(_last(rows, "elapsed_s") for _, rows in stages) / 60
     pretrain_lines: list[str] = []
     if image_pretrain is not None:
         pre, got = image_pretrain["config"], image_pretrain["heldout"]
@@ -203,17 +238,13 @@ def render_card(
         f"--n {h['_meta']['n']}",
         "```",
         "",
-        f"- Data: `synthetic:train`, seed {train_config['seed']}, generated on the fly "
-        f"({steps} steps x batch {train_config['batch_size']} = "
-        f"{steps * train_config['batch_size']:,} examples); evaluation on `synthetic:heldout` "
-        "(a separate seed stream).",
-        architecture(train_config),
+        architecture(stages[0][0]),
         *pretrain_lines,
-        f"- Optimiser: AdamW (betas 0.9/0.95, weight decay {train_config['weight_decay']}), lr "
-        f"{train_config['lr']} with {train_config['warmup']} warmup steps and cosine decay to "
-        f"{train_config['min_lr_ratio']}x, gradient clipping {train_config['grad_clip']}.",
+        *training_lines(stages),
+        "- Evaluation on `synthetic:heldout` (a separate seed stream from every training seed).",
         f"- Wall time: {wall:.1f} min (held-out evaluations during training"
         + (" and the image pretraining" if image_pretrain else "")
+        + (f", {len(stages)} stages" if len(stages) > 1 else "")
         + f" included) on a 2-core x86_64 CPU, {hardware}, fp32.",
         f"- Weights: {weights_mb:.1f} MB (`model.safetensors`, fp32). Tokenizer: byte-level BPE "
         "trained on the training split's text.",
@@ -226,6 +257,10 @@ def render_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
 
 
 def main() -> None:
@@ -243,12 +278,20 @@ def main() -> None:
     torch.manual_seed(0)
     run = measure(args.checkpoint, args.n)
     train_config = json.loads((args.run / "train_config.json").read_text())
-    metrics = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines()]
+    metrics = _rows(args.run)
     command = args.command or "mmllm train ..."
     weights_mb = (args.checkpoint / "model.safetensors").stat().st_size / 1e6
     name = args.checkpoint.name
     pretrain_file = args.run / PRETRAIN_DIR / REPORT_FILE
     pretrain = json.loads(pretrain_file.read_text()) if pretrain_file.is_file() else None
+    first_dir = args.run / FIRST_STAGE_DIR
+    first = None
+    if (first_dir / "train_config.json").is_file():
+        first = (json.loads((first_dir / "train_config.json").read_text()), _rows(first_dir))
+    plot_metrics(
+        [*([first_dir / "metrics.jsonl"] if first else []), args.run / "metrics.jsonl"],
+        args.checkpoint / "metrics.png",
+    )
     (args.checkpoint / "README.md").write_text(
         render_card(
             name,
@@ -260,6 +303,7 @@ def main() -> None:
             str(args.run),
             pretrain,
             args.hardware,
+            first,
         )
     )
     pinned = {k: v for k, v in run["pinned"].items() if not k.startswith("_")}
