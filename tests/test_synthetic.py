@@ -12,6 +12,8 @@ from PIL import Image
 
 from mmllm.data.synthetic import (
     ANSWERS,
+    QTYPE,
+    QUESTION_WEIGHTS,
     SAMPLE_RATE,
     TEMPLATES,
     Example,
@@ -27,6 +29,7 @@ from mmllm.data.synthetic import (
 from mmllm.data.synthetic_image import KINDS, plural
 
 SINGULAR = {plural(k): k for k in KINDS}
+QTYPE_OF_IMAGE_KEYS = {QTYPE[k] for k in QUESTION_WEIGHTS["image_vqa"]}
 VQA_ONLY = {"image_vqa": 0.45, "audio_vqa": 0.3, "both_vqa": 0.25}
 
 
@@ -254,3 +257,26 @@ def test_bad_arguments_raise_value_error() -> None:
         SyntheticWorld(split="test")
     with pytest.raises(ValueError, match="task_mix"):
         SyntheticWorld(task_mix={"video_vqa": 1.0})
+
+
+def test_weights_in_the_data_spec_change_only_the_named_tasks_and_questions():
+    from mmllm.data.sources import SyntheticSource, build_source
+    from mmllm.errors import ConfigError, InputError
+
+    tasks = "image_vqa=1&audio_vqa=0&both_vqa=0&image_caption=0&audio_caption=0"
+    source = build_source(f"synthetic:train?{tasks}&color=0&position_x=10", image_size=32)
+    qtypes = Counter(source[i].qtype for i in range(300))
+    assert set(qtypes) <= set(QTYPE_OF_IMAGE_KEYS) and "color" not in qtypes
+    assert qtypes["position"] > 150  # 10 of 15.7 weight is position_x (+0.5 position_y)
+    plain, spelled = SyntheticSource("train", 4, 32), build_source("synthetic:train?", 4, 32)
+    for i in range(20):  # no changes: the default stream, record for record
+        assert plain[i].target == spelled[i].target and plain[i].prompt == spelled[i].prompt
+    for bad, error in (
+        ("colour=2", InputError),
+        ("color=x", ConfigError),
+        ("color=-1", ConfigError),
+    ):
+        with pytest.raises(error, match=r"colou?r"):
+            build_source(f"synthetic:train?{bad}")
+    with pytest.raises(InputError, match="every both_vqa question weighs 0"):
+        build_source("synthetic:train?compare=0&more=0&match=0")

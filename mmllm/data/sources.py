@@ -4,7 +4,10 @@ Record ``k`` of a source is fixed by (source, seed, k), so a run's data position
 number: resuming, or splitting a batch over ``torchrun`` ranks, needs no saved iterator state.
 JSONL files are visited in a fresh seeded permutation each epoch. A mixture
 (``synthetic:train@0.65+my.jsonl@0.35``) picks the source of record ``k`` by a seeded draw for
-``k``, then takes that source's record ``k``.
+``k``, then takes that source's record ``k``. The synthetic world takes weights after a ``?``:
+``synthetic:train?image_vqa=0.5&position_x=1`` changes those of the named tasks (``image_vqa``,
+``audio_vqa``, ``both_vqa``, ``image_caption``, ``audio_caption``) or question keys (those of
+``mmllm.data.synthetic.QUESTION_WEIGHTS``), the others keep their defaults.
 """
 
 from __future__ import annotations
@@ -22,11 +25,22 @@ from mmllm.errors import ConfigError
 class SyntheticSource:
     """Infinite records of the synthetic world's ``split`` (see ``mmllm.data.synthetic``)."""
 
-    def __init__(self, split: str = "train", seed: int = 0, image_size: int = 128):
-        from mmllm.data.synthetic import SyntheticWorld
+    def __init__(
+        self, split: str = "train", seed: int = 0, image_size: int = 128, weights: str = ""
+    ):
+        from mmllm.data.synthetic import DEFAULT_TASK_MIX, SyntheticWorld
 
-        self.world = SyntheticWorld(split=split, seed=seed, image_size=image_size)
-        self.name = f"synthetic:{split}:{seed}"
+        changes = _parse_weights(weights)
+        tasks = {k: v for k, v in changes.items() if k in DEFAULT_TASK_MIX}
+        questions = {k: v for k, v in changes.items() if k not in DEFAULT_TASK_MIX}
+        self.world = SyntheticWorld(
+            split=split,
+            seed=seed,
+            image_size=image_size,
+            task_mix={**DEFAULT_TASK_MIX, **tasks},
+            question_weights=questions,
+        )
+        self.name = f"synthetic:{split}:{seed}" + (f"?{weights}" if weights else "")
 
     def __len__(self) -> int:
         return 1 << 40  # effectively infinite
@@ -92,6 +106,20 @@ class MixtureSource:
         return self.sources[which][index]
 
 
+def _parse_weights(text: str) -> dict[str, float]:
+    """``"a=0.5&b=2"`` -> ``{"a": 0.5, "b": 2.0}`` (the synthetic world's weight changes)."""
+    out = {}
+    for part in filter(None, text.split("&")):
+        key, sep, value = part.partition("=")
+        try:
+            out[key.strip()] = float(value) if sep else float("nan")
+        except ValueError:
+            out[key.strip()] = float("nan")
+        if not (math.isfinite(out[key.strip()]) and out[key.strip()] >= 0):
+            raise ConfigError(f"synthetic weights {text!r}: {part!r} is not key=number >= 0")
+    return out
+
+
 def build_source(spec: str, seed: int = 0, image_size: int = 128, shuffle: bool = True):
     """``synthetic:<split>``, a path to a JSONL file, or a mixture of them with weights:
     ``synthetic:train@0.7+data/tuxpaint/train.jsonl@0.3``."""
@@ -110,6 +138,7 @@ def build_source(spec: str, seed: int = 0, image_size: int = 128, shuffle: bool 
         sources = [build_source(n, seed, image_size, shuffle) for n in names]
         return MixtureSource(sources, weights, seed)
     if spec.startswith("synthetic"):
+        spec, _, weights = spec.partition("?")
         split = spec.split(":", 1)[1] if ":" in spec else "train"
-        return SyntheticSource(split, seed, image_size)
+        return SyntheticSource(split, seed, image_size, weights)
     return JsonlSource(spec, seed, shuffle)

@@ -244,6 +244,7 @@ _AUDIO_KEYS = {
     "sound": 1.0,
 }
 _BOTH_KEYS = {"compare": 1.0, "more": 1.0, "match": 1.0}
+QUESTION_WEIGHTS = {"image_vqa": _IMAGE_KEYS, "audio_vqa": _AUDIO_KEYS, "both_vqa": _BOTH_KEYS}
 ANSWERS: dict[str, tuple[str, ...]] = {
     "color": tuple(COLORS),
     "shape": KINDS,
@@ -454,6 +455,22 @@ def match_template(question: str) -> list[tuple[str, int, dict[str, str]]]:
 # ---------------------------------------------------------------- question builders
 
 
+def _question_weights(changes: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Each VQA task's question-key weights: the defaults with ``changes`` applied."""
+    known = {key for weights in QUESTION_WEIGHTS.values() for key in weights}
+    bad = {k: v for k, v in changes.items() if k not in known or not 0 <= v < float("inf")}
+    if bad:
+        raise InputError(
+            f"question weights {bad}: each key must be one of {sorted(known)} with a weight >= 0"
+        )
+    out = {}
+    for task, weights in QUESTION_WEIGHTS.items():
+        out[task] = {k: float(changes.get(k, w)) for k, w in weights.items()}
+        if sum(out[task].values()) <= 0:
+            raise InputError(f"question weights {changes}: every {task} question weighs 0")
+    return out
+
+
 def _weighted(rng: np.random.Generator, weights: dict[str, float]) -> str:
     keys = list(weights)
     p = np.array([weights[k] for k in keys], dtype=np.float64)
@@ -504,6 +521,8 @@ class SyntheticWorld:
 
     ``task_mix`` weighs the five tasks ``image_vqa``, ``audio_vqa``, ``both_vqa``,
     ``image_caption``, ``audio_caption`` (default :data:`DEFAULT_TASK_MIX`; missing keys weigh 0).
+    ``question_weights`` replaces the default weights of some question keys (those of
+    :data:`QUESTION_WEIGHTS`) within their task, e.g. ``{"position_x": 1.0, "color": 2.0}``.
     ``length`` only sets ``len()`` for samplers (default: effectively infinite); any index in
     [0, length) can be read, negative ones count from ``length``.
     """
@@ -515,6 +534,7 @@ class SyntheticWorld:
         image_size: int = 128,
         task_mix: dict[str, float] | None = None,
         length: int = 1 << 40,
+        question_weights: dict[str, float] | None = None,
     ) -> None:
         if split not in _SPLIT_IDS:
             raise InputError(f"split {split!r} is not one of {SPLITS}")
@@ -531,6 +551,7 @@ class SyntheticWorld:
             )
         self.split, self.seed, self.image_size, self.length = split, seed, image_size, length
         self.task_mix = {k: float(v) for k, v in mix.items() if v > 0}
+        self.questions = _question_weights(question_weights or {})
 
     def __len__(self) -> int:
         return self.length
@@ -579,7 +600,7 @@ class SyntheticWorld:
                 None, audio, "caption", AUDIO_CAPTION_PROMPT, target, "audio", "caption", None, clip
             )
         if task == "image_vqa":
-            key = _weighted(rng, _IMAGE_KEYS)
+            key = _weighted(rng, self.questions["image_vqa"])
             for _ in range(_MAX_REDRAWS):  # a scene that makes the question ambiguous is redrawn
                 scene = sample_scene(rng, word=True if key == "text" else None)
                 built = scene_question(key, scene, rng)
@@ -596,7 +617,7 @@ class SyntheticWorld:
                 audio = synthesize(clip, rng)
             return Example(image, audio, "vqa", question, answer, "image", QTYPE[key], scene, clip)
         if task == "audio_vqa":
-            key = _weighted(rng, _AUDIO_KEYS)
+            key = _weighted(rng, self.questions["audio_vqa"])
             clip, fields, answer = clip_question(key, rng)
             question = self._question(key, rng, fields)
             audio = synthesize(clip, rng)
@@ -605,7 +626,7 @@ class SyntheticWorld:
                 scene = sample_scene(rng)
                 image = render_scene(scene, rng, size)
             return Example(image, audio, "vqa", question, answer, "audio", QTYPE[key], scene, clip)
-        key = _weighted(rng, _BOTH_KEYS)
+        key = _weighted(rng, self.questions["both_vqa"])
         for _ in range(_MAX_REDRAWS):
             scene = sample_scene(rng)
             both = _both_question(key, scene, rng)
