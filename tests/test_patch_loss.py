@@ -11,12 +11,19 @@ from safetensors.torch import load_file
 
 from mmllm import MultimodalLM
 from mmllm.data.collate import Collator, Record
-from mmllm.data.sources import SyntheticSource
+from mmllm.data.sources import SyntheticSource, build_source
 from mmllm.errors import CheckpointError, ConfigError
 from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer
-from mmllm.train.image_pretrain import IGNORE, PATCH_GROUPS, patch_targets
-from mmllm.train.patch_loss import HEAD_FILE, image_targets, token_grid
+from mmllm.train.image_pretrain import IGNORE, PATCH_GROUPS, patch_shapes, patch_targets
+from mmllm.train.patch_loss import (
+    HEAD_FILE,
+    NAMED,
+    PatchHead,
+    WithPatchLoss,
+    image_targets,
+    token_grid,
+)
 from mmllm.train.trainer import train
 from tests.conftest import tiny_config
 from tests.test_train import small_run, weights
@@ -34,23 +41,74 @@ def test_a_batch_carries_each_synthetic_image_s_targets_in_pixel_order():
         tokenizer,
         MediaProcessor(config.image, config.audio, truncate_audio=True),
         max_len=48,
-        image_targets=lambda scenes: image_targets(scenes, grid),
+        image_targets=lambda scenes, referents: image_targets(scenes, referents, grid),
     )
     batch = collator(records)
     with_images = [r for r in records if r.images]
     assert any(not r.images for r in records)  # audio-only records add no row
-    assert batch.patch_targets.shape == (len(with_images), grid * grid, len(PATCH_GROUPS))
+    assert batch.patch_targets.shape == (len(with_images), grid * grid, len(PATCH_GROUPS) + 1)
     assert batch.media.pixels.shape[0] == len(with_images)
+    named = 0
     for row, record in zip(batch.patch_targets, with_images, strict=True):
         if record is plain:
             assert (row == IGNORE).all()
-        else:
-            assert torch.equal(row, patch_targets(record.scenes[0], grid))
+            continue
+        scene, referents = record.scenes[0], record.referents[0]
+        assert torch.equal(row[:, :NAMED], patch_targets(scene, grid))
+        shows = torch.from_numpy(patch_shapes(scene, grid)) - 1  # -1: the background
+        expected = torch.tensor([int(s) in referents for s in shows]).long()
+        if not referents or not expected.any():
+            expected = torch.full_like(expected, IGNORE)
+        named += int(expected[0] != IGNORE)
+        assert torch.equal(row[:, NAMED], expected)
+    assert named > 0
     assert batch.to("cpu").patch_targets is not None
 
 
-def test_patch_loss_resumes_exactly_and_learns(tmp_path):
-    run = dict(steps=20, patch_weight=1.0)
+def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=320)
+    model = MultimodalLM(config).eval()
+    only_images = "image_vqa=1&audio_vqa=0&both_vqa=0&image_caption=0&audio_caption=0"
+    source = build_source(f"synthetic:train?{only_images}", image_size=32)
+    records = [source[i] for i in range(16)]
+    tokenizer = Tokenizer.train([r.prompt + " " + r.target for r in records], vocab_size=300)
+    grid = token_grid(model)
+    processor = MediaProcessor(config.image, config.audio, truncate_audio=True)
+    collator = Collator(tokenizer, processor, 48, lambda s, r: image_targets(s, r, grid))
+    batch = collator(records)
+    maps = []  # every cross-attention layer's full weights (B, H, T, N)
+    hooks = [
+        layer.cross_attn.register_forward_hook(
+            lambda m, a, _o: maps.append(m.attention_weights(*a))
+        )
+        for layer in model.decoder.layers
+        if hasattr(layer, "cross_attn")
+    ]
+    wrapped = WithPatchLoss(model, PatchHead(config.decoder.dim), weight=0.0, attend_weight=1.0)
+    with torch.no_grad():
+        wrapped(
+            batch.token_ids, batch.media, labels=batch.labels, patch_targets=batch.patch_targets
+        )
+    for hook in hooks:
+        hook.remove()
+    assert all(len(r.images) == 1 for r in records)  # image row b is sample b
+    logs = []
+    for b in range(len(records)):
+        named = batch.patch_targets[b, :, NAMED]
+        if named[0] == IGNORE:
+            continue
+        answer = int((batch.labels[b] != -100).nonzero()[0]) - 1  # predicts the answer's start
+        for layer_weights in maps:
+            share = layer_weights[b, :, answer, : grid * grid].mean(0)[named == 1].sum()
+            logs.append(-share.clamp_min(1e-6).log())
+    assert len(logs) >= len(maps) * 4  # several questions name shapes
+    assert wrapped.last_attend_loss == pytest.approx(float(torch.stack(logs).mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("losses", [dict(patch_weight=1.0), dict(attend_weight=1.0)])
+def test_patch_and_attend_losses_resume_exactly_and_learn(tmp_path, losses):
+    run = dict(steps=20, **losses)
     straight = train(small_run(tmp_path / "a", **run))
     train(small_run(tmp_path / "b", stop_after=10, **run))
     resumed = train(small_run(tmp_path / "b", **run))
@@ -61,7 +119,8 @@ def test_patch_loss_resumes_exactly_and_learns(tmp_path):
     # the shipped part is the model alone: it loads without the head
     assert isinstance(MultimodalLM.from_pretrained(straight), MultimodalLM)
     rows = [json.loads(x) for x in (tmp_path / "a/metrics.jsonl").open()]
-    patch = [r["patch_loss"] for r in rows if "patch_loss" in r]
+    name = "patch_loss" if "patch_weight" in losses else "attend_loss"
+    patch = [r[name] for r in rows if name in r]
     assert len(patch) == 20 and all(0 < p < r["loss"] for p, r in zip(patch, rows, strict=False))
     assert np.mean(patch[-5:]) < 0.8 * np.mean(patch[:5])
 

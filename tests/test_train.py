@@ -68,9 +68,10 @@ def test_checkpoint_of_a_run_loads_as_a_model(tmp_path):
         {"steps": 3},
         # both ranks take rank 0's fitted step count, or they would fall out of step
         {"steps": 100_000, "max_minutes": 0.15, "fit_to_time": True, "log_every": 10},
-        {"steps": 3, "patch_weight": 1.0},  # the patch head is synchronised too
+        # the patch head is synchronised too; the attend loss reads cross-attention in DDP
+        {"steps": 3, "patch_weight": 1.0, "attend_weight": 1.0},
     ],
-    ids=["plain", "fit-to-time", "patch-loss"],
+    ids=["plain", "fit-to-time", "patch-and-attend-loss"],
 )
 def test_torchrun_two_processes_keep_identical_weights(tmp_path, overrides):
     config = small_run(tmp_path / "ddp", **overrides)

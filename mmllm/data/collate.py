@@ -31,6 +31,7 @@ class Record:
     qtype: str | None = None
     source: str | None = None  # "file:line" for JSONL records, for error messages
     scenes: list[Any] = field(default_factory=list)  # each image's ground truth, when known
+    referents: list[tuple[int, ...]] = field(default_factory=list)  # per scene: shapes asked about
 
 
 @dataclass
@@ -50,8 +51,9 @@ class TrainBatch:
 class Collator:
     """list[Record] -> ``TrainBatch``, text truncated to ``max_len`` tokens.
 
-    ``image_targets`` (optional): the scenes of a batch's images, in order (None where unknown)
-    -> per-token targets ``(n_images, ...)``, for ``TrainBatch.patch_targets``.
+    ``image_targets`` (optional): the scenes of a batch's images, in order (None where unknown),
+    and the shapes each image's question names (``Record.referents``; ``()``: none) -> per-token
+    targets ``(n_images, ...)``, for ``TrainBatch.patch_targets``.
     """
 
     def __init__(
@@ -59,7 +61,7 @@ class Collator:
         tokenizer: Tokenizer,
         media_processor: MediaProcessor,
         max_len: int,
-        image_targets: Callable[[list[Any]], torch.Tensor] | None = None,
+        image_targets: Callable[[list[Any], list[tuple[int, ...]]], torch.Tensor] | None = None,
     ):
         self.tokenizer = tokenizer
         self.media_processor = media_processor
@@ -83,12 +85,13 @@ class Collator:
             labels[row, : len(lab)] = torch.tensor(lab)
         targets = None
         if self.image_targets is not None:
-            scenes = []
+            scenes, referents = [], []
             for r in records:
                 if r.scenes and len(r.scenes) != len(r.images):
                     raise ValueError(f"{len(r.scenes)} scenes for {len(r.images)} images")
                 scenes += r.scenes or [None] * len(r.images)
-            targets = self.image_targets(scenes)
+                referents += r.referents or [()] * len(r.images)
+            targets = self.image_targets(scenes, referents)
         return TrainBatch(token_ids, labels, self.media(records), targets)
 
     def media(self, records: list[Record]) -> MediaBatch:

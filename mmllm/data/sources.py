@@ -56,6 +56,7 @@ class SyntheticSource:
             category=ex.category,
             qtype=ex.qtype,
             scenes=[ex.scene] if ex.image is not None else [],
+            referents=[ex.referents] if ex.image is not None else [],
         )
 
 

@@ -49,6 +49,7 @@ from mmllm.data.synthetic_image import (
     Shape,
     pick,
     plural,
+    question_referents,
     render_scene,
     sample_scene,
     scene_caption,
@@ -280,6 +281,7 @@ class Example:
     qtype: str
     scene: Scene | None
     clip: Clip | None
+    referents: tuple[int, ...] = ()  # image questions: the scene's shapes the question names
 
 
 # ---------------------------------------------------------------- attributes (caption scoring)
@@ -615,7 +617,10 @@ class SyntheticWorld:
             if rng.random() < DISTRACTOR_P:
                 clip = sample_clip(rng)
                 audio = synthesize(clip, rng)
-            return Example(image, audio, "vqa", question, answer, "image", QTYPE[key], scene, clip)
+            named = question_referents(key, fields, scene)
+            return Example(
+                image, audio, "vqa", question, answer, "image", QTYPE[key], scene, clip, named
+            )
         if task == "audio_vqa":
             key = _weighted(rng, self.questions["audio_vqa"])
             clip, fields, answer = clip_question(key, rng)

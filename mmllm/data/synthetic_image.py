@@ -374,6 +374,35 @@ def _refs(scene: Scene, shape: Shape, exclude: str = "") -> list[str]:
     return out
 
 
+def named_shapes(ref: str, scene: Scene) -> set[int]:
+    """Indices of ``scene``'s shapes that a phrase of ``_refs`` ("small red object", "star")
+    fits."""
+    words = ref.split()
+    return {
+        i
+        for i, s in enumerate(scene.shapes)
+        if all(w == "object" or w in (s.size, s.color, s.kind) for w in words)
+    }
+
+
+def question_referents(key: str, fields: Fields, scene: Scene) -> tuple[int, ...]:
+    """Indices of the shapes image question ``key`` (its template ``fields``) is about, when it
+    names some: the shape(s) of ``ref``/``ref2``, those of the counted kind, those of the colour
+    and kind asked for. ``()`` for questions about the whole image (count, text) or when nothing
+    fits (a "no" to presence, a count of 0)."""
+    named: set[int] = set()
+    for field in ("ref", "ref2"):
+        if field in fields:
+            named |= named_shapes(fields[field], scene)
+    if key == "count_kind":
+        kind = {plural(k): k for k in KINDS}[fields["kinds"]]
+        named = {i for i, s in enumerate(scene.shapes) if s.kind == kind}
+    if key == "presence":
+        color = fields["a_color"].split()[-1]
+        named = named_shapes(f"{color} {fields['kind']}", scene)
+    return tuple(sorted(named))
+
+
 def scene_question(key: str, scene: Scene, rng: np.random.Generator) -> tuple[Fields, str] | None:
     """Template fields and answer of question ``key`` about ``scene``; None if it would be
     ambiguous (then the caller draws another scene). Keys as in ``synthetic.TEMPLATES``."""

@@ -106,12 +106,12 @@ def scene_targets(scene: Scene) -> tuple[torch.Tensor, torch.Tensor]:
     return bits, torch.tensor([*counts, word])
 
 
-def patch_targets(scene: Scene, grid: int) -> torch.Tensor:
-    """Scene -> per-patch class ids ``(grid * grid, len(PATCH_GROUPS))`` for a ``grid x grid``
-    token grid in raster order (as a ViT's patch tokens).
+def patch_shapes(scene: Scene, grid: int) -> np.ndarray:
+    """What each patch of a ``grid x grid`` token grid (raster order) shows: ``(grid * grid,)``
+    0 the background, ``i + 1`` shape ``scene.shapes[i]``, ``len(scene.shapes) + 1`` the word.
 
     A patch shows the shape (or word) covering most of it, if that covers at least PATCH_COVER
-    of the patch; otherwise the background (every group 0, positions IGNORE).
+    of the patch; otherwise the background.
     """
     if RENDER_SIZE % grid:
         raise ValueError(f"a {grid}x{grid} token grid does not tile {RENDER_SIZE} px scenes")
@@ -122,6 +122,13 @@ def patch_targets(scene: Scene, grid: int) -> torch.Tensor:
     cover = (blocks[:, :, None] == values).mean(1)  # (P, n_shapes + 1)
     best = cover.argmax(1)
     shown = cover[np.arange(len(best)), best] >= PATCH_COVER
+    return np.where(shown, best + 1, 0)
+
+
+def patch_targets(scene: Scene, grid: int) -> torch.Tensor:
+    """Scene -> per-patch class ids ``(grid * grid, len(PATCH_GROUPS))`` for a ``grid x grid``
+    token grid in raster order (as a ViT's patch tokens), for what :func:`patch_shapes` says
+    each patch shows (the background: every group 0, positions IGNORE)."""
     rows = [[0, 0, 0, 0, IGNORE, IGNORE]]  # the background
     for s in scene.shapes:
         rows.append(
@@ -136,8 +143,7 @@ def patch_targets(scene: Scene, grid: int) -> torch.Tensor:
         )
     word = 0 if scene.word is None else WORDS.index(scene.word) + 1
     rows.append([0, 0, 0, word, IGNORE, IGNORE])
-    table = torch.tensor(rows)
-    return table[torch.from_numpy(np.where(shown, best + 1, 0))]
+    return torch.tensor(rows)[torch.from_numpy(patch_shapes(scene, grid))]
 
 
 class SceneBatches(Dataset):

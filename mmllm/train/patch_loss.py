@@ -9,6 +9,14 @@ projected image token (what cross-attention reads) and predicts those targets, a
 cross-entropy, times ``patch_weight``, joins the language-model loss. Only records whose images
 have a known scene (the synthetic world) have targets; other images are ignored.
 
+``attend_weight > 0`` (``TrainConfig.attend_weight``) supervises where the model looks: for a
+synthetic image question that names shapes ("what color is the small square?", "how many
+stars?"), each cross-attention layer's attention at the position that predicts the answer's
+first token, averaged over heads, should fall on the tokens of the patches showing those shapes;
+the loss is minus the log of the share it puts there, averaged over such questions and layers.
+Trained through answers alone, mmllm-tiny attends to the same tokens whichever shape is named
+(``python -m mmllm.eval.attention``), and its colour errors name another shape's colour.
+
 The head trains with the model but is not part of it: it is saved beside the training state
 (``patch_head.safetensors``) for exact resume, and a shipped model is the ``MultimodalLM`` alone.
 """
@@ -19,21 +27,24 @@ import dataclasses
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mmllm.errors import CheckpointError, ConfigError
-from mmllm.model import LMOutput, MultimodalLM
+from mmllm.model import IGNORE_INDEX, LMOutput, MultimodalLM
 from mmllm.train.image_pretrain import (
     IGNORE,
     PATCH_GROUPS,
     RENDER_SIZE,
     patch_cross_entropy,
+    patch_shapes,
     patch_targets,
 )
 
 HEAD_FILE = "patch_head.safetensors"
+NAMED = len(PATCH_GROUPS)  # image_targets' last column: the patch shows a shape the question names
 
 
 def token_grid(model: MultimodalLM) -> int:
@@ -55,10 +66,20 @@ def token_grid(model: MultimodalLM) -> int:
     return grid
 
 
-def image_targets(scenes: list, grid: int) -> torch.Tensor:
-    """One image's scene per entry (None: unknown) -> targets ``(n, grid * grid, n_groups)``."""
-    ignored = torch.full((grid * grid, len(PATCH_GROUPS)), IGNORE, dtype=torch.long)
-    rows = [ignored if s is None else patch_targets(s, grid) for s in scenes]
+def image_targets(scenes: list, referents: list[tuple[int, ...]], grid: int) -> torch.Tensor:
+    """One image's scene per entry (None: unknown) and the shapes its question names -> targets
+    ``(n, grid * grid, n_groups + 1)``: :func:`patch_targets`, then column ``NAMED``, 1 where
+    the patch shows a named shape and 0 elsewhere (IGNORE throughout when none is named or none
+    of the named shapes covers a patch)."""
+    ignored = torch.full((grid * grid, len(PATCH_GROUPS) + 1), IGNORE, dtype=torch.long)
+    rows = []
+    for scene, named in zip(scenes, referents, strict=True):
+        if scene is None:
+            rows.append(ignored)
+            continue
+        shows = torch.from_numpy(np.isin(patch_shapes(scene, grid) - 1, named)).long()
+        flag = shows if named and shows.any() else torch.full_like(shows, IGNORE)
+        rows.append(torch.cat([patch_targets(scene, grid), flag[:, None]], 1))
     return torch.stack(rows) if rows else ignored.new_empty((0, *ignored.shape))
 
 
@@ -74,33 +95,83 @@ class PatchHead(nn.Module):
 
 
 class WithPatchLoss(nn.Module):
-    """``model`` whose loss adds ``weight`` x the patch loss of its projected image tokens.
+    """``model`` whose loss adds ``weight`` x the patch loss of its projected image tokens and
+    ``attend_weight`` x the attend loss (see the module docstring).
 
-    Called like ``MultimodalLM`` with ``patch_targets`` ``(n_images, N, n_groups)`` (in the
-    order of ``media.pixels``); ``last_patch_loss`` keeps the latest patch loss, for logging.
+    Called like ``MultimodalLM`` with ``patch_targets`` ``(n_images, N, n_groups + 1)`` (from
+    :func:`image_targets`, in the order of ``media.pixels``) and ``labels``;
+    ``last_patch_loss`` and ``last_attend_loss`` keep the latest of each, for logging.
     """
 
-    def __init__(self, model: MultimodalLM, head: PatchHead, weight: float):
+    def __init__(
+        self, model: MultimodalLM, head: PatchHead, weight: float, attend_weight: float = 0.0
+    ):
         super().__init__()
         self.model, self.head, self.weight = model, head, weight
-        self.last_patch_loss = 0.0
+        self.attend_weight = attend_weight
+        self.last_patch_loss = self.last_attend_loss = 0.0
 
     def forward(self, token_ids, media, *, patch_targets: torch.Tensor, **kwargs) -> LMOutput:
         captured: list[torch.Tensor] = []
-        hook = self.model.image_projector.register_forward_hook(
-            lambda _module, _inputs, output: captured.append(output[0])
-        )
+        hooks = [
+            self.model.image_projector.register_forward_hook(
+                lambda _module, _inputs, output: captured.append(output[0])
+            )
+        ]
+        looks: list[torch.Tensor] = []  # per cross-attention layer: (S, N_img) mean over heads
+        named = None
+        if self.attend_weight and media is not None and media.pixels is not None:
+            named = _named_questions(patch_targets, media.image_index, kwargs["labels"])
+        if named is not None:
+            rows, positions, tokens = named[0], named[1], patch_targets.shape[1]
+
+            def look(module, args, _output):
+                x, (k, v), context = args
+                weights = module.attention_weights(
+                    x[rows, positions][:, None], (k[rows], v[rows]), context.select(rows)
+                )  # (S, H, 1, N_media); an image questioned here is its sample's first item
+                looks.append(weights[:, :, 0, :tokens].mean(1))
+
+            hooks += [
+                layer.cross_attn.register_forward_hook(look)
+                for layer in self.model.decoder.layers
+                if hasattr(layer, "cross_attn")
+            ]
         try:
             out = self.model(token_ids, media, **kwargs)
         finally:
-            hook.remove()
+            for hook in hooks:
+                hook.remove()
         if captured:
             logits = self.head(captured[0])
-            extra = patch_cross_entropy(logits, patch_targets.to(captured[0].device))
+            extra = patch_cross_entropy(logits, patch_targets[..., :NAMED].to(captured[0].device))
         else:  # a batch without images
             extra = sum(p.sum() for p in self.head.parameters()) * 0.0
         self.last_patch_loss = float(extra.detach())
-        return dataclasses.replace(out, loss=out.loss + self.weight * extra)
+        loss = out.loss + self.weight * extra
+        if looks:
+            mask = named[2].to(looks[0].dtype)  # (S, N_img): the named shapes' patches
+            shares = torch.stack([(w * mask).sum(-1) for w in looks])  # (layers, S)
+            attend = -shares.clamp_min(1e-6).log().mean()
+            self.last_attend_loss = float(attend.detach())
+            loss = loss + self.attend_weight * attend
+        return dataclasses.replace(out, loss=loss)
+
+
+def _named_questions(
+    patch_targets: torch.Tensor, image_index: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """For the images whose question names shapes: their samples ``(S,)``, each sample's
+    position that predicts its first answer token ``(S,)``, and the named patches ``(S, N)``;
+    None if there are none."""
+    flags = patch_targets[..., NAMED]
+    images = (flags[:, 0] != IGNORE).nonzero().flatten()
+    if not len(images):
+        return None
+    rows = image_index.to(images.device)[images]
+    answers = labels[rows, 1:] != IGNORE_INDEX  # position t predicts label t + 1
+    positions = answers.long().argmax(1)  # the first labelled position
+    return rows, positions, flags[images] == 1
 
 
 def save_head(head: PatchHead, folder: Path) -> None:
@@ -113,7 +184,7 @@ def load_head(head: PatchHead, folder: Path) -> None:
     path = folder / HEAD_FILE
     if not path.is_file():
         raise CheckpointError(
-            f"{folder} was saved without patch_weight (no {HEAD_FILE}): resume it with the "
-            "patch_weight it was started with"
+            f"{folder} was saved without patch_weight or attend_weight (no {HEAD_FILE}): "
+            "resume it with the weights it was started with"
         )
     head.load_state_dict(load_file(path))

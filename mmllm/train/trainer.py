@@ -90,6 +90,14 @@ class TrainConfig:
             "shows, for synthetic images (mmllm.train.patch_loss); its loss weighs this much"
         },
     )
+    attend_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "> 0: for synthetic image questions that name shapes, cross-attention at the "
+            "answer's first position is pulled onto those shapes' tokens (mmllm.train."
+            "patch_loss); that loss weighs this much"
+        },
+    )
     lora_rank: int = 0  # > 0: LoRA adapters on the LM (mmllm.lora), trained in every stage
     lora_alpha: float = 16.0
     lora_targets: str = "q_proj,v_proj"  # comma-separated, from mmllm.config.LORA_TARGETS
@@ -227,14 +235,14 @@ def train(cfg: TrainConfig) -> Path:
     model.to(device)
     trainable = set_trainable(model, cfg.stage)
     trained, head, image_targets = model, None, None  # what gives the loss; patch loss parts
-    if cfg.patch_weight:
+    if cfg.patch_weight or cfg.attend_weight:
         from mmllm.train import patch_loss
 
         grid = patch_loss.token_grid(model)
         head = patch_loss.PatchHead(model.config.decoder.dim).to(device)
         if resume:
             patch_loss.load_head(head, ckpt)
-        trained = patch_loss.WithPatchLoss(model, head, cfg.patch_weight)
+        trained = patch_loss.WithPatchLoss(model, head, cfg.patch_weight, cfg.attend_weight)
         image_targets = functools.partial(patch_loss.image_targets, grid=grid)
     params = [p for p in trained.parameters() if p.requires_grad]
     optimizer = adamw(params, cfg.lr, cfg.weight_decay, fused=device.type == "cuda")
@@ -272,7 +280,7 @@ def train(cfg: TrainConfig) -> Path:
         trained.train()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        total = patch_total = 0.0  # the patch loss is part of the total
+        total = patch_total = attend_total = 0.0  # the patch and attend losses: in the total
         for i, batch in enumerate(micro_batches):
             batch = batch.to(device)
             sync = i == len(micro_batches) - 1 or world == 1
@@ -291,6 +299,7 @@ def train(cfg: TrainConfig) -> Path:
             total += loss.item() / len(micro_batches)
             if image_targets is not None:
                 patch_total += trained.last_patch_loss / len(micro_batches)
+                attend_total += trained.last_attend_loss / len(micro_batches)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -301,8 +310,10 @@ def train(cfg: TrainConfig) -> Path:
         if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
             row = {"step": done, "loss": total, "lr": lr_at(step, cfg)}
             row.update(grad_norm=float(grad_norm), elapsed_s=round(elapsed, 1))
-            if image_targets is not None:
+            if cfg.patch_weight:
                 row["patch_loss"] = patch_total
+            if cfg.attend_weight:
+                row["attend_loss"] = attend_total
             _log_metrics(out, row)
         out_of_time = deadline is not None and time.time() > deadline
         out_of_time |= cfg.stop_after is not None and done >= cfg.stop_after
