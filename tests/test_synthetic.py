@@ -291,22 +291,20 @@ def test_question_referents_are_the_shapes_a_question_names():
         Shape("star", "blue", "large", 0.8, 0.5),
     )
     scene = Scene(shapes, "plain", None)
-    assert question_referents("color", {"ref": "small object"}, scene) == (0,)
-    assert question_referents("size", {"ref": "blue star"}, scene) == (2,)
-    assert question_referents("relation_x", {"ref": "circle", "ref2": "red object"}, scene) == (
-        0,
-        1,
-    )
-    assert question_referents("count_kind", {"kinds": "stars"}, scene) == (0, 2)
+    assert question_referents("color", {"ref": "small object"}, scene) == ((0,),)
+    assert question_referents("size", {"ref": "blue star"}, scene) == ((2,),)
+    relation = question_referents("relation_x", {"ref": "circle", "ref2": "red object"}, scene)
+    assert relation == ((1,), (0,))  # in the question's order
+    assert question_referents("count_kind", {"kinds": "stars"}, scene) == ((0, 2),)
     assert question_referents("count_kind", {"kinds": "crosses"}, scene) == ()
-    assert question_referents("presence", {"a_color": "a blue", "kind": "circle"}, scene) == (1,)
-    assert question_referents("presence", {"a_color": "an orange", "kind": "star"}, scene) == ()
+    presence = {"a_color": "a blue", "kind": "circle"}
+    assert question_referents("presence", presence, scene) == ((1,),)
+    absent = {"a_color": "an orange", "kind": "star"}
+    assert question_referents("presence", absent, scene) == ()
     assert question_referents("count", {}, scene) == ()
     # every synthetic image question's referents fit it: a "ref" question names exactly one
     world = SyntheticWorld("train", seed=0, image_size=32, task_mix={"image_vqa": 1.0})
     for ex in (world[i] for i in range(200)):
-        assert all(0 <= i < len(ex.scene.shapes) for i in ex.referents)
-        if ex.qtype in ("color", "shape", "size", "position"):
-            assert len(ex.referents) == 1, ex.prompt
-        if ex.qtype == "relation":
-            assert len(ex.referents) == 2, ex.prompt
+        assert all(0 <= i < len(ex.scene.shapes) for group in ex.referents for i in group)
+        if ex.qtype in ("color", "shape", "size", "position", "relation"):
+            assert [len(g) for g in ex.referents] == [1] * (1 + (ex.qtype == "relation"))

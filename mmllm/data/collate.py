@@ -31,7 +31,8 @@ class Record:
     qtype: str | None = None
     source: str | None = None  # "file:line" for JSONL records, for error messages
     scenes: list[Any] = field(default_factory=list)  # each image's ground truth, when known
-    referents: list[tuple[int, ...]] = field(default_factory=list)  # per scene: shapes asked about
+    # per scene: the groups of its shapes the question names (synthetic.question_referents)
+    referents: list[tuple[tuple[int, ...], ...]] = field(default_factory=list)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Collator:
         tokenizer: Tokenizer,
         media_processor: MediaProcessor,
         max_len: int,
-        image_targets: Callable[[list[Any], list[tuple[int, ...]]], torch.Tensor] | None = None,
+        image_targets: Callable[[list[Any], list[tuple]], torch.Tensor] | None = None,
     ):
         self.tokenizer = tokenizer
         self.media_processor = media_processor

@@ -281,7 +281,8 @@ class Example:
     qtype: str
     scene: Scene | None
     clip: Clip | None
-    referents: tuple[int, ...] = ()  # image questions: the scene's shapes the question names
+    # image questions: the scene's shapes the question names, in groups (question_referents)
+    referents: tuple[tuple[int, ...], ...] = ()
 
 
 # ---------------------------------------------------------------- attributes (caption scoring)

@@ -385,22 +385,20 @@ def named_shapes(ref: str, scene: Scene) -> set[int]:
     }
 
 
-def question_referents(key: str, fields: Fields, scene: Scene) -> tuple[int, ...]:
-    """Indices of the shapes image question ``key`` (its template ``fields``) is about, when it
-    names some: the shape(s) of ``ref``/``ref2``, those of the counted kind, those of the colour
-    and kind asked for. ``()`` for questions about the whole image (count, text) or when nothing
-    fits (a "no" to presence, a count of 0)."""
-    named: set[int] = set()
-    for field in ("ref", "ref2"):
-        if field in fields:
-            named |= named_shapes(fields[field], scene)
+def question_referents(key: str, fields: Fields, scene: Scene) -> tuple[tuple[int, ...], ...]:
+    """The shapes image question ``key`` (its template ``fields``) is about, as groups of
+    ``scene.shapes`` indices: one group (the shape of ``ref``, those of the counted kind, those
+    of the colour and kind asked for), or two for a relation (``ref``'s, then ``ref2``'s).
+    ``()`` for questions about the whole image (count, text) or when nothing fits (a "no" to
+    presence, a count of 0)."""
+    groups = [named_shapes(fields[f], scene) for f in ("ref", "ref2") if f in fields]
     if key == "count_kind":
         kind = {plural(k): k for k in KINDS}[fields["kinds"]]
-        named = {i for i, s in enumerate(scene.shapes) if s.kind == kind}
+        groups = [{i for i, s in enumerate(scene.shapes) if s.kind == kind}]
     if key == "presence":
         color = fields["a_color"].split()[-1]
-        named = named_shapes(f"{color} {fields['kind']}", scene)
-    return tuple(sorted(named))
+        groups = [named_shapes(f"{color} {fields['kind']}", scene)]
+    return tuple(tuple(sorted(g)) for g in groups) if all(groups) else ()
 
 
 def scene_question(key: str, scene: Scene, rng: np.random.Generator) -> tuple[Fields, str] | None:

@@ -14,6 +14,8 @@ synthetic image question that names shapes ("what color is the small square?", "
 stars?"), each cross-attention layer's attention at the position that predicts the answer's
 first token, averaged over heads, should fall on the tokens of the patches showing those shapes;
 the loss is minus the log of the share it puts there, averaged over such questions and layers.
+A relation names two ("is the star left of the circle?"): the first half of the heads should
+look at the first, the other half at the second, so that the answer can compare them.
 Trained through answers alone, mmllm-tiny attends to the same tokens whichever shape is named
 (``python -m mmllm.eval.attention``), and its colour errors name another shape's colour.
 
@@ -44,7 +46,7 @@ from mmllm.train.image_pretrain import (
 )
 
 HEAD_FILE = "patch_head.safetensors"
-NAMED = len(PATCH_GROUPS)  # image_targets' last column: the patch shows a shape the question names
+NAMED = len(PATCH_GROUPS)  # image_targets' last column: which named group the patch shows
 
 
 def token_grid(model: MultimodalLM) -> int:
@@ -66,19 +68,23 @@ def token_grid(model: MultimodalLM) -> int:
     return grid
 
 
-def image_targets(scenes: list, referents: list[tuple[int, ...]], grid: int) -> torch.Tensor:
-    """One image's scene per entry (None: unknown) and the shapes its question names -> targets
-    ``(n, grid * grid, n_groups + 1)``: :func:`patch_targets`, then column ``NAMED``, 1 where
-    the patch shows a named shape and 0 elsewhere (IGNORE throughout when none is named or none
-    of the named shapes covers a patch)."""
+def image_targets(scenes: list, referents: list[tuple], grid: int) -> torch.Tensor:
+    """One image's scene per entry (None: unknown) and the groups of shapes its question names
+    (``Record.referents``) -> targets ``(n, grid * grid, n_groups + 1)``: :func:`patch_targets`,
+    then column ``NAMED``: ``g`` where the patch shows a shape of group ``g`` (1 or 2), 0
+    elsewhere; IGNORE throughout when no group is named or a group covers no patch."""
     ignored = torch.full((grid * grid, len(PATCH_GROUPS) + 1), IGNORE, dtype=torch.long)
     rows = []
-    for scene, named in zip(scenes, referents, strict=True):
+    for scene, groups in zip(scenes, referents, strict=True):
         if scene is None:
             rows.append(ignored)
             continue
-        shows = torch.from_numpy(np.isin(patch_shapes(scene, grid) - 1, named)).long()
-        flag = shows if named and shows.any() else torch.full_like(shows, IGNORE)
+        shows = patch_shapes(scene, grid) - 1  # the shape index; -1: background, word too
+        flag = torch.zeros(len(shows), dtype=torch.long)
+        for g, group in enumerate(groups, start=1):
+            flag[torch.from_numpy(np.isin(shows, group))] = g
+        if not groups or any(not (flag == g).any() for g in range(1, len(groups) + 1)):
+            flag.fill_(IGNORE)
         rows.append(torch.cat([patch_targets(scene, grid), flag[:, None]], 1))
     return torch.stack(rows) if rows else ignored.new_empty((0, *ignored.shape))
 
@@ -118,7 +124,7 @@ class WithPatchLoss(nn.Module):
                 lambda _module, _inputs, output: captured.append(output[0])
             )
         ]
-        looks: list[torch.Tensor] = []  # per cross-attention layer: (S, N_img) mean over heads
+        looks: list[torch.Tensor] = []  # per cross-attention layer: (S, H, N_img)
         named = None
         if self.attend_weight and media is not None and media.pixels is not None:
             named = _named_questions(patch_targets, media.image_index, kwargs["labels"])
@@ -130,7 +136,7 @@ class WithPatchLoss(nn.Module):
                 weights = module.attention_weights(
                     x[rows, positions][:, None], (k[rows], v[rows]), context.select(rows)
                 )  # (S, H, 1, N_media); an image questioned here is its sample's first item
-                looks.append(weights[:, :, 0, :tokens].mean(1))
+                looks.append(weights[:, :, 0, :tokens])
 
             hooks += [
                 layer.cross_attn.register_forward_hook(look)
@@ -149,9 +155,10 @@ class WithPatchLoss(nn.Module):
             extra = sum(p.sum() for p in self.head.parameters()) * 0.0
         self.last_patch_loss = float(extra.detach())
         loss = out.loss + self.weight * extra
+        self.last_attend_loss = 0.0  # logged as 0 for a batch without such a question
         if looks:
-            mask = named[2].to(looks[0].dtype)  # (S, N_img): the named shapes' patches
-            shares = torch.stack([(w * mask).sum(-1) for w in looks])  # (layers, S)
+            wanted = _head_targets(named[2], looks[0].shape[1]).to(looks[0].dtype)
+            shares = torch.stack([(w * wanted).sum(-1).mean(-1) for w in looks])  # (layers, S)
             attend = -shares.clamp_min(1e-6).log().mean()
             self.last_attend_loss = float(attend.detach())
             loss = loss + self.attend_weight * attend
@@ -162,8 +169,8 @@ def _named_questions(
     patch_targets: torch.Tensor, image_index: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """For the images whose question names shapes: their samples ``(S,)``, each sample's
-    position that predicts its first answer token ``(S,)``, and the named patches ``(S, N)``;
-    None if there are none."""
+    position that predicts its first answer token ``(S,)``, and each patch's named group
+    ``(S, N)`` (0: none); None if there are none."""
     flags = patch_targets[..., NAMED]
     images = (flags[:, 0] != IGNORE).nonzero().flatten()
     if not len(images):
@@ -171,7 +178,16 @@ def _named_questions(
     rows = image_index.to(images.device)[images]
     answers = labels[rows, 1:] != IGNORE_INDEX  # position t predicts label t + 1
     positions = answers.long().argmax(1)  # the first labelled position
-    return rows, positions, flags[images] == 1
+    return rows, positions, flags[images]
+
+
+def _head_targets(flags: torch.Tensor, heads: int) -> torch.Tensor:
+    """Named-group ids per patch ``(S, N)`` -> where each head should look ``(S, H, N)`` (0/1):
+    every head on group 1, or with a second group, the second half of the heads on it."""
+    group = torch.ones(len(flags), heads, dtype=flags.dtype, device=flags.device)
+    two = flags.amax(-1) == 2  # (S,)
+    group[two, heads // 2 :] = 2
+    return flags[:, None, :] == group[:, :, None]
 
 
 def save_head(head: PatchHead, folder: Path) -> None:
