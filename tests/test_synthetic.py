@@ -297,10 +297,13 @@ def test_question_referents_are_the_shapes_a_question_names():
     assert relation == ((1,), (0,))  # in the question's order
     assert question_referents("count_kind", {"kinds": "stars"}, scene) == ((0, 2),)
     assert question_referents("count_kind", {"kinds": "crosses"}, scene) == ()
+    # presence: every shape of that colour or kind, so where it looks does not give the answer
     presence = {"a_color": "a blue", "kind": "circle"}
-    assert question_referents("presence", presence, scene) == ((1,),)
+    assert question_referents("presence", presence, scene) == ((1, 2),)
     absent = {"a_color": "an orange", "kind": "star"}
-    assert question_referents("presence", absent, scene) == ()
+    assert question_referents("presence", absent, scene) == ((0, 2),)
+    unrelated = {"a_color": "an orange", "kind": "cross"}
+    assert question_referents("presence", unrelated, scene) == ()
     assert question_referents("count", {}, scene) == ()
     # every synthetic image question's referents fit it: a "ref" question names exactly one
     world = SyntheticWorld("train", seed=0, image_size=32, task_mix={"image_vqa": 1.0})

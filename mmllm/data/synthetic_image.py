@@ -387,17 +387,17 @@ def named_shapes(ref: str, scene: Scene) -> set[int]:
 
 def question_referents(key: str, fields: Fields, scene: Scene) -> tuple[tuple[int, ...], ...]:
     """The shapes image question ``key`` (its template ``fields``) is about, as groups of
-    ``scene.shapes`` indices: one group (the shape of ``ref``, those of the counted kind, those
-    of the colour and kind asked for), or two for a relation (``ref``'s, then ``ref2``'s).
-    ``()`` for questions about the whole image (count, text) or when nothing fits (a "no" to
-    presence, a count of 0)."""
+    ``scene.shapes`` indices: one group (the shape of ``ref``, those of the counted kind, for
+    "is there a red star?" every red shape and every star, whatever the answer), or two for a
+    relation (``ref``'s, then ``ref2``'s). ``()`` for questions about the whole image (count,
+    text) or when nothing fits (a count of 0, a presence question sharing nothing)."""
     groups = [named_shapes(fields[f], scene) for f in ("ref", "ref2") if f in fields]
     if key == "count_kind":
         kind = {plural(k): k for k in KINDS}[fields["kinds"]]
         groups = [{i for i, s in enumerate(scene.shapes) if s.kind == kind}]
     if key == "presence":
         color = fields["a_color"].split()[-1]
-        groups = [named_shapes(f"{color} {fields['kind']}", scene)]
+        groups = [named_shapes(color, scene) | named_shapes(fields["kind"], scene)]
     return tuple(tuple(sorted(g)) for g in groups) if all(groups) else ()
 
 

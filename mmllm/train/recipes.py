@@ -7,9 +7,11 @@
 pretrain the image encoder on scene-graph targets into ``OUT/image-pretrain`` (unless its weights
 are there; ``mmllm.train.image_pretrain``), train the whole model from it into ``OUT/scratch``
 (the first stage: a high learning rate), then continue from that checkpoint into ``OUT`` (the
-second stage: a lower learning rate, a new data seed and ``patch_weight``, the per-token image
-loss of ``mmllm.train.patch_loss``). The command's flags apply to the last stage (``--out`` to
-all). Once the last stage has begun, a rerun resumes it and leaves the first stage alone.
+second stage: a lower learning rate, a new data seed, and the two extra losses of
+``mmllm.train.patch_loss``: ``patch_weight``, per-token image targets, and ``attend_weight``,
+cross-attention pulled onto the shapes a question names). The command's flags apply to the
+last stage (``--out`` to all). Once the last stage has begun, a rerun resumes it and leaves the
+first stage alone.
 
 ``smol`` (``checkpoints/mmllm-smol``) needs, all offline:
 
@@ -85,6 +87,7 @@ RECIPES = {
             lr=3e-4,
             warmup=100,
             patch_weight=0.5,
+            attend_weight=0.3,
             eval_every=1000,
             eval_samples=256,
             save_every=250,
