@@ -75,7 +75,7 @@ RECIPES = {
             eval_every=1000,
             eval_samples=256,
             save_every=250,
-            max_minutes=56,  # the three steps stay inside the 90 minutes mmllm-tiny may take
+            max_minutes=54,  # with the pretraining (~10 min) and stage 2: inside 90 minutes
             seed=0,
             num_workers=0,
             model=PRESETS["tiny"].to_dict(),
@@ -91,7 +91,7 @@ RECIPES = {
             eval_every=1000,
             eval_samples=256,
             save_every=250,
-            max_minutes=22,
+            max_minutes=25,
             seed=3,  # fresh examples: seed 0's stream is the first stage's
             num_workers=0,
         ),
