@@ -129,13 +129,19 @@ def training_lines(stages: list[tuple[dict, list[dict]]]) -> list[str]:
         steps, batch = int(_last(metrics, "step")), config["batch_size"]
         name = f"Stage {i + 1} of {len(stages)}" if len(stages) > 1 else "Training"
         start = " (from stage 1's checkpoint)" if i else ""
-        patch = ""
+        patch = ""  # the extra losses, if any
         if config.get("patch_weight"):
             patch = (
                 f"; plus {config['patch_weight']} x a per-token image loss (`--patch-weight`, "
                 "`mmllm.train.patch_loss`): a linear head on each projected image token "
                 "predicts what its patch shows, so the tokens cross-attention reads keep "
                 "those facts; the head is dropped"
+            )
+        if config.get("attend_weight"):
+            patch += (
+                f"; plus {config['attend_weight']} x an attention loss (`--attend-weight`): "
+                "at the position predicting the answer, each cross-attention layer's attention "
+                "is pulled onto the patches of the shapes a synthetic question names"
             )
         lines.append(
             f"- {name}{start}: `{config.get('data', 'synthetic:train')}`, seed {config['seed']}, "
