@@ -16,8 +16,8 @@ first token, averaged over heads, should fall on the tokens of the patches showi
 the loss is minus the log of the share it puts there, averaged over such questions and layers.
 A relation names two ("is the star left of the circle?"): the first half of the heads should
 look at the first, the other half at the second, so that the answer can compare them.
-Trained through answers alone, mmllm-tiny attends to the same tokens whichever shape is named
-(``python -m mmllm.eval.attention``), and its colour errors name another shape's colour.
+Trained through answers alone, mmllm-tiny's first stage attends to the same tokens whichever
+shape is named (``python -m mmllm.eval.attention``), and its colour errors name another shape's.
 
 The head trains with the model but is not part of it: it is saved beside the training state
 (``patch_head.safetensors``) for exact resume, and a shipped model is the ``MultimodalLM`` alone.
@@ -173,10 +173,12 @@ def _named_questions(
     ``(S, N)`` (0: none); None if there are none."""
     flags = patch_targets[..., NAMED]
     images = (flags[:, 0] != IGNORE).nonzero().flatten()
-    if not len(images):
-        return None
     rows = image_index.to(images.device)[images]
     answers = labels[rows, 1:] != IGNORE_INDEX  # position t predicts label t + 1
+    kept = answers.any(1)  # a prompt cut at max_len leaves no answer to look from
+    images, rows, answers = images[kept], rows[kept], answers[kept]
+    if not len(images):
+        return None
     positions = answers.long().argmax(1)  # the first labelled position
     return rows, positions, flags[images]
 
