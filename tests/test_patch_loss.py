@@ -20,7 +20,7 @@ from mmllm.train.patch_loss import (
     HEAD_FILE,
     NAMED,
     PatchHead,
-    WithPatchLoss,
+    WithImageLosses,
     image_targets,
     token_grid,
 )
@@ -86,7 +86,7 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
         for layer in model.decoder.layers
         if hasattr(layer, "cross_attn")
     ]
-    wrapped = WithPatchLoss(model, PatchHead(config.decoder.dim), weight=0.0, attend_weight=1.0)
+    wrapped = WithImageLosses(model, PatchHead(config.decoder.dim), weight=0.0, attend_weight=1.0)
     with torch.no_grad():
         wrapped(
             batch.token_ids, batch.media, labels=batch.labels, patch_targets=batch.patch_targets

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 
@@ -62,6 +64,19 @@ def test_checkpoint_of_a_run_loads_as_a_model(tmp_path):
     assert isinstance(MultimodalLM.from_pretrained(folder), MultimodalLM)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _child_errors(stderr: str) -> str:
+    """The ranks' own error lines (before torchrun's summary), then the end of stderr."""
+    lines = [x for x in stderr.splitlines() if "Warning" not in x]
+    errors = [x for x in lines if re.search(r"Error|error|terminate|what\(\)|Traceback", x)]
+    return "\n".join(errors[:40]) + "\n...\n" + stderr[-1500:]
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -85,7 +100,7 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path, overrides):
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29531",
+        str(_free_port()),
         "-m",
         "mmllm.cli",
         "train",
@@ -93,7 +108,7 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path, overrides):
         str(config_file),
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, _child_errors(result.stderr)
     rows = [json.loads(x) for x in (tmp_path / "ddp/metrics.jsonl").open()]
     checksums = [r["replica_checksums"] for r in rows if "replica_checksums" in r]
     assert len(checksums) == 1 and len(checksums[0]) == 2

@@ -111,13 +111,14 @@ def _parse_weights(text: str) -> dict[str, float]:
     """``"a=0.5&b=2"`` -> ``{"a": 0.5, "b": 2.0}`` (the synthetic world's weight changes)."""
     out = {}
     for part in filter(None, text.split("&")):
-        key, sep, value = part.partition("=")
+        key, _, value = part.partition("=")
         try:
-            out[key.strip()] = float(value) if sep else float("nan")
+            number = float(value)  # "" (no "=") raises too
         except ValueError:
-            out[key.strip()] = float("nan")
-        if not (math.isfinite(out[key.strip()]) and out[key.strip()] >= 0):
+            number = float("nan")
+        if not (math.isfinite(number) and number >= 0):
             raise ConfigError(f"synthetic weights {text!r}: {part!r} is not key=number >= 0")
+        out[key.strip()] = number
     return out
 
 

@@ -100,7 +100,7 @@ class PatchHead(nn.Module):
         return list(self.linear(tokens).split(list(PATCH_GROUPS.values()), -1))
 
 
-class WithPatchLoss(nn.Module):
+class WithImageLosses(nn.Module):
     """``model`` whose loss adds ``weight`` x the patch loss of its projected image tokens and
     ``attend_weight`` x the attend loss (see the module docstring).
 

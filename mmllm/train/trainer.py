@@ -234,7 +234,7 @@ def train(cfg: TrainConfig) -> Path:
         enable_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha, targets))
     model.to(device)
     trainable = set_trainable(model, cfg.stage)
-    trained, head, image_targets = model, None, None  # what gives the loss; patch loss parts
+    trained, head, image_targets = model, None, None  # what gives the loss; image-loss parts
     if cfg.patch_weight or cfg.attend_weight:
         from mmllm.train import patch_loss
 
@@ -242,7 +242,7 @@ def train(cfg: TrainConfig) -> Path:
         head = patch_loss.PatchHead(model.config.decoder.dim).to(device)
         if resume:
             patch_loss.load_head(head, ckpt)
-        trained = patch_loss.WithPatchLoss(model, head, cfg.patch_weight, cfg.attend_weight)
+        trained = patch_loss.WithImageLosses(model, head, cfg.patch_weight, cfg.attend_weight)
         image_targets = functools.partial(patch_loss.image_targets, grid=grid)
     params = [p for p in trained.parameters() if p.requires_grad]
     optimizer = adamw(params, cfg.lr, cfg.weight_decay, fused=device.type == "cuda")
