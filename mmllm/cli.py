@@ -48,14 +48,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         value = getattr(args, f.name, None)
         if value is not None:
             values[f.name] = value
-    if args.recipe:
-        from mmllm.train.recipes import prepare_recipe
+    try:
+        if args.recipe:
+            from mmllm.train.recipes import prepare_recipe
 
-        values = prepare_recipe(args.recipe, values)
-    if not values.get("model") and not values.get("init"):
-        values["model"] = PRESETS[args.preset].to_dict()
-    cfg = TrainConfig(**values)
-    folder = train(cfg)
+            values = prepare_recipe(args.recipe, values)  # may train a first stage
+        if not values.get("model") and not values.get("init"):
+            values["model"] = PRESETS[args.preset].to_dict()
+        folder = train(TrainConfig(**values))
+    finally:
+        # under torchrun: leaving the process group to interpreter shutdown can abort a rank
+        # ("terminate called without an active exception", seen on a loaded 2-core machine)
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     print(f"checkpoint: {folder}")
     return EXIT_OK
 
