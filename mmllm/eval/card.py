@@ -129,16 +129,16 @@ def training_lines(stages: list[tuple[dict, list[dict]]]) -> list[str]:
         steps, batch = int(_last(metrics, "step")), config["batch_size"]
         name = f"Stage {i + 1} of {len(stages)}" if len(stages) > 1 else "Training"
         start = " (from stage 1's checkpoint)" if i else ""
-        patch = ""  # the extra losses, if any
+        extras = ""  # the extra losses, if any
         if config.get("patch_weight"):
-            patch = (
+            extras = (
                 f"; plus {config['patch_weight']} x a per-token image loss (`--patch-weight`, "
                 "`mmllm.train.patch_loss`): a linear head on each projected image token "
                 "predicts what its patch shows, so the tokens cross-attention reads keep "
                 "those facts; the head is dropped"
             )
         if config.get("attend_weight"):
-            patch += (
+            extras += (
                 f"; plus {config['attend_weight']} x an attention loss (`--attend-weight`): "
                 "at the position predicting the answer, each cross-attention layer's attention "
                 "is pulled onto the patches of the shapes a synthetic question names"
@@ -148,7 +148,7 @@ def training_lines(stages: list[tuple[dict, list[dict]]]) -> list[str]:
             f"generated on the fly ({steps} steps x batch {batch} = {steps * batch:,} "
             f"examples); AdamW (betas 0.9/0.95, weight decay {config['weight_decay']}), lr "
             f"{config['lr']} with {config['warmup']} warmup steps and cosine decay to "
-            f"{config['min_lr_ratio']}x, gradient clipping {config['grad_clip']}{patch}."
+            f"{config['min_lr_ratio']}x, gradient clipping {config['grad_clip']}{extras}."
         )
     return lines
 

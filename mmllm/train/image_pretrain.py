@@ -129,6 +129,12 @@ def patch_targets(scene: Scene, grid: int) -> torch.Tensor:
     """Scene -> per-patch class ids ``(grid * grid, len(PATCH_GROUPS))`` for a ``grid x grid``
     token grid in raster order (as a ViT's patch tokens), for what :func:`patch_shapes` says
     each patch shows (the background: every group 0, positions IGNORE)."""
+    return patch_table(scene)[torch.from_numpy(patch_shapes(scene, grid))]
+
+
+def patch_table(scene: Scene) -> torch.Tensor:
+    """The class ids of what a patch can show ``(len(scene.shapes) + 2, len(PATCH_GROUPS))``,
+    indexed like :func:`patch_shapes`: the background, each shape, the word."""
     rows = [[0, 0, 0, 0, IGNORE, IGNORE]]  # the background
     for s in scene.shapes:
         rows.append(
@@ -143,7 +149,7 @@ def patch_targets(scene: Scene, grid: int) -> torch.Tensor:
         )
     word = 0 if scene.word is None else WORDS.index(scene.word) + 1
     rows.append([0, 0, 0, word, IGNORE, IGNORE])
-    return torch.tensor(rows)[torch.from_numpy(patch_shapes(scene, grid))]
+    return torch.tensor(rows)
 
 
 class SceneBatches(Dataset):

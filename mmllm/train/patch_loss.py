@@ -42,7 +42,7 @@ from mmllm.train.image_pretrain import (
     RENDER_SIZE,
     patch_cross_entropy,
     patch_shapes,
-    patch_targets,
+    patch_table,
 )
 
 HEAD_FILE = "patch_head.safetensors"
@@ -70,22 +70,25 @@ def token_grid(model: MultimodalLM) -> int:
 
 def image_targets(scenes: list, referents: list[tuple], grid: int) -> torch.Tensor:
     """One image's scene per entry (None: unknown) and the groups of shapes its question names
-    (``Record.referents``) -> targets ``(n, grid * grid, n_groups + 1)``: :func:`patch_targets`,
-    then column ``NAMED``: ``g`` where the patch shows a shape of group ``g`` (1 or 2), 0
-    elsewhere; IGNORE throughout when no group is named or a group covers no patch."""
+    (``Record.referents``) -> targets ``(n, grid * grid, n_groups + 1)``: the image
+    pretraining's ``patch_targets``, then column ``NAMED``: ``g`` where the patch shows a
+    shape of group ``g`` (1 or 2), 0 elsewhere; IGNORE throughout when no group is named or a
+    group covers no patch."""
     ignored = torch.full((grid * grid, len(PATCH_GROUPS) + 1), IGNORE, dtype=torch.long)
     rows = []
     for scene, groups in zip(scenes, referents, strict=True):
         if scene is None:
             rows.append(ignored)
             continue
-        shows = patch_shapes(scene, grid) - 1  # the shape index; -1: background, word too
+        index = patch_shapes(scene, grid)  # rendered once for both targets
+        shows = index - 1  # the shape index; -1: background, word too
         flag = torch.zeros(len(shows), dtype=torch.long)
         for g, group in enumerate(groups, start=1):
             flag[torch.from_numpy(np.isin(shows, group))] = g
         if not groups or any(not (flag == g).any() for g in range(1, len(groups) + 1)):
             flag.fill_(IGNORE)
-        rows.append(torch.cat([patch_targets(scene, grid), flag[:, None]], 1))
+        targets = patch_table(scene)[torch.from_numpy(index)]  # = patch_targets(scene, grid)
+        rows.append(torch.cat([targets, flag[:, None]], 1))
     return torch.stack(rows) if rows else ignored.new_empty((0, *ignored.shape))
 
 
