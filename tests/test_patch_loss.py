@@ -19,6 +19,7 @@ from mmllm.train.image_pretrain import IGNORE, PATCH_GROUPS, patch_shapes, patch
 from mmllm.train.patch_loss import (
     HEAD_FILE,
     NAMED,
+    TARGET_GROUPS,
     PatchHead,
     WithImageLosses,
     image_targets,
@@ -46,23 +47,27 @@ def test_a_batch_carries_each_synthetic_image_s_targets_in_pixel_order():
     batch = collator(records)
     with_images = [r for r in records if r.images]
     assert any(not r.images for r in records)  # audio-only records add no row
-    assert batch.patch_targets.shape == (len(with_images), grid * grid, len(PATCH_GROUPS) + 1)
+    assert batch.patch_targets.shape == (len(with_images), grid * grid, len(TARGET_GROUPS) + 1)
     assert batch.media.pixels.shape[0] == len(with_images)
-    named = 0
+    named = kind_counts = 0
     for row, record in zip(batch.patch_targets, with_images, strict=True):
         if record is plain:
             assert (row == IGNORE).all()
             continue
         scene, referents = record.scenes[0], record.referents[0]
-        assert torch.equal(row[:, :NAMED], patch_targets(scene, grid))
-        shows = patch_shapes(scene, grid) - 1  # -1: the background
+        assert torch.equal(row[:, : len(PATCH_GROUPS)], patch_targets(scene, grid))
+        shows = patch_shapes(scene, grid) - 1  # -1: the background; the word: n_shapes
+        kinds = [s.kind for s in scene.shapes] + [None]  # the word shows no kind
+        counts = [kinds.count(kinds[s]) if s >= 0 and kinds[s] else 0 for s in shows]
+        assert row[:, list(TARGET_GROUPS).index("kind_count")].tolist() == counts
+        kind_counts += sum(c > 1 for c in counts)
         group_of = {i: g for g, group in enumerate(referents, start=1) for i in group}
         expected = torch.tensor([group_of.get(int(s), 0) for s in shows])
         if not referents or set(range(1, len(referents) + 1)) - set(expected.tolist()):
             expected = torch.full_like(expected, IGNORE)
         named += int(expected[0] != IGNORE)
         assert torch.equal(row[:, NAMED], expected)
-    assert named > 0
+    assert named > 0 and kind_counts > 0  # some patch's kind is in the picture twice
     assert batch.to("cpu").patch_targets is not None
 
 
@@ -70,6 +75,10 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
     torch.manual_seed(0)
     config = tiny_config(vocab_size=320)
     model = MultimodalLM(config).eval()
+    with torch.no_grad():  # sharper attention: heads that differ, so log-of-mean != mean-of-log
+        for layer in model.decoder.layers:
+            if hasattr(layer, "cross_attn"):
+                layer.cross_attn.q_proj.weight.mul_(30.0)
     only_images = "image_vqa=1&audio_vqa=0&both_vqa=0&image_caption=0&audio_caption=0"
     source = build_source(f"synthetic:train?{only_images}", image_size=32)
     records = [source[i] for i in range(24)]
@@ -105,13 +114,10 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
         for layer_weights in maps:
             heads = layer_weights[b, :, answer, : grid * grid]  # (H, N)
             half = len(heads) // 2
-            if two:
-                share = heads[:half, named == 1].sum(-1).sum() + heads[half:, named == 2].sum()
-                share = share / len(heads)
-            else:
-                share = heads.mean(0)[named == 1].sum()
-            logs.append(-share.clamp_min(1e-6).log())
-    assert len(logs) >= len(maps) * 4 and relations  # several questions name shapes
+            for h, head in enumerate(heads):  # each head's own share, its own log
+                group = 2 if two and h >= half else 1
+                logs.append(-head[named == group].sum().clamp_min(1e-6).log())
+    assert len(logs) >= len(maps) * 4 * maps[0].shape[1] and relations  # several name shapes
     assert wrapped.last_attend_loss == pytest.approx(float(torch.stack(logs).mean()), rel=1e-5)
 
 

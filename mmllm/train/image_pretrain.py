@@ -218,7 +218,7 @@ def scene_loss(
 def patch_cross_entropy(patch_logits: list[torch.Tensor], patches: torch.Tensor) -> torch.Tensor:
     """Mean over the patch groups of each group's cross-entropy on the tokens that have a target
     (a group without any adds 0, keeping its logits in the graph); logits ``(B, N, n_classes)``
-    per group, ``patches`` ``(B, N, len(PATCH_GROUPS))``."""
+    per group, ``patches`` ``(B, N, n_groups)``."""
     losses = []
     for i, logits in enumerate(patch_logits):
         target = patches[..., i].flatten()

@@ -7,13 +7,16 @@ readable at 98% from the pretrained encoder but 58% / 48% after the projector, a
 relation are its weakest question types. With ``patch_weight > 0`` a linear head reads each
 projected image token (what cross-attention reads) and predicts those targets, and its
 cross-entropy, times ``patch_weight``, joins the language-model loss. Only records whose images
-have a known scene (the synthetic world) have targets; other images are ignored.
+have a known scene (the synthetic world) have targets; other images are ignored. One target is
+the main training's own, ``kind_count``: how many shapes of this patch's kind the image holds.
+Attention averages what it reads, so tokens that each say "a star" read the same for one star
+as for three; mmllm-tiny's first stage answers "how many stars?" with "1" whatever the count.
 
 ``attend_weight > 0`` (``TrainConfig.attend_weight``) supervises where the model looks: for a
 synthetic image question that names shapes ("what color is the small square?", "how many
 stars?"), each cross-attention layer's attention at the position that predicts the answer's
-first token, averaged over heads, should fall on the tokens of the patches showing those shapes;
-the loss is minus the log of the share it puts there, averaged over such questions and layers.
+first token should fall on the tokens of the patches showing those shapes; the loss is minus
+the log of the share each head puts there, averaged over heads, layers and such questions.
 A relation names two ("is the star left of the circle?"): the first half of the heads should
 look at the first, the other half at the second, so that the answer can compare them.
 Trained through answers alone, mmllm-tiny's first stage attends to the same tokens whichever
@@ -46,7 +49,9 @@ from mmllm.train.image_pretrain import (
 )
 
 HEAD_FILE = "patch_head.safetensors"
-NAMED = len(PATCH_GROUPS)  # image_targets' last column: which named group the patch shows
+MAX_SHAPES = 4  # the synthetic world draws 1-4 shapes per image
+TARGET_GROUPS = {**PATCH_GROUPS, "kind_count": MAX_SHAPES + 1}  # what PatchHead predicts
+NAMED = len(TARGET_GROUPS)  # image_targets' last column: which named group the patch shows
 
 
 def token_grid(model: MultimodalLM) -> int:
@@ -70,11 +75,12 @@ def token_grid(model: MultimodalLM) -> int:
 
 def image_targets(scenes: list, referents: list[tuple], grid: int) -> torch.Tensor:
     """One image's scene per entry (None: unknown) and the groups of shapes its question names
-    (``Record.referents``) -> targets ``(n, grid * grid, n_groups + 1)``: the image
-    pretraining's ``patch_targets``, then column ``NAMED``: ``g`` where the patch shows a
-    shape of group ``g`` (1 or 2), 0 elsewhere; IGNORE throughout when no group is named or a
-    group covers no patch."""
-    ignored = torch.full((grid * grid, len(PATCH_GROUPS) + 1), IGNORE, dtype=torch.long)
+    (``Record.referents``) -> targets ``(n, grid * grid, len(TARGET_GROUPS) + 1)``: the image
+    pretraining's ``patch_targets``; ``kind_count``, how many shapes of the patch's shape's
+    kind the image holds (0: no shape there); then column ``NAMED``: ``g`` where the patch
+    shows a shape of group ``g`` (1 or 2), 0 elsewhere; IGNORE throughout when no group is
+    named or a group covers no patch."""
+    ignored = torch.full((grid * grid, NAMED + 1), IGNORE, dtype=torch.long)
     rows = []
     for scene, groups in zip(scenes, referents, strict=True):
         if scene is None:
@@ -87,9 +93,17 @@ def image_targets(scenes: list, referents: list[tuple], grid: int) -> torch.Tens
             flag[torch.from_numpy(np.isin(shows, group))] = g
         if not groups or any(not (flag == g).any() for g in range(1, len(groups) + 1)):
             flag.fill_(IGNORE)
-        targets = patch_table(scene)[torch.from_numpy(index)]  # = patch_targets(scene, grid)
+        table = torch.cat([patch_table(scene), _kind_counts(scene)[:, None]], 1)
+        targets = table[torch.from_numpy(index)]  # patch_targets(scene, grid), kind_count
         rows.append(torch.cat([targets, flag[:, None]], 1))
     return torch.stack(rows) if rows else ignored.new_empty((0, *ignored.shape))
+
+
+def _kind_counts(scene) -> torch.Tensor:
+    """``kind_count`` per entry of ``patch_table(scene)`` ``(n_shapes + 2,)``: 0 for the
+    background and the word, for each shape the number of shapes of its kind."""
+    kinds = [s.kind for s in scene.shapes]
+    return torch.tensor([0, *(kinds.count(k) for k in kinds), 0])
 
 
 class PatchHead(nn.Module):
@@ -97,10 +111,10 @@ class PatchHead(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.linear = nn.Linear(dim, sum(PATCH_GROUPS.values()))
+        self.linear = nn.Linear(dim, sum(TARGET_GROUPS.values()))
 
     def forward(self, tokens: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.linear(tokens).split(list(PATCH_GROUPS.values()), -1))
+        return list(self.linear(tokens).split(list(TARGET_GROUPS.values()), -1))
 
 
 class WithImageLosses(nn.Module):
@@ -161,7 +175,7 @@ class WithImageLosses(nn.Module):
         self.last_attend_loss = 0.0  # logged as 0 for a batch without such a question
         if looks:
             wanted = _head_targets(named[2], looks[0].shape[1]).to(looks[0].dtype)
-            shares = torch.stack([(w * wanted).sum(-1).mean(-1) for w in looks])  # (layers, S)
+            shares = torch.stack([(w * wanted).sum(-1) for w in looks])  # (layers, S, H)
             attend = -shares.clamp_min(1e-6).log().mean()
             self.last_attend_loss = float(attend.detach())
             loss = loss + self.attend_weight * attend
@@ -208,4 +222,7 @@ def load_head(head: PatchHead, folder: Path) -> None:
             f"{folder} was saved without patch_weight or attend_weight (no {HEAD_FILE}): "
             "resume it with the weights it was started with"
         )
-    head.load_state_dict(load_file(path))
+    try:
+        head.load_state_dict(load_file(path))
+    except RuntimeError as error:  # saved by a version with other targets
+        raise CheckpointError(f"{path} does not fit this version's patch head: {error}") from None

@@ -82,6 +82,10 @@ RECIPES = {
         ),
         train=dict(
             out="runs/tiny",
+            # the first stage's weakest questions, "is the star left of the circle?" and "how
+            # many stars?", twice as often (and shapes, words and totals, learnt, less often)
+            data="synthetic:train?relation_x=1&relation_y=1&count_kind=1&presence=1.3"
+            "&shape=0.5&text=0.3&count=0.3",
             steps=2600,
             batch_size=32,
             lr=3e-4,
