@@ -19,7 +19,7 @@ from mmllm.train.image_pretrain import IGNORE, PATCH_GROUPS, patch_shapes, patch
 from mmllm.train.patch_loss import (
     HEAD_FILE,
     NAMED,
-    TARGET_GROUPS,
+    SPREAD,
     PatchHead,
     WithImageLosses,
     image_targets,
@@ -34,6 +34,8 @@ def test_a_batch_carries_each_synthetic_image_s_targets_in_pixel_order():
     config = tiny_config()
     source = SyntheticSource("train", seed=0)
     records = [source[i] for i in range(12)]
+    counts = build_source("synthetic:train?image_vqa=1&audio_vqa=0&both_vqa=0&count_kind=50")
+    records += [counts[i] for i in range(6)]  # "how many stars?" and the like, mostly
     plain = Record("describe the image:", "a picture", images=[Image.new("RGB", (32, 32))])
     records.insert(3, plain)  # an image without ground truth
     tokenizer = Tokenizer.train([r.prompt + " " + r.target for r in records], vocab_size=300)
@@ -47,27 +49,26 @@ def test_a_batch_carries_each_synthetic_image_s_targets_in_pixel_order():
     batch = collator(records)
     with_images = [r for r in records if r.images]
     assert any(not r.images for r in records)  # audio-only records add no row
-    assert batch.patch_targets.shape == (len(with_images), grid * grid, len(TARGET_GROUPS) + 1)
+    assert batch.patch_targets.shape == (len(with_images), grid * grid, len(PATCH_GROUPS) + 1)
     assert batch.media.pixels.shape[0] == len(with_images)
-    named = kind_counts = 0
+    named = whole = 0
     for row, record in zip(batch.patch_targets, with_images, strict=True):
         if record is plain:
             assert (row == IGNORE).all()
             continue
         scene, referents = record.scenes[0], record.referents[0]
-        assert torch.equal(row[:, : len(PATCH_GROUPS)], patch_targets(scene, grid))
-        shows = patch_shapes(scene, grid) - 1  # -1: the background; the word: n_shapes
-        kinds = [s.kind for s in scene.shapes] + [None]  # the word shows no kind
-        counts = [kinds.count(kinds[s]) if s >= 0 and kinds[s] else 0 for s in shows]
-        assert row[:, list(TARGET_GROUPS).index("kind_count")].tolist() == counts
-        kind_counts += sum(c > 1 for c in counts)
+        assert torch.equal(row[:, :NAMED], patch_targets(scene, grid))
+        shows = patch_shapes(scene, grid) - 1  # -1: the background
         group_of = {i: g for g, group in enumerate(referents, start=1) for i in group}
         expected = torch.tensor([group_of.get(int(s), 0) for s in shows])
-        if not referents or set(range(1, len(referents) + 1)) - set(expected.tolist()):
+        if referents == ((),):  # the whole image ("how many stars?")
+            expected = torch.full_like(expected, SPREAD)
+            whole += 1
+        elif not referents or set(range(1, len(referents) + 1)) - set(expected.tolist()):
             expected = torch.full_like(expected, IGNORE)
         named += int(expected[0] != IGNORE)
         assert torch.equal(row[:, NAMED], expected)
-    assert named > 0 and kind_counts > 0  # some patch's kind is in the picture twice
+    assert named > whole > 0
     assert batch.to("cpu").patch_targets is not None
 
 
@@ -103,7 +104,7 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
     for hook in hooks:
         hook.remove()
     assert all(len(r.images) == 1 for r in records)  # image row b is sample b
-    logs, relations = [], 0
+    logs, relations, spread = [], 0, 0
     for b in range(len(records)):
         named = batch.patch_targets[b, :, NAMED]
         if named[0] == IGNORE:
@@ -111,13 +112,16 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
         answer = int((batch.labels[b] != -100).nonzero()[0]) - 1  # predicts the answer's start
         two = bool((named == 2).any())  # a relation: the second half of the heads on group 2
         relations += two
+        spread += bool((named == SPREAD).all())
         for layer_weights in maps:
             heads = layer_weights[b, :, answer, : grid * grid]  # (H, N)
-            half = len(heads) // 2
-            for h, head in enumerate(heads):  # each head's own share, its own log
-                group = 2 if two and h >= half else 1
+            for h, head in enumerate(heads):  # each head's own log
+                if (named == SPREAD).all():  # evenly over the image: -mean log(N w)
+                    logs.append(-(head * len(head)).clamp_min(1e-6).log().mean())
+                    continue
+                group = 2 if two and h >= len(heads) // 2 else 1
                 logs.append(-head[named == group].sum().clamp_min(1e-6).log())
-    assert len(logs) >= len(maps) * 4 * maps[0].shape[1] and relations  # several name shapes
+    assert len(logs) >= len(maps) * 4 * len(heads) and relations and spread
     assert wrapped.last_attend_loss == pytest.approx(float(torch.stack(logs).mean()), rel=1e-5)
 
 
