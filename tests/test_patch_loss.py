@@ -19,7 +19,7 @@ from mmllm.train.image_pretrain import IGNORE, PATCH_GROUPS, patch_shapes, patch
 from mmllm.train.patch_loss import (
     HEAD_FILE,
     NAMED,
-    SPREAD,
+    TARGET_GROUPS,
     PatchHead,
     WithImageLosses,
     image_targets,
@@ -34,8 +34,9 @@ def test_a_batch_carries_each_synthetic_image_s_targets_in_pixel_order():
     config = tiny_config()
     source = SyntheticSource("train", seed=0)
     records = [source[i] for i in range(12)]
-    counts = build_source("synthetic:train?image_vqa=1&audio_vqa=0&both_vqa=0&count_kind=50")
-    records += [counts[i] for i in range(6)]  # "how many stars?" and the like, mostly
+    spec = "synthetic:train?image_vqa=1&audio_vqa=0&both_vqa=0&presence=40"
+    presence = build_source(spec)
+    records += [presence[i] for i in range(6)]  # "is there a red star?", mostly
     plain = Record("describe the image:", "a picture", images=[Image.new("RGB", (32, 32))])
     records.insert(3, plain)  # an image without ground truth
     tokenizer = Tokenizer.train([r.prompt + " " + r.target for r in records], vocab_size=300)
@@ -49,26 +50,31 @@ def test_a_batch_carries_each_synthetic_image_s_targets_in_pixel_order():
     batch = collator(records)
     with_images = [r for r in records if r.images]
     assert any(not r.images for r in records)  # audio-only records add no row
-    assert batch.patch_targets.shape == (len(with_images), grid * grid, len(PATCH_GROUPS) + 1)
+    assert batch.patch_targets.shape == (len(with_images), grid * grid, len(TARGET_GROUPS) + 1)
     assert batch.media.pixels.shape[0] == len(with_images)
-    named = whole = 0
+    named = kind_counts = overlaps = 0
     for row, record in zip(batch.patch_targets, with_images, strict=True):
         if record is plain:
             assert (row == IGNORE).all()
             continue
         scene, referents = record.scenes[0], record.referents[0]
-        assert torch.equal(row[:, :NAMED], patch_targets(scene, grid))
-        shows = patch_shapes(scene, grid) - 1  # -1: the background
-        group_of = {i: g for g, group in enumerate(referents, start=1) for i in group}
-        expected = torch.tensor([group_of.get(int(s), 0) for s in shows])
-        if referents == ((),):  # the whole image ("how many stars?")
-            expected = torch.full_like(expected, SPREAD)
-            whole += 1
-        elif not referents or set(range(1, len(referents) + 1)) - set(expected.tolist()):
+        assert torch.equal(row[:, : len(PATCH_GROUPS)], patch_targets(scene, grid))
+        shows = patch_shapes(scene, grid) - 1  # -1: the background; the word: n_shapes
+        kinds = [s.kind for s in scene.shapes] + [None]  # the word shows no kind
+        counts = [kinds.count(kinds[s]) if s >= 0 and kinds[s] else 0 for s in shows]
+        assert row[:, list(TARGET_GROUPS).index("kind_count")].tolist() == counts
+        kind_counts += sum(c > 1 for c in counts)
+        # bit g - 1: the patch shows a shape of group g (groups may share a shape)
+        expected = torch.tensor(
+            [sum(1 << g for g, group in enumerate(referents) if s in group) for s in shows]
+        )
+        overlaps += bool((expected == 3).any())
+        if not referents or any(not (expected & 1 << g).any() for g in range(len(referents))):
             expected = torch.full_like(expected, IGNORE)
         named += int(expected[0] != IGNORE)
         assert torch.equal(row[:, NAMED], expected)
-    assert named > whole > 0
+    assert named > 0 and kind_counts > 0  # some patch's kind is in the picture twice
+    assert overlaps  # "is there a red star?" with a red star in it: both groups
     assert batch.to("cpu").patch_targets is not None
 
 
@@ -81,7 +87,7 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
             if hasattr(layer, "cross_attn"):
                 layer.cross_attn.q_proj.weight.mul_(30.0)
     only_images = "image_vqa=1&audio_vqa=0&both_vqa=0&image_caption=0&audio_caption=0"
-    source = build_source(f"synthetic:train?{only_images}", image_size=32)
+    source = build_source(f"synthetic:train?{only_images}&presence=3", image_size=32)
     records = [source[i] for i in range(24)]
     tokenizer = Tokenizer.train([r.prompt + " " + r.target for r in records], vocab_size=300)
     grid = token_grid(model)
@@ -104,24 +110,22 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
     for hook in hooks:
         hook.remove()
     assert all(len(r.images) == 1 for r in records)  # image row b is sample b
-    logs, relations, spread = [], 0, 0
+    logs, relations, overlaps = [], 0, 0
     for b in range(len(records)):
         named = batch.patch_targets[b, :, NAMED]
         if named[0] == IGNORE:
             continue
         answer = int((batch.labels[b] != -100).nonzero()[0]) - 1  # predicts the answer's start
-        two = bool((named == 2).any())  # a relation: the second half of the heads on group 2
+        two = bool((named & 2).any())  # two groups: the second half of the heads on group 2
         relations += two
-        spread += bool((named == SPREAD).all())
+        overlaps += bool((named == 3).any())  # a shape in both ("a red star" in the picture)
         for layer_weights in maps:
             heads = layer_weights[b, :, answer, : grid * grid]  # (H, N)
-            for h, head in enumerate(heads):  # each head's own log
-                if (named == SPREAD).all():  # evenly over the image: -mean log(N w)
-                    logs.append(-(head * len(head)).clamp_min(1e-6).log().mean())
-                    continue
-                group = 2 if two and h >= len(heads) // 2 else 1
-                logs.append(-head[named == group].sum().clamp_min(1e-6).log())
-    assert len(logs) >= len(maps) * 4 * len(heads) and relations and spread
+            half = len(heads) // 2
+            for h, head in enumerate(heads):  # each head's own share, its own log
+                group = 2 if two and h >= half else 1
+                logs.append(-head[(named & group) != 0].sum().clamp_min(1e-6).log())
+    assert len(logs) >= len(maps) * 4 * maps[0].shape[1] and relations and overlaps
     assert wrapped.last_attend_loss == pytest.approx(float(torch.stack(logs).mean()), rel=1e-5)
 
 

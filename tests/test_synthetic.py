@@ -283,7 +283,7 @@ def test_weights_in_the_data_spec_change_only_the_named_tasks_and_questions():
 
 
 def test_question_referents_are_the_shapes_a_question_names():
-    from mmllm.data.synthetic_image import WHOLE_IMAGE, question_referents
+    from mmllm.data.synthetic_image import question_referents
 
     shapes = (
         Shape("star", "red", "small", 0.2, 0.3),
@@ -295,13 +295,16 @@ def test_question_referents_are_the_shapes_a_question_names():
     assert question_referents("size", {"ref": "blue star"}, scene) == ((2,),)
     relation = question_referents("relation_x", {"ref": "circle", "ref2": "red object"}, scene)
     assert relation == ((1,), (0,))  # in the question's order
-    for kinds in ("stars", "crosses"):  # a count is the whole picture's, also a count of 0
-        assert question_referents("count_kind", {"kinds": kinds}, scene) == WHOLE_IMAGE
-    # presence: every shape of that colour or kind, so where it looks does not give the answer
+    assert question_referents("count_kind", {"kinds": "stars"}, scene) == ((0, 2),)
+    assert question_referents("count_kind", {"kinds": "crosses"}, scene) == ()
+    # presence: the shapes of that colour, then of that kind (they may share one), so where it
+    # looks does not give the answer; one group when the picture has only one of the two
     presence = {"a_color": "a blue", "kind": "circle"}
-    assert question_referents("presence", presence, scene) == ((1, 2),)
-    absent = {"a_color": "an orange", "kind": "star"}
-    assert question_referents("presence", absent, scene) == ((0, 2),)
+    assert question_referents("presence", presence, scene) == ((1, 2), (1,))
+    absent = {"a_color": "a red", "kind": "circle"}
+    assert question_referents("presence", absent, scene) == ((0,), (1,))
+    no_orange = {"a_color": "an orange", "kind": "star"}
+    assert question_referents("presence", no_orange, scene) == ((0, 2),)
     unrelated = {"a_color": "an orange", "kind": "cross"}
     assert question_referents("presence", unrelated, scene) == ()
     assert question_referents("count", {}, scene) == ()

@@ -7,20 +7,21 @@ readable at 98% from the pretrained encoder but 58% / 48% after the projector, a
 relation are its weakest question types. With ``patch_weight > 0`` a linear head reads each
 projected image token (what cross-attention reads) and predicts those targets, and its
 cross-entropy, times ``patch_weight``, joins the language-model loss. Only records whose images
-have a known scene (the synthetic world) have targets; other images are ignored.
+have a known scene (the synthetic world) have targets; other images are ignored. One target is
+the main training's own, ``kind_count``: how many shapes of this patch's kind the image holds.
+Attention averages what it reads, so tokens that each say "a star" read the same for one star
+as for three; mmllm-tiny's first stage answers "how many stars?" with "1" whatever the count.
 
 ``attend_weight > 0`` (``TrainConfig.attend_weight``) supervises where the model looks: for a
 synthetic image question that names shapes ("what color is the small square?", "how many
 stars?"), each cross-attention layer's attention at the position that predicts the answer's
-first token, averaged over heads, should fall on the tokens of the patches showing those shapes;
-the loss is minus the log of the share each head puts there, averaged over heads, layers and
-such questions. A relation names two ("is the star left of the circle?"): the first half of the
-heads should look at the first, the other half at the second, so that the answer can compare
-them. "How many stars?" names the whole image: every head should spread its attention evenly
-over the image's tokens (the loss: the cross-entropy of that even spread against the head's
-attention, less its minimum), since the mean of the tokens holds each kind's count (a linear
-probe on it reads it at ~95%) while tokens that each say "a star" read the same for one star as
-for three (mmllm-tiny's first stage answers "1" to every "how many stars?").
+first token should fall on the tokens of the patches showing those shapes; the loss is minus
+the log of the share each head puts there, averaged over heads, layers and such questions. A
+question may name two groups, each for half of the heads: a relation ("is the star left of the
+circle?") its two shapes, so that the answer can compare them; "is there a red star?" every red
+shape and every star, so that the first half reads the kinds of the red shapes and the second
+the colours of the stars (one head reading them all sees red and star whether or not one shape
+is both).
 Trained through answers alone, mmllm-tiny's first stage attends to the same tokens whichever
 shape is named (``python -m mmllm.eval.attention``), and its colour errors name another shape's.
 
@@ -39,7 +40,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mmllm.data.synthetic_image import WHOLE_IMAGE
 from mmllm.errors import CheckpointError, ConfigError
 from mmllm.model import IGNORE_INDEX, LMOutput, MultimodalLM
 from mmllm.train.image_pretrain import (
@@ -52,8 +52,9 @@ from mmllm.train.image_pretrain import (
 )
 
 HEAD_FILE = "patch_head.safetensors"
-NAMED = len(PATCH_GROUPS)  # image_targets' last column: which named group the patch shows
-SPREAD = 3  # that column on every patch of an image whose question names it whole
+MAX_SHAPES = 4  # the synthetic world draws 1-4 shapes per image
+TARGET_GROUPS = {**PATCH_GROUPS, "kind_count": MAX_SHAPES + 1}  # what PatchHead predicts
+NAMED = len(TARGET_GROUPS)  # image_targets' last column: the named groups the patch shows
 
 
 def token_grid(model: MultimodalLM) -> int:
@@ -77,11 +78,12 @@ def token_grid(model: MultimodalLM) -> int:
 
 def image_targets(scenes: list, referents: list[tuple], grid: int) -> torch.Tensor:
     """One image's scene per entry (None: unknown) and the groups of shapes its question names
-    (``Record.referents``) -> targets ``(n, grid * grid, n_groups + 1)``: the image
-    pretraining's ``patch_targets``, then column ``NAMED``: ``g`` where the patch shows a
-    shape of group ``g`` (1 or 2), 0 elsewhere; ``SPREAD`` throughout for ``WHOLE_IMAGE``;
-    IGNORE throughout when no group is named or a group covers no patch."""
-    ignored = torch.full((grid * grid, len(PATCH_GROUPS) + 1), IGNORE, dtype=torch.long)
+    (``Record.referents``) -> targets ``(n, grid * grid, len(TARGET_GROUPS) + 1)``: the image
+    pretraining's ``patch_targets``; ``kind_count``, how many shapes of the patch's shape's
+    kind the image holds (0: no shape there); then column ``NAMED``: the groups the patch
+    shows as bits (1: group 1, 2: group 2, 3: a shape in both; 0: none); IGNORE throughout
+    when no group is named or a group covers no patch."""
+    ignored = torch.full((grid * grid, NAMED + 1), IGNORE, dtype=torch.long)
     rows = []
     for scene, groups in zip(scenes, referents, strict=True):
         if scene is None:
@@ -90,15 +92,22 @@ def image_targets(scenes: list, referents: list[tuple], grid: int) -> torch.Tens
         index = patch_shapes(scene, grid)  # rendered once for both targets
         shows = index - 1  # the shape index; -1: background, word too
         flag = torch.zeros(len(shows), dtype=torch.long)
-        for g, group in enumerate(groups, start=1):
-            flag[torch.from_numpy(np.isin(shows, group))] = g
-        if groups == WHOLE_IMAGE:
-            flag.fill_(SPREAD)
-        elif not groups or any(not (flag == g).any() for g in range(1, len(groups) + 1)):
+        bits = [1 << g for g in range(len(groups))]
+        for bit, group in zip(bits, groups, strict=True):
+            flag[torch.from_numpy(np.isin(shows, group))] |= bit
+        if not groups or any(not (flag & bit).any() for bit in bits):
             flag.fill_(IGNORE)
-        targets = patch_table(scene)[torch.from_numpy(index)]  # = patch_targets(scene, grid)
+        table = torch.cat([patch_table(scene), _kind_counts(scene)[:, None]], 1)
+        targets = table[torch.from_numpy(index)]  # patch_targets(scene, grid), kind_count
         rows.append(torch.cat([targets, flag[:, None]], 1))
     return torch.stack(rows) if rows else ignored.new_empty((0, *ignored.shape))
+
+
+def _kind_counts(scene) -> torch.Tensor:
+    """``kind_count`` per entry of ``patch_table(scene)`` ``(n_shapes + 2,)``: 0 for the
+    background and the word, for each shape the number of shapes of its kind."""
+    kinds = [s.kind for s in scene.shapes]
+    return torch.tensor([0, *(kinds.count(k) for k in kinds), 0])
 
 
 class PatchHead(nn.Module):
@@ -106,10 +115,10 @@ class PatchHead(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.linear = nn.Linear(dim, sum(PATCH_GROUPS.values()))
+        self.linear = nn.Linear(dim, sum(TARGET_GROUPS.values()))
 
     def forward(self, tokens: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.linear(tokens).split(list(PATCH_GROUPS.values()), -1))
+        return list(self.linear(tokens).split(list(TARGET_GROUPS.values()), -1))
 
 
 class WithImageLosses(nn.Module):
@@ -169,7 +178,9 @@ class WithImageLosses(nn.Module):
         loss = out.loss + self.weight * extra
         self.last_attend_loss = 0.0  # logged as 0 for a batch without such a question
         if looks:
-            attend = torch.stack([_attend_loss(w, named[2]) for w in looks]).mean()
+            wanted = _head_targets(named[2], looks[0].shape[1]).to(looks[0].dtype)
+            shares = torch.stack([(w * wanted).sum(-1) for w in looks])  # (layers, S, H)
+            attend = -shares.clamp_min(1e-6).log().mean()
             self.last_attend_loss = float(attend.detach())
             loss = loss + self.attend_weight * attend
         return dataclasses.replace(out, loss=loss)
@@ -180,7 +191,7 @@ def _named_questions(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """For the images whose question names shapes: their samples ``(S,)``, each sample's
     position that predicts its first answer token ``(S,)``, and each patch's named group
-    ``(S, N)`` (0: none); None if there are none."""
+    ``(S, N)`` (bits, as in :func:`image_targets`); None if there are none."""
     flags = patch_targets[..., NAMED]
     images = (flags[:, 0] != IGNORE).nonzero().flatten()
     rows = image_index.to(images.device)[images]
@@ -193,25 +204,13 @@ def _named_questions(
     return rows, positions, flags[images]
 
 
-def _attend_loss(weights: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
-    """One layer's attention at the answer positions ``(S, H, N)`` and the named groups
-    ``(S, N)`` -> per head and question: minus the log of the share on its group's patches,
-    or for a whole-image question minus the mean log of ``N`` x each patch's weight (0 when
-    even); averaged ``()``."""
-    spread = flags[:, 0] == SPREAD  # (S,)
-    wanted = _head_targets(flags, weights.shape[1]).to(weights.dtype)
-    share = -(weights * wanted).sum(-1).clamp_min(1e-6).log()  # (S, H)
-    even = -(weights * weights.shape[-1]).clamp_min(1e-6).log().mean(-1)  # (S, H)
-    return torch.where(spread[:, None], even, share).mean()
-
-
 def _head_targets(flags: torch.Tensor, heads: int) -> torch.Tensor:
-    """Named-group ids per patch ``(S, N)`` -> where each head should look ``(S, H, N)`` (0/1):
-    every head on group 1, or with a second group, the second half of the heads on it."""
-    group = torch.ones(len(flags), heads, dtype=flags.dtype, device=flags.device)
-    two = flags.amax(-1) == 2  # (S,)
-    group[two, heads // 2 :] = 2
-    return flags[:, None, :] == group[:, :, None]
+    """Named-group bits per patch ``(S, N)`` -> where each head should look ``(S, H, N)``
+    (bool): every head on group 1, or with a second group, the second half of the heads on it."""
+    bit = torch.ones(len(flags), heads, dtype=flags.dtype, device=flags.device)
+    two = ((flags & 2) != 0).any(-1)  # (S,)
+    bit[two, heads // 2 :] = 2
+    return (flags[:, None, :] & bit[:, :, None]) != 0
 
 
 def save_head(head: PatchHead, folder: Path) -> None:
@@ -227,4 +226,7 @@ def load_head(head: PatchHead, folder: Path) -> None:
             f"{folder} was saved without patch_weight or attend_weight (no {HEAD_FILE}): "
             "resume it with the weights it was started with"
         )
-    head.load_state_dict(load_file(path))
+    try:
+        head.load_state_dict(load_file(path))
+    except RuntimeError as error:  # saved by a version with other targets
+        raise CheckpointError(f"{path} does not fit this version's patch head: {error}") from None
