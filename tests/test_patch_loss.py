@@ -34,9 +34,6 @@ def test_a_batch_carries_each_synthetic_image_s_targets_in_pixel_order():
     config = tiny_config()
     source = SyntheticSource("train", seed=0)
     records = [source[i] for i in range(12)]
-    spec = "synthetic:train?image_vqa=1&audio_vqa=0&both_vqa=0&presence=40"
-    presence = build_source(spec)
-    records += [presence[i] for i in range(6)]  # "is there a red star?", mostly
     plain = Record("describe the image:", "a picture", images=[Image.new("RGB", (32, 32))])
     records.insert(3, plain)  # an image without ground truth
     tokenizer = Tokenizer.train([r.prompt + " " + r.target for r in records], vocab_size=300)
@@ -52,7 +49,7 @@ def test_a_batch_carries_each_synthetic_image_s_targets_in_pixel_order():
     assert any(not r.images for r in records)  # audio-only records add no row
     assert batch.patch_targets.shape == (len(with_images), grid * grid, len(TARGET_GROUPS) + 1)
     assert batch.media.pixels.shape[0] == len(with_images)
-    named = kind_counts = overlaps = 0
+    named = kind_counts = 0
     for row, record in zip(batch.patch_targets, with_images, strict=True):
         if record is plain:
             assert (row == IGNORE).all()
@@ -64,17 +61,13 @@ def test_a_batch_carries_each_synthetic_image_s_targets_in_pixel_order():
         counts = [kinds.count(kinds[s]) if s >= 0 and kinds[s] else 0 for s in shows]
         assert row[:, list(TARGET_GROUPS).index("kind_count")].tolist() == counts
         kind_counts += sum(c > 1 for c in counts)
-        # bit g - 1: the patch shows a shape of group g (groups may share a shape)
-        expected = torch.tensor(
-            [sum(1 << g for g, group in enumerate(referents) if s in group) for s in shows]
-        )
-        overlaps += bool((expected == 3).any())
-        if not referents or any(not (expected & 1 << g).any() for g in range(len(referents))):
+        group_of = {i: g for g, group in enumerate(referents, start=1) for i in group}
+        expected = torch.tensor([group_of.get(int(s), 0) for s in shows])
+        if not referents or set(range(1, len(referents) + 1)) - set(expected.tolist()):
             expected = torch.full_like(expected, IGNORE)
         named += int(expected[0] != IGNORE)
         assert torch.equal(row[:, NAMED], expected)
     assert named > 0 and kind_counts > 0  # some patch's kind is in the picture twice
-    assert overlaps  # "is there a red star?" with a red star in it: both groups
     assert batch.to("cpu").patch_targets is not None
 
 
@@ -87,7 +80,7 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
             if hasattr(layer, "cross_attn"):
                 layer.cross_attn.q_proj.weight.mul_(30.0)
     only_images = "image_vqa=1&audio_vqa=0&both_vqa=0&image_caption=0&audio_caption=0"
-    source = build_source(f"synthetic:train?{only_images}&presence=3", image_size=32)
+    source = build_source(f"synthetic:train?{only_images}", image_size=32)
     records = [source[i] for i in range(24)]
     tokenizer = Tokenizer.train([r.prompt + " " + r.target for r in records], vocab_size=300)
     grid = token_grid(model)
@@ -110,22 +103,21 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
     for hook in hooks:
         hook.remove()
     assert all(len(r.images) == 1 for r in records)  # image row b is sample b
-    logs, relations, overlaps = [], 0, 0
+    logs, relations = [], 0
     for b in range(len(records)):
         named = batch.patch_targets[b, :, NAMED]
         if named[0] == IGNORE:
             continue
         answer = int((batch.labels[b] != -100).nonzero()[0]) - 1  # predicts the answer's start
-        two = bool((named & 2).any())  # two groups: the second half of the heads on group 2
+        two = bool((named == 2).any())  # a relation: the second half of the heads on group 2
         relations += two
-        overlaps += bool((named == 3).any())  # a shape in both ("a red star" in the picture)
         for layer_weights in maps:
             heads = layer_weights[b, :, answer, : grid * grid]  # (H, N)
             half = len(heads) // 2
             for h, head in enumerate(heads):  # each head's own share, its own log
                 group = 2 if two and h >= half else 1
-                logs.append(-head[(named & group) != 0].sum().clamp_min(1e-6).log())
-    assert len(logs) >= len(maps) * 4 * maps[0].shape[1] and relations and overlaps
+                logs.append(-head[named == group].sum().clamp_min(1e-6).log())
+    assert len(logs) >= len(maps) * 4 * maps[0].shape[1] and relations  # several name shapes
     assert wrapped.last_attend_loss == pytest.approx(float(torch.stack(logs).mean()), rel=1e-5)
 
 

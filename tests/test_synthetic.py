@@ -297,14 +297,11 @@ def test_question_referents_are_the_shapes_a_question_names():
     assert relation == ((1,), (0,))  # in the question's order
     assert question_referents("count_kind", {"kinds": "stars"}, scene) == ((0, 2),)
     assert question_referents("count_kind", {"kinds": "crosses"}, scene) == ()
-    # presence: the shapes of that colour, then of that kind (they may share one), so where it
-    # looks does not give the answer; one group when the picture has only one of the two
+    # presence: every shape of that colour or kind, so where it looks does not give the answer
     presence = {"a_color": "a blue", "kind": "circle"}
-    assert question_referents("presence", presence, scene) == ((1, 2), (1,))
-    absent = {"a_color": "a red", "kind": "circle"}
-    assert question_referents("presence", absent, scene) == ((0,), (1,))
-    no_orange = {"a_color": "an orange", "kind": "star"}
-    assert question_referents("presence", no_orange, scene) == ((0, 2),)
+    assert question_referents("presence", presence, scene) == ((1, 2),)
+    absent = {"a_color": "an orange", "kind": "star"}
+    assert question_referents("presence", absent, scene) == ((0, 2),)
     unrelated = {"a_color": "an orange", "kind": "cross"}
     assert question_referents("presence", unrelated, scene) == ()
     assert question_referents("count", {}, scene) == ()

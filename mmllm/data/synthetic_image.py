@@ -387,20 +387,17 @@ def named_shapes(ref: str, scene: Scene) -> set[int]:
 
 def question_referents(key: str, fields: Fields, scene: Scene) -> tuple[tuple[int, ...], ...]:
     """The shapes image question ``key`` (its template ``fields``) is about, as groups of
-    ``scene.shapes`` indices: one group (the shape of ``ref``, those of the counted kind), or
-    two for a relation (``ref``'s, then ``ref2``'s) and for "is there a red star?" (every red
-    shape, then every star, whatever the answer; one group, whichever there is, when the picture
-    has no red shape or no star: the groups may share a shape). ``()`` for questions about the
-    whole image (count, text) or when nothing fits (a count of 0, a presence question sharing
-    nothing)."""
+    ``scene.shapes`` indices: one group (the shape of ``ref``, those of the counted kind, for
+    "is there a red star?" every red shape and every star, whatever the answer), or two for a
+    relation (``ref``'s, then ``ref2``'s). ``()`` for questions about the whole image (count,
+    text) or when nothing fits (a count of 0, a presence question sharing nothing)."""
     groups = [named_shapes(fields[f], scene) for f in ("ref", "ref2") if f in fields]
     if key == "count_kind":
         kind = {plural(k): k for k in KINDS}[fields["kinds"]]
         groups = [{i for i, s in enumerate(scene.shapes) if s.kind == kind}]
     if key == "presence":
-        by_color = named_shapes(fields["a_color"].split()[-1], scene)
-        by_kind = named_shapes(fields["kind"], scene)
-        groups = [by_color, by_kind] if by_color and by_kind else [by_color | by_kind]
+        color = fields["a_color"].split()[-1]
+        groups = [named_shapes(color, scene) | named_shapes(fields["kind"], scene)]
     return tuple(tuple(sorted(g)) for g in groups) if all(groups) else ()
 
 

@@ -16,12 +16,9 @@ as for three; mmllm-tiny's first stage answers "how many stars?" with "1" whatev
 synthetic image question that names shapes ("what color is the small square?", "how many
 stars?"), each cross-attention layer's attention at the position that predicts the answer's
 first token should fall on the tokens of the patches showing those shapes; the loss is minus
-the log of the share each head puts there, averaged over heads, layers and such questions. A
-question may name two groups, each for half of the heads: a relation ("is the star left of the
-circle?") its two shapes, so that the answer can compare them; "is there a red star?" every red
-shape and every star, so that the first half reads the kinds of the red shapes and the second
-the colours of the stars (one head reading them all sees red and star whether or not one shape
-is both).
+the log of the share each head puts there, averaged over heads, layers and such questions.
+A relation names two ("is the star left of the circle?"): the first half of the heads should
+look at the first, the other half at the second, so that the answer can compare them.
 Trained through answers alone, mmllm-tiny's first stage attends to the same tokens whichever
 shape is named (``python -m mmllm.eval.attention``), and its colour errors name another shape's.
 
@@ -54,7 +51,7 @@ from mmllm.train.image_pretrain import (
 HEAD_FILE = "patch_head.safetensors"
 MAX_SHAPES = 4  # the synthetic world draws 1-4 shapes per image
 TARGET_GROUPS = {**PATCH_GROUPS, "kind_count": MAX_SHAPES + 1}  # what PatchHead predicts
-NAMED = len(TARGET_GROUPS)  # image_targets' last column: the named groups the patch shows
+NAMED = len(TARGET_GROUPS)  # image_targets' last column: which named group the patch shows
 
 
 def token_grid(model: MultimodalLM) -> int:
@@ -80,9 +77,9 @@ def image_targets(scenes: list, referents: list[tuple], grid: int) -> torch.Tens
     """One image's scene per entry (None: unknown) and the groups of shapes its question names
     (``Record.referents``) -> targets ``(n, grid * grid, len(TARGET_GROUPS) + 1)``: the image
     pretraining's ``patch_targets``; ``kind_count``, how many shapes of the patch's shape's
-    kind the image holds (0: no shape there); then column ``NAMED``: the groups the patch
-    shows as bits (1: group 1, 2: group 2, 3: a shape in both; 0: none); IGNORE throughout
-    when no group is named or a group covers no patch."""
+    kind the image holds (0: no shape there); then column ``NAMED``: ``g`` where the patch
+    shows a shape of group ``g`` (1 or 2), 0 elsewhere; IGNORE throughout when no group is
+    named or a group covers no patch."""
     ignored = torch.full((grid * grid, NAMED + 1), IGNORE, dtype=torch.long)
     rows = []
     for scene, groups in zip(scenes, referents, strict=True):
@@ -92,10 +89,9 @@ def image_targets(scenes: list, referents: list[tuple], grid: int) -> torch.Tens
         index = patch_shapes(scene, grid)  # rendered once for both targets
         shows = index - 1  # the shape index; -1: background, word too
         flag = torch.zeros(len(shows), dtype=torch.long)
-        bits = [1 << g for g in range(len(groups))]
-        for bit, group in zip(bits, groups, strict=True):
-            flag[torch.from_numpy(np.isin(shows, group))] |= bit
-        if not groups or any(not (flag & bit).any() for bit in bits):
+        for g, group in enumerate(groups, start=1):
+            flag[torch.from_numpy(np.isin(shows, group))] = g
+        if not groups or any(not (flag == g).any() for g in range(1, len(groups) + 1)):
             flag.fill_(IGNORE)
         table = torch.cat([patch_table(scene), _kind_counts(scene)[:, None]], 1)
         targets = table[torch.from_numpy(index)]  # patch_targets(scene, grid), kind_count
@@ -191,7 +187,7 @@ def _named_questions(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """For the images whose question names shapes: their samples ``(S,)``, each sample's
     position that predicts its first answer token ``(S,)``, and each patch's named group
-    ``(S, N)`` (bits, as in :func:`image_targets`); None if there are none."""
+    ``(S, N)`` (0: none); None if there are none."""
     flags = patch_targets[..., NAMED]
     images = (flags[:, 0] != IGNORE).nonzero().flatten()
     rows = image_index.to(images.device)[images]
@@ -205,12 +201,12 @@ def _named_questions(
 
 
 def _head_targets(flags: torch.Tensor, heads: int) -> torch.Tensor:
-    """Named-group bits per patch ``(S, N)`` -> where each head should look ``(S, H, N)``
-    (bool): every head on group 1, or with a second group, the second half of the heads on it."""
-    bit = torch.ones(len(flags), heads, dtype=flags.dtype, device=flags.device)
-    two = ((flags & 2) != 0).any(-1)  # (S,)
-    bit[two, heads // 2 :] = 2
-    return (flags[:, None, :] & bit[:, :, None]) != 0
+    """Named-group ids per patch ``(S, N)`` -> where each head should look ``(S, H, N)`` (0/1):
+    every head on group 1, or with a second group, the second half of the heads on it."""
+    group = torch.ones(len(flags), heads, dtype=flags.dtype, device=flags.device)
+    two = flags.amax(-1) == 2  # (S,)
+    group[two, heads // 2 :] = 2
+    return flags[:, None, :] == group[:, :, None]
 
 
 def save_head(head: PatchHead, folder: Path) -> None:
