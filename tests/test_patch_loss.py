@@ -158,6 +158,14 @@ def test_resuming_without_the_head_is_a_clear_error(tmp_path):
         train(small_run(tmp_path, steps=4, patch_weight=1.0))
 
 
+def test_a_head_saved_with_other_targets_is_a_clear_error(tmp_path):
+    from mmllm.train.patch_loss import load_head, save_head
+
+    save_head(PatchHead(16), tmp_path)  # another width: as if saved with other targets
+    with pytest.raises(CheckpointError, match="does not fit this version's patch head"):
+        load_head(PatchHead(32), tmp_path)
+
+
 def test_patch_loss_needs_one_token_per_patch():
     with pytest.raises(ConfigError, match="one projected token per patch"):
         token_grid(MultimodalLM(tiny_config(projector="resampler")))

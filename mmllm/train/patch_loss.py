@@ -11,6 +11,8 @@ have a known scene (the synthetic world) have targets; other images are ignored.
 the main training's own, ``kind_count``: how many shapes of this patch's kind the image holds.
 Attention averages what it reads, so tokens that each say "a star" read the same for one star
 as for three; mmllm-tiny's first stage answers "how many stars?" with "1" whatever the count.
+Measured, it has not changed that (61% with and without it; the head reads a token's kind count
+at 61-69%: the encoder does not learn to count per token in the second stage's 2600 steps).
 
 ``attend_weight > 0`` (``TrainConfig.attend_weight``) supervises where the model looks: for a
 synthetic image question that names shapes ("what color is the small square?", "how many
@@ -41,6 +43,7 @@ from mmllm.errors import CheckpointError, ConfigError
 from mmllm.model import IGNORE_INDEX, LMOutput, MultimodalLM
 from mmllm.train.image_pretrain import (
     IGNORE,
+    MAX_SHAPES,
     PATCH_GROUPS,
     RENDER_SIZE,
     patch_cross_entropy,
@@ -49,7 +52,6 @@ from mmllm.train.image_pretrain import (
 )
 
 HEAD_FILE = "patch_head.safetensors"
-MAX_SHAPES = 4  # the synthetic world draws 1-4 shapes per image
 TARGET_GROUPS = {**PATCH_GROUPS, "kind_count": MAX_SHAPES + 1}  # what PatchHead predicts
 NAMED = len(TARGET_GROUPS)  # image_targets' last column: which named group the patch shows
 
