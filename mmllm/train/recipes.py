@@ -82,8 +82,9 @@ RECIPES = {
         ),
         train=dict(
             out="runs/tiny",
-            # the first stage's weakest questions, "is the star left of the circle?" and "how
-            # many stars?", twice as often (and shapes, words and totals, learnt, less often)
+            # the first stage's weakest questions ("is the star left of the circle?" 2.5x, "how
+            # many stars?" 2x, "is there a red star?" 1.3x) more often, and shapes, words and
+            # totals, which it has learnt, less often (weights: synthetic.QUESTION_WEIGHTS)
             data="synthetic:train?relation_x=1&relation_y=1&count_kind=1&presence=1.3"
             "&shape=0.5&text=0.3&count=0.3",
             steps=2600,
