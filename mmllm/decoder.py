@@ -68,6 +68,7 @@ class Decoder(nn.Module):
         for module in self.modules():  # every per-token matrix product: see column_major_
             if isinstance(module, nn.Linear):
                 column_major_(module)
+        self.compiled = None  # a mmllm.compiled.CompiledDecoding, set by compile_decoding()
         # layer -> index of its cross-attention K/V in MediaContext.kv (None: no cross-attn)
         self.cross_slot = [
             self.cross_layers.index(i) if i in self.cross_layers else None
@@ -139,13 +140,26 @@ class Decoder(nn.Module):
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
         rope = self.rotary(position_ids, dtype)
         mask = causal_mask(attention_mask, T, past + T, token_ids.device)
+        x = self.blocks(x, rope, mask, cache, media)
+        if cache is not None:
+            cache.advance(T)
+        return self.norm(x)
+
+    def blocks(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        cache,
+        media: MediaContext | None,
+    ) -> torch.Tensor:
+        """Embedded tokens ``(B, T, D)`` through every block (unnormed); ``cache``: anything
+        with ``update(layer, k, v)`` (``KVCache``, ``mmllm.compiled.SlotCache``) or None."""
         for i, block in enumerate(self.layers):
             slot = self.cross_slot[i]
             media_kv = media.kv[slot] if media is not None and slot is not None else None
             x = block(x, rope, mask, cache, i, media, media_kv)
-        if cache is not None:
-            cache.advance(T)
-        return self.norm(x)
+        return x
 
 
 def _init_weights(module: nn.Module) -> None:

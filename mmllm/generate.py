@@ -83,17 +83,20 @@ def pick_next(
 
 
 def start_decode(
-    model: MultimodalLM, attention_mask: torch.Tensor, max_new_tokens: int
+    model: MultimodalLM, attention_mask: torch.Tensor, max_new_tokens: int, whole: bool = False
 ) -> tuple[KVCache, torch.Tensor]:
     """A KV cache for prompt + ``max_new_tokens`` and the full-length attention mask
-    ``(B, T + max_new_tokens)`` (the prompt's mask, then ones); refuses an over-long request."""
+    ``(B, T + max_new_tokens)`` (the prompt's mask, then ones); refuses an over-long request.
+    ``whole``: both sized to the model's whole context instead (compiled decoding's fixed
+    shapes)."""
     B, T = attention_mask.shape
-    total = T + max_new_tokens
-    if total > model.config.decoder.max_seq_len:
+    context = model.config.decoder.max_seq_len
+    if T + max_new_tokens > context:
         raise GenerationError(
             f"prompt of {T} tokens + {max_new_tokens} new tokens exceeds the model's "
-            f"context of {model.config.decoder.max_seq_len} tokens"
+            f"context of {context} tokens"
         )
+    total = context if whole else T + max_new_tokens
     device = attention_mask.device
     dtype = next(model.decoder.parameters()).dtype
     cache = model.decoder.new_cache(B, total, device, dtype)
@@ -125,15 +128,19 @@ def stream_ids(
     """
     B, T = token_ids.shape
     device = token_ids.device
-    cache, mask = start_decode(model, attention_mask, sampling.max_new_tokens)
+    compiled = model.decoder.compiled  # None unless model.compile_decoding() was called
+    cache, full_mask = start_decode(
+        model, attention_mask, sampling.max_new_tokens, whole=compiled is not None
+    )
     generator = None
     if sampling.seed is not None:
         generator = torch.Generator(device=device).manual_seed(sampling.seed)
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    mask = decode_mask(mask)
+    mask = decode_mask(full_mask)
     with autocast_for(device):
         hidden = model.decoder.hidden(token_ids, context, _upto(mask, T), cache=cache)
         logits = model.decoder.logits(hidden[:, -1])  # the head at the last position only
+    first_position = attention_mask.sum(1)  # (B,): positions count each row's real tokens
     suppress = torch.tensor(suppress_ids, dtype=torch.long, device=device)
     for step in range(sampling.max_new_tokens):
         logits = logits.index_fill(-1, suppress, float("-inf")) if len(suppress_ids) else logits
@@ -143,6 +150,10 @@ def stream_ids(
         if bool(done.all()) or step + 1 == sampling.max_new_tokens:
             return
         with autocast_for(device):
+            if compiled is not None:
+                positions = first_position + step
+                logits = compiled(next_ids, positions, T + step, full_mask, cache, context)
+                continue
             step_mask = _upto(mask, T + step + 1)
             logits = model.decoder(next_ids[:, None], context, step_mask, cache=cache)
         logits = logits[:, -1]

@@ -57,6 +57,17 @@ class MultimodalLM(nn.Module):
         if config.lora is not None:
             add_lora(self.decoder, config.lora)
 
+    def compile_decoding(self, options: dict | None = None) -> MultimodalLM:
+        """Generate through one compiled fixed-shape decode step (``mmllm.compiled``): tens of
+        seconds to compile per batch size and media length, then each step ~3x faster on a CPU
+        at batch 1. For inference: the weights are frozen into the compiled code. ``options``:
+        inductor settings instead of ``mmllm.compiled.COMPILE_OPTIONS``. Returns the model."""
+        from mmllm.compiled import CompiledDecoding, check_compiler
+
+        check_compiler(next(self.parameters()).device)
+        self.decoder.compiled = CompiledDecoding(self.decoder, options)
+        return self
+
     def open_gates(self, value: float) -> None:
         """Set every cross-attention gate to ``value`` (recorded as the config's ``gate_init``).
         Text without media still runs exactly the LM: cross-attention is skipped without media."""

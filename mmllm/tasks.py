@@ -20,7 +20,7 @@ import torch
 
 from mmllm.checkpoint import load_model, load_tokenizer
 from mmllm.data.jsonl import caption_prompt
-from mmllm.errors import CheckpointError, GenerationError, InputError, TextError
+from mmllm.errors import CheckpointError, ConfigError, GenerationError, InputError, TextError
 from mmllm.generate import (
     SamplingConfig,
     autocast_for,
@@ -76,13 +76,19 @@ def load(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     quantize: str | None = None,
+    compile: bool = False,
 ) -> MMLLM:
     """Load a checkpoint (default: the shipped ``mmllm-tiny``) ready for inference.
 
     device: default CUDA when present, else CPU. Weights stay fp32 unless ``dtype`` says
     otherwise; on CUDA, inference runs under bf16 autocast.
     quantize: ``"int8"`` quantizes the linear layers for faster CPU inference.
+    compile: generate through a compiled decode step (``MultimodalLM.compile_decoding``):
+    each new batch size or media length first compiles for tens of seconds, then decodes
+    several times faster. Not with ``quantize``.
     """
+    if compile and quantize is not None:
+        raise ConfigError("compile and quantize do not combine: choose one")
     folder = resolve_checkpoint(path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_model(folder).to(device=device, dtype=dtype).eval()
@@ -90,6 +96,8 @@ def load(
         from mmllm.quantize import quantize as quantize_model
 
         model = quantize_model(model, quantize)
+    if compile:
+        model.compile_decoding()
     return MMLLM(model, load_tokenizer(folder))
 
 

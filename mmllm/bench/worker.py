@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quantize", default=None)
+    parser.add_argument("--compile", action="store_true", help="ours: compiled decoding")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import transformers  # noqa: F401  (imported before the baseline, like the peers need)
@@ -63,6 +64,8 @@ def main() -> None:
     workload = build(args.side, args.size, args.quantize)
     if device.type == "cuda":
         workload.model.to(device=device, dtype=torch.bfloat16)
+    if args.compile:
+        workload.model.compile_decoding()  # compiles lazily: in the first (warm-up) calls
     size = workload.image_size
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     info = {"parameters": workload.parameters, "name": workload.name}

@@ -1,0 +1,140 @@
+"""Compiled decoding: one fixed-shape decode step, compiled once by ``torch.compile``.
+
+A decode step of a small model on a CPU is mostly overhead around little arithmetic: the bench's
+``small`` model runs ~230 PyTorch ops and 36 small matrix products per token, each paying
+dispatch and a general-purpose GEMM's set-up (a (1, 256) x (256, 688) product takes ~20 us for
+~0.2 MFLOP). Compiled, the step becomes a few fused C++ loops and GEMM kernels generated for its
+exact shapes (inductor's ``max_autotune`` CPU templates), with the weights frozen into constants
+packed for them. That needs shapes that never change from one step to the next, so here:
+
+- the KV cache is sized to the model's whole context (``max_seq_len``) whatever the request;
+- each new token's keys/values are written at a slot given as a tensor (``index_copy_``), and
+  self-attention reads the whole cache with the slots not yet written masked off;
+- positions arrive as tensors, never as Python ints.
+
+The step compiles once per batch size and media length (and once for text without media);
+later requests of a known shape reuse it. Compiling takes tens of seconds on a small CPU, so it
+is opt-in: ``MultimodalLM.compile_decoding()``, ``mmllm.load(..., compile=True)``, ``--compile``
+on the CLI. Greedy output is the same as eager decoding's (tested); the prompt itself (prefill)
+and beam search stay eager. The weights are frozen into the compiled code: compile a model that
+is done training, and compile again after changing its weights.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import torch
+import torch._inductor.config
+from torch import nn
+
+from mmllm.cache import KVCache, MediaContext
+from mmllm.errors import ConfigError
+
+# torch.compile's inductor settings: its "max-autotune-no-cudagraphs" mode
+COMPILE_OPTIONS = {"max_autotune": True, "coordinate_descent_tuning": True}
+# ...and freezing (the weights become constants, which the CPU GEMM templates need: without it
+# the step measured barely faster than eager at batch 8). torch.compile's ``options`` does not
+# carry it to where it is read, so it is patched around every call (compiling happens in calls)
+FREEZING = {"freezing": True}
+
+
+class SlotCache:
+    """A ``KVCache``'s buffers ``(L, B, H_kv, T_max, hd)`` written at one slot per step.
+
+    ``slot`` ``(1,)`` is the position being written, the same for every row (prompts are
+    left-padded to one length). ``update`` returns the whole buffers, so shapes never change.
+    """
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, slot: torch.Tensor):
+        self.k, self.v, self.slot = k, v, slot
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k``/``v`` ``(B, H_kv, 1, hd)`` at ``slot``; return every slot's keys/values."""
+        keys, values = self.k[layer], self.v[layer]
+        keys.index_copy_(2, self.slot, k)
+        values.index_copy_(2, self.slot, v)
+        return keys, values
+
+
+class DecodeStep(nn.Module):
+    """One decode step of ``decoder`` in fixed shapes (the module that gets compiled)."""
+
+    def __init__(self, decoder: nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(
+        self,
+        token_ids: torch.Tensor,
+        positions: torch.Tensor,
+        slot: torch.Tensor,
+        key_valid: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        media: MediaContext | None,
+    ) -> torch.Tensor:
+        """Next-token logits ``(B, V)`` for ``token_ids`` ``(B, 1)`` at ``positions`` ``(B, 1)``.
+
+        slot ``(1,)``: the cache position written now; key_valid ``(B, T_max)``: False for each
+        row's left padding; k, v: the cache buffers ``(L, B, H_kv, T_max, hd)``, written in place.
+        """
+        dec = self.decoder
+        x = dec.embed_tokens(token_ids)  # (B, 1, D)
+        rope = dec.rotary(positions, x.dtype)
+        written = torch.arange(k.shape[3], device=k.device) <= slot  # (T_max,)
+        mask = (key_valid & written)[:, None, None, :]  # (B, 1, 1, T_max)
+        x = dec.blocks(x, rope, mask, SlotCache(k, v, slot), media)
+        return dec.logits(dec.norm(x))[:, -1]
+
+
+def check_compiler(device: torch.device) -> None:
+    """``ConfigError`` when compiling cannot work here: on a CPU inductor needs a C++ compiler."""
+    if device.type != "cpu":
+        return
+    names = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+    if not any(name and shutil.which(name) for name in names):
+        raise ConfigError(
+            "compiled decoding needs a C++ compiler on the CPU (none found: install g++, e.g. "
+            "apt-get install g++); or run without compile"
+        )
+
+
+class CompiledDecoding:
+    """The compiled :class:`DecodeStep` of a decoder and how generation calls it."""
+
+    def __init__(self, decoder: nn.Module, options: dict | None = None):
+        self.step = torch.compile(
+            DecodeStep(decoder),
+            fullgraph=True,
+            dynamic=False,
+            options=dict(COMPILE_OPTIONS if options is None else options),
+        )
+
+    def __call__(
+        self,
+        next_ids: torch.Tensor,
+        positions: torch.Tensor,
+        slot: int,
+        key_valid: torch.Tensor,
+        cache: KVCache,
+        media: MediaContext | None,
+    ) -> torch.Tensor:
+        """Logits ``(B, V)`` after ``next_ids`` ``(B,)`` at ``positions`` ``(B,)``, written at
+        cache position ``slot``; advances ``cache``."""
+        device = next_ids.device
+        with torch._inductor.config.patch(FREEZING):
+            logits = self.step(
+                next_ids[:, None],
+                positions[:, None],
+                torch.tensor([slot], device=device),
+                key_valid,
+                cache.k,
+                cache.v,
+                media,
+            )
+        cache.advance(1)
+        return logits

@@ -1,0 +1,59 @@
+"""Compiled decoding (``mmllm.compiled``): the same tokens as eager decoding, compiled once."""
+
+import shutil
+
+import pytest
+import torch
+
+import mmllm
+from mmllm import ConfigError
+from mmllm.compiled import check_compiler
+from mmllm.data.sources import SyntheticSource
+from mmllm.generate import SamplingConfig
+
+needs_compiler = pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+    reason="torch.compile on the CPU needs a C++ compiler",
+)
+
+
+@pytest.fixture(scope="module")
+def records():
+    source = SyntheticSource("heldout", seed=1, image_size=32)
+    return [source[i] for i in range(4)]
+
+
+@needs_compiler
+def test_compiled_greedy_equals_eager_and_compiles_once_per_shape(tiny_checkpoint, records):
+    eager = mmllm.load(tiny_checkpoint, device="cpu")
+    compiled = mmllm.load(tiny_checkpoint, device="cpu")
+    # inductor's default settings: the same fixed-shape step, compiled faster than max-autotune
+    compiled.model.compile_decoding(options={})
+    prompts = [r.prompt + " please" * i for i, r in enumerate(records)]  # ragged: left padding
+    images = [r.images for r in records]
+    audio = [r.audio if i % 2 else [] for i, r in enumerate(records)]  # some rows without audio
+    sampling = SamplingConfig(max_new_tokens=10)
+    torch._dynamo.reset()
+    want = eager._run(prompts, images, audio, sampling)
+    got = compiled._run(prompts, images, audio, sampling)
+    assert got == want
+    assert len(set(got)) > 1  # the rows really differ
+    frames = torch._dynamo.utils.counters["frames"]["ok"]
+    assert compiled._run(prompts, images, audio, sampling) == want  # the same shapes again
+    assert torch._dynamo.utils.counters["frames"]["ok"] == frames  # ...reuse the compiled step
+    text = ["Say something.", "Name a colour, please."]  # text only: a step without media
+    none = [[], []]
+    assert compiled._run(text, none, none, sampling) == eager._run(text, none, none, sampling)
+
+
+def test_compile_without_a_compiler_is_a_config_error(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
+        check_compiler(torch.device("cpu"))
+    check_compiler(torch.device("meta"))  # only the CPU backend compiles C++
+
+
+def test_compile_and_quantize_do_not_combine(tiny_checkpoint):
+    with pytest.raises(ConfigError, match="compile and quantize"):
+        mmllm.load(tiny_checkpoint, device="cpu", quantize="int8", compile=True)
