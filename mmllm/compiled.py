@@ -13,7 +13,8 @@ packed for them. That needs shapes that never change from one step to the next, 
 - positions arrive as tensors, never as Python ints.
 
 The step compiles once per batch size and media length (and once for text without media);
-later requests of a known shape reuse it. Compiling takes tens of seconds on a small CPU, so it
+later requests of a known shape reuse it (past ``torch._dynamo.config.recompile_limit``, 8
+shapes, new ones run eagerly). Compiling takes tens of seconds on a small CPU, so it
 is opt-in: ``MultimodalLM.compile_decoding()``, ``mmllm.load(..., compile=True)``, ``--compile``
 on the CLI. Greedy output is the same as eager decoding's (tested); the prompt itself (prefill)
 and beam search stay eager. The weights are frozen into the compiled code: compile a model that
@@ -22,8 +23,10 @@ is done training, and compile again after changing its weights.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 
 import torch
 import torch._inductor.config
@@ -35,9 +38,10 @@ from mmllm.errors import ConfigError
 # torch.compile's inductor settings: its "max-autotune-no-cudagraphs" mode
 COMPILE_OPTIONS = {"max_autotune": True, "coordinate_descent_tuning": True}
 # ...and freezing (the weights become constants, which the CPU GEMM templates need: without it
-# the step measured barely faster than eager at batch 8). torch.compile's ``options`` does not
-# carry it to where it is read, so it is patched around every call (compiling happens in calls)
-FREEZING = {"freezing": True}
+# the step measured barely faster than eager at batch 8), without autotuning's tables on stderr.
+# torch.compile's ``options`` does not carry these to where they are read, so they are patched
+# around every call (compiling happens in calls)
+CALL_PATCH = {"freezing": True, "max_autotune_report_choices_stats": False}
 
 
 class SlotCache:
@@ -103,10 +107,39 @@ def check_compiler(device: torch.device) -> None:
         )
 
 
+@contextlib.contextmanager
+def stdin_kept() -> Iterator[None]:
+    """Put file descriptor 0 back if it is closed or replaced inside the block.
+
+    Compiling closes it: with torch 2.9.1 on Linux, strace shows ``close(0)`` right after each
+    newly built kernel library is loaded, and later files then open as descriptor 0. Without
+    this, a process that reads its standard input after compiling (a REPL, ``mmllm bench``'s
+    workers) reads a closed or foreign file."""
+    try:
+        saved, before = os.dup(0), os.fstat(0)
+    except OSError:  # no standard input to keep
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            after = os.fstat(0)
+            same = (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+        except OSError:
+            same = False
+        if not same:
+            os.dup2(saved, 0)
+        os.close(saved)
+
+
 class CompiledDecoding:
     """The compiled :class:`DecodeStep` of a decoder and how generation calls it."""
 
     def __init__(self, decoder: nn.Module, options: dict | None = None):
+        from torch._inductor import select_algorithm
+
+        select_algorithm.PRINT_AUTOTUNE = False  # its per-product timing table, on stderr
         self.step = torch.compile(
             DecodeStep(decoder),
             fullgraph=True,
@@ -126,7 +159,7 @@ class CompiledDecoding:
         """Logits ``(B, V)`` after ``next_ids`` ``(B,)`` at ``positions`` ``(B,)``, written at
         cache position ``slot``; advances ``cache``."""
         device = next_ids.device
-        with torch._inductor.config.patch(FREEZING):
+        with torch._inductor.config.patch(CALL_PATCH), stdin_kept():
             logits = self.step(
                 next_ids[:, None],
                 positions[:, None],

@@ -2,7 +2,11 @@
 
 import json
 import math
+import shutil
 
+import pytest
+
+from mmllm.bench.run import Worker
 from mmllm.cli import main
 
 
@@ -20,5 +24,18 @@ def test_bench_quick_report_is_well_formed(tmp_path, capsys):
             assert table[name]["ours_s"] > 0 and table[name]["theirs_s"] > 0
             assert math.isfinite(table[name]["ratio_median"])
     assert report["machine"]["matmul_gflops"] > 0 and report["machine"]["bandwidth_gbs"] > 0
+    assert report["settings"]["compiled"] is False
     text = capsys.readouterr().out
     assert "VisionEncoderDecoderModel" in text and "| captioning, batch 8 |" in text
+    assert "mmllm eager" in text
+
+
+@pytest.mark.skipif(not shutil.which("g++"), reason="torch.compile on the CPU needs g++")
+def test_bench_worker_compiles_our_decoding_when_asked():
+    worker = Worker("ours", "small", 1, "cpu", None, compile=True)
+    try:
+        assert worker.info["compiled"]
+        assert worker.ask(op="caption", batch=1, new_tokens=3)["seconds"] > 0  # compiles here
+        assert worker.ask(op="caption", batch=1, new_tokens=3)["seconds"] > 0
+    finally:
+        worker.close()

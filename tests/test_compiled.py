@@ -1,5 +1,6 @@
 """Compiled decoding (``mmllm.compiled``): the same tokens as eager decoding, compiled once."""
 
+import os
 import shutil
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 
 import mmllm
 from mmllm import ConfigError
-from mmllm.compiled import check_compiler
+from mmllm.compiled import check_compiler, stdin_kept
 from mmllm.data.sources import SyntheticSource
 from mmllm.generate import SamplingConfig
 
@@ -57,3 +58,25 @@ def test_compile_without_a_compiler_is_a_config_error(monkeypatch):
 def test_compile_and_quantize_do_not_combine(tiny_checkpoint):
     with pytest.raises(ConfigError, match="compile and quantize"):
         mmllm.load(tiny_checkpoint, device="cpu", quantize="int8", compile=True)
+
+
+def test_stdin_is_put_back_when_closed_or_replaced_inside():
+    original = os.dup(0)
+    read_end, write_end = os.pipe()
+    try:
+        os.dup2(read_end, 0)
+        pipe = os.fstat(0).st_ino
+        with stdin_kept():
+            os.close(0)  # what compiling does
+        assert os.fstat(0).st_ino == pipe
+        with stdin_kept():
+            os.close(0)
+            other = os.open(os.devnull, os.O_RDONLY)  # ...and a later file takes descriptor 0
+            assert other == 0
+        assert os.fstat(0).st_ino == pipe
+        os.write(write_end, b"still here\n")
+        assert os.read(0, 100) == b"still here\n"
+    finally:
+        os.dup2(original, 0)
+        for fd in (original, read_end, write_end):
+            os.close(fd)

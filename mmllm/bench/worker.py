@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--quantize", default=None)
     parser.add_argument("--compile", action="store_true", help="ours: compiled decoding")
     args = parser.parse_args()
+    if args.compile and args.side != "ours":
+        parser.error("--compile compiles our decoding; the peers run as transformers ships them")
     torch.set_num_threads(args.threads)
     import transformers  # noqa: F401  (imported before the baseline, like the peers need)
 
@@ -68,7 +70,7 @@ def main() -> None:
         workload.model.compile_decoding()  # compiles lazily: in the first (warm-up) calls
     size = workload.image_size
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    info = {"parameters": workload.parameters, "name": workload.name}
+    info = {"parameters": workload.parameters, "name": workload.name, "compiled": args.compile}
     print(json.dumps(info), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
