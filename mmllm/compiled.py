@@ -3,7 +3,7 @@
 A decode step of a small model on a CPU is mostly overhead around little arithmetic: the bench's
 ``small`` model runs ~230 PyTorch ops and 36 small matrix products per token, each paying
 dispatch and a general-purpose GEMM's set-up (a (1, 256) x (256, 688) product takes ~20 us for
-~0.2 MFLOP). Compiled, the step becomes a few fused C++ loops and GEMM kernels generated for its
+0.35 MFLOP). Compiled, the step becomes a few fused C++ loops and GEMM kernels generated for its
 exact shapes (inductor's ``max_autotune`` CPU templates), with the weights frozen into constants
 packed for them. That needs shapes that never change from one step to the next, so here:
 
