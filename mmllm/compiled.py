@@ -172,7 +172,7 @@ class CompiledDecoding:
             tuple(cache.k.shape),
             cache.k.dtype,
             cache.k.device,
-            None if media is None else tuple(media.kv[0][0].shape),
+            tuple(media.kv[0][0].shape) if media is not None and media.kv else None,
         )
         if shape in self.shapes:  # compiled already: skip the ~25 us of patching per step
             logits = self.step(*args)
