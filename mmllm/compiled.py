@@ -95,12 +95,16 @@ class DecodeStep(nn.Module):
         return dec.logits(dec.norm(x))[:, -1]
 
 
+def has_compiler() -> bool:
+    """Whether a C++ compiler is on the path (``$CXX``, g++, c++ or clang++): inductor's CPU
+    backend needs one."""
+    names = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+    return any(name and shutil.which(name) for name in names)
+
+
 def check_compiler(device: torch.device) -> None:
     """``ConfigError`` when compiling cannot work here: on a CPU inductor needs a C++ compiler."""
-    if device.type != "cpu":
-        return
-    names = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
-    if not any(name and shutil.which(name) for name in names):
+    if device.type == "cpu" and not has_compiler():
         raise ConfigError(
             "compiled decoding needs a C++ compiler on the CPU (none found: install g++, e.g. "
             "apt-get install g++); or run without compile"

@@ -153,10 +153,9 @@ def stream_ids(
             if compiled is not None:
                 positions = first_position + step
                 logits = compiled(next_ids, positions, T + step, full_mask, cache, context)
-                continue
-            step_mask = _upto(mask, T + step + 1)
-            logits = model.decoder(next_ids[:, None], context, step_mask, cache=cache)
-        logits = logits[:, -1]
+            else:
+                step_mask = _upto(mask, T + step + 1)
+                logits = model.decoder(next_ids[:, None], context, step_mask, cache=cache)[:, -1]
 
 
 @torch.inference_mode()

@@ -2,12 +2,12 @@
 
 import json
 import math
-import shutil
 
 import pytest
 
 from mmllm.bench.run import Worker
 from mmllm.cli import main
+from mmllm.compiled import has_compiler
 
 
 def test_bench_quick_report_is_well_formed(tmp_path, capsys):
@@ -30,7 +30,7 @@ def test_bench_quick_report_is_well_formed(tmp_path, capsys):
     assert "mmllm eager" in text
 
 
-@pytest.mark.skipif(not shutil.which("g++"), reason="torch.compile on the CPU needs g++")
+@pytest.mark.skipif(not has_compiler(), reason="torch.compile on the CPU needs a C++ compiler")
 def test_bench_worker_compiles_our_decoding_when_asked():
     worker = Worker("ours", "small", 1, "cpu", None, compile=True)
     try:

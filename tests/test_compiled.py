@@ -8,13 +8,12 @@ import torch
 
 import mmllm
 from mmllm import ConfigError
-from mmllm.compiled import check_compiler, stdin_kept
+from mmllm.compiled import check_compiler, has_compiler, stdin_kept
 from mmllm.data.sources import SyntheticSource
 from mmllm.generate import SamplingConfig
 
 needs_compiler = pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
-    reason="torch.compile on the CPU needs a C++ compiler",
+    not has_compiler(), reason="torch.compile on the CPU needs a C++ compiler"
 )
 
 
