@@ -46,6 +46,24 @@ def vqa_scores(records: Sequence[Record], predictions: Sequence[str]) -> dict:
     return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(hits.items())}
 
 
+def answer_confusion(records: Sequence[Record], predictions: Sequence[str]) -> dict:
+    """Per question type, how often each reference answer got each (normalised) prediction:
+    ``{qtype: {target: {prediction: n}}}``. Accuracy alone hides a model that answers from the
+    answers' prior (mmllm-tiny once said "1" to every "how many stars?", right whenever one was
+    the answer)."""
+    table: dict[str, dict[str, dict[str, int]]] = {}
+    for record, pred in zip(records, predictions, strict=True):
+        if record.task != "vqa" or not record.qtype:
+            continue
+        row = table.setdefault(record.qtype, {}).setdefault(normalize_answer(record.target), {})
+        guess = normalize_answer(pred)
+        row[guess] = row.get(guess, 0) + 1
+    return {
+        q: {t: dict(sorted(r.items())) for t, r in sorted(v.items())}
+        for q, v in sorted(table.items())
+    }
+
+
 IMAGE_ATTRIBUTES = ("count", "shapes", "colors")
 AUDIO_ATTRIBUTES = ("sound", "pitch", "timbre", "beeps", "direction")
 

@@ -10,6 +10,7 @@ import torch
 from mmllm.checkpoint import load_model, load_tokenizer
 from mmllm.data.sources import build_source
 from mmllm.eval.metrics import (
+    answer_confusion,
     caption_attribute_scores,
     caption_text_scores,
     noun_mention_scores,
@@ -57,6 +58,7 @@ def evaluate(
     predictions = predict(model, tokenizer, records, batch_size=batch_size, progress=progress)
     scores = score_records(records, predictions)
     scores["_meta"] = {"data": data, "n": count, "seed": seed, "drop": drop}
+    scores["_confusion"] = answer_confusion(records, predictions)
     scores["_examples"] = [
         {"prompt": r.prompt, "target": r.target, "prediction": p, "category": r.category}
         for r, p in list(zip(records, predictions, strict=True))[:20]
