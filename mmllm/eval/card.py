@@ -20,13 +20,13 @@ from mmllm.checkpoint import load_model, load_tokenizer
 from mmllm.data.sources import SyntheticSource
 from mmllm.eval.metrics import normalize_answer
 from mmllm.eval.run import evaluate, markdown_table
-from mmllm.train.image_pretrain import KINDS, PATCH_GROUPS, PRETRAIN_DIR, REPORT_FILE
+from mmllm.train.image_pretrain import PATCH_GROUPS, PRETRAIN_DIR, REPORT_FILE
 from mmllm.train.plot import plot_metrics
 from mmllm.train.recipes import FIRST_STAGE_DIR
 
 PINNED_N = 300  # records of synthetic:heldout the test suite re-scores (tests/test_shipped.py)
 CATEGORIES = ("image", "audio", "both")
-_PATCH_NAMES = {"x": "centre x", "y": "centre y"} | {f"count_{k}": f"{k} count" for k in KINDS}
+_PATCH_NAMES = {"x": "centre x", "y": "centre y"}
 HARDWARE = "two threads (both cores, the default)"  # how the recipe uses the CPU
 
 
@@ -181,12 +181,9 @@ def render_card(
             per_token = (
                 f", and a linear head on each token (weight {pre['patch_weight']}) predicting "
                 "what its patch shows (the shape's colour, kind and size, where the shape's "
-                "centre is, or the word; on every token, the image's count of each kind): "
-                "held-out patches right "
+                "centre is, or the word): held-out patches right "
                 + ", ".join(
-                    f"{_PATCH_NAMES.get(g, g)} {100 * got['patch_' + g]:.1f}%"
-                    for g in PATCH_GROUPS
-                    if "patch_" + g in got  # an encoder pretrained before the counts had none
+                    f"{_PATCH_NAMES.get(g, g)} {100 * got['patch_' + g]:.1f}%" for g in PATCH_GROUPS
                 )
             )
         pretrain_lines = [

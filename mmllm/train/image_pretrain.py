@@ -15,9 +15,7 @@ that shape's centre is, or which word it shows, so each token says what is at it
 circle here"): what cross-attention must find when a question names one object. (With pooled
 targets alone the shipped model's answers ignored the object named, "what color is the star?" got
 the circle's colour; with per-token targets too they still did after 2000 steps until the
-cross-attention got QK-norm, see ``mmllm.attention``.) The same head reads from every token the
-image's count of each kind (``COUNT_GROUPS``): attention averages what it reads, so "how many
-stars?" can only be answered from tokens that each hold the count. The heads are thrown away;
+cross-attention got QK-norm, see ``mmllm.attention``.) The heads are thrown away;
 ``image_encoder.safetensors`` starts ``mmllm train --image-init``.
 """
 
@@ -73,14 +71,8 @@ BIT_GROUPS = {
 CLASS_GROUPS = {"count": MAX_SHAPES, **{f"count_{k}": MAX_SHAPES + 1 for k in KINDS}}
 CLASS_GROUPS["word"] = len(WORDS) + 1
 # per-token targets (softmax per token), in this order: the colour, kind and size of the shape the
-# patch shows (0: none), the word it shows (0: none), the bin of its shape's centre x and y, then
-# COUNT_GROUPS
+# patch shows (0: none), the word it shows (0: none), the bin of its shape's centre x and y
 POSITION_BINS = 8  # relation questions need centres >= 0.2 apart: always in different bins
-# per-token targets every token carries, whatever its patch shows: how many shapes of each kind the
-# image holds. Cross-attention averages the tokens it reads, so a count spread over the tokens of
-# the shapes counted is lost ("how many stars?" read the same for one star as for three: the
-# shipped model answered every such question from the answers' prior); it must be in each token.
-COUNT_GROUPS = {f"count_{k}": MAX_SHAPES + 1 for k in KINDS}
 PATCH_GROUPS = {
     "color": len(COLORS) + 1,
     "kind": len(KINDS) + 1,
@@ -88,7 +80,6 @@ PATCH_GROUPS = {
     "word": len(WORDS) + 1,
     "x": POSITION_BINS,
     "y": POSITION_BINS,
-    **COUNT_GROUPS,
 }
 RENDER_SIZE = 128  # render_scene's default, the size the training data is drawn at
 PATCH_COVER = 1 / 8  # a patch shows a shape (or the word) covering at least this share of it
@@ -143,8 +134,7 @@ def patch_targets(scene: Scene, grid: int) -> torch.Tensor:
 
 def patch_table(scene: Scene) -> torch.Tensor:
     """The class ids of what a patch can show ``(len(scene.shapes) + 2, len(PATCH_GROUPS))``,
-    indexed like :func:`patch_shapes`: the background, each shape, the word (each row ending in
-    the image's count of each kind, COUNT_GROUPS)."""
+    indexed like :func:`patch_shapes`: the background, each shape, the word."""
     rows = [[0, 0, 0, 0, IGNORE, IGNORE]]  # the background
     for s in scene.shapes:
         rows.append(
@@ -159,8 +149,7 @@ def patch_table(scene: Scene) -> torch.Tensor:
         )
     word = 0 if scene.word is None else WORDS.index(scene.word) + 1
     rows.append([0, 0, 0, word, IGNORE, IGNORE])
-    counts = [sum(s.kind == k for s in scene.shapes) for k in KINDS]
-    return torch.tensor([row + counts for row in rows])
+    return torch.tensor(rows)
 
 
 class SceneBatches(Dataset):
@@ -245,8 +234,7 @@ def patch_cross_entropy(patch_logits: list[torch.Tensor], patches: torch.Tensor)
 def scene_scores(encoder: ImageEncoder, head: SceneHead, batches) -> dict[str, float]:
     """Held-out accuracy per target group: all of a scene's bits right (multi-label groups), the
     class right (single-label groups), and ``patch_<group>``: the class right on the patches that
-    show something for that group (a shape; for ``patch_word`` the word; every patch for the
-    counts)."""
+    show something for that group (a shape; for ``patch_word`` the word)."""
     encoder.eval()
     right: dict[str, float] = {}
     n = 0
@@ -256,10 +244,7 @@ def scene_scores(encoder: ImageEncoder, head: SceneHead, batches) -> dict[str, f
         bit_logits, class_logits, patch_logits = head(encoder(pixels)[0])
         shows_shape = patches[..., 0] > 0
         for i, name in enumerate(PATCH_GROUPS):
-            if name in COUNT_GROUPS:
-                shown = torch.ones_like(shows_shape)
-            else:
-                shown = patches[..., i] > 0 if name == "word" else shows_shape
+            shown = patches[..., i] > 0 if name == "word" else shows_shape
             ok = (patch_logits[i].argmax(-1) == patches[..., i]) & shown
             patch_right[i] += ok.sum()
             patch_n[i] += shown.sum()
