@@ -176,6 +176,7 @@ class CompiledDecoding:
             tuple(cache.k.shape),
             cache.k.dtype,
             cache.k.device,
+            media is None,  # text only and media without cross-attention layers: two graphs
             tuple(media.kv[0][0].shape) if media is not None and media.kv else None,
         )
         if shape in self.shapes:  # compiled already: skip the ~25 us of patching per step
