@@ -53,7 +53,7 @@ def test_card_states_the_pretraining_targets_and_the_hardware():
     assert "each token" not in render_card("m", run, train, metrics, 1.0, "c", "r", pre)
 
 
-def test_a_two_stage_card_sums_the_stages_and_names_each(tmp_path):
+def test_a_three_stage_card_sums_the_stages_and_names_each(tmp_path):
     from mmllm.eval.card import CATEGORIES, render_card
     from mmllm.train.plot import plot_metrics
 
@@ -64,14 +64,18 @@ def test_a_two_stage_card_sums_the_stages_and_names_each(tmp_path):
     common = dict(batch_size=32, weight_decay=0.05, warmup=10, min_lr_ratio=0.1, grad_clip=1.0)
     first = dict(common, seed=0, lr=1e-3, model=PRESETS["tiny"].to_dict())
     last = dict(common, seed=3, lr=3e-4, patch_weight=0.5, attend_weight=0.3, model=None)
+    middle = dict(last, data="synthetic:train?count_kind=2")
     first_rows = [{"step": 600, "loss": 1.0, "elapsed_s": 1800.0}]
-    last_rows = [{"step": 200, "loss": 0.5, "elapsed_s": 600.0}, {"step": 200, "eval": {}}]
-    card = render_card("m", run, last, last_rows, 1.0, "c", "r", first_stage=(first, first_rows))
-    assert "Wall time: 40.0 min" in card and "2 stages" in card
-    assert "- Stage 1 of 2: `synthetic:train`, seed 0, generated on the fly (600 steps" in card
-    assert "- Stage 2 of 2 (from stage 1's checkpoint): `synthetic:train`, seed 3" in card
-    assert card.count("per-token image loss") == 1 and "0.5 x a per-token" in card
-    assert card.count("0.3 x an attention loss (`--attend-weight`)") == 1
+    middle_rows = [{"step": 200, "loss": 0.5, "elapsed_s": 600.0}, {"step": 200, "eval": {}}]
+    last_rows = [{"step": 50, "loss": 0.4, "elapsed_s": 120.0}]
+    earlier = [(first, first_rows), (middle, middle_rows)]
+    card = render_card("m", run, last, last_rows, 1.0, "c", "r", earlier_stages=earlier)
+    assert "Wall time: 42.0 min" in card and "3 stages" in card
+    assert "- Stage 1 of 3: `synthetic:train`, seed 0, generated on the fly (600 steps" in card
+    assert "- Stage 2 of 3 (from stage 1's checkpoint): `synthetic:train?count_kind=2`" in card
+    assert "- Stage 3 of 3 (from stage 2's checkpoint): `synthetic:train`, seed 3" in card
+    assert card.count("per-token image loss") == 2 and "0.5 x a per-token" in card
+    assert card.count("0.3 x an attention loss (`--attend-weight`)") == 2
     assert "image ViT 4 x 128" in card  # the architecture comes from the first stage
     for name, rows in (("a", first_rows), ("b", last_rows)):
         (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))

@@ -155,7 +155,7 @@ def test_the_tiny_recipe_pretrains_the_image_encoder_once(tmp_path, monkeypatch)
     assert weights.stat().st_mtime_ns == made_at
 
 
-def test_a_two_stage_recipe_continues_from_its_first_stage_and_resumes_the_last(
+def test_a_three_stage_recipe_trains_each_stage_from_the_last_and_resumes_the_latest(
     tmp_path, monkeypatch
 ):
     from mmllm.cli import main as cli_main
@@ -164,27 +164,60 @@ def test_a_two_stage_recipe_continues_from_its_first_stage_and_resumes_the_last(
     out = tmp_path / "run"
     first = dict(small_run(out, steps=2).__dict__)
     del first["out"]
+    second = dict(steps=2, lr=1e-3, warmup=1, seed=2, batch_size=2, heldout=None)
     last = dict(out=str(out), steps=3, lr=1e-12, warmup=1, seed=3, batch_size=2, heldout=None)
     pre = dict(steps=3, batch_size=4, heldout_batches=1)
-    recipe = recipes.Recipe(image_pretrain=pre, first_stage=first, train=last)
+    recipe = recipes.Recipe(image_pretrain=pre, stages=(first, second), train=last)
     monkeypatch.setitem(recipes.RECIPES, "test", recipe)
     assert cli_main(["train", "--recipe", "test", "--stop-after", "1"]) == 0
-    scratch = out / recipes.FIRST_STAGE_DIR
+    stage1, stage2 = recipes.stage_dirs(out)
+    assert (stage1.name, stage2.name) == ("stage1", "stage2")
     weights = out / "image-pretrain" / WEIGHTS_FILE
-    assert json.loads((scratch / "train_config.json").read_text())["image_init"] == str(weights)
-    config = json.loads((out / "train_config.json").read_text())
-    assert config["init"] == str(scratch / "checkpoint") and config["image_init"] is None
-    assert (
-        json.loads((scratch / "checkpoint" / "train_state.json").read_text())["info"]["step"] == 2
+    assert json.loads((stage1 / "train_config.json").read_text())["image_init"] == str(weights)
+    assert json.loads((stage2 / "train_config.json").read_text())["init"] == str(
+        stage1 / "checkpoint"
     )
-    # lr 1e-12: the last stage's first step leaves the first stage's weights as they were
-    start = load_file(scratch / "checkpoint" / "model.safetensors")
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["init"] == str(stage2 / "checkpoint") and config["image_init"] is None
+    for stage in (stage1, stage2):
+        state = json.loads((stage / "checkpoint" / "train_state.json").read_text())
+        assert state["info"]["step"] == 2
+    # stage 2 trained (lr 1e-3); lr 1e-12: the last stage's first step leaves stage 2's weights
+    start = load_file(stage2 / "checkpoint" / "model.safetensors")
+    before = load_file(stage1 / "checkpoint" / "model.safetensors")
+    assert any(not torch.allclose(start[k], v) for k, v in before.items())
     after = load_file(out / "checkpoint" / "model.safetensors")
     assert all(torch.allclose(after[k], v, atol=1e-6) for k, v in start.items())
-    first_made = (scratch / "checkpoint" / "model.safetensors").stat().st_mtime_ns
+    made = [(s / "checkpoint" / "model.safetensors").stat().st_mtime_ns for s in (stage1, stage2)]
     assert cli_main(["train", "--recipe", "test"]) == 0  # resumes the last stage only
-    assert (scratch / "checkpoint" / "model.safetensors").stat().st_mtime_ns == first_made
+    assert [
+        (s / "checkpoint" / "model.safetensors").stat().st_mtime_ns for s in (stage1, stage2)
+    ] == made
     assert json.loads((out / "checkpoint" / "train_state.json").read_text())["info"]["step"] == 3
+
+
+def test_a_recipe_stopped_in_a_middle_stage_resumes_it_and_leaves_the_first_alone(
+    tmp_path, monkeypatch
+):
+    from mmllm.train import recipes
+    from mmllm.train.trainer import TrainConfig, train
+
+    out = tmp_path / "run"
+    first = dict(small_run(out, steps=2).__dict__)
+    del first["out"]
+    second = dict(steps=4, lr=1e-3, warmup=1, seed=2, batch_size=2, heldout=None)
+    last = dict(out=str(out), steps=1, lr=1e-3, warmup=1, seed=3, batch_size=2, heldout=None)
+    recipe = recipes.Recipe(stages=(first, second), train=last)
+    monkeypatch.setitem(recipes.RECIPES, "test", recipe)
+    stage1, stage2 = recipes.stage_dirs(out, 2)
+    train(TrainConfig(**{**first, "out": str(stage1)}))
+    made = (stage1 / "checkpoint" / "model.safetensors").stat().st_mtime_ns
+    init = str(stage1 / "checkpoint")
+    train(TrainConfig(**{**second, "out": str(stage2), "init": init, "stop_after": 2}))
+    values = recipes.prepare_recipe("test", {})
+    assert values["init"] == str(stage2 / "checkpoint")
+    assert json.loads((stage2 / "checkpoint" / "train_state.json").read_text())["info"]["step"] == 4
+    assert (stage1 / "checkpoint" / "model.safetensors").stat().st_mtime_ns == made
 
 
 def test_patch_weight_zero_is_the_pooled_loss_alone():

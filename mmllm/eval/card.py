@@ -22,7 +22,7 @@ from mmllm.eval.metrics import normalize_answer
 from mmllm.eval.run import evaluate, markdown_table
 from mmllm.train.image_pretrain import PATCH_GROUPS, PRETRAIN_DIR, REPORT_FILE
 from mmllm.train.plot import plot_metrics
-from mmllm.train.recipes import FIRST_STAGE_DIR
+from mmllm.train.recipes import stage_dirs
 
 PINNED_N = 300  # records of synthetic:heldout the test suite re-scores (tests/test_shipped.py)
 CATEGORIES = ("image", "audio", "both")
@@ -128,7 +128,7 @@ def training_lines(stages: list[tuple[dict, list[dict]]]) -> list[str]:
     for i, (config, metrics) in enumerate(stages):
         steps, batch = int(_last(metrics, "step")), config["batch_size"]
         name = f"Stage {i + 1} of {len(stages)}" if len(stages) > 1 else "Training"
-        start = " (from stage 1's checkpoint)" if i else ""
+        start = f" (from stage {i}'s checkpoint)" if i else ""
         extras = ""  # the extra losses, if any
         if config.get("patch_weight"):
             extras = (
@@ -163,14 +163,14 @@ def render_card(
     run_dir: str,
     image_pretrain: dict | None = None,
     hardware: str = HARDWARE,
-    first_stage: tuple[dict, list[dict]] | None = None,
+    earlier_stages: list[tuple[dict, list[dict]]] = (),
 ) -> str:
     """The model card (Markdown) from the measurements of ``measure`` and the training run
-    (``train_config`` and ``metrics``; ``first_stage``: the same two of the run it continued
-    from, if any); ``hardware`` says how the CPU was used (threads, other load)."""
+    (``train_config`` and ``metrics``; ``earlier_stages``: the same two of each stage it
+    continued from, in order); ``hardware`` says how the CPU was used (threads, other load)."""
     h, p = run["heldout"], run["heldout-paraphrase"]
     no_a, no_i, base = run["heldout-no-audio"], run["heldout-no-image"], run["majority_baseline"]
-    stages = [*([first_stage] if first_stage else []), (train_config, metrics)]
+    stages = [*earlier_stages, (train_config, metrics)]
     wall = sum(_last(rows, "elapsed_s") for _, rows in stages) / 60
     pretrain_lines: list[str] = []
     if image_pretrain is not None:
@@ -290,12 +290,12 @@ def main() -> None:
     name = args.checkpoint.name
     pretrain_file = args.run / PRETRAIN_DIR / REPORT_FILE
     pretrain = json.loads(pretrain_file.read_text()) if pretrain_file.is_file() else None
-    first_dir = args.run / FIRST_STAGE_DIR
-    first = None
-    if (first_dir / "train_config.json").is_file():
-        first = (json.loads((first_dir / "train_config.json").read_text()), _rows(first_dir))
+    earlier = stage_dirs(args.run)
+    earlier_stages = [
+        (json.loads((run / "train_config.json").read_text()), _rows(run)) for run in earlier
+    ]
     plot_metrics(
-        [*([first_dir / "metrics.jsonl"] if first else []), args.run / "metrics.jsonl"],
+        [*(run / "metrics.jsonl" for run in earlier), args.run / "metrics.jsonl"],
         args.checkpoint / "metrics.png",
     )
     (args.checkpoint / "README.md").write_text(
@@ -309,18 +309,18 @@ def main() -> None:
             str(args.run),
             pretrain,
             args.hardware,
-            first,
+            earlier_stages,
         )
     )
     pinned = {k: v for k, v in run["pinned"].items() if not k.startswith("_")}
     scores = {
         "pinned": {"data": "synthetic:heldout", "n": PINNED_N, "seed": 0, "scores": pinned},
+        # the answer confusion of the held-out split only: the ablations' is noise by design
         "heldout": {k: v for k, v in run["heldout"].items() if k != "_examples"},
-        "heldout-paraphrase": {
-            k: v for k, v in run["heldout-paraphrase"].items() if k != "_examples"
+        **{
+            split: {k: v for k, v in run[split].items() if k not in ("_examples", "_confusion")}
+            for split in ("heldout-paraphrase", "heldout-no-audio", "heldout-no-image")
         },
-        "heldout-no-audio": {k: v for k, v in run["heldout-no-audio"].items() if k != "_examples"},
-        "heldout-no-image": {k: v for k, v in run["heldout-no-image"].items() if k != "_examples"},
         "majority_baseline": run["majority_baseline"],
         "examples": run["heldout"]["_examples"],
     }

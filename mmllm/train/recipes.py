@@ -3,15 +3,16 @@
     mmllm train --recipe tiny                  # -> runs/tiny/checkpoint (rerun to resume)
     mmllm train --recipe smol                  # -> runs/smol/checkpoint (rerun to resume)
 
-``tiny`` (``checkpoints/mmllm-tiny``) trains from scratch on the synthetic world in three steps:
+``tiny`` (``checkpoints/mmllm-tiny``) trains from scratch on the synthetic world in four steps:
 pretrain the image encoder on scene-graph targets into ``OUT/image-pretrain`` (unless its weights
-are there; ``mmllm.train.image_pretrain``), train the whole model from it into ``OUT/scratch``
-(the first stage: a high learning rate), then continue from that checkpoint into ``OUT`` (the
-second stage: a lower learning rate, a new data seed, and the two extra losses of
+are there; ``mmllm.train.image_pretrain``), train the whole model from it into ``OUT/stage1``
+(a high learning rate), continue from that checkpoint into ``OUT/stage2`` (a lower learning rate,
+a new data seed, the first stage's weakest questions more often, and the two extra losses of
 ``mmllm.train.patch_loss``: ``patch_weight``, per-token image targets, and ``attend_weight``,
-cross-attention pulled onto the shapes a question names). The command's flags apply to the
-last stage (``--out`` to all). Once the last stage has begun, a rerun resumes it and leaves the
-first stage alone.
+cross-attention pulled onto the shapes a question names), then a short last stage into ``OUT``
+(see ``RECIPES``). Each stage starts from the one before. The command's flags apply to the
+last stage (``--out`` to all). A rerun resumes the latest stage begun and leaves those before
+it alone.
 
 ``smol`` (``checkpoints/mmllm-smol``) needs, all offline:
 
@@ -47,10 +48,19 @@ class Recipe:
     build: tuple[str, ...] | None = None  # `mmllm build` arguments (less --out) of the base
     tuxpaint: str | None = None  # where the stamps export goes, when the recipe uses it
     image_pretrain: dict | None = None  # ImagePretrainConfig fields (less out, image)
-    first_stage: dict | None = None  # TrainConfig fields (less out) of a run `train` starts from
+    # TrainConfig fields (less out, init) of the stages before `train`, in order: stage i
+    # trains into OUT/stage{i}, from stage i-1's checkpoint (the first from image_pretrain's)
+    stages: tuple[dict, ...] = ()
 
 
-FIRST_STAGE_DIR = "scratch"  # where a recipe's first stage trains, inside its `out`
+def stage_dirs(out: str | Path, n: int | None = None) -> list[Path]:
+    """The folders of a run's earlier stages: ``OUT/stage1`` .. ``OUT/stage{n}`` (``n=None``:
+    those that hold a ``train_config.json``, in order)."""
+    if n is None:
+        n = 0
+        while (Path(out) / f"stage{n + 1}" / "train_config.json").is_file():
+            n += 1
+    return [Path(out) / f"stage{i + 1}" for i in range(n)]
 
 
 SMOL_BUILD = (
@@ -67,37 +77,56 @@ RECIPES = {
         image_pretrain=dict(
             steps=3000, batch_size=32, lr=1e-3, warmup=100, patch_weight=1.0, seed=0
         ),
-        first_stage=dict(
-            steps=6000,
-            batch_size=32,
-            lr=1e-3,
-            warmup=300,
-            eval_every=1000,
-            eval_samples=256,
-            save_every=250,
-            max_minutes=54,  # with the pretraining (~10 min) and stage 2: inside 90 minutes
-            seed=0,
-            num_workers=0,
-            model=PRESETS["tiny"].to_dict(),
+        stages=(
+            dict(
+                steps=6000,
+                batch_size=32,
+                lr=1e-3,
+                warmup=300,
+                eval_every=1000,
+                eval_samples=256,
+                save_every=250,
+                max_minutes=54,  # the pretraining (~10 min) and all stages: inside 90 minutes
+                seed=0,
+                num_workers=0,
+                model=PRESETS["tiny"].to_dict(),
+            ),
+            dict(
+                # the first stage's weakest questions ("is the star left of the circle?" 2.5x,
+                # "how many stars?" 2x, "is there a red star?" 1.3x) more often, and shapes,
+                # words and totals, which it has learnt, less often (synthetic.QUESTION_WEIGHTS)
+                data="synthetic:train?relation_x=1&relation_y=1&count_kind=1&presence=1.3"
+                "&shape=0.5&text=0.3&count=0.3",
+                steps=2600,
+                batch_size=32,
+                lr=3e-4,
+                warmup=100,
+                patch_weight=0.5,
+                attend_weight=0.3,
+                eval_every=1000,
+                eval_samples=256,
+                save_every=250,
+                max_minutes=25,
+                seed=3,  # fresh examples: seed 0's stream is the first stage's
+                num_workers=0,
+            ),
         ),
         train=dict(
             out="runs/tiny",
-            # the first stage's weakest questions ("is the star left of the circle?" 2.5x, "how
-            # many stars?" 2x, "is there a red star?" 1.3x) more often, and shapes, words and
-            # totals, which it has learnt, less often (weights: synthetic.QUESTION_WEIGHTS)
-            data="synthetic:train?relation_x=1&relation_y=1&count_kind=1&presence=1.3"
-            "&shape=0.5&text=0.3&count=0.3",
-            steps=2600,
+            # a short polish: stage 2's questions with "how many stars?" 4x as often (stage 2
+            # answers it from the answers' prior, "1", whatever the picture) and few captions
+            # (learnt; per-token loss gave their many tokens most of the gradient)
+            data="synthetic:train?relation_x=1&relation_y=1&count_kind=4&presence=1.3"
+            "&shape=0.5&text=0.3&count=0.3&image_caption=0.05&audio_caption=0.03",
+            steps=400,
             batch_size=32,
-            lr=3e-4,
-            warmup=100,
-            patch_weight=0.5,
-            attend_weight=0.3,
+            lr=1e-4,
+            warmup=20,
             eval_every=1000,
             eval_samples=256,
-            save_every=250,
-            max_minutes=25,
-            seed=3,  # fresh examples: seed 0's stream is the first stage's
+            save_every=100,
+            max_minutes=4,
+            seed=5,  # fresh examples again
             num_workers=0,
         ),
     ),
@@ -139,8 +168,8 @@ def prepare_recipe(name: str, overrides: dict) -> dict:
     image_init = None
     if recipe.image_pretrain is not None and starts_fresh:
         image_init = str(_pretrained_image_encoder(recipe, values))
-    if recipe.first_stage is not None and starts_fresh:
-        values["init"] = str(_first_stage(recipe, values, image_init))
+    if recipe.stages and starts_fresh:
+        values["init"] = str(_earlier_stages(recipe, values, image_init))
     elif image_init is not None:
         values["image_init"] = image_init
     if recipe.build is not None and "init" not in overrides:
@@ -157,19 +186,28 @@ def prepare_recipe(name: str, overrides: dict) -> dict:
     return values
 
 
-def _first_stage(recipe: Recipe, values: dict, image_init: str | None) -> Path:
-    """The checkpoint of the recipe's first stage, trained (or resumed) first unless the last
-    stage has already begun."""
+def _earlier_stages(recipe: Recipe, values: dict, image_init: str | None) -> Path:
+    """The checkpoint of the recipe's stage before the last, after training (or resuming) the
+    earlier stages in order, from the latest one begun; none once the last stage has begun."""
     from mmllm.train.trainer import CHECKPOINT_DIR, TrainConfig, train
 
-    out = Path(values["out"]) / FIRST_STAGE_DIR
-    if (Path(values["out"]) / CHECKPOINT_DIR / "train_state.json").is_file():
-        return out / CHECKPOINT_DIR
-    log.info("training the first stage in %s", out)
-    first = {**recipe.first_stage, "out": str(out)}
-    if image_init is not None:
-        first["image_init"] = image_init
-    return train(TrainConfig(**first))
+    dirs = stage_dirs(values["out"], len(recipe.stages))
+
+    def begun(run: Path) -> bool:
+        return (run / CHECKPOINT_DIR / "train_state.json").is_file()
+
+    if begun(Path(values["out"])):
+        return dirs[-1] / CHECKPOINT_DIR
+    latest = max((i for i, run in enumerate(dirs) if begun(run)), default=0)
+    for i in range(latest, len(dirs)):
+        log.info("training stage %d of %d in %s", i + 1, len(dirs) + 1, dirs[i])
+        stage = {**recipe.stages[i], "out": str(dirs[i])}
+        if i:
+            stage["init"] = str(dirs[i - 1] / CHECKPOINT_DIR)
+        elif image_init is not None:
+            stage["image_init"] = image_init
+        train(TrainConfig(**stage))
+    return dirs[-1] / CHECKPOINT_DIR
 
 
 def _pretrained_image_encoder(recipe: Recipe, values: dict) -> Path:
@@ -185,7 +223,7 @@ def _pretrained_image_encoder(recipe: Recipe, values: dict) -> Path:
     if (out / WEIGHTS_FILE).is_file():
         return out / WEIGHTS_FILE
     log.info("pretraining the image encoder in %s", out)
-    image = (recipe.first_stage or values)["model"]["image"]
+    image = (recipe.stages[0] if recipe.stages else values)["model"]["image"]
     return pretrain_image_encoder(
         ImagePretrainConfig(out=str(out), image=image, **recipe.image_pretrain)
     )
