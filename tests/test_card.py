@@ -48,7 +48,7 @@ def test_card_states_the_pretraining_targets_and_the_hardware():
     assert "a linear head on each token (weight 1.0)" in card
     assert "colour 90.0%" not in card and "color 90.0%, kind 90.0%" in card
     assert "centre x 90.0%, centre y 90.0%" in card
-    assert "Wall time: 12.0 min" in card and "2-core x86_64 CPU, two threads, fp32." in card
+    assert "Wall time: 12.0 min" in card and "2-core x86_64 CPU, two threads, fp32: " in card
     pre["config"]["patch_weight"] = 0.0  # pooled targets alone: no per-token sentence
     assert "each token" not in render_card("m", run, train, metrics, 1.0, "c", "r", pre)
 
@@ -64,7 +64,7 @@ def test_a_three_stage_card_sums_the_stages_and_names_each(tmp_path):
     common = dict(batch_size=32, weight_decay=0.05, warmup=10, min_lr_ratio=0.1, grad_clip=1.0)
     first = dict(common, seed=0, lr=1e-3, model=PRESETS["tiny"].to_dict())
     last = dict(common, seed=3, lr=3e-4, patch_weight=0.5, attend_weight=0.3, model=None)
-    middle = dict(last, data="synthetic:train?count_kind=2")
+    middle = dict(last, data="synthetic:train?count_kind=2", stage="decoder")
     first_rows = [{"step": 600, "loss": 1.0, "elapsed_s": 1800.0}]
     middle_rows = [{"step": 200, "loss": 0.5, "elapsed_s": 600.0}, {"step": 200, "eval": {}}]
     last_rows = [{"step": 50, "loss": 0.4, "elapsed_s": 120.0}]
@@ -73,6 +73,7 @@ def test_a_three_stage_card_sums_the_stages_and_names_each(tmp_path):
     assert "Wall time: 42.0 min" in card and "3 stages" in card
     assert "- Stage 1 of 3: `synthetic:train`, seed 0, generated on the fly (600 steps" in card
     assert "- Stage 2 of 3 (from stage 1's checkpoint): `synthetic:train?count_kind=2`" in card
+    assert card.count("`--stage decoder`: the encoders and projectors frozen") == 1
     assert "- Stage 3 of 3 (from stage 2's checkpoint): `synthetic:train`, seed 3" in card
     assert card.count("per-token image loss") == 2 and "0.5 x a per-token" in card
     assert card.count("0.3 x an attention loss (`--attend-weight`)") == 2

@@ -130,6 +130,15 @@ def test_align_stage_trains_only_projectors_and_cross_attention():
     assert not any(p.requires_grad for p in model.image_encoder.parameters())
 
 
+def test_decoder_stage_freezes_the_encoders_projectors_and_packing():
+    model = MultimodalLM(tiny_config())
+    names = set_trainable(model, "decoder")
+    media = (model.image_encoder, model.audio_encoder, model.image_projector, model.media_packer)
+    assert not any(p.requires_grad for part in media for p in part.parameters())
+    assert all(p.requires_grad for p in model.decoder.parameters())  # cross-attention too
+    assert len(names) == sum(1 for _ in model.decoder.named_parameters())
+
+
 def test_unknown_stage_is_an_error():
     with pytest.raises(ValueError, match="unknown stage"):
         set_trainable(MultimodalLM(tiny_config()), "everything")

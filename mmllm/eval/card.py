@@ -115,6 +115,13 @@ def _weak_types(scores: dict, below: float = 0.7) -> list[str]:
     ]
 
 
+STAGE_NOTES = {  # what trains in each `--stage` (mmllm.train.stages), for a card's stage line
+    "media": "the language model frozen",
+    "align": "only the projectors, media packing and cross-attention train",
+    "decoder": "the encoders and projectors frozen (the image and audio tokens stay as they were)",
+}
+
+
 def _last(rows: list[dict], key: str) -> float:
     """``key`` of the last training row (those with a loss) of a run's metrics; 0 if none."""
     train_rows = [r for r in rows if "loss" in r]
@@ -143,6 +150,8 @@ def training_lines(stages: list[tuple[dict, list[dict]]]) -> list[str]:
                 "at the position predicting the answer, each cross-attention layer's attention "
                 "is pulled onto the patches of the shapes a synthetic question names"
             )
+        if config.get("stage", "full") != "full":
+            extras += f"; `--stage {config['stage']}`: {STAGE_NOTES[config['stage']]}"
         lines.append(
             f"- {name}{start}: `{config.get('data', 'synthetic:train')}`, seed {config['seed']}, "
             f"generated on the fly ({steps} steps x batch {batch} = {steps * batch:,} "
@@ -251,7 +260,9 @@ def render_card(
         f"- Wall time: {wall:.1f} min (held-out evaluations during training"
         + (" and the image pretraining" if image_pretrain else "")
         + (f", {len(stages)} stages" if len(stages) > 1 else "")
-        + f" included) on a 2-core x86_64 CPU, {hardware}, fp32.",
+        + f" included) on a 2-core x86_64 CPU, {hardware}, fp32: the time the training "
+        "loops report, without each process's start-up and each stage's last held-out "
+        "evaluation (about 20 s a stage more, end to end).",
         f"- Weights: {weights_mb:.1f} MB (`model.safetensors`, fp32). Tokenizer: byte-level BPE "
         "trained on the training split's text.",
         "",

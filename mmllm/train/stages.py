@@ -3,6 +3,8 @@
 - ``full``: everything.
 - ``media``: encoders, projectors, media packing and cross-attention; the language model frozen.
 - ``align``: projectors, media packing and cross-attention only; encoders and LM frozen.
+- ``decoder``: the language model with its cross-attention; encoders, projectors and media
+  packing frozen, so the media tokens stay as they are (LoRA adapters train, if any).
 
 New parts always train: besides the projectors, media packing and cross-attention, these are
 the LoRA adapters of the language model (``*.lora_a``/``*.lora_b``, see ``mmllm.lora``) and the
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from torch import nn
 
-STAGES = ("full", "media", "align")
+STAGES = ("full", "media", "align", "decoder")
 NEW_PARTS = ("image_projector.", "audio_projector.", "media_packer.", "image_encoder.adapter.")
 LORA_SUFFIXES = (".lora_a", ".lora_b")
 
@@ -26,6 +28,9 @@ def is_trainable(name: str, stage: str) -> bool:
     new_parts = name.startswith(NEW_PARTS) or name.endswith(LORA_SUFFIXES)
     if stage == "align":
         return cross or new_parts
+    if stage == "decoder":
+        media = name.startswith(("image_encoder.", "audio_encoder.", *NEW_PARTS))
+        return not media or name.endswith(LORA_SUFFIXES)
     if stage == "media":
         return cross or new_parts or name.startswith(("image_encoder.", "audio_encoder."))
     raise ValueError(f"unknown stage {stage!r}; choose from {STAGES}")
