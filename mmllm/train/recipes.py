@@ -73,6 +73,9 @@ SMOL_BUILD = (
     "--cross-attn-every", "3", "--gate-init", "0.1",
 )  # fmt: skip
 
+# what every stage of the tiny recipe shares: its batch, its held-out checks, in-process data
+TINY_STAGE = dict(batch_size=32, eval_every=1000, eval_samples=256, num_workers=0)
+
 RECIPES = {
     "tiny": Recipe(
         image_pretrain=dict(
@@ -80,38 +83,33 @@ RECIPES = {
         ),
         stages=(
             dict(
+                **TINY_STAGE,
                 steps=6000,
-                batch_size=32,
                 lr=1e-3,
                 warmup=300,
-                eval_every=1000,
-                eval_samples=256,
                 save_every=250,
                 max_minutes=54,  # the pretraining (~10 min) and all stages: inside 90 minutes
                 seed=0,
-                num_workers=0,
                 model=PRESETS["tiny"].to_dict(),
             ),
             dict(
+                **TINY_STAGE,
                 # the first stage's weakest questions ("is the star left of the circle?" 2.5x,
                 # "how many stars?" 2x, "is there a red star?" 1.3x) more often, and shapes,
                 # words and totals, which it has learnt, less often (synthetic.QUESTION_WEIGHTS)
                 data="synthetic:train?relation_x=1&relation_y=1&count_kind=1&presence=1.3"
                 "&shape=0.5&text=0.3&count=0.3",
                 steps=2600,
-                batch_size=32,
                 lr=3e-4,
                 warmup=100,
                 patch_weight=0.5,
                 attend_weight=0.3,
-                eval_every=1000,
-                eval_samples=256,
                 save_every=250,
                 max_minutes=25,
                 seed=3,  # fresh examples: seed 0's stream is the first stage's
-                num_workers=0,
             ),
             dict(
+                **TINY_STAGE,
                 # counting alone: after stage 2 every "how many stars?" is answered from the
                 # answers' prior ("1"), whatever the picture, and "how many shapes?" right; a
                 # mix that asks it more often never leaves that plateau, these two questions
@@ -122,33 +120,26 @@ RECIPES = {
                 "&relation_x=0&relation_y=0&size=0&text=0&count=1&count_kind=1",
                 stage="decoder",
                 steps=300,
-                batch_size=32,
                 lr=3e-4,
                 warmup=20,
-                eval_every=1000,
-                eval_samples=256,
                 save_every=100,
                 max_minutes=2,
                 seed=5,  # fresh examples again
-                num_workers=0,
             ),
         ),
         train=dict(
+            **TINY_STAGE,
             out="runs/tiny",
             # everything again, kind counts 4x and few captions (learnt; with the loss per
             # token their many tokens took most of the gradient): the other answers come back
             data="synthetic:train?relation_x=1&relation_y=1&count_kind=4&presence=1.3"
             "&shape=0.5&text=0.3&count=0.3&image_caption=0.05&audio_caption=0.03",
             steps=300,
-            batch_size=32,
             lr=1e-4,
             warmup=20,
-            eval_every=1000,
-            eval_samples=256,
             save_every=100,
             max_minutes=3,
             seed=5,
-            num_workers=0,
         ),
     ),
     "smol": Recipe(
