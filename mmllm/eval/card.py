@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from mmllm.eval.run import evaluate, markdown_table
 from mmllm.train.image_pretrain import PATCH_GROUPS, PRETRAIN_DIR, REPORT_FILE
 from mmllm.train.plot import plot_metrics
 from mmllm.train.recipes import stage_dirs
+from mmllm.train.stages import STAGE_NOTES
 
 PINNED_N = 300  # records of synthetic:heldout the test suite re-scores (tests/test_shipped.py)
 CATEGORIES = ("image", "audio", "both")
@@ -115,13 +117,6 @@ def _weak_types(scores: dict, below: float = 0.7) -> list[str]:
     ]
 
 
-STAGE_NOTES = {  # what trains in each `--stage` (mmllm.train.stages), for a card's stage line
-    "media": "the language model frozen",
-    "align": "only the projectors, media packing and cross-attention train",
-    "decoder": "the encoders and projectors frozen (the image and audio tokens stay as they were)",
-}
-
-
 def _last(rows: list[dict], key: str) -> float:
     """``key`` of the last training row (those with a loss) of a run's metrics; 0 if none."""
     train_rows = [r for r in rows if "loss" in r]
@@ -172,7 +167,7 @@ def render_card(
     run_dir: str,
     image_pretrain: dict | None = None,
     hardware: str = HARDWARE,
-    earlier_stages: list[tuple[dict, list[dict]]] = (),
+    earlier_stages: Sequence[tuple[dict, list[dict]]] = (),
 ) -> str:
     """The model card (Markdown) from the measurements of ``measure`` and the training run
     (``train_config`` and ``metrics``; ``earlier_stages``: the same two of each stage it

@@ -201,16 +201,12 @@ def prepare_recipe(name: str, overrides: dict) -> dict:
 def _earlier_stages(recipe: Recipe, values: dict, image_init: str | None) -> Path:
     """The checkpoint of the recipe's stage before the last, after training (or resuming) the
     earlier stages in order, from the latest one begun; none once the last stage has begun."""
-    from mmllm.train.trainer import CHECKPOINT_DIR, TrainConfig, train
+    from mmllm.train.trainer import CHECKPOINT_DIR, TrainConfig, has_begun, train
 
     dirs = stage_dirs(values["out"], len(recipe.stages))
-
-    def begun(run: Path) -> bool:
-        return (run / CHECKPOINT_DIR / "train_state.json").is_file()
-
-    if begun(Path(values["out"])):
+    if has_begun(values["out"]):
         return dirs[-1] / CHECKPOINT_DIR
-    latest = max((i for i, run in enumerate(dirs) if begun(run)), default=0)
+    latest = max((i for i, run in enumerate(dirs) if has_begun(run)), default=0)
     for i in range(latest, len(dirs)):
         log.info("training stage %d of %d in %s", i + 1, len(dirs) + 1, dirs[i])
         stage = {**recipe.stages[i], "out": str(dirs[i])}

@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from torch import nn
 
-STAGES = ("full", "media", "align", "decoder")
+# what trains in each stage, in a phrase (a model card's stage line says it)
+STAGE_NOTES = {
+    "full": "everything trains",
+    "media": "the language model frozen",
+    "align": "only the projectors, media packing and cross-attention train",
+    "decoder": "the encoders and projectors frozen (the image and audio tokens stay as they were)",
+}
+STAGES = tuple(STAGE_NOTES)
 NEW_PARTS = ("image_projector.", "audio_projector.", "media_packer.", "image_encoder.adapter.")
 LORA_SUFFIXES = (".lora_a", ".lora_b")
 

@@ -46,7 +46,7 @@ from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer
 from mmllm.train.plot import plot_metrics
 from mmllm.train.stages import set_trainable
-from mmllm.train.state import load_train_state, save_train_state
+from mmllm.train.state import STATE_JSON, load_train_state, save_train_state
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint"
@@ -198,13 +198,18 @@ def build_tokenizer(vocab_size: int, source, samples: int) -> Tokenizer:
     return Tokenizer.train(texts, vocab_size=vocab_size)
 
 
+def has_begun(out: str | Path) -> bool:
+    """Whether a run in ``out`` has saved a training state (so ``train`` resumes it)."""
+    return (Path(out) / CHECKPOINT_DIR / STATE_JSON).is_file()
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training as ``cfg`` says; returns the final checkpoint folder."""
     rank, world, device = _distributed()
     out = Path(cfg.out)
     ckpt = out / CHECKPOINT_DIR
     torch.manual_seed(cfg.seed)
-    resume = (ckpt / "train_state.json").is_file()
+    resume = has_begun(out)
     source = build_source(cfg.data, seed=cfg.seed)
     if resume:
         model, tokenizer = load_model(ckpt), load_tokenizer(ckpt)
