@@ -275,6 +275,7 @@ def test_weights_in_the_data_spec_change_only_the_named_tasks_and_questions():
         ("colour=2", InputError),
         ("color=x", ConfigError),
         ("color=-1", ConfigError),
+        ("color=1&shape=2&color=3", ConfigError),  # given twice: not the last silently
     ):
         with pytest.raises(error, match=r"colou?r"):
             build_source(f"synthetic:train?{bad}")

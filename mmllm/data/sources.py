@@ -118,6 +118,8 @@ def _parse_weights(text: str) -> dict[str, float]:
             number = float("nan")
         if not (math.isfinite(number) and number >= 0):
             raise ConfigError(f"synthetic weights {text!r}: {part!r} is not key=number >= 0")
+        if key.strip() in out:  # the last would win silently: a typo'd recipe, most likely
+            raise ConfigError(f"synthetic weights {text!r}: {key.strip()!r} is given twice")
         out[key.strip()] = number
     return out
 
