@@ -71,6 +71,11 @@ def test_a_three_stage_card_sums_the_stages_and_names_each(tmp_path):
     earlier = [(first, first_rows), (middle, middle_rows)]
     card = render_card("m", run, last, last_rows, 1.0, "c", "r", earlier_stages=earlier)
     assert "Wall time: 42.0 min" in card and "3 stages" in card
+    assert "the time the training loops report" in card  # no overhead rows: says what it counts
+    timed = [(c, [*rows, {"step": 1, "overhead_s": 30.0}]) for c, rows in earlier]
+    with_overhead = [*last_rows, {"step": 50, "overhead_s": 30.0}]
+    timed_card = render_card("m", run, last, with_overhead, 1.0, "c", "r", earlier_stages=timed)
+    assert "Wall time: 43.5 min" in timed_card and "end to end, each stage's set-up" in timed_card
     assert "- Stage 1 of 3: `synthetic:train`, seed 0, generated on the fly (600 steps" in card
     assert "- Stage 2 of 3 (from stage 1's checkpoint): `synthetic:train?count_kind=2`" in card
     assert card.count("`--stage decoder`: the encoders and projectors frozen") == 1

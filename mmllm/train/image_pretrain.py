@@ -285,6 +285,7 @@ class ImagePretrainConfig:
 def pretrain_image_encoder(cfg: ImagePretrainConfig) -> Path:
     """Train an image encoder on scene targets; writes ``WEIGHTS_FILE`` and ``REPORT_FILE``
     (config, held-out scores, wall time) into ``cfg.out`` and returns the weights' path."""
+    t0 = time.time()  # the wall time counts the set-up and the last evaluation too
     torch.manual_seed(cfg.seed)
     config = ImageEncoderConfig(**cfg.image)
     encoder, head = ImageEncoder(config), SceneHead(config.dim)
@@ -298,7 +299,6 @@ def pretrain_image_encoder(cfg: ImagePretrainConfig) -> Path:
         batch_size=None,
         num_workers=cfg.num_workers,
     )
-    t0 = time.time()
     losses: list[float] = []
     bar = tqdm(total=cfg.steps, desc="image pretrain")
     for step, (pixels, bits, classes, patches) in enumerate(loader):

@@ -205,6 +205,7 @@ def has_begun(out: str | Path) -> bool:
 
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training as ``cfg`` says; returns the final checkpoint folder."""
+    entered = time.time()
     rank, world, device = _distributed()
     out = Path(cfg.out)
     ckpt = out / CHECKPOINT_DIR
@@ -278,7 +279,7 @@ def train(cfg: TrainConfig) -> Path:
     deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes is not None else None
     fit_from = start + 2 if cfg.fit_to_time and deadline is not None else None
     fit_t0 = 0.0
-    step = start
+    step, done, elapsed = start, start, elapsed_before
     # on rank 0 only, and only on a terminal (logs keep metrics.jsonl instead)
     bar = tqdm(total=cfg.steps, initial=start, disable=True if rank else None, desc="train")
     for step, micro_batches in zip(range(start, cfg.steps), loader, strict=False):
@@ -349,6 +350,9 @@ def train(cfg: TrainConfig) -> Path:
         if done >= cfg.steps:
             break
     bar.close()
+    if rank == 0:  # what the loop's elapsed_s leaves out: set-up, the last evaluation and save
+        overhead = time.time() - entered - (elapsed - elapsed_before)
+        _log_metrics(out, {"step": done, "overhead_s": round(overhead, 1)})
     if world > 1:
         _check_replicas_agree(trained, out, rank)
     return ckpt
