@@ -112,15 +112,16 @@ def _parse_weights(text: str) -> dict[str, float]:
     out = {}
     for part in filter(None, text.split("&")):
         key, _, value = part.partition("=")
+        key = key.strip()
         try:
             number = float(value)  # "" (no "=") raises too
         except ValueError:
             number = float("nan")
         if not (math.isfinite(number) and number >= 0):
             raise ConfigError(f"synthetic weights {text!r}: {part!r} is not key=number >= 0")
-        if key.strip() in out:  # the last would win silently: a typo'd recipe, most likely
-            raise ConfigError(f"synthetic weights {text!r}: {key.strip()!r} is given twice")
-        out[key.strip()] = number
+        if key in out:  # the last would win silently: a typo'd recipe, most likely
+            raise ConfigError(f"synthetic weights {text!r}: {key!r} is given twice")
+        out[key] = number
     return out
 
 
