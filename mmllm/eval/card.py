@@ -29,7 +29,7 @@ from mmllm.train.stages import STAGE_NOTES
 PINNED_N = 300  # records of synthetic:heldout the test suite re-scores (tests/test_shipped.py)
 CATEGORIES = ("image", "audio", "both")
 _PATCH_NAMES = {"x": "centre x", "y": "centre y"}
-HARDWARE = "two threads (both cores, the default)"  # how the recipe uses the CPU
+HARDWARE = "two threads (both cores, the default), data from one worker process"  # the recipe
 
 
 def majority_baselines(n_train: int = 20000, n_eval: int = 2000) -> dict:

@@ -3,17 +3,18 @@
     mmllm train --recipe tiny                  # -> runs/tiny/checkpoint (rerun to resume)
     mmllm train --recipe smol                  # -> runs/smol/checkpoint (rerun to resume)
 
-``tiny`` (``checkpoints/mmllm-tiny``) trains from scratch on the synthetic world in five steps:
+``tiny`` (``checkpoints/mmllm-tiny``) trains from scratch on the synthetic world in seven steps:
 pretrain the image encoder on scene-graph targets into ``OUT/image-pretrain`` (unless its weights
 are there; ``mmllm.train.image_pretrain``), train the whole model from it into ``OUT/stage1``
 (a high learning rate), continue from that checkpoint into ``OUT/stage2`` (a lower learning rate,
 a new data seed, the first stage's weakest questions more often, and the two extra losses of
 ``mmllm.train.patch_loss``: ``patch_weight``, per-token image targets, and ``attend_weight``,
-cross-attention pulled onto the shapes a question names), then two short ones: counting
-questions alone, the decoder only, into ``OUT/stage3``, and everything again into ``OUT`` (see
-``RECIPES``). Each stage starts from the one before. The command's flags apply to the
-last stage (``--out`` to all). A rerun resumes the latest stage begun and leaves those before
-it alone.
+cross-attention pulled onto the shapes a question names), then four short ones: counting
+questions alone, the decoder only, into ``OUT/stage3``; everything again into ``OUT/stage4``;
+the binding questions (relations, presence) alone, the decoder only, into ``OUT/stage5``; and
+everything again into ``OUT`` (see ``RECIPES``). Each stage starts from the one before. The
+command's flags apply to the last stage (``--out`` to all). A rerun resumes the latest stage
+begun and leaves those before it alone.
 
 ``smol`` (``checkpoints/mmllm-smol``) needs, all offline:
 
