@@ -84,6 +84,10 @@ TINY_MIX = (
     "synthetic:train?relation_x=1&relation_y=1&count_kind=4&presence=1.3&shape=0.5&text=0.3"
     "&count=0.3&image_caption=0.05&audio_caption=0.03"
 )
+# a short stage of that mix (stages 4 and 6)
+TINY_MIX_STAGE = dict(
+    **TINY_STAGE, data=TINY_MIX, steps=300, lr=1e-4, warmup=20, save_every=100, max_minutes=3.5
+)
 # image questions alone, only those given here (weight 1)
 _IMAGE_ONLY = (
     "synthetic:train?image_vqa=1&audio_vqa=0&both_vqa=0&image_caption=0&audio_caption=0"
@@ -154,16 +158,7 @@ RECIPES = {
                 max_minutes=2.5,
                 seed=5,  # fresh examples again
             ),
-            dict(
-                **TINY_STAGE,
-                data=TINY_MIX,
-                steps=300,
-                lr=1e-4,
-                warmup=20,
-                save_every=100,
-                max_minutes=3.5,
-                seed=5,
-            ),
+            dict(**TINY_MIX_STAGE, seed=5),
             dict(
                 **TINY_STAGE,
                 # relations and presence alone, the decoder only, as counting in stage 3: the
@@ -180,14 +175,8 @@ RECIPES = {
             ),
         ),
         train=dict(
-            **TINY_STAGE,
+            **TINY_MIX_STAGE,  # after the binding stage the other answers come back
             out="runs/tiny",
-            data=TINY_MIX,  # after the binding stage the other answers come back
-            steps=300,
-            lr=1e-4,
-            warmup=20,
-            save_every=100,
-            max_minutes=3.5,
             seed=8,
         ),
     ),
