@@ -69,11 +69,13 @@ class MediaContext:
     media (they attend to their zero padding and are zeroed by ``keep``: no NaN).
     keep: ``(B, 1, 1, 1)`` 1.0 for rows with media, 0.0 without, in the keys' dtype.
     Both are made once per request by :meth:`of`, not in every layer at every step.
+    rows: for a group of a batch's rows (``MultimodalLM``'s ``length_groups``), which rows.
     """
 
     kv: list[tuple[torch.Tensor, torch.Tensor]]
     attn_mask: torch.Tensor
     keep: torch.Tensor
+    rows: torch.Tensor | None = None  # (B,): the batch rows these are (None: all, in order)
 
     @classmethod
     def of(cls, kv: list[tuple[torch.Tensor, torch.Tensor]], media_mask: torch.Tensor):
@@ -88,4 +90,5 @@ class MediaContext:
             kv=[(k[rows], v[rows]) for k, v in self.kv],
             attn_mask=self.attn_mask[rows],
             keep=self.keep[rows],
+            rows=None if self.rows is None else self.rows[rows],
         )

@@ -15,6 +15,7 @@ from mmllm.cache import KVCache, MediaContext
 from mmllm.config import MMConfig
 from mmllm.decoder import Decoder
 from mmllm.errors import InputError
+from mmllm.grouping import length_groups
 from mmllm.lora import add_lora
 from mmllm.media import AUDIO, IMAGE, MediaBatch, MediaPacker
 from mmllm.projector import build_projector
@@ -110,25 +111,33 @@ class MultimodalLM(nn.Module):
         cache: KVCache | None = None,
         labelled_logits_only: bool = False,
         loss_per_example: bool = False,
+        length_groups: int = 1,
     ) -> LMOutput:
         """token_ids ``(B, T)``; labels ``(B, T)`` aligned with token_ids (shifted inside),
         ``IGNORE_INDEX`` where no loss is taken. ``labelled_logits_only`` (training): logits
         ``(N, V)`` only at the N positions that predict a label, sparing the LM head's cost on
         prompts and padding; the loss is the same. ``loss_per_example`` (with it): each sample's
-        labelled tokens weigh 1/their count, so a one-word answer counts as much as a caption."""
-        context = media if isinstance(media, MediaContext) else self.prepare_media(media)
+        labelled tokens weigh 1/their count, so a one-word answer counts as much as a caption.
+        ``length_groups`` (with it, for right-padded batches of ``MediaBatch``): the decoder
+        runs on up to this many groups of rows of similar length, each cut to its longest
+        labelled row (and its media to its longest), so it computes little padding; the loss
+        and gradients are the same up to rounding (``mmllm.grouping``)."""
         if labelled_logits_only and labels is not None:
-            hidden = self.decoder.hidden(token_ids, context, attention_mask, cache=cache)
-            targets = labels[:, 1:]
-            keep = targets != IGNORE_INDEX  # (B, T-1)
-            logits = self.decoder.logits(hidden[:, :-1][keep])  # (N, V)
+            grouped = length_groups > 1 and attention_mask is None and cache is None
+            parts = []  # (logits (N, V), targets (N,), weights (N,)) per group of rows
+            if grouped and not isinstance(media, MediaContext):
+                parts = self._grouped_logits(token_ids, media, labels, length_groups)
+            if not parts:  # one group (or no row has a label)
+                context = media if isinstance(media, MediaContext) else self.prepare_media(media)
+                hidden = self.decoder.hidden(token_ids, context, attention_mask, cache=cache)
+                parts = [self._labelled_logits(hidden, labels)]
+            logits, targets, weights = (torch.cat(t) for t in zip(*parts, strict=True))
             if not loss_per_example:
-                return LMOutput(logits=logits, loss=F.cross_entropy(logits.float(), targets[keep]))
-            per_token = F.cross_entropy(logits.float(), targets[keep], reduction="none")  # (N,)
-            counts = keep.sum(1, keepdim=True)  # (B, 1)
-            weights = (1.0 / counts.clamp(min=1)).expand_as(keep)[keep]  # (N,)
-            loss = (per_token * weights).sum() / (counts > 0).sum().clamp(min=1)
-            return LMOutput(logits=logits, loss=loss)
+                return LMOutput(logits=logits, loss=F.cross_entropy(logits.float(), targets))
+            per_token = F.cross_entropy(logits.float(), targets, reduction="none")  # (N,)
+            examples = (labels[:, 1:] != IGNORE_INDEX).any(1).sum().clamp(min=1)
+            return LMOutput(logits=logits, loss=(per_token * weights).sum() / examples)
+        context = media if isinstance(media, MediaContext) else self.prepare_media(media)
         logits = self.decoder(token_ids, context, attention_mask, cache=cache)
         loss = None
         if labels is not None:
@@ -138,6 +147,41 @@ class MultimodalLM(nn.Module):
                 ignore_index=IGNORE_INDEX,
             )
         return LMOutput(logits=logits, loss=loss)
+
+    def _labelled_logits(
+        self, hidden: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """hidden ``(B, T, D)``, labels ``(B, T)`` -> the logits ``(N, V)`` at the N positions
+        that predict a label, those labels ``(N,)`` and each one's 1 / its row's label count."""
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX  # (B, T-1)
+        logits = self.decoder.logits(hidden[:, :-1][keep])  # (N, V)
+        counts = keep.sum(1, keepdim=True)  # (B, 1)
+        weights = (1.0 / counts.clamp(min=1)).expand_as(keep)[keep]  # (N,)
+        return logits, targets[keep], weights
+
+    def _grouped_logits(
+        self, token_ids: torch.Tensor, media: MediaBatch | None, labels: torch.Tensor, groups: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``_labelled_logits`` of each length group of rows (see ``forward``); the media are
+        encoded once for the whole batch, their cross-attention keys/values per group."""
+        labelled = labels != IGNORE_INDEX
+        positions = torch.arange(labels.shape[1], device=labels.device)
+        # a row needs its tokens up to its last label (0: no label, no loss: the row is left out)
+        lengths = torch.where(labelled, positions + 1, 0).amax(1)  # (B,)
+        encoded = None if media is None or media.is_empty else self.encode_media(media)
+        parts = []
+        for rows in length_groups(lengths, groups):
+            n = int(lengths[rows].max())
+            context = None
+            if encoded is not None:
+                tokens, mask = encoded[0][rows], encoded[1][rows]  # media are left-aligned
+                n_media = max(1, int(mask.sum(1).max()))
+                context = self.decoder.prepare_media(tokens[:, :n_media], mask[:, :n_media])
+                context.rows = rows
+            hidden = self.decoder.hidden(token_ids[rows, :n], context)
+            parts.append(self._labelled_logits(hidden, labels[rows, :n]))
+        return parts
 
     def save_pretrained(self, path: str | Path, tokenizer=None, card: str | None = None) -> Path:
         from mmllm.checkpoint import save_checkpoint

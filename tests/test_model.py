@@ -170,6 +170,39 @@ def test_labelled_logits_only_gives_the_same_loss_and_gradients(model, media, to
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
+@pytest.mark.parametrize("per_example", [False, True], ids=["per_token", "per_example"])
+def test_length_groups_give_the_same_loss_and_gradients(model, media, token_ids, per_example):
+    open_gates(model.train())
+    labels = token_ids.clone()
+    labels[:, :5] = IGNORE_INDEX  # the prompt
+    labels[0, 7:] = IGNORE_INDEX  # right padding: rows of 7, 12 and 9 tokens
+    labels[2, 9:] = IGNORE_INDEX
+    losses, grads = [], []
+    for groups in (1, 2, 3):
+        model.zero_grad()
+        kwargs = dict(labelled_logits_only=True, loss_per_example=per_example)
+        loss = model(token_ids, media, labels=labels, length_groups=groups, **kwargs).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(
+            torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        )
+    for loss, grad in zip(losses[1:], grads[1:], strict=True):
+        torch.testing.assert_close(loss, losses[0])
+        torch.testing.assert_close(grad, grads[0], atol=1e-6, rtol=1e-4)
+
+
+def test_length_groups_cut_where_the_fewest_positions_are_computed():
+    from mmllm.grouping import length_groups
+
+    lengths = torch.tensor([30, 5, 0, 6, 31, 5])
+    groups = [g.tolist() for g in length_groups(lengths, 2)]
+    assert groups == [[1, 5, 3], [0, 4]]  # 3 x 6 + 2 x 31 positions; row 2 (no label) in none
+    assert [g.tolist() for g in length_groups(lengths, 1)] == [[1, 5, 3, 0, 4]]
+    assert len(length_groups(torch.tensor([4, 4, 4]), 3)) == 1  # equal rows: one group
+    assert length_groups(torch.tensor([0, 0]), 2) == []
+
+
 def with_media_extras(image_positions: bool = True, null_tokens: int = 2) -> MultimodalLM:
     import dataclasses
 

@@ -121,6 +121,39 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
     assert wrapped.last_attend_loss == pytest.approx(float(torch.stack(logs).mean()), rel=1e-5)
 
 
+def test_length_groups_give_the_same_losses_and_gradients_with_the_image_losses():
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=320)
+    model = MultimodalLM(config).train()
+    source = build_source("synthetic:train", image_size=32)  # images, sounds, both, captions
+    records = [source[i] for i in range(24)]
+    tokenizer = Tokenizer.train([r.prompt + " " + r.target for r in records], vocab_size=300)
+    grid = token_grid(model)
+    processor = MediaProcessor(config.image, config.audio, truncate_audio=True)
+    collator = Collator(tokenizer, processor, 48, lambda s, r: image_targets(s, r, grid))
+    batch = collator(records)
+    wrapped = WithImageLosses(model, PatchHead(config.decoder.dim), weight=0.5, attend_weight=1.0)
+    results = []
+    for groups in (1, 3):
+        wrapped.zero_grad()
+        loss = wrapped(
+            batch.token_ids,
+            batch.media,
+            labels=batch.labels,
+            patch_targets=batch.patch_targets,
+            labelled_logits_only=True,
+            length_groups=groups,
+        ).loss
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in wrapped.parameters() if p.grad is not None])
+        results.append((loss.detach(), wrapped.last_attend_loss, grads))
+    (loss1, attend1, grads1), (loss3, attend3, grads3) = results
+    assert attend1 > 0
+    assert attend3 == pytest.approx(attend1, rel=1e-5)
+    torch.testing.assert_close(loss3, loss1)
+    torch.testing.assert_close(grads3, grads1, atol=1e-6, rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     "losses", [dict(patch_weight=1.0), dict(attend_weight=1.0, batch_size=8, steps=30)]
 )

@@ -31,6 +31,7 @@ The head trains with the model but is not part of it: it is saved beside the tra
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
@@ -143,23 +144,31 @@ class WithImageLosses(nn.Module):
                 lambda _module, _inputs, output: captured.append(output[0])
             )
         ]
-        looks: list[torch.Tensor] = []  # per cross-attention layer: (S, H, N_img)
+        # per cross-attention layer, per call (one, or one per length group of rows): which
+        # of the named questions it saw (S_call,) and their weights (S_call, H, N_img)
+        looks: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         named = None
         if self.attend_weight and media is not None and media.pixels is not None:
             named = _named_questions(patch_targets, media.image_index, kwargs["labels"])
         if named is not None:
             rows, positions, tokens = named[0], named[1], patch_targets.shape[1]
 
-            def look(module, args, _output):
+            def look(layer, module, args, _output):
                 x, (k, v), context = args
+                if context.rows is None:  # every row of the batch, in order
+                    which, local = torch.arange(len(rows), device=rows.device), rows
+                else:  # a group of rows: the named questions among them, and where they are
+                    here = context.rows.to(rows.device)[None, :] == rows[:, None]  # (S, B_g)
+                    which = here.any(1).nonzero().flatten()
+                    local = here[which].long().argmax(1)
                 weights = module.attention_weights(
-                    x[rows, positions][:, None], (k[rows], v[rows]), context.select(rows)
-                )  # (S, H, 1, N_media); an image questioned here is its sample's first item
-                looks.append(weights[:, :, 0, :tokens])
+                    x[local, positions[which]][:, None], (k[local], v[local]), context.select(local)
+                )  # (S_call, H, 1, N_media); an image questioned here is its sample's first item
+                looks.setdefault(layer, []).append((which, weights[:, :, 0, :tokens]))
 
             hooks += [
-                layer.cross_attn.register_forward_hook(look)
-                for layer in self.model.decoder.layers
+                layer.cross_attn.register_forward_hook(functools.partial(look, i))
+                for i, layer in enumerate(self.model.decoder.layers)
                 if hasattr(layer, "cross_attn")
             ]
         try:
@@ -176,8 +185,12 @@ class WithImageLosses(nn.Module):
         loss = out.loss + self.weight * extra
         self.last_attend_loss = 0.0  # logged as 0 for a batch without such a question
         if looks:
-            wanted = _head_targets(named[2], looks[0].shape[1]).to(looks[0].dtype)
-            shares = torch.stack([(w * wanted).sum(-1) for w in looks])  # (layers, S, H)
+            per_layer = []  # (S, H, N_img) each, the named questions in order
+            for calls in looks.values():
+                which = torch.cat([w for w, _ in calls])
+                per_layer.append(torch.cat([x for _, x in calls])[torch.argsort(which)])
+            wanted = _head_targets(named[2], per_layer[0].shape[1]).to(per_layer[0].dtype)
+            shares = torch.stack([(w * wanted).sum(-1) for w in per_layer])  # (layers, S, H)
             attend = -shares.clamp_min(1e-6).log().mean()
             self.last_attend_loss = float(attend.detach())
             loss = loss + self.attend_weight * attend

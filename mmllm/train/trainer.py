@@ -98,6 +98,14 @@ class TrainConfig:
             "patch_loss); that loss weighs this much"
         },
     )
+    length_groups: int = field(
+        default=2,
+        metadata={
+            "help": "the decoder runs each batch as up to this many groups of rows of similar "
+            "length, each padded only to its own longest (the same loss, up to rounding; "
+            "mmllm.grouping); 1: the whole batch at once"
+        },
+    )
     lora_rank: int = 0  # > 0: LoRA adapters on the LM (mmllm.lora), trained in every stage
     lora_alpha: float = 16.0
     lora_targets: str = "q_proj,v_proj"  # comma-separated, from mmllm.config.LORA_TARGETS
@@ -299,6 +307,7 @@ def train(cfg: TrainConfig) -> Path:
                     labels=batch.labels,
                     labelled_logits_only=True,
                     loss_per_example=cfg.loss_per_example,
+                    length_groups=cfg.length_groups,
                     **extra,
                 ).loss
                 (loss / len(micro_batches)).backward()
