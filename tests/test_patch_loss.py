@@ -10,7 +10,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from mmllm import MultimodalLM
-from mmllm.data.collate import Collator, Record
+from mmllm.data.collate import Collator, Record, TrainBatch
 from mmllm.data.sources import SyntheticSource, build_source
 from mmllm.errors import CheckpointError, ConfigError
 from mmllm.processing import MediaProcessor
@@ -71,6 +71,18 @@ def test_a_batch_carries_each_synthetic_image_s_targets_in_pixel_order():
     assert batch.to("cpu").patch_targets is not None
 
 
+def synthetic_batch(model: MultimodalLM, spec: str) -> tuple[list[Record], TrainBatch]:
+    """24 records of the synthetic data ``spec`` (32-px images) and their batch with image
+    targets, through a small tokenizer trained on them."""
+    source = build_source(spec, image_size=32)
+    records = [source[i] for i in range(24)]
+    tokenizer = Tokenizer.train([r.prompt + " " + r.target for r in records], vocab_size=300)
+    grid, config = token_grid(model), model.config
+    processor = MediaProcessor(config.image, config.audio, truncate_audio=True)
+    collator = Collator(tokenizer, processor, 48, lambda s, r: image_targets(s, r, grid))
+    return records, collator(records)
+
+
 def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
     torch.manual_seed(0)
     config = tiny_config(vocab_size=320)
@@ -80,13 +92,8 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
             if hasattr(layer, "cross_attn"):
                 layer.cross_attn.q_proj.weight.mul_(30.0)
     only_images = "image_vqa=1&audio_vqa=0&both_vqa=0&image_caption=0&audio_caption=0"
-    source = build_source(f"synthetic:train?{only_images}", image_size=32)
-    records = [source[i] for i in range(24)]
-    tokenizer = Tokenizer.train([r.prompt + " " + r.target for r in records], vocab_size=300)
+    records, batch = synthetic_batch(model, f"synthetic:train?{only_images}")
     grid = token_grid(model)
-    processor = MediaProcessor(config.image, config.audio, truncate_audio=True)
-    collator = Collator(tokenizer, processor, 48, lambda s, r: image_targets(s, r, grid))
-    batch = collator(records)
     maps = []  # every cross-attention layer's full weights (B, H, T, N)
     hooks = [
         layer.cross_attn.register_forward_hook(
@@ -125,13 +132,7 @@ def test_length_groups_give_the_same_losses_and_gradients_with_the_image_losses(
     torch.manual_seed(0)
     config = tiny_config(vocab_size=320)
     model = MultimodalLM(config).train()
-    source = build_source("synthetic:train", image_size=32)  # images, sounds, both, captions
-    records = [source[i] for i in range(24)]
-    tokenizer = Tokenizer.train([r.prompt + " " + r.target for r in records], vocab_size=300)
-    grid = token_grid(model)
-    processor = MediaProcessor(config.image, config.audio, truncate_audio=True)
-    collator = Collator(tokenizer, processor, 48, lambda s, r: image_targets(s, r, grid))
-    batch = collator(records)
+    _, batch = synthetic_batch(model, "synthetic:train")  # images, sounds, both, captions
     wrapped = WithImageLosses(model, PatchHead(config.decoder.dim), weight=0.5, attend_weight=1.0)
     results = []
     for groups in (1, 3):
