@@ -178,7 +178,7 @@ class MultimodalLM(nn.Module):
                 tokens, mask = encoded[0][rows], encoded[1][rows]  # media are left-aligned
                 n_media = max(1, int(mask.sum(1).max()))
                 context = self.decoder.prepare_media(tokens[:, :n_media], mask[:, :n_media])
-                context.rows = rows
+                context = dataclasses.replace(context, rows=rows)
             hidden = self.decoder.hidden(token_ids[rows, :n], context)
             parts.append(self._labelled_logits(hidden, labels[rows, :n]))
         return parts

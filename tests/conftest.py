@@ -44,6 +44,11 @@ def open_gates(model: MultimodalLM, value: float = 0.5) -> MultimodalLM:
     return model
 
 
+def flat_grads(module: torch.nn.Module) -> torch.Tensor:
+    """Every gradient ``module``'s parameters hold after a backward pass, as one flat vector."""
+    return torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None])
+
+
 def randomize(model: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
     """Random weights everywhere (norm scales around 1), so a wrong mapping cannot hide."""
     torch.manual_seed(0)

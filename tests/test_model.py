@@ -5,7 +5,7 @@ import torch
 
 from mmllm import MediaBatch, MediaLimitError, MultimodalLM
 from mmllm.model import IGNORE_INDEX
-from tests.conftest import make_media, open_gates, tiny_config
+from tests.conftest import flat_grads, make_media, open_gates, tiny_config
 
 
 @pytest.fixture(params=[False, True], ids=["plain", "qk_norm"])
@@ -163,9 +163,7 @@ def test_labelled_logits_only_gives_the_same_loss_and_gradients(model, media, to
         loss = model(token_ids, media, labels=labels, labelled_logits_only=only).loss
         loss.backward()
         losses.append(loss.detach())
-        grads.append(
-            torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-        )
+        grads.append(flat_grads(model))
     assert torch.allclose(losses[0], losses[1], atol=1e-6)
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
@@ -184,9 +182,7 @@ def test_length_groups_give_the_same_loss_and_gradients(model, media, token_ids,
         loss = model(token_ids, media, labels=labels, length_groups=groups, **kwargs).loss
         loss.backward()
         losses.append(loss.detach())
-        grads.append(
-            torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-        )
+        grads.append(flat_grads(model))
     for loss, grad in zip(losses[1:], grads[1:], strict=True):
         torch.testing.assert_close(loss, losses[0])
         torch.testing.assert_close(grad, grads[0], atol=1e-6, rtol=1e-4)

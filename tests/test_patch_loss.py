@@ -26,7 +26,7 @@ from mmllm.train.patch_loss import (
     token_grid,
 )
 from mmllm.train.trainer import train
-from tests.conftest import tiny_config
+from tests.conftest import flat_grads, tiny_config
 from tests.test_train import small_run, weights
 
 
@@ -146,8 +146,7 @@ def test_length_groups_give_the_same_losses_and_gradients_with_the_image_losses(
             length_groups=groups,
         ).loss
         loss.backward()
-        grads = torch.cat([p.grad.flatten() for p in wrapped.parameters() if p.grad is not None])
-        results.append((loss.detach(), wrapped.last_attend_loss, grads))
+        results.append((loss.detach(), wrapped.last_attend_loss, flat_grads(wrapped)))
     (loss1, attend1, grads1), (loss3, attend3, grads3) = results
     assert attend1 > 0
     assert attend3 == pytest.approx(attend1, rel=1e-5)

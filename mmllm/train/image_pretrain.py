@@ -300,7 +300,7 @@ def pretrain_image_encoder(cfg: ImagePretrainConfig) -> Path:
         num_workers=cfg.num_workers,
     )
     losses: list[float] = []
-    bar = tqdm(total=cfg.steps, desc="image pretrain")
+    bar = tqdm(total=cfg.steps, disable=None, desc="image pretrain")  # a bar on a terminal only
     for step, (pixels, bits, classes, patches) in enumerate(loader):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
