@@ -91,18 +91,16 @@ TINY_MIX = (
 TINY_MIX_STAGE = dict(
     **TINY_STAGE, data=TINY_MIX, steps=300, lr=1e-4, warmup=20, save_every=100, max_minutes=3.5
 )
+# a short stage of a few image questions alone with the decoder only (stages 3 and 5): the
+# encoders and projectors frozen, so the image tokens keep what they say
+TINY_DECODER_STAGE = dict(
+    **TINY_STAGE, stage="decoder", steps=300, lr=3e-4, warmup=20, save_every=100, max_minutes=2.5
+)
 # image questions alone, only those given here (weight 1)
 _IMAGE_ONLY = (
     "synthetic:train?image_vqa=1&audio_vqa=0&both_vqa=0&image_caption=0&audio_caption=0"
     "&color=0&shape=0&presence=0&position_x=0&position_y=0&relation_x=0&relation_y=0&size=0"
     "&text=0&count=0&count_kind=0"
-)
-
-
-# a short stage of a few image questions alone with the decoder only (stages 3 and 5): the
-# encoders and projectors frozen, so the image tokens keep what they say
-TINY_DECODER_STAGE = dict(
-    **TINY_STAGE, stage="decoder", steps=300, lr=3e-4, warmup=20, save_every=100, max_minutes=2.5
 )
 
 
@@ -165,9 +163,9 @@ RECIPES = {
             dict(**TINY_MIX_STAGE, seed=5),
             dict(
                 **TINY_DECODER_STAGE,
-                # relations and presence alone, as counting in stage 3: the
-                # two binding questions ("is the star left of the circle?", "is there a red
-                # star?") that mixes leave at ~85% and ~90% read the tokens right after it
+                # relations and presence alone, as counting in stage 3: the two binding
+                # questions ("is the star left of the circle?", "is there a red star?") that
+                # mixes leave at ~85% and ~90% read the tokens right after it
                 data=_image_questions_alone("presence", "relation_x", "relation_y"),
                 seed=7,
             ),
