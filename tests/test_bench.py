@@ -28,6 +28,8 @@ def test_bench_quick_report_is_well_formed(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "VisionEncoderDecoderModel" in text and "| captioning, batch 8 |" in text
     assert "mmllm eager" in text
+    chip = report["machine"]["processor"] or "unnamed processor"  # the CPU's model name
+    assert f"Machine: {chip} (" in text
 
 
 @pytest.mark.skipif(not has_compiler(), reason="torch.compile on the CPU needs a C++ compiler")

@@ -96,6 +96,20 @@ class Comparison:
         }
 
 
+def processor_name(device: str) -> str:
+    """The chip a report was measured on: the GPU's name on CUDA, else the CPU's model name from
+    ``/proc/cpuinfo`` (Linux), else whatever ``platform.processor()`` says (may be empty)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def machine_limits(threads: int, device: str) -> dict:
     """Measured fp32 matmul FLOP/s and memory bandwidth (large tensor sum), best of 5."""
     torch.set_num_threads(threads)
@@ -253,7 +267,7 @@ def run_bench(
     report = {
         "machine": {
             "platform": f"{platform.machine()} {platform.system()}",
-            "processor": platform.processor(),
+            "processor": processor_name(device),
             "threads": threads,
             "device": device,
             "torch": torch.__version__,
@@ -289,7 +303,8 @@ def markdown(report: dict) -> str:
     m, s = report["machine"], report["settings"]
     comp = report["comparison"]
     lines = [
-        f"Machine: {m['platform']}, {m['threads']} thread(s), {m['device']}, torch {m['torch']}; "
+        f"Machine: {m['processor'] or 'unnamed processor'} ({m['platform']}), "
+        f"{m['threads']} thread(s), {m['device']}, torch {m['torch']}; "
         f"measured {m['matmul_gflops']:.0f} GFLOP/s fp32 matmul, {m['bandwidth_gbs']:.1f} GB/s.",
         f"Size `{s['size']}`, greedy, exactly {s['new_tokens']} new tokens, {s['rounds']} "
         "alternating rounds after warm-up. Ratio = their time / our time (higher is better for "
