@@ -13,7 +13,13 @@ import torch
 
 
 class KVCache:
-    """Self-attention keys/values ``(L, B, H_kv, T_max, hd)`` and how many positions are filled."""
+    """Self-attention keys/values, a pair ``(B, H_kv, T_max, hd)`` per layer, and how many
+    positions are filled.
+
+    Each layer's buffers are separate tensors, not views of one stacked buffer: compiled decoding
+    (``mmllm.compiled``) writes them in place, and views of one buffer made inductor copy the
+    whole of it at every step (~10x the attention's time at batch 8).
+    """
 
     def __init__(
         self,
@@ -26,16 +32,16 @@ class KVCache:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ):
-        shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self._layers = self._layer_views()
+        shape = (batch_size, n_kv_heads, max_len, head_dim)
+        self.layers = [
+            (
+                torch.zeros(shape, device=device, dtype=dtype),
+                torch.zeros(shape, device=device, dtype=dtype),
+            )
+            for _ in range(n_layers)
+        ]
         self.max_len = max_len
         self.length = 0
-
-    def _layer_views(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per-layer views ``(B, H_kv, T_max, hd)`` of ``k`` and ``v``, taken once."""
-        return [(self.k[i], self.v[i]) for i in range(self.k.shape[0])]
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
@@ -44,7 +50,7 @@ class KVCache:
         end = self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} positions > capacity {self.max_len}")
-        keys, values = self._layers[layer]
+        keys, values = self.layers[layer]
         keys.narrow(2, self.length, k.shape[2]).copy_(k)
         values.narrow(2, self.length, v.shape[2]).copy_(v)
         return keys.narrow(2, 0, end), values.narrow(2, 0, end)
@@ -55,9 +61,7 @@ class KVCache:
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Keep rows ``rows`` (B',) in this order (beam search, dropping finished rows)."""
-        self.k = self.k[:, rows]
-        self.v = self.v[:, rows]
-        self._layers = self._layer_views()
+        self.layers = [(k[rows], v[rows]) for k, v in self.layers]
 
 
 @dataclass

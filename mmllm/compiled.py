@@ -45,20 +45,20 @@ CALL_PATCH = {"freezing": True, "max_autotune_report_choices_stats": False}
 
 
 class SlotCache:
-    """A ``KVCache``'s buffers ``(L, B, H_kv, T_max, hd)`` written at one slot per step.
+    """A ``KVCache``'s per-layer buffers ``(B, H_kv, T_max, hd)`` written at one slot per step.
 
     ``slot`` ``(1,)`` is the position being written, the same for every row (prompts are
     left-padded to one length). ``update`` returns the whole buffers, so shapes never change.
     """
 
-    def __init__(self, k: torch.Tensor, v: torch.Tensor, slot: torch.Tensor):
-        self.k, self.v, self.slot = k, v, slot
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], slot: torch.Tensor):
+        self.keys, self.values, self.slot = keys, values, slot
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write ``k``/``v`` ``(B, H_kv, 1, hd)`` at ``slot``; return every slot's keys/values."""
-        keys, values = self.k[layer], self.v[layer]
+        keys, values = self.keys[layer], self.values[layer]
         keys.index_copy_(2, self.slot, k)
         values.index_copy_(2, self.slot, v)
         return keys, values
@@ -77,21 +77,22 @@ class DecodeStep(nn.Module):
         positions: torch.Tensor,
         slot: torch.Tensor,
         key_valid: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
+        keys: list[torch.Tensor],
+        values: list[torch.Tensor],
         media: MediaContext | None,
     ) -> torch.Tensor:
         """Next-token logits ``(B, V)`` for ``token_ids`` ``(B, 1)`` at ``positions`` ``(B, 1)``.
 
         slot ``(1,)``: the cache position written now; key_valid ``(B, T_max)``: False for each
-        row's left padding; k, v: the cache buffers ``(L, B, H_kv, T_max, hd)``, written in place.
+        row's left padding; keys, values: each layer's cache buffers ``(B, H_kv, T_max, hd)``,
+        written in place.
         """
         dec = self.decoder
         x = dec.embed_tokens(token_ids)  # (B, 1, D)
         rope = dec.rotary(positions, x.dtype)
-        written = torch.arange(k.shape[3], device=k.device) <= slot  # (T_max,)
+        written = torch.arange(keys[0].shape[2], device=slot.device) <= slot  # (T_max,)
         mask = (key_valid & written)[:, None, None, :]  # (B, 1, 1, T_max)
-        x = dec.blocks(x, rope, mask, SlotCache(k, v, slot), media)
+        x = dec.blocks(x, rope, mask, SlotCache(keys, values, slot), media)
         return dec.logits(dec.norm(x))[:, -1]
 
 
@@ -168,14 +169,16 @@ class CompiledDecoding:
             positions[:, None],
             torch.tensor([slot], device=next_ids.device),
             key_valid,
-            cache.k,
-            cache.v,
+            [k for k, _ in cache.layers],
+            [v for _, v in cache.layers],
             media,
         )
+        first = cache.layers[0][0]
         shape = (
-            tuple(cache.k.shape),
-            cache.k.dtype,
-            cache.k.device,
+            len(cache.layers),
+            tuple(first.shape),
+            first.dtype,
+            first.device,
             media is None,  # text only and media without cross-attention layers: two graphs
             tuple(media.kv[0][0].shape) if media is not None and media.kv else None,
         )

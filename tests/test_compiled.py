@@ -8,6 +8,7 @@ import torch
 
 import mmllm
 from mmllm import ConfigError
+from mmllm.cache import KVCache
 from mmllm.compiled import check_compiler, has_compiler, stdin_kept
 from mmllm.data.sources import SyntheticSource
 from mmllm.generate import SamplingConfig
@@ -79,3 +80,15 @@ def test_stdin_is_put_back_when_closed_or_replaced_inside():
         os.dup2(original, 0)
         for fd in (original, read_end, write_end):
             os.close(fd)
+
+
+def test_kv_cache_layers_are_separate_buffers():
+    """Each layer's keys/values are their own tensors, also after a beam reorder: compiled
+    decoding writes them in place, where views of one stacked buffer made inductor copy all of
+    it at every step."""
+    cache = KVCache(3, 2, 2, 8, 4)
+    for _ in range(2):
+        buffers = [t for pair in cache.layers for t in pair]
+        assert len({t.untyped_storage().data_ptr() for t in buffers}) == len(buffers) == 6
+        assert all(t.shape == (2, 2, 8, 4) and t.is_contiguous() for t in buffers)
+        cache.reorder(torch.tensor([1, 0]))
