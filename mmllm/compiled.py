@@ -13,8 +13,9 @@ packed for them. That needs shapes that never change from one step to the next, 
 - positions arrive as tensors, never as Python ints;
 - each layer's cache is its own tensor (``KVCache.layers``), written in place; attention runs as
   plain products and a softmax (``SDPBackend.MATH``) that inductor fuses into its own loops.
-  Measured (torch.profiler) at batch 8 on a 2-core CPU, a step fell from ~4.9 ms to ~2.0 ms with these two (the
-  whole stacked cache was copied every step; the fused attention op cost ~150 us a layer).
+  Measured (torch.profiler) at batch 8 on a 2-core CPU, a step fell from ~4.9 ms to ~2.0 ms
+  with these two (the whole stacked cache was copied every step; the fused attention op cost
+  ~150 us a layer).
 
 The step compiles once per batch size and media length (and once for text without media);
 later requests of a known shape reuse it (past ``torch._dynamo.config.recompile_limit``, 8
