@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--compile",
             action="store_true",
-            help="compiled decoding: each batch size first compiles for tens of seconds, then "
+            help="compiled decoding: each batch size first compiles for a minute or more, then "
             "decodes faster (for many files; needs a C++ compiler on the CPU)",
         )
         _add_model_flags(p)

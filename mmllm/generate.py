@@ -126,9 +126,12 @@ def stream_ids(
     ``pad_id`` afterwards. Stops when every row is done or after ``max_new_tokens``.
     ``suppress_ids`` (e.g. padding and prompt markers) are never generated.
     """
+    compiled = model.decoder.compiled  # None unless model.compile_decoding() was called
+    if compiled is not None:  # prompts of similar lengths share one compiled prompt pass
+        longest = model.config.decoder.max_seq_len - sampling.max_new_tokens
+        token_ids, attention_mask = compiled.bucketed(token_ids, attention_mask, pad_id, longest)
     B, T = token_ids.shape
     device = token_ids.device
-    compiled = model.decoder.compiled  # None unless model.compile_decoding() was called
     cache, full_mask = start_decode(
         model, attention_mask, sampling.max_new_tokens, whole=compiled is not None
     )
@@ -138,8 +141,12 @@ def stream_ids(
     done = torch.zeros(B, dtype=torch.bool, device=device)
     mask = decode_mask(full_mask)
     with autocast_for(device):
-        hidden = model.decoder.hidden(token_ids, context, _upto(mask, T), cache=cache)
-        logits = model.decoder.logits(hidden[:, -1])  # the head at the last position only
+        if compiled is not None:
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # as hidden() counts
+            logits = compiled.prompt(token_ids, positions, full_mask, cache, context)
+        else:
+            hidden = model.decoder.hidden(token_ids, context, _upto(mask, T), cache=cache)
+            logits = model.decoder.logits(hidden[:, -1])  # the head at the last position only
     first_position = attention_mask.sum(1)  # (B,): positions count each row's real tokens
     suppress = torch.tensor(suppress_ids, dtype=torch.long, device=device)
     for step in range(sampling.max_new_tokens):

@@ -55,18 +55,23 @@ class MultimodalLM(nn.Module):
             dim, config.max_media_items, image_tokens, config.projector.null_tokens
         )
         self.decoder = Decoder(config.decoder)
+        self.compiled_images = None  # a mmllm.compiled.CompiledImages, set by compile_decoding()
         if config.lora is not None:
             add_lora(self.decoder, config.lora)
 
     def compile_decoding(self, options: dict | None = None) -> MultimodalLM:
-        """Generate through one compiled fixed-shape decode step (``mmllm.compiled``): tens of
-        seconds to compile per batch size and media length, then each step ~3x faster on a CPU
-        at batch 1. For inference: the weights are frozen into the compiled code. ``options``:
-        inductor settings instead of ``mmllm.compiled.COMPILE_OPTIONS``. Returns the model."""
-        from mmllm.compiled import CompiledDecoding, check_compiler
+        """Generate through a compiled fixed-shape decode step and prompt pass, and encode
+        images through a compiled encoder (``mmllm.compiled``): a minute or more to compile per
+        batch size, prompt bucket and media length, then each step ~3x faster on a CPU at batch
+        1. For inference: the weights are frozen into the compiled code (the compiled encoder
+        runs only where gradients are off). ``options``: inductor settings instead of
+        ``mmllm.compiled.COMPILE_OPTIONS``. Returns the model."""
+        from mmllm.compiled import CompiledDecoding, CompiledImages, check_compiler
 
         check_compiler(next(self.parameters()).device)
         self.decoder.compiled = CompiledDecoding(self.decoder, options)
+        if self.image_encoder is not None:
+            self.compiled_images = CompiledImages(self.image_encoder, self.image_projector, options)
         return self
 
     def open_gates(self, value: float) -> None:
@@ -85,7 +90,10 @@ class MultimodalLM(nn.Module):
         if media.pixels is not None:
             if self.image_encoder is None:
                 raise InputError("this model has no image encoder; it cannot take images")
-            tokens, mask = self.image_projector(*self.image_encoder(media.pixels))
+            if self.compiled_images is not None and not torch.is_grad_enabled():
+                tokens, mask = self.compiled_images(media.pixels)
+            else:
+                tokens, mask = self.image_projector(*self.image_encoder(media.pixels))
             pieces.append((IMAGE, tokens, mask, media.image_index))
         if media.waveform is not None:
             if self.audio_encoder is None:

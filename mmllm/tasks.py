@@ -83,9 +83,9 @@ def load(
     device: default CUDA when present, else CPU. Weights stay fp32 unless ``dtype`` says
     otherwise; on CUDA, inference runs under bf16 autocast.
     quantize: ``"int8"`` quantizes the linear layers for faster CPU inference.
-    compile: generate through a compiled decode step (``MultimodalLM.compile_decoding``):
-    each new batch size or media length first compiles for tens of seconds, then decodes
-    several times faster. Not with ``quantize``.
+    compile: generate through a compiled decode step, prompt pass and image encoder
+    (``MultimodalLM.compile_decoding``): each new batch size, prompt bucket or media length
+    first compiles for a minute or more, then decodes several times faster. Not with ``quantize``.
     """
     if compile and quantize is not None:
         raise ConfigError("compile and quantize do not combine: choose one")

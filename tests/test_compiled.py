@@ -9,8 +9,10 @@ import torch
 import mmllm
 from mmllm import ConfigError
 from mmllm.cache import KVCache
-from mmllm.compiled import check_compiler, has_compiler, stdin_kept
+from mmllm.compiled import PROMPT_BUCKET, bucketed, check_compiler, has_compiler, stdin_kept
+from mmllm.config import DecoderConfig
 from mmllm.data.sources import SyntheticSource
+from mmllm.decoder import Decoder
 from mmllm.generate import SamplingConfig
 
 needs_compiler = pytest.mark.skipif(
@@ -39,6 +41,10 @@ def test_compiled_greedy_equals_eager_and_compiles_once_per_shape(tiny_checkpoin
     got = compiled._run(prompts, images, audio, sampling)
     assert got == want
     assert len(set(got)) > 1  # the rows really differ
+    decoding = compiled.model.decoder.compiled
+    # the prompt pass, the decode step and the image encoder all ran compiled
+    assert decoding.prompt_step.shapes and decoding.step.shapes
+    assert compiled.model.compiled_images.compiled.shapes
     frames = torch._dynamo.utils.counters["frames"]["ok"]
     assert compiled._run(prompts, images, audio, sampling) == want  # the same shapes again
     assert torch._dynamo.utils.counters["frames"]["ok"] == frames  # ...reuse the compiled step
@@ -92,3 +98,26 @@ def test_kv_cache_layers_are_separate_buffers():
         assert len({t.untyped_storage().data_ptr() for t in buffers}) == len(buffers) == 6
         assert all(t.shape == (2, 2, 8, 4) and t.is_contiguous() for t in buffers)
         cache.reorder(torch.tensor([1, 0]))
+
+
+def test_bucketed_prompts_give_the_same_logits():
+    """Compiled generation left-pads prompts to a multiple of PROMPT_BUCKET tokens: masked and
+    with positions counted over real tokens, the padding changes nothing but rounding."""
+    torch.manual_seed(0)
+    config = DecoderConfig(
+        vocab_size=64, dim=32, n_layers=2, n_heads=2, n_kv_heads=1, hidden_dim=64, max_seq_len=40
+    )
+    decoder = Decoder(config).eval()
+    token_ids = torch.randint(3, 64, (2, 5))
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, :2] = False  # the second prompt is left-padded already
+    padded_ids, padded_mask = bucketed(token_ids, mask, pad_id=0, longest=40)
+    assert padded_ids.shape == padded_mask.shape == (2, PROMPT_BUCKET)
+    assert padded_mask.sum(1).tolist() == [5, 3]
+    assert torch.equal(padded_ids[:, -5:], token_ids)
+    want = decoder(token_ids, attention_mask=mask)[:, -1]
+    got = decoder(padded_ids, attention_mask=padded_mask)[:, -1]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # never past the room the request leaves, never shorter than the prompt
+    assert bucketed(token_ids, mask, 0, longest=6)[0].shape[1] == 6
+    assert bucketed(token_ids, mask, 0, longest=3)[0] is token_ids
