@@ -83,12 +83,12 @@ def pick_next(
 
 
 def start_decode(
-    model: MultimodalLM, attention_mask: torch.Tensor, max_new_tokens: int, whole: bool = False
+    model: MultimodalLM, attention_mask: torch.Tensor, max_new_tokens: int, bucket: int = 1
 ) -> tuple[KVCache, torch.Tensor]:
     """A KV cache for prompt + ``max_new_tokens`` and the full-length attention mask
     ``(B, T + max_new_tokens)`` (the prompt's mask, then ones); refuses an over-long request.
-    ``whole``: both sized to the model's whole context instead (compiled decoding's fixed
-    shapes)."""
+    ``bucket``: both lengths rounded up to a multiple of it, at most the model's context
+    (compiled decoding's fixed shapes: requests of similar lengths share one compiled step)."""
     B, T = attention_mask.shape
     context = model.config.decoder.max_seq_len
     if T + max_new_tokens > context:
@@ -96,7 +96,7 @@ def start_decode(
             f"prompt of {T} tokens + {max_new_tokens} new tokens exceeds the model's "
             f"context of {context} tokens"
         )
-    total = context if whole else T + max_new_tokens
+    total = min(-(-(T + max_new_tokens) // bucket) * bucket, context)
     device = attention_mask.device
     dtype = next(model.decoder.parameters()).dtype
     cache = model.decoder.new_cache(B, total, device, dtype)
@@ -132,9 +132,8 @@ def stream_ids(
         token_ids, attention_mask = compiled.bucketed(token_ids, attention_mask, pad_id, longest)
     B, T = token_ids.shape
     device = token_ids.device
-    cache, full_mask = start_decode(
-        model, attention_mask, sampling.max_new_tokens, whole=compiled is not None
-    )
+    bucket = compiled.cache_bucket if compiled is not None else 1
+    cache, full_mask = start_decode(model, attention_mask, sampling.max_new_tokens, bucket)
     generator = None
     if sampling.seed is not None:
         generator = torch.Generator(device=device).manual_seed(sampling.seed)

@@ -7,13 +7,20 @@ import pytest
 import torch
 
 import mmllm
-from mmllm import ConfigError
+from mmllm import ConfigError, GenerationError
 from mmllm.cache import KVCache
-from mmllm.compiled import PROMPT_BUCKET, bucketed, check_compiler, has_compiler, stdin_kept
+from mmllm.compiled import (
+    CACHE_BUCKET,
+    PROMPT_BUCKET,
+    bucketed,
+    check_compiler,
+    has_compiler,
+    stdin_kept,
+)
 from mmllm.config import DecoderConfig
 from mmllm.data.sources import SyntheticSource
 from mmllm.decoder import Decoder
-from mmllm.generate import SamplingConfig
+from mmllm.generate import SamplingConfig, start_decode
 
 needs_compiler = pytest.mark.skipif(
     not has_compiler(), reason="torch.compile on the CPU needs a C++ compiler"
@@ -32,6 +39,7 @@ def test_compiled_greedy_equals_eager_and_compiles_once_per_shape(tiny_checkpoin
     compiled = mmllm.load(tiny_checkpoint, device="cpu")
     # inductor's default settings: the same fixed-shape step, compiled faster than max-autotune
     compiled.model.compile_decoding(options={})
+    compiled.model.decoder.compiled.cache_bucket = 8  # a cache shorter than the context
     prompts = [r.prompt + " please" * i for i, r in enumerate(records)]  # ragged: left padding
     images = [r.images for r in records]
     audio = [r.audio if i % 2 else [] for i, r in enumerate(records)]  # some rows without audio
@@ -45,6 +53,8 @@ def test_compiled_greedy_equals_eager_and_compiles_once_per_shape(tiny_checkpoin
     # the prompt pass, the decode step and the image encoder all ran compiled
     assert decoding.prompt_step.shapes and decoding.step.shapes
     assert compiled.model.compiled_images.compiled.shapes
+    context = compiled.model.config.decoder.max_seq_len
+    assert all(key[2][0][2] < context for key in decoding.step.shapes)  # the cache's length
     frames = torch._dynamo.utils.counters["frames"]["ok"]
     assert compiled._run(prompts, images, audio, sampling) == want  # the same shapes again
     assert torch._dynamo.utils.counters["frames"]["ok"] == frames  # ...reuse the compiled step
@@ -121,3 +131,21 @@ def test_bucketed_prompts_give_the_same_logits():
     # never past the room the request leaves, never shorter than the prompt
     assert bucketed(token_ids, mask, 0, longest=6)[0].shape[1] == 6
     assert bucketed(token_ids, mask, 0, longest=3)[0] is token_ids
+
+
+def test_compiled_cache_is_sized_to_the_request_in_buckets(tiny_checkpoint):
+    """Every compiled step reads its whole KV cache: it holds prompt + new tokens rounded up to
+    CACHE_BUCKET positions (one compiled step per bucket), never more than the context."""
+    model = mmllm.load(tiny_checkpoint, device="cpu").model
+    context = model.config.decoder.max_seq_len
+    prompt_mask = torch.ones(2, 10, dtype=torch.bool)
+    prompt_mask[1, :3] = False
+    cache, mask = start_decode(model, prompt_mask, 20, bucket=16)
+    assert cache.layers[0][0].shape[2] == mask.shape[1] == 32
+    assert torch.equal(mask[:, :10], prompt_mask) and bool(mask[:, 10:].all())
+    cache, mask = start_decode(model, prompt_mask, 20)  # eager: exactly the request
+    assert mask.shape[1] == 30
+    cache, mask = start_decode(model, prompt_mask, context - 10, bucket=CACHE_BUCKET)
+    assert mask.shape[1] == context  # capped at the context
+    with pytest.raises(GenerationError, match="exceeds the model's context"):
+        start_decode(model, prompt_mask, context - 9, bucket=CACHE_BUCKET)
