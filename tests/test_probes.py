@@ -81,3 +81,51 @@ def test_attention_plot_is_a_png_per_question_and_layer(tiny_checkpoint, tmp_pat
         assert png.height > 2 * 150
     with pytest.raises(InputError, match="needs an image or a clip"):
         plot_attention(mm, ["what is it?"], None, tmp_path / "b.png")
+
+
+def test_feature_probe_learns_what_the_cells_hold():
+    """The probe reads the answer off the feature cells when they hold it: here the answer is
+    the brightest channel of the cells; the question words are noise."""
+    from mmllm.eval.feature_probe import train_probe
+
+    g = torch.Generator().manual_seed(0)
+
+    def make(n):
+        answers = torch.randint(0, 4, (n,), generator=g)
+        cells = torch.randn(n, 9, 4, generator=g) * 0.1
+        cells[torch.arange(n), :, answers] += 1.0
+        words = torch.randint(2, 6, (n, 3), generator=g)
+        return words, cells.half(), answers
+
+    words, cells, answers = make(512)
+    test_words, test_cells, test_answers = make(128)
+    predicted = train_probe((words, cells, answers), (test_words, test_cells), 6, 4, 4, seed=0)
+    assert (predicted == test_answers).float().mean() > 0.9
+
+
+def test_feature_probe_runs_on_each_feature_set(tmp_path):
+    from torchvision.models import mobilenet_v2
+
+    from mmllm import InputError
+    from mmllm.eval.feature_probe import markdown, plot, run
+
+    torch.manual_seed(0)
+    torch.save(mobilenet_v2().state_dict(), tmp_path / "mnv2.pth")
+    names = ["mobilenet_v2@32", "mobilenet_v2@16", "mmllm-tiny"]
+    result = run(names, n_train=24, n_test=16, epochs=1, weights=str(tmp_path / "mnv2.pth"), seed=0)
+    sets = result["features"]
+    assert list(sets) == names
+    shapes = [(sets[n]["cells"], sets[n]["channels"]) for n in names]
+    assert shapes[:2] == [(49, 1280), (196, 96)]
+    assert shapes[2][0] == mmllm.load("mmllm-tiny").model.config.image.n_tokens
+    assert sum(result["questions_by_type"].values()) == 16
+    assert all(0 <= s["accuracy"] <= 1 and set(s["by_type"]) == set(result["questions_by_type"])
+               for s in sets.values())  # fmt: skip
+    table = markdown(result)
+    assert all(f"| {n} |" in table for n in names)
+    plot(result, tmp_path / "probe.png")
+    assert (tmp_path / "probe.png").stat().st_size > 0
+    with pytest.raises(InputError, match="stride"):
+        run(["mobilenet_v2@4"], 4, 4, 1, str(tmp_path / "mnv2.pth"), 0)
+    with pytest.raises(InputError, match="unknown feature set"):
+        run(["resnet@32"], 4, 4, 1, str(tmp_path / "mnv2.pth"), 0)
