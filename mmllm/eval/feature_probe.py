@@ -283,10 +283,11 @@ def plot(result: dict, path: Path) -> None:
         values = [r["by_type"][t] for t in types[:-1]] + [r["accuracy"]]
         ax.bar([x + i * width for x in range(len(types))], values, width, label=name)
     ax.set_xticks([x + 0.4 - width / 2 for x in range(len(types))], types)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.15)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("held-out accuracy")
     ax.set_title("A probe on frozen image features: synthetic image questions")
-    ax.legend()
+    ax.legend(loc="upper center", ncol=len(names), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
