@@ -106,6 +106,11 @@ def test_the_card_renders_every_measurement():
     for text in ("--steps 564`", "then: `mmllm train --recipe smol --steps 1250`", "one GPU (bf16"):
         assert text in card
     assert "Resumed once." in card
+    assert "Compiled decoding" not in card  # not measured: not claimed
+    latency["compiled"] = {"median_s": 0.5, "threads": 2, "warmup_s": 240.0}
+    card = render_card("mmllm-smol", config, run, train, metrics, 41.9)
+    assert "Compiled decoding (`compile=True`; fp32): 0.50 s (4.00x fp32 eager)" in card
+    assert "a compile of 4.0 min" in card
 
 
 def test_the_card_re_renders_from_scores_json_without_measuring(tmp_path, monkeypatch):
