@@ -124,19 +124,23 @@ def machine_limits(threads: int, device: str) -> dict:
         if dev.type == "cuda":
             torch.cuda.synchronize()
         flops = max(flops, 2 * n**3 / (time.perf_counter() - start))
-    return {"matmul_gflops": flops / 1e9, "bandwidth_gbs": memory_bandwidth(dev)}
+    return {"matmul_gflops": flops / 1e9, "bandwidth_gbs": memory_bandwidth(big_tensor(dev))}
 
 
-def memory_bandwidth(device: torch.device, repeats: int = 5) -> float:
-    """GB/s reading a 256 MB tensor (its sum), best of ``repeats``."""
-    big = torch.randn(64 * 2**20, device=device)
+def big_tensor(device: torch.device) -> torch.Tensor:
+    """256 MB of fp32, far more than any CPU cache: what :func:`memory_bandwidth` reads."""
+    return torch.randn(64 * 2**20, device=device)
+
+
+def memory_bandwidth(big: torch.Tensor, repeats: int = 5) -> float:
+    """GB/s reading ``big`` (its sum), best of ``repeats``."""
     best = 0.0
     for _ in range(repeats):
         start = time.perf_counter()
         big.sum()
-        if device.type == "cuda":
+        if big.device.type == "cuda":
             torch.cuda.synchronize()
-        best = max(best, big.numel() * 4 / (time.perf_counter() - start))
+        best = max(best, big.numel() * big.element_size() / (time.perf_counter() - start))
     return best / 1e9
 
 
@@ -240,11 +244,11 @@ def bandwidth_check(
         cmds = [{"op": "caption", "batch": 1, "new_tokens": n} for n in (new_tokens, 1)]
         for cmd in cmds:
             w.ask(**cmd)
-        rates, readings = [], []
+        rates, readings, big = [], [], big_tensor(torch.device("cpu"))
         for _ in range(rounds):
             full, first = (w.ask(**c)["seconds"] for c in cmds)
             rates.append((new_tokens - 1) / max(full - first, 1e-9))
-            readings.append(memory_bandwidth(torch.device("cpu"), repeats=3))
+            readings.append(memory_bandwidth(big, repeats=3))
     finally:
         w.close()
     shares = [decoder_bytes * r / 1e9 / gbs for r, gbs in zip(rates, readings, strict=True)]

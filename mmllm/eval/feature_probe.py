@@ -52,21 +52,18 @@ class MobileNetFeatures:
     all from one pass."""
 
     def __init__(self, strides: list[int], weights: str):
-        import torchvision
-
-        from encoders.hybrid import hybrid_config
-        from encoders.pretrained import read_state_dict
+        from encoders.hybrid import load_hybrid_encoder
         from mmllm.build import resolve_source
         from mmllm.processing import ImageProcessor
 
         for stride in strides:
             if stride not in MOBILENET_STAGE_END:
                 raise InputError(f"mobilenet_v2@{stride}: the stride must be 8, 16 or 32")
-        net = torchvision.models.mobilenet_v2()
-        net.load_state_dict(read_state_dict(resolve_source(weights, "image")))
+        # the smol recipe's image encoder with no adapter: its CNN is the whole network
+        encoder = load_hybrid_encoder("mobilenet_v2", resolve_source(weights, "image"), n_layers=0)
         self.ends = {MOBILENET_STAGE_END[s]: s for s in strides}
-        self.features = net.features[: max(self.ends) + 1].eval()
-        self.process = ImageProcessor(hybrid_config("mobilenet_v2", 224))
+        self.features = encoder.cnn[: max(self.ends) + 1]
+        self.process = ImageProcessor(encoder.config)
 
     def __call__(self, images: list) -> dict[int, torch.Tensor]:
         x = torch.stack([self.process(image) for image in images])
@@ -146,9 +143,13 @@ class Probe(nn.Module):
         return self.head((x * keep).sum(1) / keep.sum(1))
 
 
+def question_words(prompt: str) -> list[str]:
+    return prompt.lower().rstrip("?").split()
+
+
 def encode_questions(records: list, vocab: dict[str, int]) -> torch.Tensor:
     """Question words -> ids ``(n, L)`` (0: padding; words not in ``vocab``: 1)."""
-    rows = [[vocab.get(w, 1) for w in r.prompt.lower().rstrip("?").split()] for r in records]
+    rows = [[vocab.get(w, 1) for w in question_words(r.prompt)] for r in records]
     out = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
     for i, row in enumerate(rows):
         out[i, : len(row)] = torch.tensor(row)
@@ -202,7 +203,7 @@ def run(names: list[str], n_train: int, n_test: int, epochs: int, weights: str, 
     test_records = image_questions("heldout", n_test, seed)
     vocab: dict[str, int] = {}
     for r in train_records:
-        for w in r.prompt.lower().rstrip("?").split():
+        for w in question_words(r.prompt):
             vocab.setdefault(w, len(vocab) + 2)
     answer_ids = {a: i for i, a in enumerate(sorted({r.target for r in train_records}))}
     train_words, test_words = (encode_questions(rs, vocab) for rs in (train_records, test_records))
