@@ -78,7 +78,9 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 def cmd_data_tuxpaint(args: argparse.Namespace) -> int:
     from mmllm.data.tuxpaint import export_tuxpaint
 
-    counts = export_tuxpaint(Path(args.stamps), Path(args.out), espeak=not args.no_espeak)
+    counts = export_tuxpaint(
+        Path(args.stamps), Path(args.out), espeak=not args.no_espeak, svg=not args.no_svg
+    )
     print(json.dumps(counts))
     return EXIT_OK
 
@@ -434,13 +436,15 @@ def build_parser() -> argparse.ArgumentParser:
     tux = data_sub.add_parser(
         "tuxpaint",
         help="export the Tux Paint stamps (pictures, sound effects, speech) as JSONL + files",
-        epilog="example (Debian: apt-get install tuxpaint-stamps-default espeak-ng):\n"
+        epilog="example (Debian: apt-get install tuxpaint-stamps-default espeak-ng;\n"
+        "pip install cairosvg):\n"
         "  mmllm data tuxpaint --out data/tuxpaint",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tux.add_argument("--out", required=True)
     tux.add_argument("--stamps", default="/usr/share/tuxpaint/stamps", help="stamps folder")
     tux.add_argument("--no-espeak", action="store_true", help="no synthetic spoken descriptions")
+    tux.add_argument("--no-svg", action="store_true", help="skip the SVG-only stamps' pictures")
     tux.set_defaults(func=cmd_data_tuxpaint)
     return parser
 

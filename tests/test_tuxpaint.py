@@ -154,6 +154,65 @@ def test_unreadable_files_are_skipped_and_counted(stamps, tmp_path):
     assert len(records) == 3 + 0 + 1  # three pictures, no sound effect, one spoken description
 
 
+SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="40" height="30">'
+    '<circle cx="20" cy="15" r="10" fill="red"/></svg>'
+)
+
+
+@pytest.fixture
+def stamps_with_svg(stamps, tmp_path):
+    """The four stamps and a fifth whose picture is SVG only."""
+    root = tmp_path / "stamps"
+    shutil.copytree(stamps, root)
+    (root / "food/ball.svg").write_text(SVG)
+    (root / "food/ball.txt").write_text("A red ball.\n")
+    return root
+
+
+def test_svg_pictures_without_a_renderer_are_refused_unless_skipped(
+    stamps_with_svg, tmp_path, monkeypatch, capsys
+):
+    import mmllm.data.tuxpaint as tuxpaint
+
+    monkeypatch.setattr(tuxpaint, "_svg_renderer_missing", lambda: "ImportError: no cairosvg")
+    with pytest.raises(DataError, match=r"1 of the 5 stamps.*pip install cairosvg.*--no-svg"):
+        export_tuxpaint(stamps_with_svg, tmp_path / "out", espeak=False)
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+    args = ["data", "tuxpaint", "--stamps", str(stamps_with_svg), "--no-espeak"]
+    assert cli_main([*args, "--out", str(tmp_path / "x")]) != 0
+    assert "pip install cairosvg" in capsys.readouterr().err
+    assert cli_main([*args, "--no-svg", "--out", str(tmp_path / "out")]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["skipped_pictures"] == 1
+    assert len(all_records(tmp_path / "out")) == 4 + 1 + 1  # the PNG stamps' records alone
+
+
+def test_missing_espeak_is_refused_unless_its_voices_are_skipped(stamps, tmp_path, monkeypatch):
+    import mmllm.data.tuxpaint as tuxpaint
+
+    monkeypatch.setattr(tuxpaint.shutil, "which", lambda name: None)
+    with pytest.raises(DataError, match=r"apt-get install espeak-ng.*--no-espeak"):
+        export_tuxpaint(stamps, tmp_path, espeak=True)
+    counts = export_tuxpaint(stamps, tmp_path, espeak=False)
+    assert counts["train"] + counts["heldout"] == 4 + 1 + 1
+
+
+def test_svg_pictures_are_rendered_on_white(stamps_with_svg, tmp_path):
+    from mmllm.data.tuxpaint import _svg_renderer_missing
+
+    if _svg_renderer_missing():
+        pytest.skip("needs cairosvg (pip install cairosvg) and the cairo library")
+    counts = export_tuxpaint(stamps_with_svg, tmp_path, espeak=False)
+    assert counts["skipped_pictures"] == 0
+    ball = [r for r in all_records(tmp_path) if r.target == "A red ball."]
+    assert len(ball) == 1
+    pixels = np.asarray(Image.open(ball[0].images[0]))
+    assert pixels.shape[2] == 3 and pixels.shape[1] == 256  # longest side 256
+    assert tuple(pixels[0, 0]) == (255, 255, 255)  # the transparent corner: white
+    assert tuple(pixels[pixels.shape[0] // 2, 128]) == (255, 0, 0)  # the circle: red
+
+
 def test_imagenet_oracle_matches_class_names_to_nouns(tmp_path):
     import torch
     from torchvision.models import mobilenet_v2

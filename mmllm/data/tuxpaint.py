@@ -5,7 +5,8 @@ installed under ``/usr/share/tuxpaint/stamps``) holds ~950 stamps in category fo
 ``NAME.png`` or ``NAME.svg`` (the picture), ``NAME.txt`` (a one-line English description on its
 first line, e.g. ``A chimpanzee.``), and for some ``NAME.ogg`` (a sound effect) and
 ``NAME_desc.ogg`` (the description, spoken). With ``espeak-ng`` installed every description is
-also spoken by synthetic voices. ``mmllm data tuxpaint --out DIR`` writes
+also spoken by synthetic voices; pictures that are SVG only are rendered by ``cairosvg``
+(``pip install cairosvg``). ``mmllm data tuxpaint --out DIR`` writes
 
     DIR/train.jsonl, DIR/heldout.jsonl      records (paths relative to DIR)
     DIR/files/...                           the pictures (PNG on white), clips (WAV, 16 kHz)
@@ -127,9 +128,36 @@ def find_stamps(root: Path) -> list[Stamp]:
     return stamps
 
 
+def _svg_renderer_missing() -> str | None:
+    """Why SVG pictures cannot be rendered here (None: they can)."""
+    try:
+        import cairosvg  # noqa: F401
+    except Exception as err:  # ImportError, or OSError when the cairo library itself is missing
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _check_tools(stamps: list[Stamp], espeak: bool, svg: bool) -> None:
+    """Refuse to export a corpus that silently differs from the documented one: SVG-only
+    stamps without ``cairosvg``, spoken descriptions without ``espeak-ng``."""
+    n_svg = sum(s.picture.suffix == ".svg" for s in stamps)
+    missing = _svg_renderer_missing() if svg and n_svg else None
+    if missing is not None:
+        raise DataError(
+            f"{n_svg} of the {len(stamps)} stamps' pictures are SVG and cannot be rendered "
+            f"({missing}): `pip install cairosvg` (it needs the cairo library, Debian's "
+            "libcairo2), or export without them (`mmllm data tuxpaint --no-svg`)"
+        )
+    if espeak and shutil.which("espeak-ng") is None:
+        raise DataError(
+            "espeak-ng is not installed: `apt-get install espeak-ng`, or export without the "
+            "synthetic spoken descriptions (`mmllm data tuxpaint --no-espeak`)"
+        )
+
+
 def _picture_png(src: Path, dst: Path, size: int = 256) -> bool:
     """The stamp's picture on a white background, longest side ``size``; False if unreadable
-    (SVG-only stamps need ``pip install cairosvg``; it refuses the few that use XML entities)."""
+    (SVG pictures need ``pip install cairosvg``; it refuses the few that use XML entities)."""
     from PIL import Image
 
     source: Path | io.BytesIO = src
@@ -182,9 +210,13 @@ def _speak(text: str, voice: str, dst: Path) -> bool:
     return ok
 
 
-def export_tuxpaint(root: Path, out: Path, espeak: bool = True) -> dict[str, int]:
-    """Write ``out/train.jsonl`` and ``out/heldout.jsonl`` (see the module doc); returns counts."""
+def export_tuxpaint(root: Path, out: Path, espeak: bool = True, svg: bool = True) -> dict[str, int]:
+    """Write ``out/train.jsonl`` and ``out/heldout.jsonl`` (see the module doc); returns counts.
+    ``espeak=False``: no synthetic spoken descriptions; ``svg=False``: SVG-only stamps' pictures
+    skipped (counted in ``skipped_pictures``). With either on, its tool must be installed
+    (``DataError`` naming the install command otherwise)."""
     stamps = find_stamps(root)
+    _check_tools(stamps, espeak, svg)
     files = out / "files"
     files.mkdir(parents=True, exist_ok=True)
     rows: dict[str, list[dict]] = {"train": [], "heldout": []}
@@ -194,7 +226,7 @@ def export_tuxpaint(root: Path, out: Path, espeak: bool = True) -> dict[str, int
         name = f"{i:04d}"
         meta = {"id": stamp.key}
         picture = files / f"{name}.png"
-        if _picture_png(stamp.picture, picture):
+        if (svg or stamp.picture.suffix != ".svg") and _picture_png(stamp.picture, picture):
             rows[split].append(
                 {
                     "image": f"files/{picture.name}",

