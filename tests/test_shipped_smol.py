@@ -106,6 +106,13 @@ def test_the_card_renders_every_measurement():
     for text in ("--steps 564`", "then: `mmllm train --recipe smol --steps 1250`", "one GPU (bf16"):
         assert text in card
     assert "Resumed once." in card
+    assert "gates start at 0.1" in card and "continuing" not in card
+    train.update(init="checkpoints/mmllm-smol")
+    card = render_card("s", config, run, train, metrics, 1.0, history="First trained on a GPU.")
+    assert "First trained on a GPU." in card
+    assert "Stage `align`, continuing `checkpoints/mmllm-smol`" in card
+    assert "gates start at" not in card  # they were trained already
+    train.pop("init")
     assert "Compiled decoding" not in card  # not measured: not claimed
     latency["compiled"] = {"median_s": 0.5, "threads": 2, "warmup_s": 240.0}
     card = render_card("mmllm-smol", config, run, train, metrics, 41.9)

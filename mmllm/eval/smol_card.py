@@ -210,8 +210,11 @@ def render_card(
     commands: list[str] | None = None,
     trained_on: str = TRAINED_ON,
     notes: str = "",
+    history: str = "",
 ) -> str:
-    """The model card (Markdown) from the measurements of ``main`` and the training run."""
+    """The model card (Markdown) from the measurements of ``main`` and the training run.
+    ``notes`` (Markdown) follows the run's recipe; ``history`` (Markdown) precedes it: how the
+    checkpoint the run continued (``init``) was made, when it was not made by this recipe."""
     base_parts = pretrained_parts(config)
     dec = config.decoder
     n_cross = len([i for i in range(dec.n_layers) if dec.has_cross_attn(i)])
@@ -267,6 +270,10 @@ def render_card(
     )
     install = " ".join(pkg for _, _, pkg in base_parts)
     summary = card_summary(run)
+    # a run that continued a checkpoint (``--init``) found its gates trained already
+    init = train.get("init")
+    start = f", continuing `{init}`" if init else ""
+    gates = "" if init else f"; gates start at {dec.gate_init:g}"
     return f"""# {name}
 
 SmolLM2-135M-Instruct that sees and hears: a frozen instruction-tuned language model reading
@@ -315,13 +322,13 @@ mmllm train --recipe smol                           # data, base, training; reru
 python -m mmllm.eval.smol_card --checkpoint runs/smol/checkpoint --run runs/smol \\
     --tuxpaint data/tuxpaint/heldout.jsonl
 ```
-
+{history}
 - Data (a mixture, by weight): `{train["data"]}`, seed {train["seed"]}: the synthetic world
   and the Tux Paint stamps (`mmllm data tuxpaint`: picture captions, sound-effect captions,
   spoken descriptions: the stamps' own recordings and espeak-ng voices en-us, en+f3, en-gb+m4).
-- Stage `align`: only the new parts train (LM, MobileNetV2 and Whisper frozen). {steps} steps x
-  batch {train["batch_size"]}; AdamW lr {train["lr"]}, {train["warmup"]} warmup steps, cosine
-  decay over {train["steps"]} steps; gates start at {dec.gate_init:g}.
+- Stage `align`{start}: only the new parts train (LM, MobileNetV2 and Whisper frozen).
+  {steps} steps x batch {train["batch_size"]}; AdamW lr {train["lr"]}, {train["warmup"]} warmup
+  steps, cosine decay over {train["steps"]} steps{gates}.
 - Wall time: {wall:.0f} min on {trained_on}.
 {trained_with}
 {notes}
@@ -369,6 +376,11 @@ def main() -> None:
     parser.add_argument("--trained-on", default=TRAINED_ON, help="the machine, for the card")
     parser.add_argument("--notes", default=None, help="a Markdown file added to the recipe")
     parser.add_argument(
+        "--history",
+        default=None,
+        help="a Markdown file before the run's recipe: how the checkpoint it continued was made",
+    )
+    parser.add_argument(
         "--render-only",
         action="store_true",
         help="rewrite the card from the checkpoint's scores.json, measuring nothing",
@@ -389,9 +401,10 @@ def main() -> None:
     weights_mb = (args.checkpoint / "model.safetensors").stat().st_size / 1e6
     config = MMConfig.load(args.checkpoint / "config.json")
     notes = Path(args.notes).read_text() if args.notes else ""
+    history = Path(args.history).read_text() if args.history else ""
     card = render_card(
         args.checkpoint.name, config, scores, train, metrics, weights_mb,
-        args.command, args.trained_on, notes,
+        args.command, args.trained_on, notes, history,
     )  # fmt: skip
     (args.checkpoint / "README.md").write_text(card)
     print(markdown_table(scores["heldout"]))
