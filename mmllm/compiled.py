@@ -219,7 +219,10 @@ class Compiled:
 
 
 def tensor_shape(x: torch.Tensor) -> tuple:
-    return tuple(x.shape), x.dtype, x.device
+    """What a compiled graph of fixed shapes is specialised on: a tensor's shape, strides, dtype
+    and device. The strides count: a non-contiguous input of a known shape (pixels from a
+    permuted array) recompiles, and only a new key's first call compiles with freezing."""
+    return tuple(x.shape), x.stride(), x.dtype, x.device
 
 
 def bucketed(

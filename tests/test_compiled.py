@@ -16,6 +16,7 @@ from mmllm.compiled import (
     check_compiler,
     has_compiler,
     stdin_kept,
+    tensor_shape,
 )
 from mmllm.config import DecoderConfig
 from mmllm.data.sources import SyntheticSource
@@ -61,6 +62,14 @@ def test_compiled_greedy_equals_eager_and_compiles_once_per_shape(tiny_checkpoin
     text = ["Say something.", "Name a colour, please."]  # text only: a step without media
     none = [[], []]
     assert compiled._run(text, none, none, sampling) == eager._run(text, none, none, sampling)
+
+
+def test_a_non_contiguous_input_is_a_new_compiled_shape():
+    pixels = torch.zeros(2, 3, 8, 8)
+    permuted = torch.zeros(2, 8, 8, 3).permute(0, 3, 1, 2)  # channels last, same shape
+    assert pixels.shape == permuted.shape
+    assert tensor_shape(pixels) != tensor_shape(permuted)  # compiled anew, with freezing
+    assert tensor_shape(pixels) == tensor_shape(torch.ones(2, 3, 8, 8))
 
 
 def test_compile_without_a_compiler_is_a_config_error(monkeypatch):
