@@ -166,7 +166,8 @@ def _picture_png(src: Path, dst: Path, size: int = 256) -> bool:
             import cairosvg
 
             source = io.BytesIO(cairosvg.svg2png(url=str(src), output_width=size))
-        except Exception:  # ImportError, or cairosvg's own errors on a stamp it cannot render
+        except Exception:  # cairosvg's own errors on a stamp it cannot render (that it is
+            # installed, export_tuxpaint has checked before the first stamp)
             return False
     try:
         with Image.open(source) as image:
