@@ -331,8 +331,9 @@ python -m mmllm.eval.smol_card --checkpoint runs/smol/checkpoint --run runs/smol
   steps, cosine decay over {train["steps"]} steps{gates}.
 - Wall time: {wall:.0f} min on {trained_on}.
 {trained_with}
-{notes}
 ![training curves](metrics.png)
+
+{notes}
 
 ## Licence
 
