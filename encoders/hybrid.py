@@ -19,6 +19,7 @@ mapped by explicit key tables; every missing or left-over tensor is named in a `
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 from torch import nn
 
@@ -171,8 +173,19 @@ def hybrid_config(
     )
 
 
+def sincos_positions(config: ImageEncoderConfig) -> torch.Tensor | None:
+    """The fixed 2-D sin-cos table ``(1, h*w, D)`` of ``config`` (row-major over the grid, as
+    the cells), times ``config.fixed_positions``; None when that is 0."""
+    if not config.fixed_positions:
+        return None
+    grid = config.image_size // config.patch_size
+    table = build_sincos2d_pos_embed([grid, grid], config.dim)  # (h*w, D), values in [-1, 1]
+    return (config.fixed_positions * table).unsqueeze(0)
+
+
 class FeatureMapTokens(nn.Module):
-    """feature map ``(B, C, h, w)`` -> tokens ``(B, h*w, D)``: norm, linear, positions, blocks."""
+    """feature map ``(B, C, h, w)`` -> tokens ``(B, h*w, D)``: norm, linear, positions (learned,
+    plus the fixed sin-cos table when ``config.fixed_positions``), blocks."""
 
     def __init__(self, config: ImageEncoderConfig, channels: int):
         super().__init__()
@@ -180,6 +193,8 @@ class FeatureMapTokens(nn.Module):
         self.proj = nn.Linear(channels, config.dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, config.n_tokens, config.dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        # computed from the config, never saved: None or (1, N, D)
+        self.register_buffer("fixed_pos", sincos_positions(config), persistent=False)
         self.blocks = nn.Sequential(
             *(
                 Block(config.dim, config.n_heads, config.mlp_ratio, qkv_bias=True)
@@ -191,6 +206,8 @@ class FeatureMapTokens(nn.Module):
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
         cells = feature_map.flatten(2).transpose(1, 2)  # (B, h*w, C), row-major over the grid
         x = self.proj(self.in_norm(cells)) + self.pos_embed  # (B, N, D)
+        if self.fixed_pos is not None:
+            x = x + self.fixed_pos
         return self.norm(self.blocks(x))
 
 
@@ -217,6 +234,16 @@ class HybridImageEncoder(nn.Module):
         super().train(mode)
         self.cnn.eval()
         return self
+
+    def set_fixed_positions(self, scale: float) -> None:
+        """Add (or, with 0, remove) the fixed sin-cos position table at ``scale``; the config
+        records it, so a saved model is rebuilt with the same table."""
+        self.config = dataclasses.replace(self.config, fixed_positions=scale)
+        reference = self.adapter.pos_embed
+        table = sincos_positions(self.config)
+        if table is not None:
+            table = table.to(device=reference.device, dtype=reference.dtype)
+        self.adapter.fixed_pos = table
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.adapter(self.cnn(pixels))  # (B, C, h, w) -> (B, N, D)

@@ -36,6 +36,12 @@ class ImageEncoderConfig:
     is its stride: 32 (the final map) or 16 (the last stride-16 stage: 4x the tokens, finer
     detail); see ``encoders.hybrid``.
 
+    ``fixed_positions`` (CNN hybrids): a fixed 2-D sin-cos position table of this scale is added
+    to the learned positions. The learned table starts near zero and AdamW moves each entry by
+    about the learning rate per step, so it stays small beside the cell features (norm ~1 against
+    ~27 in mmllm-smol); at scale 1 the fixed table's tokens have norm ~14 and where each cell
+    lies is plain to the cross-attention from the first step.
+
     ``kind="hf_vision"``: a Hugging Face CLIP/SigLIP vision tower built from ``hf_config`` (its
     config, verbatim); the size fields describe it (``encoders.hf_vision``).
     """
@@ -53,6 +59,7 @@ class ImageEncoderConfig:
     cnn: str | None = None
     hf_config: dict[str, Any] | None = None
     stem: str = "patch"  # "conv": a stride-2 convolution stack as the patch embedding
+    fixed_positions: float = 0.0  # cnn_hybrid: scale of a fixed 2-D sin-cos table (0: none)
 
     def __post_init__(self) -> None:
         if self.kind not in IMAGE_KINDS:
@@ -63,6 +70,11 @@ class ImageEncoderConfig:
             raise ValueError("an image encoder has 'hf_config' exactly when it is 'hf_vision'")
         if self.stem not in ("patch", "conv"):
             raise ValueError(f"image stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.fixed_positions < 0 or (self.fixed_positions and self.kind != "cnn_hybrid"):
+            raise ValueError(
+                f"fixed_positions is a scale >= 0, for a 'cnn_hybrid' encoder; got "
+                f"{self.fixed_positions} for kind {self.kind!r}"
+            )
         if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
             raise ValueError(f"a conv stem needs a power-of-2 patch_size, got {self.patch_size}")
         if self.kind == "cnn_hybrid" and (

@@ -84,6 +84,19 @@ class MultimodalLM(nn.Module):
         self.config = dataclasses.replace(self.config, decoder=decoder)
         self.decoder.config = decoder
 
+    def set_image_fixed_positions(self, scale: float) -> None:
+        """Give a CNN-hybrid image encoder a fixed sin-cos position table of ``scale`` (0:
+        none), recorded in the config (``ImageEncoderConfig.fixed_positions``)."""
+        if self.image_encoder is None or self.config.image.kind != "cnn_hybrid":
+            kind = self.config.image.kind if self.config.image else None
+            raise InputError(
+                f"fixed image positions need a CNN-hybrid image encoder; this has {kind}"
+            )
+        if scale < 0:
+            raise InputError(f"the fixed positions' scale must be >= 0, got {scale}")
+        self.image_encoder.set_fixed_positions(scale)
+        self.config = dataclasses.replace(self.config, image=self.image_encoder.config)
+
     def encode_media(self, media: MediaBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """All items of the batch -> media ``(B, N_media, D)`` and mask ``(B, N_media)``."""
         pieces = []

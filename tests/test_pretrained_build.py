@@ -6,6 +6,7 @@ MobileNetV2), saved to a temporary folder and loaded through the library's own c
 """
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 import mmllm
 from encoders.hf_vision import load_hf_vision_encoder
 from encoders.hybrid import HybridImageEncoder, hybrid_config, load_cnn_weights
+from encoders.image import ImageEncoderConfig
 from mmllm import CheckpointError, MultimodalLM, Tokenizer, base_weights
 from mmllm.base_weights import package_root, part_keys
 from mmllm.build import add_build_parser
@@ -388,6 +390,52 @@ def test_hybrid_cnn_keeps_its_batch_norm_statistics_in_training(mobilenet):
     before = {k: v.clone() for k, v in encoder.cnn.state_dict().items()}
     encoder.train()(torch.randn(2, 3, 64, 64))[0].sum().backward()
     assert not changed(before, encoder.cnn.state_dict()) and encoder.adapter.training
+
+
+def test_fixed_positions_add_a_distinct_table_per_cell_and_are_never_saved(mobilenet):
+    encoder = HybridImageEncoder(hybrid_config("mobilenet_v2", 64, dim=32, n_layers=0)).eval()
+    load_cnn_weights(encoder, mobilenet[0])
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    keys = set(encoder.state_dict())
+    with torch.no_grad():
+        plain = encoder(pixels)[0]
+        encoder.set_fixed_positions(2.0)
+        table = encoder.adapter.fixed_pos  # (1, 4, 32): a 2 x 2 grid
+        assert (
+            table.shape == (1, 4, 32) and torch.cdist(table[0], table[0]).triu(1).gt(0.1).sum() == 6
+        )
+        assert not torch.allclose(encoder(pixels)[0], plain, atol=1e-3)
+        encoder.adapter.pos_embed -= table  # learned + fixed = the old learned table
+        assert max_diff(encoder(pixels)[0], plain) < 1e-5
+        encoder.adapter.pos_embed += table
+        encoder.set_fixed_positions(0.0)
+        assert max_diff(encoder(pixels)[0], plain) < 1e-6
+    assert set(encoder.state_dict()) == keys and encoder.config.fixed_positions == 0.0
+
+
+def test_fixed_positions_need_a_cnn_hybrid_and_a_scale_of_at_least_0():
+    with pytest.raises(ValueError, match="fixed_positions"):
+        ImageEncoderConfig(fixed_positions=1.0)  # a ViT
+    with pytest.raises(ValueError, match="fixed_positions"):
+        dataclasses.replace(hybrid_config("mobilenet_v2", 64), fixed_positions=-1.0)
+
+
+def test_training_with_fixed_positions_saves_them_in_the_config(
+    llama, mobilenet, built, captions, tmp_path
+):
+    base = tmp_path / "hybrid"
+    run_build(
+        *("--lm", str(llama[0]), "--image", "mobilenet_v2", "--image-weights", str(mobilenet[0])),
+        *("--image-size", "64", "--image-layers", "0", "--image-dim", "32"),
+        *("--audio", "none", "--out", str(base)),
+    )
+    trained = load_model(
+        train(align_run(base, captions, tmp_path / "run", image_fixed_positions=0.5))
+    )
+    assert trained.config.image.fixed_positions == 0.5
+    assert trained.image_encoder.adapter.fixed_pos.abs().max() == pytest.approx(0.5)
+    with pytest.raises(mmllm.InputError, match="CNN-hybrid"):  # the ViT-built model
+        train(align_run(built, captions, tmp_path / "vit", image_fixed_positions=0.5))
 
 
 @pytest.mark.parametrize("stride", [32, 16])

@@ -67,6 +67,14 @@ class TrainConfig:
             "from `python -m mmllm.train.image_pretrain`)"
         },
     )
+    image_fixed_positions: float | None = field(
+        default=None,
+        metadata={
+            "help": "a CNN-hybrid image encoder gets a fixed 2-D sin-cos position table of this "
+            "scale (0: none) before training starts, e.g. on a model from --init "
+            "(ImageEncoderConfig.fixed_positions); the saved config keeps it"
+        },
+    )
     steps: int = 3000
     batch_size: int = 32
     grad_accum: int = 1
@@ -256,6 +264,8 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
             )
         if cfg.image_init:
             load_image_encoder(model, cfg.image_init)
+    if cfg.image_fixed_positions is not None and not resume:
+        model.set_image_fixed_positions(cfg.image_fixed_positions)
     if cfg.lora_rank:
         targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
         enable_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha, targets))
