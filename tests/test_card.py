@@ -88,3 +88,18 @@ def test_a_three_stage_card_sums_the_stages_and_names_each(tmp_path):
     png = plot_metrics([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], tmp_path / "m.png")
     assert png is not None and png.stat().st_size > 1000
     assert plot_metrics([tmp_path / "a.jsonl", tmp_path / "missing.jsonl"], tmp_path / "x") is None
+
+
+def test_smol_card_names_the_image_pathway_and_its_fixed_positions():
+    from encoders.hybrid import hybrid_config
+    from mmllm.eval.smol_card import image_pathway
+
+    image = hybrid_config("mobilenet_v2", 224, n_layers=0)
+    config = dataclasses.replace(PRESETS["tiny"], image=image)
+    plain = image_pathway(config)
+    assert (
+        plain
+        == "mobilenet_v2 (ImageNet, frozen), its stride-32 feature map straight to the projector"
+    )
+    fixed = dataclasses.replace(config, image=dataclasses.replace(image, fixed_positions=1.0))
+    assert "with fixed sin-cos cell positions (scale 1)" in image_pathway(fixed)

@@ -152,6 +152,8 @@ def image_pathway(config: MMConfig) -> str:
     trained transformer adapter (``mmllm build --image-layers``)."""
     img = config.image
     cnn = f"{img.cnn} (ImageNet, frozen), its stride-{img.patch_size} feature map"
+    if img.fixed_positions:
+        cnn += f" with fixed sin-cos cell positions (scale {img.fixed_positions:g})"
     if img.n_layers:
         return f"{cnn} + {img.n_layers}-layer transformer (trained)"
     return f"{cnn} straight to the projector"
