@@ -650,7 +650,7 @@ def test_gates_built_open_still_leave_text_alone_exactly_the_lm(llama, tmp_path)
     run_build("--lm", str(llama[0]), "--audio", "none", "--gate-init", "0.1", "--out", str(out))
     model = mmllm.load(out, device="cpu")
     decoder = model.model.decoder
-    gates = [float(decoder.layers[i].cross_attn.gate) for i in decoder.cross_layers]
+    gates = [float(decoder.layers[i].cross_attn.gate.detach()) for i in decoder.cross_layers]
     assert gates == pytest.approx([0.1] * len(gates)) and decoder.config.gate_init == 0.1
     with torch.no_grad():
         assert max_diff(model.model(text_ids()).logits, llama[1](text_ids()).logits) < 1e-4
