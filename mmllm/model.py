@@ -92,9 +92,10 @@ class MultimodalLM(nn.Module):
             raise InputError(
                 f"fixed image positions need a CNN-hybrid image encoder; this has {kind}"
             )
-        if scale < 0:
-            raise InputError(f"the fixed positions' scale must be >= 0, got {scale}")
-        self.image_encoder.set_fixed_positions(scale)
+        try:  # the config checks the scale
+            self.image_encoder.set_fixed_positions(scale)
+        except ValueError as error:
+            raise InputError(str(error)) from error
         self.config = dataclasses.replace(self.config, image=self.image_encoder.config)
 
     def encode_media(self, media: MediaBatch) -> tuple[torch.Tensor, torch.Tensor]:
