@@ -26,6 +26,10 @@ class ProjectorConfig:
 
     ``image_positions``: a learned embedding per image token position is added to the projected
     image tokens, so every token says where in the picture it is (``mlp`` projector only).
+    ``fixed_image_positions``: a fixed 2-D sin-cos table (values in [-1, 1]) times this scale is
+    added to the projected image tokens (0: none; ``mlp`` projector only). A position added
+    before the projector reaches cross-attention mixed with what the token shows; added here,
+    every value cross-attention reads carries it as a separate linear part.
     ``null_tokens``: learned media tokens appended to the media of every sample that has any:
     something to attend to when nothing in the media matches the question ("is there a ...?").
     """
@@ -35,6 +39,7 @@ class ProjectorConfig:
     n_layers: int = 2
     n_heads: int = 4
     image_positions: bool = False
+    fixed_image_positions: float = 0.0
     null_tokens: int = 0
 
     def __post_init__(self) -> None:
@@ -42,6 +47,14 @@ class ProjectorConfig:
             raise ConfigError(f"projector kind must be 'mlp' or 'resampler', got {self.kind!r}")
         if self.image_positions and self.kind != "mlp":
             raise ConfigError("image_positions needs the 'mlp' projector (one token per patch)")
+        if not self.fixed_image_positions >= 0:
+            raise ConfigError(
+                f"fixed_image_positions must be >= 0, got {self.fixed_image_positions}"
+            )
+        if self.fixed_image_positions and self.kind != "mlp":
+            raise ConfigError(
+                "fixed_image_positions needs the 'mlp' projector (one token per patch)"
+            )
         if self.null_tokens < 0:
             raise ConfigError(f"null_tokens must be >= 0, got {self.null_tokens}")
 

@@ -86,7 +86,14 @@ class MediaBatch:
 class MediaPacker(nn.Module):
     """Per-item tokens -> per-sample media ``(B, N_media, D)`` and mask ``(B, N_media)``."""
 
-    def __init__(self, dim: int, max_items: int, image_tokens: int = 0, null_tokens: int = 0):
+    def __init__(
+        self,
+        dim: int,
+        max_items: int,
+        image_tokens: int = 0,
+        null_tokens: int = 0,
+        fixed_image_positions: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.max_items = max_items
         self.modality_embed = nn.Embedding(2, dim)
@@ -97,6 +104,9 @@ class MediaPacker(nn.Module):
         self.image_positions = (
             nn.Parameter(torch.randn(image_tokens, dim) * 0.02) if image_tokens else None
         )
+        # (N_img, D) or None: a fixed table (ProjectorConfig.fixed_image_positions), rebuilt
+        # from the config, never saved
+        self.register_buffer("fixed_image_positions", fixed_image_positions, persistent=False)
         # (N_null, D): always-present tokens to attend to when nothing matches
         self.null_tokens = (
             nn.Parameter(torch.randn(null_tokens, dim) * 0.02) if null_tokens else None
@@ -110,13 +120,16 @@ class MediaPacker(nn.Module):
         """pieces: ``(modality, tokens (n, N, D), mask (n, N), sample_index (n,))`` per modality."""
         rows: list[list[tuple[int, torch.Tensor]]] = [[] for _ in range(batch_size)]
         for modality, tokens, mask, index in pieces:
-            if modality == IMAGE and self.image_positions is not None:
-                if tokens.shape[1] != self.image_positions.shape[0]:
-                    raise ValueError(
-                        f"{tokens.shape[1]} image tokens per item, but the model has "
-                        f"{self.image_positions.shape[0]} image positions"
-                    )
-                tokens = tokens + self.image_positions
+            if modality == IMAGE:
+                for table in (self.image_positions, self.fixed_image_positions):
+                    if table is None:
+                        continue
+                    if tokens.shape[1] != table.shape[0]:
+                        raise ValueError(
+                            f"{tokens.shape[1]} image tokens per item, but the model has "
+                            f"{table.shape[0]} image positions"
+                        )
+                    tokens = tokens + table
             for item, b in enumerate(index.tolist()):
                 rows[b].append((modality, tokens[item][mask[item]]))  # real tokens only
         dim, ref = self.modality_embed.embedding_dim, pieces[0][1]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timm.layers import build_sincos2d_pos_embed
 from torch import nn
 
 from encoders import build_audio_encoder, build_image_encoder
@@ -52,7 +54,11 @@ class MultimodalLM(nn.Module):
         if config.projector.image_positions and self.image_encoder is not None:
             image_tokens = config.image.n_tokens
         self.media_packer = MediaPacker(
-            dim, config.max_media_items, image_tokens, config.projector.null_tokens
+            dim,
+            config.max_media_items,
+            image_tokens,
+            config.projector.null_tokens,
+            projected_positions(config),
         )
         self.decoder = Decoder(config.decoder)
         self.compiled_images = None  # a mmllm.compiled.CompiledImages, set by compile_decoding()
@@ -97,6 +103,26 @@ class MultimodalLM(nn.Module):
         except ValueError as error:
             raise InputError(str(error)) from error
         self.config = dataclasses.replace(self.config, image=self.image_encoder.config)
+
+    def set_projected_image_positions(self, scale: float) -> None:
+        """Add (or, with 0, remove) a fixed sin-cos table of ``scale`` to the projected image
+        tokens, recorded in the config (``ProjectorConfig.fixed_image_positions``)."""
+        if self.image_encoder is None or self.config.projector.kind != "mlp":
+            raise InputError(
+                "projected image positions need an image encoder and the 'mlp' projector; this "
+                f"model has {self.config.image and self.config.image.kind}, "
+                f"{self.config.projector.kind!r}"
+            )
+        try:  # the config checks the scale
+            projector = dataclasses.replace(self.config.projector, fixed_image_positions=scale)
+        except ValueError as error:
+            raise InputError(str(error)) from error
+        self.config = dataclasses.replace(self.config, projector=projector)
+        table = projected_positions(self.config)
+        if table is not None:
+            reference = self.media_packer.modality_embed.weight
+            table = table.to(device=reference.device, dtype=reference.dtype)
+        self.media_packer.fixed_image_positions = table
 
     def encode_media(self, media: MediaBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """All items of the batch -> media ``(B, N_media, D)`` and mask ``(B, N_media)``."""
@@ -217,3 +243,13 @@ class MultimodalLM(nn.Module):
         from mmllm.checkpoint import load_model
 
         return load_model(path, device=device)
+
+
+def projected_positions(config: MMConfig) -> torch.Tensor | None:
+    """The fixed 2-D sin-cos table ``(N_img, D)`` added to projected image tokens (row-major
+    over the token grid), times ``config.projector.fixed_image_positions``; None when 0."""
+    scale = config.projector.fixed_image_positions
+    if not scale or config.image is None:
+        return None
+    grid = math.isqrt(config.image.n_tokens)
+    return scale * build_sincos2d_pos_embed([grid, grid], config.decoder.dim)

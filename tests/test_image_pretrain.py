@@ -97,8 +97,12 @@ def test_patch_targets_say_what_each_patch_shows():
     assert (word == WORDS.index("cat") + 1).sum() >= 4
     assert (kind[word > 0] == 0).all() and (x[word > 0] == IGNORE).all()
     assert targets[0, 7].tolist() == [0, 0, 0, 0, IGNORE, IGNORE]
-    with pytest.raises(ValueError, match="does not tile"):
-        patch_targets(scene, 6)
+    # a 7x7 grid (a CNN's stride-32 cells) does not tile 128 px: the scene is read at 133 px,
+    # where the star's centre (pixel 99.8, 80.0) is cell row 4, column 5
+    seven = patch_targets(scene, 7).view(7, 7, len(PATCH_GROUPS))
+    assert seven[4, 5, groups.index("kind")] == KINDS.index("star") + 1
+    assert seven[1, 1, groups.index("kind")] == KINDS.index("circle") + 1
+    assert (seven[..., groups.index("word")] == WORDS.index("cat") + 1).sum() >= 2
 
 
 def pretrain(out, **overrides):

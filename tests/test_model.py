@@ -265,6 +265,57 @@ def test_media_extras_survive_a_checkpoint(tmp_path, media, token_ids):
     torch.testing.assert_close(loaded(token_ids, media).logits, model(token_ids, media).logits)
 
 
+def test_projected_image_positions_add_a_fixed_table_that_the_config_rebuilds(
+    tmp_path, media, token_ids
+):
+    from mmllm.checkpoint import load_model
+    from mmllm.media import IMAGE
+
+    torch.manual_seed(0)
+    model = open_gates(MultimodalLM(tiny_config()).eval())
+    keys, plain = set(model.state_dict()), model(token_ids, media).logits
+    model.set_projected_image_positions(2.0)
+    table = model.media_packer.fixed_image_positions  # (N_img, D): one row per token
+    n = model.config.image.n_tokens
+    assert table.shape == (n, model.config.decoder.dim) and table.abs().max() == 2.0
+    assert torch.cdist(table, table).triu(1).gt(0.1).sum() == n * (n - 1) // 2
+    same = torch.ones(1, n, model.config.decoder.dim)  # every token the same: now told apart
+    packed, _ = model.media_packer(
+        [(IMAGE, same, torch.ones(1, n, dtype=torch.bool), torch.tensor([0]))], 1
+    )
+    torch.testing.assert_close(packed[0] - packed[0, :1], table - table[:1])
+    moved = model(token_ids, media).logits
+    assert not torch.allclose(moved[0], plain[0], atol=1e-4)  # rows with images change
+    torch.testing.assert_close(moved[2], plain[2])  # the row without media does not
+    assert set(model.state_dict()) == keys  # never saved: rebuilt from the config
+    model.save_pretrained(tmp_path / "ck")
+    loaded = load_model(tmp_path / "ck").eval()
+    assert loaded.config.projector.fixed_image_positions == 2.0
+    torch.testing.assert_close(loaded(token_ids, media).logits, moved)
+    model.set_projected_image_positions(0.0)
+    torch.testing.assert_close(model(token_ids, media).logits, plain)
+
+
+def test_projected_image_positions_need_the_mlp_projector_and_a_scale_of_at_least_0():
+    import dataclasses
+
+    from mmllm import InputError
+    from mmllm.config import ProjectorConfig
+    from mmllm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fixed_image_positions"):
+        ProjectorConfig(kind="resampler", fixed_image_positions=1.0)
+    model = MultimodalLM(tiny_config())
+    with pytest.raises(InputError, match=">= 0"):
+        model.set_projected_image_positions(-1.0)
+    resampled = tiny_config()
+    resampled = dataclasses.replace(
+        resampled, projector=dataclasses.replace(resampled.projector, kind="resampler")
+    )
+    with pytest.raises(InputError, match="'mlp' projector"):
+        MultimodalLM(resampled).set_projected_image_positions(1.0)
+
+
 def test_qk_norm_keys_follow_the_direction_of_the_media_not_their_scale(media):
     torch.manual_seed(0)
     model = MultimodalLM(tiny_config(cross_attn_qk_norm=True)).eval()

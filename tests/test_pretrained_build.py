@@ -30,6 +30,7 @@ from mmllm.checkpoint import load_model
 from mmllm.config import LoRAConfig
 from mmllm.lora import LoRALinear, enable_lora, merge_lora
 from mmllm.pretrained import PretrainedCNN, PretrainedImage, build_from_pretrained
+from mmllm.train.patch_loss import HEAD_FILE, token_grid
 from mmllm.train.stages import set_trainable
 from mmllm.train.trainer import TrainConfig, train
 from tests.conftest import open_gates, randomize
@@ -436,6 +437,28 @@ def test_training_with_fixed_positions_saves_them_in_the_config(
     assert trained.image_encoder.adapter.fixed_pos.abs().max() == pytest.approx(0.5)
     with pytest.raises(mmllm.InputError, match="CNN-hybrid"):  # the ViT-built model
         train(align_run(built, captions, tmp_path / "vit", image_fixed_positions=0.5))
+
+
+def test_a_hybrid_trains_with_patch_and_attend_losses_on_its_cells(llama, mobilenet, tmp_path):
+    """A CNN hybrid's cells are its tokens: per-cell targets and the attend loss apply (64 px,
+    stride 32: 2 x 2 cells, read from the scene drawn at 128 px)."""
+    base = tmp_path / "hybrid"
+    run_build(
+        *("--lm", str(llama[0]), "--image", "mobilenet_v2", "--image-weights", str(mobilenet[0])),
+        *("--image-size", "64", "--image-layers", "0", "--image-dim", "32"),
+        *("--out", str(base)),  # an audio encoder: some questions carry a clip
+    )
+    assert token_grid(load_model(base)) == 2
+    data = "synthetic:train?image_vqa=1&audio_vqa=0&both_vqa=0&image_caption=0&audio_caption=0"
+    run = align_run(base, data, tmp_path / "run", steps=6, patch_weight=0.5, attend_weight=0.5)
+    out = train(dataclasses.replace(run, max_len=48))
+    rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").open()]
+    rows = [r for r in rows if "loss" in r]  # one per step
+    assert len(rows) == 6 and all(
+        np.isfinite(r["patch_loss"]) and r["patch_loss"] > 0 for r in rows
+    )
+    assert any(r["attend_loss"] > 0 for r in rows)  # a batch without a named shape logs 0
+    assert (out / HEAD_FILE).is_file() and isinstance(load_model(out), mmllm.MultimodalLM)
 
 
 @pytest.mark.parametrize("stride", [32, 16])

@@ -191,3 +191,9 @@ def test_fit_to_time_is_a_cli_switch():
     args = build_parser().parse_args(["train", "--fit-to-time", "--max-minutes", "5"])
     assert args.fit_to_time is True and args.max_minutes == 5.0
     assert build_parser().parse_args(["train"]).fit_to_time is None  # unset: the config decides
+
+
+def test_projected_image_positions_are_set_before_training_and_kept(tmp_path):
+    out = train(small_run(tmp_path / "a", steps=2, projected_image_positions=0.5))
+    config = MultimodalLM.from_pretrained(out).config
+    assert config.projector.fixed_image_positions == 0.5

@@ -111,12 +111,11 @@ def patch_shapes(scene: Scene, grid: int) -> np.ndarray:
     0 the background, ``i + 1`` shape ``scene.shapes[i]``, ``len(scene.shapes) + 1`` the word.
 
     A patch shows the shape (or word) covering most of it, if that covers at least PATCH_COVER
-    of the patch; otherwise the background.
+    of the patch; otherwise the background. A grid that does not tile RENDER_SIZE (a CNN's 7x7
+    cells) reads the scene drawn a little larger, at the next multiple of ``grid``.
     """
-    if RENDER_SIZE % grid:
-        raise ValueError(f"a {grid}x{grid} token grid does not tile {RENDER_SIZE} px scenes")
-    cell = RENDER_SIZE // grid
-    labels = label_map(scene, RENDER_SIZE)
+    cell = -(-RENDER_SIZE // grid)
+    labels = label_map(scene, cell * grid)
     blocks = labels.reshape(grid, cell, grid, cell).transpose(0, 2, 1, 3).reshape(grid * grid, -1)
     values = np.array([*range(1, len(scene.shapes) + 1), WORD_LABEL])
     cover = (blocks[:, :, None] == values).mean(1)  # (P, n_shapes + 1)

@@ -46,7 +46,6 @@ from mmllm.train.image_pretrain import (
     IGNORE,
     MAX_SHAPES,
     PATCH_GROUPS,
-    RENDER_SIZE,
     patch_cross_entropy,
     patch_shapes,
     patch_table,
@@ -59,21 +58,17 @@ NAMED = len(TARGET_GROUPS)  # image_targets' last column: which named group the 
 
 def token_grid(model: MultimodalLM) -> int:
     """The side of the model's square image token grid; ``ConfigError`` when its projected
-    image tokens are not one per patch of a grid that tiles the synthetic scenes."""
+    image tokens are not one per patch (a ViT's) or per feature-map cell (a CNN hybrid's)."""
     config = model.config
     if model.image_encoder is None or config.image is None:
         raise ConfigError("patch_weight needs a model with an image encoder")
-    if config.projector.kind != "mlp" or config.image.kind != "vit":
+    if config.projector.kind != "mlp" or config.image.kind not in ("vit", "cnn_hybrid"):
         raise ConfigError(
-            "patch_weight needs one projected token per patch: a ViT image encoder and the "
-            f"'mlp' projector (this model: {config.image.kind}, {config.projector.kind!r})"
+            "patch_weight needs one projected token per patch: a ViT or CNN-hybrid image "
+            f"encoder and the 'mlp' projector (this model: {config.image.kind}, "
+            f"{config.projector.kind!r})"
         )
-    grid = math.isqrt(config.image.n_tokens)
-    if grid * grid != config.image.n_tokens or RENDER_SIZE % grid:
-        raise ConfigError(
-            f"patch_weight: a {grid}x{grid} token grid does not tile {RENDER_SIZE} px scenes"
-        )
-    return grid
+    return math.isqrt(config.image.n_tokens)  # (image_size // patch_size) ** 2
 
 
 def image_targets(scenes: list, referents: list[tuple], grid: int) -> torch.Tensor:

@@ -75,6 +75,14 @@ class TrainConfig:
             "(ImageEncoderConfig.fixed_positions); the saved config keeps it"
         },
     )
+    projected_image_positions: float | None = field(
+        default=None,
+        metadata={
+            "help": "a fixed 2-D sin-cos table of this scale (0: none) is added to the projected "
+            "image tokens, what cross-attention reads, before training starts "
+            "(ProjectorConfig.fixed_image_positions); the saved config keeps it"
+        },
+    )
     steps: int = 3000
     batch_size: int = 32
     grad_accum: int = 1
@@ -266,6 +274,8 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
             load_image_encoder(model, cfg.image_init)
     if cfg.image_fixed_positions is not None and not resume:
         model.set_image_fixed_positions(cfg.image_fixed_positions)
+    if cfg.projected_image_positions is not None and not resume:
+        model.set_projected_image_positions(cfg.projected_image_positions)
     if cfg.lora_rank:
         targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
         enable_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha, targets))
