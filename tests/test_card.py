@@ -103,3 +103,10 @@ def test_smol_card_names_the_image_pathway_and_its_fixed_positions():
     )
     fixed = dataclasses.replace(config, image=dataclasses.replace(image, fixed_positions=1.0))
     assert "with fixed sin-cos cell positions (scale 1)" in image_pathway(fixed)
+    projected = dataclasses.replace(
+        fixed, projector=dataclasses.replace(fixed.projector, fixed_image_positions=0.5)
+    )
+    assert image_pathway(projected).endswith(
+        "positions (scale 1) straight to the projector, fixed sin-cos positions (scale 0.5) "
+        "added to the projected tokens"
+    )

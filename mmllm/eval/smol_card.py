@@ -148,15 +148,21 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def image_pathway(config: MMConfig) -> str:
-    """How pictures reach the projector: the frozen CNN's feature map, directly or through a
-    trained transformer adapter (``mmllm build --image-layers``)."""
+    """How pictures reach cross-attention: the frozen CNN's feature map, directly or through a
+    trained transformer adapter (``mmllm build --image-layers``), to the projector, and any
+    fixed positions on the way."""
     img = config.image
     cnn = f"{img.cnn} (ImageNet, frozen), its stride-{img.patch_size} feature map"
     if img.fixed_positions:
         cnn += f" with fixed sin-cos cell positions (scale {img.fixed_positions:g})"
     if img.n_layers:
-        return f"{cnn} + {img.n_layers}-layer transformer (trained)"
-    return f"{cnn} straight to the projector"
+        path = f"{cnn} + {img.n_layers}-layer transformer (trained)"
+    else:
+        path = f"{cnn} straight to the projector"
+    if config.projector.fixed_image_positions:
+        scale = config.projector.fixed_image_positions
+        path += f", fixed sin-cos positions (scale {scale:g}) added to the projected tokens"
+    return path
 
 
 def pretrained_parts(config: MMConfig) -> list[list[str]]:
