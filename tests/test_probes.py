@@ -129,3 +129,21 @@ def test_feature_probe_runs_on_each_feature_set(tmp_path):
         run(["mobilenet_v2@4"], 4, 4, 1, str(tmp_path / "mnv2.pth"), 0)
     with pytest.raises(InputError, match="unknown feature set"):
         run(["resnet@32"], 4, 4, 1, str(tmp_path / "mnv2.pth"), 0)
+
+
+def test_synthetic_attention_shares_show_the_shipped_tiny_looks_at_what_is_named():
+    """mmllm-tiny was trained with the attend loss: at the answer position its cross-attention
+    puts far more on the named shapes than an even look would."""
+    from mmllm.eval.attention import named_shares, share_table
+
+    mm = mmllm.load("mmllm-tiny", device="cpu")
+    rows = named_shares(mm, 24, seed=1)
+    layers = len(mm.model.decoder.cross_layers)
+    assert len(rows) >= 12 and all(len(r["shares"]) == layers for r in rows)
+    assert all(0 < r["even"] < 1 and all(0 <= s <= 1 for s in r["shares"]) for r in rows)
+    looked = np.mean([np.mean(r["shares"]) for r in rows])
+    assert looked > 3 * np.mean([r["even"] for r in rows])
+    assert np.mean([r["right"] for r in rows]) > 0.7
+    lines = share_table(rows)
+    assert lines[0].startswith("| question type | n | right | even share | L0")
+    assert lines[-1].startswith(f"| all | {len(rows)} |")

@@ -8,6 +8,13 @@ A model that retrieves what a question names attends differently for different q
 the same picture. Two failures this shows: entropy near 0 nats in every head (a hard choice the
 softmax passes no gradient to change), and the same tokens whatever the question names.
 ``--plot FILE`` draws, for an image, each layer's attention (mean over heads) on its patch grid.
+
+``--synthetic N`` measures it over N held-out synthetic image questions instead: per question
+type, how right the answers are and what share of each layer's attention (mean over heads) at
+the answer position falls on the tokens of the shapes the question names, beside the share an
+even look would give them::
+
+    python -m mmllm.eval.attention --checkpoint mmllm-smol --synthetic 200
 """
 
 from __future__ import annotations
@@ -125,14 +132,93 @@ def plot_attention(
     return Path(out)
 
 
+SYNTHETIC_IMAGE_QUESTIONS = (
+    "synthetic:heldout?image_vqa=1&audio_vqa=0&both_vqa=0&image_caption=0&audio_caption=0"
+)
+
+
+def named_shares(mm: MMLLM, n: int, seed: int = 0) -> list[dict]:
+    """For ``n`` held-out synthetic image questions (the picture alone: a distractor clip is
+    left out), those that name shapes: ``qtype``, ``right`` (greedy answer, normalised),
+    ``even`` (the named tokens' share of an even look) and ``shares`` (per cross-attention
+    layer, the attention at the answer position on the named tokens, mean over heads)."""
+    import numpy as np
+
+    from mmllm.data.sources import build_source
+    from mmllm.eval.metrics import normalize_answer
+    from mmllm.train.image_pretrain import patch_shapes
+    from mmllm.train.patch_loss import token_grid
+
+    grid = token_grid(mm.model)
+    source = build_source(SYNTHETIC_IMAGE_QUESTIONS, seed=seed)
+    rows = []
+    for i in range(n):
+        record = source[i]
+        if not record.referents[0]:  # a count of all shapes, the word: names no shape
+            continue
+        named = np.isin(patch_shapes(record.scenes[0], grid) - 1, sum(record.referents[0], ()))
+        maps = cross_attention(mm, record.prompt, image=record.images[0])
+        shares = [
+            float(m[:, : grid * grid][:, torch.from_numpy(named)].sum(-1).mean()) for m in maps
+        ]
+        answer = mm.ask(record.images[0], record.prompt).text
+        right = normalize_answer(answer) == normalize_answer(record.target)
+        rows.append(dict(qtype=record.qtype, right=right, even=float(named.mean()), shares=shares))
+    return rows
+
+
+def _mean(values: list) -> float:
+    return sum(values) / len(values)
+
+
+def share_table(rows: list[dict]) -> list[str]:
+    """Markdown lines: per question type (and all), accuracy, the even share and the mean
+    share on the named tokens per cross-attention layer."""
+    if not rows:
+        raise InputError("no synthetic question named a shape: ask for more (--synthetic N)")
+    layers = len(rows[0]["shares"])
+    lines = [
+        "| question type | n | right | even share | "
+        + " | ".join(f"L{i}" for i in range(layers))
+        + " |",
+        "|---" * (4 + layers) + "|",
+    ]
+    groups = [*sorted({r["qtype"] for r in rows}), "all"]
+    for group in groups:
+        chosen = [r for r in rows if group in ("all", r["qtype"])]
+        per_layer = [_mean([r["shares"][i] for r in chosen]) for i in range(layers)]
+        lines.append(
+            f"| {group} | {len(chosen)} | {_mean([r['right'] for r in chosen]):.1%} | "
+            f"{_mean([r['even'] for r in chosen]):.1%} | "
+            + " | ".join(f"{s:.0%}" for s in per_layer)
+            + " |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=None, help="folder or name (default: mmllm-tiny)")
     parser.add_argument("--image", default=None)
     parser.add_argument("--audio", default=None)
-    parser.add_argument("-q", "--question", action="append", required=True)
+    parser.add_argument("-q", "--question", action="append", default=[])
     parser.add_argument("--plot", default=None, help="also draw the maps on the image (PNG)")
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: over N held-out synthetic image questions, the attention on the shapes "
+        "each names, per question type and layer",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="with --synthetic: which questions")
     args = parser.parse_args(argv)
+    if args.synthetic:
+        mm = load(args.checkpoint, device="cpu")
+        print("\n".join(share_table(named_shares(mm, args.synthetic, args.seed))))
+        return 0
+    if not args.question:
+        raise InputError("give a question (-q) or --synthetic N")
     if args.plot and (args.image is None or args.audio is not None):
         raise InputError("--plot draws attention on an image: give --image and no --audio")
     mm = load(args.checkpoint, device="cpu")
