@@ -71,11 +71,13 @@ def test_a_batch_carries_each_synthetic_image_s_targets_in_pixel_order():
     assert batch.to("cpu").patch_targets is not None
 
 
-def synthetic_batch(model: MultimodalLM, spec: str) -> tuple[list[Record], TrainBatch]:
-    """24 records of the synthetic data ``spec`` (32-px images) and their batch with image
-    targets, through a small tokenizer trained on them."""
+def synthetic_batch(
+    model: MultimodalLM, spec: str, n: int = 24, extra: tuple[Record, ...] = ()
+) -> tuple[list[Record], TrainBatch]:
+    """``n`` records of the synthetic data ``spec`` (32-px images), then ``extra``, and their
+    batch with image targets, through a small tokenizer trained on them."""
     source = build_source(spec, image_size=32)
-    records = [source[i] for i in range(24)]
+    records = [source[i] for i in range(n)] + list(extra)
     tokenizer = Tokenizer.train([r.prompt + " " + r.target for r in records], vocab_size=300)
     grid, config = token_grid(model), model.config
     processor = MediaProcessor(config.image, config.audio, truncate_audio=True)
@@ -126,6 +128,32 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
                 logs.append(-head[named == group].sum().clamp_min(1e-6).log())
     assert len(logs) >= len(maps) * 4 * maps[0].shape[1] and relations  # several name shapes
     assert wrapped.last_attend_loss == pytest.approx(float(torch.stack(logs).mean()), rel=1e-5)
+
+
+def test_a_length_group_without_named_questions_and_with_fewer_media_tokens_is_skipped():
+    """A group of rows whose media are fewer tokens than an image (a short clip alone) holds
+    no named question: the attend loss skips it (it once failed to join the groups' weights)."""
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=320)
+    model = MultimodalLM(config).train()
+    clip = np.zeros(1600, dtype=np.float32)  # 0.1 s of silence
+    assert config.audio.n_tokens(len(clip)) < config.image.n_tokens
+    short = Record("describe the sound:", "silence, a long quiet pause", audio=[clip])
+    only_images = "image_vqa=1&audio_vqa=0&both_vqa=0&image_caption=0&audio_caption=0"
+    records, batch = synthetic_batch(model, f"synthetic:train?{only_images}", 8, (short,))
+    wrapped = WithImageLosses(model, PatchHead(config.decoder.dim), weight=0.5, attend_weight=1.0)
+    attend = []
+    for groups in (1, len(records)):  # then the clip's row is a group of its own
+        wrapped(
+            batch.token_ids,
+            batch.media,
+            labels=batch.labels,
+            patch_targets=batch.patch_targets,
+            labelled_logits_only=True,
+            length_groups=groups,
+        )
+        attend.append(wrapped.last_attend_loss)
+    assert attend[0] > 0 and attend[1] == pytest.approx(attend[0], rel=1e-5)
 
 
 def test_length_groups_give_the_same_losses_and_gradients_with_the_image_losses():

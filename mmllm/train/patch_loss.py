@@ -155,6 +155,8 @@ class WithImageLosses(nn.Module):
                 else:  # a group of rows: the named questions among them, and where they are
                     here = context.rows.to(rows.device)[None, :] == rows[:, None]  # (S, B_g)
                     which = here.any(1).nonzero().flatten()
+                    if not len(which):  # none here (and the media may be fewer tokens)
+                        return
                     local = here[which].long().argmax(1)
                 weights = module.attention_weights(
                     x[local, positions[which]][:, None], (k[local], v[local]), context.select(local)
