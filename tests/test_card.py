@@ -110,3 +110,15 @@ def test_smol_card_names_the_image_pathway_and_its_fixed_positions():
         "positions (scale 1) straight to the projector, fixed sin-cos positions (scale 0.5) "
         "added to the projected tokens"
     )
+
+
+def test_smol_card_names_what_a_run_adds_to_the_loss_and_the_model():
+    from mmllm.eval.smol_card import training_extras
+
+    assert training_extras({"lr": 2e-4, "patch_weight": 0.0, "attend_weight": 0.0}) == ""
+    text = training_extras(
+        {"projected_image_positions": 1.0, "patch_weight": 0.5, "attend_weight": 0.5}
+    )
+    assert text.startswith("; a fixed sin-cos table (scale 1) added to the projected image")
+    assert "; 0.5 x a per-cell image loss (`--patch-weight`" in text
+    assert text.endswith("pulled onto the shapes the question names)")

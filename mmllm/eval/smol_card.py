@@ -165,6 +165,34 @@ def image_pathway(config: MMConfig) -> str:
     return path
 
 
+def training_extras(train: dict) -> str:
+    """What a run's train config adds to the language-model loss and to the model before
+    training, as card text ('' when nothing)."""
+    parts = []
+    if train.get("image_fixed_positions"):
+        parts.append(
+            f"a fixed sin-cos table (scale {train['image_fixed_positions']:g}) added to the "
+            "image cells' positions before training (`--image-fixed-positions`)"
+        )
+    if train.get("projected_image_positions"):
+        parts.append(
+            f"a fixed sin-cos table (scale {train['projected_image_positions']:g}) added to the "
+            "projected image tokens before training (`--projected-image-positions`)"
+        )
+    if train.get("patch_weight"):
+        parts.append(
+            f"{train['patch_weight']:g} x a per-cell image loss (`--patch-weight`: a linear head "
+            "on each projected cell predicts what the cell shows)"
+        )
+    if train.get("attend_weight"):
+        parts.append(
+            f"{train['attend_weight']:g} x an attention loss (`--attend-weight`: at the answer "
+            "position of a synthetic image question, each cross-attention head is pulled onto "
+            "the shapes the question names)"
+        )
+    return "".join(f"; {part}" for part in parts)
+
+
 def pretrained_parts(config: MMConfig) -> list[list[str]]:
     """(part, what, pip package) of each pretrained part, from the model's config."""
     dec, img, aud = config.decoder, config.image, config.audio
@@ -282,6 +310,7 @@ def render_card(
     init = train.get("init")
     start = f", continuing `{init}`" if init else ""
     gates = "" if init else f"; gates start at {dec.gate_init:g}"
+    gates += training_extras(train)
     return f"""# {name}
 
 SmolLM2-135M-Instruct that sees and hears: a frozen instruction-tuned language model reading
