@@ -122,3 +122,17 @@ def test_smol_card_names_what_a_run_adds_to_the_loss_and_the_model():
     assert text.startswith("; a fixed sin-cos table (scale 1) added to the projected image")
     assert "; 0.5 x a per-cell image loss (`--patch-weight`" in text
     assert text.endswith("pulled onto the shapes the question names)")
+
+
+def test_smol_card_summary_keeps_a_decimal_so_99_5_is_not_called_100():
+    from mmllm.eval.smol_card import card_summary
+
+    run = {
+        "heldout": {"image": {"accuracy": 0.909}, "audio": {"accuracy": 0.995}},
+        "tuxpaint": {"noun/stamp_image": {"accuracy": 0.0}, "noun/stamp_sound": {"accuracy": 0.0}},
+        "text_only": {"identical": 5, "prompts": [0] * 5, "perplexity": {"diff_pct": 0.0}},
+    }
+    summary = card_summary(run)
+    assert "(90.9% of held-out image questions, 99.5% of audio ones)" in summary
+    assert "rarely names unseen ones (0.0% / 0.0% of held-out stamps)" in summary
+    assert summary.endswith("With no media it is exactly SmolLM2.")

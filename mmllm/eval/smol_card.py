@@ -216,11 +216,11 @@ def card_summary(run: dict) -> str:
 
     lines = [
         "It captions and answers questions about pictures and sounds of the synthetic world "
-        f"({100 * share(h, 'image'):.0f}% of held-out image questions, "
-        f"{100 * share(h, 'audio'):.0f}% of audio ones)."
+        f"({100 * share(h, 'image'):.1f}% of held-out image questions, "
+        f"{100 * share(h, 'audio'):.1f}% of audio ones)."
     ]
     stamps, sounds = share(t, "noun/stamp_image"), share(t, "noun/stamp_sound")
-    figures = f"({100 * stamps:.0f}% / {100 * sounds:.0f}% of held-out stamps)"
+    figures = f"({100 * stamps:.1f}% / {100 * sounds:.1f}% of held-out stamps)"
     lines.append(
         f"It names unseen clip-art and sound effects {figures}."
         if min(stamps, sounds) >= 0.3
