@@ -27,11 +27,10 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from encoders.image import ImageEncoderConfig
+from encoders.image import ImageEncoderConfig, sincos_grid
 from encoders.pretrained import check_shapes, map_keys, read_state_dict
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -176,11 +175,9 @@ def hybrid_config(
 def sincos_positions(config: ImageEncoderConfig) -> torch.Tensor | None:
     """The fixed 2-D sin-cos table ``(1, h*w, D)`` of ``config`` (row-major over the grid, as
     the cells), times ``config.fixed_positions``; None when that is 0."""
-    if not config.fixed_positions:
-        return None
     grid = config.image_size // config.patch_size
-    table = build_sincos2d_pos_embed([grid, grid], config.dim)  # (h*w, D), values in [-1, 1]
-    return (config.fixed_positions * table).unsqueeze(0)
+    table = sincos_grid(grid, config.dim, config.fixed_positions)
+    return None if table is None else table.unsqueeze(0)
 
 
 class FeatureMapTokens(nn.Module):
@@ -239,11 +236,8 @@ class HybridImageEncoder(nn.Module):
         """Add (or, with 0, remove) the fixed sin-cos position table at ``scale``; the config
         records it, so a saved model is rebuilt with the same table."""
         self.config = dataclasses.replace(self.config, fixed_positions=scale)
-        reference = self.adapter.pos_embed
         table = sincos_positions(self.config)
-        if table is not None:
-            table = table.to(device=reference.device, dtype=reference.dtype)
-        self.adapter.fixed_pos = table
+        self.adapter.fixed_pos = None if table is None else table.to(self.adapter.pos_embed)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.adapter(self.cnn(pixels))  # (B, C, h, w) -> (B, N, D)

@@ -16,12 +16,20 @@ from typing import Any
 
 import timm
 import torch
-from timm.layers import PatchEmbed
+from timm.layers import PatchEmbed, build_sincos2d_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 IMAGE_KINDS = ("vit", "cnn_hybrid", "hf_vision")
 HYBRID_STRIDES = (32, 16)  # a CNN hybrid reads the final feature map or the stride-16 stage
+
+
+def sincos_grid(grid: int, dim: int, scale: float) -> torch.Tensor | None:
+    """A fixed 2-D sin-cos position table ``(grid * grid, dim)``, row-major over the grid,
+    values in [-1, 1] times ``scale``; None when ``scale`` is 0."""
+    if not scale:
+        return None
+    return scale * build_sincos2d_pos_embed([grid, grid], dim)
 
 
 @dataclass(frozen=True)

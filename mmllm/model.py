@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timm.layers import build_sincos2d_pos_embed
 from torch import nn
 
 from encoders import build_audio_encoder, build_image_encoder
+from encoders.image import sincos_grid
 from mmllm.cache import KVCache, MediaContext
 from mmllm.config import MMConfig
 from mmllm.decoder import Decoder
@@ -119,10 +119,8 @@ class MultimodalLM(nn.Module):
             raise InputError(str(error)) from error
         self.config = dataclasses.replace(self.config, projector=projector)
         table = projected_positions(self.config)
-        if table is not None:
-            reference = self.media_packer.modality_embed.weight
-            table = table.to(device=reference.device, dtype=reference.dtype)
-        self.media_packer.fixed_image_positions = table
+        reference = self.media_packer.modality_embed.weight
+        self.media_packer.fixed_image_positions = None if table is None else table.to(reference)
 
     def encode_media(self, media: MediaBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """All items of the batch -> media ``(B, N_media, D)`` and mask ``(B, N_media)``."""
@@ -248,8 +246,7 @@ class MultimodalLM(nn.Module):
 def projected_positions(config: MMConfig) -> torch.Tensor | None:
     """The fixed 2-D sin-cos table ``(N_img, D)`` added to projected image tokens (row-major
     over the token grid), times ``config.projector.fixed_image_positions``; None when 0."""
-    scale = config.projector.fixed_image_positions
-    if not scale or config.image is None:
+    if config.image is None:
         return None
     grid = math.isqrt(config.image.n_tokens)
-    return scale * build_sincos2d_pos_embed([grid, grid], config.decoder.dim)
+    return sincos_grid(grid, config.decoder.dim, config.projector.fixed_image_positions)

@@ -130,6 +130,19 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
     assert wrapped.last_attend_loss == pytest.approx(float(torch.stack(logs).mean()), rel=1e-5)
 
 
+def in_groups(wrapped: WithImageLosses, batch: TrainBatch, groups: int):
+    """``wrapped``'s output on ``batch``, its rows run through the decoder in ``groups``
+    length groups."""
+    return wrapped(
+        batch.token_ids,
+        batch.media,
+        labels=batch.labels,
+        patch_targets=batch.patch_targets,
+        labelled_logits_only=True,
+        length_groups=groups,
+    )
+
+
 def test_a_length_group_without_named_questions_and_with_fewer_media_tokens_is_skipped():
     """A group of rows whose media are fewer tokens than an image (a short clip alone) holds
     no named question: the attend loss skips it (it once failed to join the groups' weights)."""
@@ -144,14 +157,7 @@ def test_a_length_group_without_named_questions_and_with_fewer_media_tokens_is_s
     wrapped = WithImageLosses(model, PatchHead(config.decoder.dim), weight=0.5, attend_weight=1.0)
     attend = []
     for groups in (1, len(records)):  # then the clip's row is a group of its own
-        wrapped(
-            batch.token_ids,
-            batch.media,
-            labels=batch.labels,
-            patch_targets=batch.patch_targets,
-            labelled_logits_only=True,
-            length_groups=groups,
-        )
+        in_groups(wrapped, batch, groups)
         attend.append(wrapped.last_attend_loss)
     assert attend[0] > 0 and attend[1] == pytest.approx(attend[0], rel=1e-5)
 
@@ -165,14 +171,7 @@ def test_length_groups_give_the_same_losses_and_gradients_with_the_image_losses(
     results = []
     for groups in (1, 3):
         wrapped.zero_grad()
-        loss = wrapped(
-            batch.token_ids,
-            batch.media,
-            labels=batch.labels,
-            patch_targets=batch.patch_targets,
-            labelled_logits_only=True,
-            length_groups=groups,
-        ).loss
+        loss = in_groups(wrapped, batch, groups).loss
         loss.backward()
         results.append((loss.detach(), wrapped.last_attend_loss, flat_grads(wrapped)))
     (loss1, attend1, grads1), (loss3, attend3, grads3) = results

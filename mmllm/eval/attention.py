@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 import torch
@@ -167,10 +168,6 @@ def named_shares(mm: MMLLM, n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def _mean(values: list) -> float:
-    return sum(values) / len(values)
-
-
 def share_table(rows: list[dict]) -> list[str]:
     """Markdown lines: per question type (and all), accuracy, the even share and the mean
     share on the named tokens per cross-attention layer."""
@@ -186,10 +183,10 @@ def share_table(rows: list[dict]) -> list[str]:
     groups = [*sorted({r["qtype"] for r in rows}), "all"]
     for group in groups:
         chosen = [r for r in rows if group in ("all", r["qtype"])]
-        per_layer = [_mean([r["shares"][i] for r in chosen]) for i in range(layers)]
+        per_layer = [fmean([r["shares"][i] for r in chosen]) for i in range(layers)]
         lines.append(
-            f"| {group} | {len(chosen)} | {_mean([r['right'] for r in chosen]):.1%} | "
-            f"{_mean([r['even'] for r in chosen]):.1%} | "
+            f"| {group} | {len(chosen)} | {fmean([r['right'] for r in chosen]):.1%} | "
+            f"{fmean([r['even'] for r in chosen]):.1%} | "
             + " | ".join(f"{s:.0%}" for s in per_layer)
             + " |"
         )

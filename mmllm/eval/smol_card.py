@@ -168,17 +168,16 @@ def image_pathway(config: MMConfig) -> str:
 def training_extras(train: dict) -> str:
     """What a run's train config adds to the language-model loss and to the model before
     training, as card text ('' when nothing)."""
-    parts = []
-    if train.get("image_fixed_positions"):
-        parts.append(
-            f"a fixed sin-cos table (scale {train['image_fixed_positions']:g}) added to the "
-            "image cells' positions before training (`--image-fixed-positions`)"
-        )
-    if train.get("projected_image_positions"):
-        parts.append(
-            f"a fixed sin-cos table (scale {train['projected_image_positions']:g}) added to the "
-            "projected image tokens before training (`--projected-image-positions`)"
-        )
+    tables = {  # train-config key: what the table is added to
+        "image_fixed_positions": "image cells' positions",
+        "projected_image_positions": "projected image tokens",
+    }
+    parts = [
+        f"a fixed sin-cos table (scale {train[key]:g}) added to the {where} before training "
+        f"(`--{key.replace('_', '-')}`)"
+        for key, where in tables.items()
+        if train.get(key)
+    ]
     if train.get("patch_weight"):
         parts.append(
             f"{train['patch_weight']:g} x a per-cell image loss (`--patch-weight`: a linear head "
