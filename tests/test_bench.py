@@ -26,9 +26,10 @@ def test_bench_quick_report_is_well_formed(tmp_path, capsys):
             assert math.isfinite(table[name]["ratio_median"])
     assert report["machine"]["matmul_gflops"] > 0 and report["machine"]["bandwidth_gbs"] > 0
     assert report["settings"]["compiled"] is False
+    assert report["settings"]["quiet_s"] > 0
     text = capsys.readouterr().out
     assert "VisionEncoderDecoderModel" in text and "| captioning, batch 8 |" in text
-    assert "mmllm eager" in text
+    assert "mmllm eager" in text and "ms of quiet" in text
     chip = report["machine"]["processor"] or "unnamed processor"  # the CPU's model name
     assert f"Machine: {chip} (" in text
 
@@ -59,3 +60,27 @@ def test_bandwidth_check_sets_each_round_against_its_own_reading():
     shares = sorted(decoder_gb * r / gbs for r, gbs in zip(rates, readings, strict=True))
     assert result["fraction_of_bandwidth"] == pytest.approx(shares[1])
     assert (result["fraction_min"], result["fraction_max"]) == pytest.approx((shares[0], shares[2]))
+
+
+def test_timed_commands_wait_for_quiet(monkeypatch):
+    """A timed command is sent only after a pause (the other side's OpenMP threads spin for a
+    few milliseconds after its last call, on the cores this one needs); other commands are not
+    delayed."""
+    import io
+
+    from mmllm.bench import run
+
+    events = []
+    monkeypatch.setattr(run.time, "sleep", lambda s: events.append(("sleep", s)))
+
+    class Pipe(io.StringIO):
+        def write(self, text):
+            events.append(("send", json.loads(text)["op"]))
+            return len(text)
+
+    worker = object.__new__(Worker)
+    worker.proc = type("Proc", (), {"stdin": Pipe(), "stdout": io.StringIO('{"seconds": 1}\n' * 3)})
+    for op in ("caption", "rss", "ttft"):
+        worker.ask(op=op)
+    quiet = ("sleep", run.QUIET_S)
+    assert events == [quiet, ("send", "caption"), ("send", "rss"), quiet, ("send", "ttft")]

@@ -2,8 +2,9 @@
 
 Each side lives in its own worker process (so its peak memory is its own), with the same
 thread count, inputs and greedy decoding of exactly N new tokens. After a warm-up, rounds
-alternate ours/theirs; each round gives one ratio (their time / ours), and the report gives the
-median ratio with its spread (min-max). The machine's own matmul FLOP/s and memory bandwidth
+alternate ours/theirs, each timed command after a short quiet pause (:data:`QUIET_S`); each
+round gives one ratio (their time / ours), and the report gives the median ratio with its
+spread (min-max). The machine's own matmul FLOP/s and memory bandwidth
 are measured in the same run; the bandwidth again beside each round of the larger model's
 batch-1 decode, whose share of it (the physical-limit ratio) is the median over rounds.
 """
@@ -22,6 +23,14 @@ from pathlib import Path
 import torch
 
 PEERS = {"ved": "VisionEncoderDecoderModel", "llava": "LlavaForConditionalGeneration"}
+# seconds of quiet before each timed command: a process that has just finished leaves its
+# OpenMP threads spin-waiting for a few milliseconds, on the cores the next process needs.
+# Measured (batch-8 captions, 2 cores, 7 alternating rounds): with no pause ours took 45-50 ms
+# and VisionEncoderDecoderModel's 107-124 ms; 10 ms apart, 34-38 and 87-91 ms; 200 ms apart,
+# 35-40 and 91-102. Making the threads sleep at once instead (OMP_WAIT_POLICY=PASSIVE) slowed
+# every small kernel: ours 157-170 ms.
+QUIET_S = 0.05
+TIMED_OPS = ("caption", "ttft")
 
 
 class Worker:
@@ -65,6 +74,9 @@ class Worker:
         return json.loads(line)
 
     def ask(self, **cmd) -> dict:
+        """Send one command and return its result; a timed one after :data:`QUIET_S` of quiet."""
+        if cmd.get("op") in TIMED_OPS:
+            time.sleep(QUIET_S)
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
         return self._read()
@@ -298,6 +310,7 @@ def run_bench(
             "rounds": rounds,
             "new_tokens": new_tokens,
             "compiled": compile,
+            "quiet_s": QUIET_S,
         },
         "comparison": compare(
             size, ["ved", "llava"], rounds, new_tokens, threads, device, (1, 8), compile
@@ -325,8 +338,9 @@ def markdown(report: dict) -> str:
         f"{m['threads']} thread(s), {m['device']}, torch {m['torch']}; "
         f"measured {m['matmul_gflops']:.0f} GFLOP/s fp32 matmul, {m['bandwidth_gbs']:.1f} GB/s.",
         f"Size `{s['size']}`, greedy, exactly {s['new_tokens']} new tokens, {s['rounds']} "
-        "alternating rounds after warm-up. Ratio = their time / our time (higher is better for "
-        "mmllm), median [min-max] over rounds. mmllm "
+        "alternating rounds after warm-up, each timed call after "
+        f"{s.get('quiet_s', 0) * 1e3:.0f} ms of quiet. Ratio = their time / our time (higher is "
+        "better for mmllm), median [min-max] over rounds. mmllm "
         + (
             "with compiled decoding (`--compile`; compiled in the warm-up)."
             if s.get("compiled")
