@@ -4,9 +4,9 @@ Each side lives in its own worker process (so its peak memory is its own), with 
 thread count, inputs and greedy decoding of exactly N new tokens. After a warm-up, rounds
 alternate ours/theirs, each timed command after a short quiet pause (:data:`QUIET_S`); each
 round gives one ratio (their time / ours), and the report gives the median ratio with its
-spread (min-max). The machine's own matmul FLOP/s and memory bandwidth
-are measured in the same run; the bandwidth again beside each round of the larger model's
-batch-1 decode, whose share of it (the physical-limit ratio) is the median over rounds.
+spread (min-max). The machine's own matmul FLOP/s and memory bandwidth are measured in the
+same run; the bandwidth again beside each round of the larger model's batch-1 decode, whose
+share of it (the physical-limit ratio) is the median over rounds.
 """
 
 from __future__ import annotations
