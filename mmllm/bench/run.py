@@ -339,7 +339,7 @@ def markdown(report: dict) -> str:
         f"measured {m['matmul_gflops']:.0f} GFLOP/s fp32 matmul, {m['bandwidth_gbs']:.1f} GB/s.",
         f"Size `{s['size']}`, greedy, exactly {s['new_tokens']} new tokens, {s['rounds']} "
         "alternating rounds after warm-up, each timed call after "
-        f"{s.get('quiet_s', 0) * 1e3:.0f} ms of quiet. Ratio = their time / our time (higher is "
+        f"{s['quiet_s'] * 1e3:.0f} ms of quiet. Ratio = their time / our time (higher is "
         "better for mmllm), median [min-max] over rounds. mmllm "
         + (
             "with compiled decoding (`--compile`; compiled in the warm-up)."

@@ -172,24 +172,30 @@ def training_extras(train: dict) -> str:
         "image_fixed_positions": "image cells' positions",
         "projected_image_positions": "projected image tokens",
     }
+    losses = {  # train-config key: the extra loss it weighs
+        "patch_weight": "a per-cell image loss ({flag}: a linear head on each projected cell "
+        "predicts what the cell shows)",
+        "attend_weight": "an attention loss ({flag}: at the answer position of a synthetic "
+        "image question, each cross-attention head is pulled onto the shapes the question "
+        "names)",
+    }
     parts = [
         f"a fixed sin-cos table (scale {train[key]:g}) added to the {where} before training "
-        f"(`--{key.replace('_', '-')}`)"
+        f"({_flag(key)})"
         for key, where in tables.items()
         if train.get(key)
     ]
-    if train.get("patch_weight"):
-        parts.append(
-            f"{train['patch_weight']:g} x a per-cell image loss (`--patch-weight`: a linear head "
-            "on each projected cell predicts what the cell shows)"
-        )
-    if train.get("attend_weight"):
-        parts.append(
-            f"{train['attend_weight']:g} x an attention loss (`--attend-weight`: at the answer "
-            "position of a synthetic image question, each cross-attention head is pulled onto "
-            "the shapes the question names)"
-        )
+    parts += [
+        f"{train[key]:g} x " + what.format(flag=_flag(key))
+        for key, what in losses.items()
+        if train.get(key)
+    ]
     return "".join(f"; {part}" for part in parts)
+
+
+def _flag(key: str) -> str:
+    """A train-config key as its command-line flag, in backticks."""
+    return f"`--{key.replace('_', '-')}`"
 
 
 def pretrained_parts(config: MMConfig) -> list[list[str]]:
