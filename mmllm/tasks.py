@@ -111,7 +111,10 @@ class MMLLM:
         self.tokenizer = tokenizer
         self.truncate_audio = truncate_audio
         self.media_processor = MediaProcessor(
-            model.config.image, model.config.audio, truncate_audio=truncate_audio
+            model.config.image,
+            model.config.audio,
+            truncate_audio=truncate_audio,
+            recognizer=model.config.recognizer,
         )
         self.image_processor = self.media_processor.image
         self.audio_processor = self.media_processor.audio

@@ -33,6 +33,10 @@ class Record:
     scenes: list[Any] = field(default_factory=list)  # each image's ground truth, when known
     # per scene: the groups of its shapes the question names (synthetic.question_referents)
     referents: list[tuple[tuple[int, ...], ...]] = field(default_factory=list)
+    # per image: recognition rows (K, 6) already known (encoders.recognizers), or empty: run them
+    recognitions: list[Any] = field(default_factory=list)
+    # the acceptable answers or main nouns of a real-photo record (any one of them is right)
+    accept: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -97,4 +101,5 @@ class Collator:
 
     def media(self, records: list[Record]) -> MediaBatch:
         """The records' images and clips, processed and collated."""
-        return self.media_processor([r.images for r in records], [r.audio for r in records])
+        known = [r.recognitions or [None] * len(r.images) for r in records]
+        return self.media_processor([r.images for r in records], [r.audio for r in records], known)

@@ -5,7 +5,10 @@
     {"image": ["a.png", "b.png"], "audio": "c.wav", "task": "vqa", "question": "?", "answer": "."}
 
 Every record is checked when the file is read; a bad one raises ``DataError`` naming the file
-and line. Optional ``category``/``qtype`` fields are kept for per-category evaluation.
+and line. Optional ``category``/``qtype`` fields are kept for per-category evaluation;
+``answers`` (a question's acceptable answers) and ``nouns`` (a caption's acceptable main nouns)
+for real photos, where any one of them is right; ``recognitions`` (per image, the rows of
+``encoders.recognizers``) spare a training run from running the recognizers.
 """
 
 from __future__ import annotations
@@ -18,7 +21,20 @@ from mmllm.data.collate import Record
 from mmllm.data.synthetic import AUDIO_CAPTION_PROMPT, IMAGE_CAPTION_PROMPT
 from mmllm.errors import DataError
 
-KNOWN_KEYS = {"image", "audio", "task", "question", "answer", "caption", "category", "qtype", "id"}
+KNOWN_KEYS = {
+    "image",
+    "audio",
+    "task",
+    "question",
+    "answer",
+    "caption",
+    "category",
+    "qtype",
+    "id",
+    "answers",
+    "nouns",
+    "recognitions",
+}
 
 
 def caption_prompt(has_image: bool) -> str:
@@ -64,6 +80,17 @@ def parse_record(data: Any, root: Path, where: str) -> Record:
         prompt, target = caption_prompt(bool(images)), _text(data, "caption", where)
     else:
         raise DataError(f"{where}: 'task' must be 'vqa' or 'caption', got {task!r}")
+    accept = _words(data.get("answers" if task == "vqa" else "nouns"), where)
+    recognitions = data.get("recognitions") or []
+    if recognitions and (
+        not isinstance(recognitions, list)
+        or len(recognitions) != len(images)
+        or not all(_is_rows(r) for r in recognitions)
+    ):
+        raise DataError(
+            f"{where}: 'recognitions' must hold one list of [label, score, x1, y1, x2, y2] "
+            "rows per image"
+        )
     return Record(
         prompt=prompt,
         target=target,
@@ -73,6 +100,23 @@ def parse_record(data: Any, root: Path, where: str) -> Record:
         category=data.get("category"),
         qtype=data.get("qtype"),
         source=where,
+        recognitions=recognitions,
+        accept=accept,
+    )
+
+
+def _words(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(w, str) and w.strip() for w in value):
+        raise DataError(f"{where}: 'answers'/'nouns' must be a list of non-empty strings")
+    return [w.strip() for w in value]
+
+
+def _is_rows(rows: Any) -> bool:
+    return isinstance(rows, list) and all(
+        isinstance(r, list) and len(r) == 6 and all(isinstance(v, (int, float)) for v in r)
+        for r in rows
     )
 
 

@@ -16,6 +16,7 @@ from mmllm.eval.metrics import (
     noun_mention_scores,
     vqa_scores,
 )
+from mmllm.eval.photos import accept_scores, oracle_prediction, oracle_text
 from mmllm.eval.predict import predict
 from mmllm.model import MultimodalLM
 from mmllm.tokenizer import Tokenizer
@@ -29,7 +30,29 @@ def score_records(records, predictions) -> dict:
         if any(r.category in ("image", "audio") for r in records if r.task == "caption"):
             scores.update(caption_attribute_scores(records, predictions))
     scores.update(noun_mention_scores(records, predictions))
+    scores.update(accept_scores(records, predictions))
     return scores
+
+
+def oracle_predictions(records, progress: bool = False) -> list[str]:
+    """The teacher-label oracle's answer to each record (``mmllm.eval.photos``): what the
+    recognizers alone say about its first image."""
+    from tqdm import tqdm
+
+    from encoders.recognizers import Recognizer, imagenet_labels, to_rgb_array
+    from mmllm.data.label_words import coco_words
+    from mmllm.processing import load_image
+
+    recognizer, labels = Recognizer(cache={}), imagenet_labels()
+    coco = {cid: word.name for cid, word in coco_words().items()}
+    out = []
+    for record in tqdm(records, desc="oracle", disable=not progress, unit="record"):
+        if not record.images:
+            out.append("")
+            continue
+        rows = recognizer(to_rgb_array(load_image(record.images[0])))
+        out.append(oracle_prediction(record, oracle_text(rows.tolist(), labels, coco)))
+    return out
 
 
 def evaluate(
@@ -41,10 +64,12 @@ def evaluate(
     batch_size: int = 64,
     progress: bool = False,
     drop: str | None = None,
+    oracle: bool = False,
 ) -> dict:
     """Scores of ``model`` on ``data`` (``synthetic:<split>`` or a JSONL file).
 
     drop: "audio" or "image" removes that medium from every record (to prove the model uses it).
+    oracle: score the teacher-label oracle instead of the model (``mmllm.eval.photos``).
     """
     source = build_source(data, seed=seed, shuffle=False)
     count = min(n or len(source), len(source))
@@ -55,14 +80,23 @@ def evaluate(
     elif drop == "image":
         for r in records:
             r.images = []
-    predictions = predict(model, tokenizer, records, batch_size=batch_size, progress=progress)
+    if oracle:
+        predictions = oracle_predictions(records, progress)
+    else:
+        predictions = predict(model, tokenizer, records, batch_size, progress=progress)
     scores = score_records(records, predictions)
-    scores["_meta"] = {"data": data, "n": count, "seed": seed, "drop": drop}
+    scores["_meta"] = {"data": data, "n": count, "seed": seed, "drop": drop, "oracle": oracle}
     scores["_confusion"] = answer_confusion(records, predictions)
     scores["_examples"] = [
         {"prompt": r.prompt, "target": r.target, "prediction": p, "category": r.category}
         for r, p in list(zip(records, predictions, strict=True))[:20]
     ]
+    if any(r.accept for r in records):  # real photos: every answer, to read the failures
+        scores["_photo_answers"] = [
+            {"id": r.source, "prompt": r.prompt, "accept": r.accept, "prediction": p}
+            for r, p in zip(records, predictions, strict=True)
+            if r.accept
+        ]
     return scores
 
 
@@ -74,6 +108,7 @@ def run_eval(
     out: Path | None,
     drop: str | None = None,
     quantize: str | None = None,
+    oracle: bool = False,
 ) -> dict:
     """Load ``checkpoint``, score it on ``data`` (see ``evaluate``), write JSON to ``out``."""
     model = load_model(checkpoint).eval()
@@ -83,7 +118,9 @@ def run_eval(
         model = quantize_model(model, quantize)
     elif torch.cuda.is_available():
         model.cuda()
-    scores = evaluate(model, load_tokenizer(checkpoint), data, n, seed, progress=True, drop=drop)
+    scores = evaluate(
+        model, load_tokenizer(checkpoint), data, n, seed, progress=True, drop=drop, oracle=oracle
+    )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(scores, indent=2) + "\n")

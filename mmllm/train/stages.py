@@ -8,7 +8,8 @@
 
 New parts always train: besides the projectors, media packing and cross-attention, these are
 the LoRA adapters of the language model (``*.lora_a``/``*.lora_b``, see ``mmllm.lora``) and the
-layers a CNN hybrid image encoder puts on top of its pretrained CNN (``image_encoder.adapter``).
+layers a CNN hybrid image encoder puts on top of its pretrained CNN (``image_encoder.adapter``),
+and the tokens of the real recognizers' findings (``recognition``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ STAGE_NOTES = {
     "decoder": "the encoders and projectors frozen (the image and audio tokens stay as they were)",
 }
 STAGES = tuple(STAGE_NOTES)
-NEW_PARTS = ("image_projector.", "audio_projector.", "media_packer.", "image_encoder.adapter.")
+NEW_PARTS = (
+    "image_projector.",
+    "audio_projector.",
+    "media_packer.",
+    "image_encoder.adapter.",
+    "recognition.",
+)
 LORA_SUFFIXES = (".lora_a", ".lora_b")
 
 

@@ -301,7 +301,13 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
     # a batch without audio (or images) leaves that encoder unused, and each rank has its own
     # batch: unused parameters must count as reduced, or the ranks fall out of step
     ddp = DistributedDataParallel(trained, find_unused_parameters=True) if world > 1 else trained
-    media_processor = MediaProcessor(model.config.image, model.config.audio, truncate_audio=True)
+    media_processor = MediaProcessor(
+        model.config.image,
+        model.config.audio,
+        truncate_audio=True,
+        recognizer=model.config.recognizer,
+        recognition_cache={},  # records without stored recognitions: each image run once
+    )
     collator = Collator(tokenizer, media_processor, cfg.max_len, image_targets)
     loader = DataLoader(
         StepBatches(source, collator, cfg, rank, world),
