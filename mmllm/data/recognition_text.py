@@ -20,6 +20,8 @@ from mmllm.data.label_words import coco_words, imagenet_words
 
 SURE_CLASS = 0.25  # summed probability of an everyday noun that makes it the picture's subject
 SURE_OBJECT = 0.5  # detector score from which an object is named
+ALTERNATIVE = 0.1  # summed probability from which another everyday noun is named as a maybe
+MAX_ALTERNATIVES = 2
 ANIMAL_CLASSES = range(0, 398)  # ImageNet's animals come first
 COCO_ANIMALS = range(16, 26)  # bird .. giraffe
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -49,9 +51,11 @@ class Subject:
 
 @dataclass(frozen=True)
 class Reading:
-    """Rows read: the subject, the named objects (COCO id -> count), the sure nouns."""
+    """Rows read: the subject, other possible everyday nouns (most likely first), the named
+    objects (COCO id -> count), the sure nouns."""
 
     subject: Subject
+    alternatives: tuple[str, ...]
     objects: dict[int, int]
     nouns: frozenset[str]
 
@@ -94,7 +98,18 @@ def read_rows(rows: np.ndarray) -> Reading:
         if by_basic[names[lab].basic] >= SURE_CLASS
     }
     nouns |= {coco[c].basic for c in objects} | {coco[c].name for c in objects}
-    return Reading(subject, dict(objects), frozenset(nouns | {subject.basic}))
+    ranked = sorted(by_basic, key=lambda b: (-by_basic[b], best[b][1]))
+    alternatives = tuple(b for b in ranked if b != subject.basic and by_basic[b] >= ALTERNATIVE)[
+        :MAX_ALTERNATIVES
+    ]
+    return Reading(subject, alternatives, dict(objects), frozenset(nouns | {subject.basic}))
+
+
+def maybe(reading: Reading) -> str:
+    """ ", or maybe a monastery or a church" (the other likely nouns), or ""."""
+    if not reading.alternatives:
+        return ""
+    return ", or maybe " + " or ".join(article(b) for b in reading.alternatives)
 
 
 def object_list(objects: dict[int, int], skip: str = "") -> str:
@@ -113,16 +128,20 @@ def object_list(objects: dict[int, int], skip: str = "") -> str:
 
 
 def caption(reading: Reading) -> str:
-    """e.g. "a photo of a dog (Labrador retriever) with two people and a car"."""
+    """e.g. "a photo of a dog (Labrador retriever) with two people and a car", "a photo of a
+    palace, or maybe a monastery, with a person"."""
     subject = reading.subject
     lead = "a photo of " if subject.sure else "a photo of what may be "
     others = object_list(reading.objects, skip=subject.basic)
-    return lead + subject.phrase() + (f" with {others}" if others else "")
+    alternatives = maybe(reading)
+    joint = "," if alternatives and others else ""
+    return lead + subject.phrase() + alternatives + joint + (f" with {others}" if others else "")
 
 
 def answer_what(reading: Reading) -> str:
     subject = reading.subject
-    return subject.phrase() if subject.sure else f"maybe {subject.phrase()}"
+    what = subject.phrase() if subject.sure else f"maybe {subject.phrase()}"
+    return what + maybe(reading)
 
 
 def count_of(reading: Reading, coco_id: int) -> int:

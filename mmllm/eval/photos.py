@@ -73,7 +73,7 @@ def accept_scores(records: Sequence[Record], predictions: Sequence[str]) -> dict
         kind = "caption" if record.task == "caption" else "vqa"
         hits[f"photo/{kind}"].append(hit)
         if record.category:
-            hits[f"photo/{kind}/{record.category}"].append(hit)
+            hits[f"photo/{kind}/{record.category.removeprefix('photo/')}"].append(hit)
         if record.qtype:
             hits[f"photo/qtype/{record.qtype}"].append(hit)
         bad.append(int(degenerate_reason(pred) is not None))
