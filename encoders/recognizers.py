@@ -159,20 +159,23 @@ class Recognizer:
             key = content_key(rgb)
             if key in self.cache:
                 return self.cache[key]
-        rows = self.rows(self.classifier(rgb), self.detector(rgb))
+        rows = recognition_rows(self.config, self.classifier(rgb), self.detector(rgb))
         if key is not None:
             self.cache[key] = rows
         return rows
 
-    def rows(self, probs: np.ndarray, detections: np.ndarray) -> np.ndarray:
-        """Classifier probabilities ``(1000,)`` and detections ``(n, 6)`` -> rows ``(K, 6)``."""
-        cfg = self.config
-        top = np.argsort(-probs, kind="stable")[: cfg.top_k]
-        top = [int(c) for i, c in enumerate(top) if i == 0 or probs[c] >= cfg.min_class_prob]
-        rows = [[c, float(probs[c]), 0.0, 0.0, 1.0, 1.0] for c in top]
-        kept = detections[detections[:, 1] >= cfg.min_object_score][: cfg.max_objects]
-        rows += [[COCO_OFFSET + int(d[0]), *map(float, d[1:6])] for d in kept]
-        return np.asarray(rows, dtype=np.float32).reshape(-1, ROW)
+
+def recognition_rows(
+    config: RecognizerConfig, probs: np.ndarray, detections: np.ndarray
+) -> np.ndarray:
+    """Classifier probabilities ``(1000,)`` and detections ``(n, 6)`` (best first) -> rows
+    ``(K, 6)``: the top classes, then the objects, as ``config`` keeps them."""
+    top = np.argsort(-probs, kind="stable")[: config.top_k]
+    top = [int(c) for i, c in enumerate(top) if i == 0 or probs[c] >= config.min_class_prob]
+    rows = [[c, float(probs[c]), 0.0, 0.0, 1.0, 1.0] for c in top]
+    kept = detections[detections[:, 1] >= config.min_object_score][: config.max_objects]
+    rows += [[COCO_OFFSET + int(d[0]), *map(float, d[1:6])] for d in kept]
+    return np.asarray(rows, dtype=np.float32).reshape(-1, ROW)
 
 
 def content_key(rgb: np.ndarray) -> str:

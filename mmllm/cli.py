@@ -85,6 +85,14 @@ def cmd_data_tuxpaint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_data_photos(args: argparse.Namespace) -> int:
+    from mmllm.data.real_photos import SOURCES, export_real_photos
+
+    args.sources = args.sources or SOURCES
+    export_real_photos(Path(args.out), args.seed, sources=args.sources)
+    return EXIT_OK
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     """Install what a checkpoint's base parts come from, with the command each names (some
     packages must go in with ``--no-deps``: their declared dependencies are old or heavy)."""
@@ -491,6 +499,21 @@ def build_parser() -> argparse.ArgumentParser:
     tux.add_argument("--no-espeak", action="store_true", help="no synthetic spoken descriptions")
     tux.add_argument("--no-svg", action="store_true", help="skip the SVG-only stamps' pictures")
     tux.set_defaults(func=cmd_data_tuxpaint)
+    photos = data_sub.add_parser(
+        "photos",
+        help="export the real-photo evaluation set (photos in Debian and PyPI packages)",
+        epilog="example (Debian: apt-get install gcompris-qt-data scratch;\n"
+        "pip install scikit-image scikit-learn):\n"
+        "  mmllm data photos --out data/photos\n"
+        "  mmllm eval --data data/photos/data.jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    photos.add_argument("--out", required=True)
+    photos.add_argument("--seed", type=int, default=0)
+    photos.add_argument(
+        "--sources", nargs="+", default=None, help="a subset of the sources (default: all)"
+    )
+    photos.set_defaults(func=cmd_data_photos)
     return parser
 
 

