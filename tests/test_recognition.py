@@ -60,7 +60,8 @@ def test_content_key_tells_pictures_apart():
 
 def test_media_batch_pads_the_recognitions_of_each_image():
     images = [[torch.zeros(3, 32, 32)], [torch.zeros(3, 32, 32)] * 2]
-    found = [[rows((1, 0.5, 0, 0, 1, 1))], [rows((2, 0.5, 0, 0, 1, 1)) * 1, rows()[:0].reshape(0, 6)]]
+    none = torch.zeros(0, 6)
+    found = [[rows((1, 0.5, 0, 0, 1, 1))], [rows((2, 0.5, 0, 0, 1, 1)), none]]
     batch = MediaBatch.from_lists(images=images, recognitions=found)
     assert batch.recognitions.shape == (3, 1, 6)
     assert batch.recognition_mask.tolist() == [[True], [True], [False]]
