@@ -124,11 +124,14 @@ def make_examples(folder: Path, n_synthetic: int = 2) -> list[list[Any]]:
     folder.mkdir(parents=True, exist_ok=True)
     rows: list[list[Any]] = []
     for src in sorted(EXAMPLES_DIR.glob("*")):
-        if src.suffix.lower() not in (".png", ".wav"):
+        if src.suffix.lower() not in (".png", ".jpg", ".wav"):
             continue
         dst = folder / src.name
         shutil.copyfile(src, dst)
-        if src.suffix.lower() == ".png":
+        if src.suffix.lower() == ".jpg":  # real photos: a caption and a question
+            rows.append([str(dst), None, "Caption", ""])
+            rows.append([str(dst), None, "Ask", "what is in the picture?"])
+        elif src.suffix.lower() == ".png":
             rows.append([str(dst), None, "Caption", ""])
         else:
             rows.append([None, str(dst), "Caption", ""])
