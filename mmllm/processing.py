@@ -53,6 +53,8 @@ def load_image(source: Any, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
         if array.ndim == 3 and array.shape[0] in (1, 3, 4):
             array = array.permute(1, 2, 0)
         if array.is_floating_point():
+            if not torch.isfinite(array).all():
+                raise ImageError("image tensor holds non-finite values (NaN or infinity)")
             array = (array.clamp(0, 1) * 255).round().to(torch.uint8)
         image = _array_to_image(array.numpy())
     else:
@@ -124,8 +126,12 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise ImageError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
     if array.dtype != np.uint8:
-        with np.errstate(over="ignore", invalid="ignore"):  # infinities clip to 0 or 255
-            array = np.nan_to_num(array.astype(np.float64))
+        if array.dtype.kind not in "biuf":
+            raise ImageError(f"image array must hold numbers, got dtype {array.dtype}")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ImageError("image array holds non-finite values (NaN or infinity)")
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = array.astype(np.float64)
             array = np.clip(array * 255 if array.max() <= 1.0 else array, 0, 255)
         array = array.astype(np.uint8)
     return Image.fromarray(array)

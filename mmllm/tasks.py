@@ -33,7 +33,7 @@ from mmllm.media import MediaBatch
 from mmllm.model import MultimodalLM
 from mmllm.planner import RequestPlan, plan_request
 from mmllm.processing import MediaProcessor
-from mmllm.tokenizer import Tokenizer
+from mmllm.tokenizer import Tokenizer, valid_text
 
 DEFAULT_CHECKPOINT = "mmllm-tiny"
 FILLER = re.compile(r"^(an?\s+)?(image|picture|photo|photograph|drawing)\s+(of|showing)\s+", re.I)
@@ -183,8 +183,10 @@ class MMLLM:
         n_alternatives: int = 3,
     ) -> Answer:
         """Answer ``question`` about an image and/or audio, with probabilities."""
-        if question is None or not question.strip():
+        if question is None or not valid_text(question, "question").strip():
             raise TextError("the question is empty")
+        for choice in choices or ():
+            valid_text(choice, "choice")
         images = [image] if image is not None else []
         clips = [audio] if audio is not None else []
         media = self._media([images], [clips])
@@ -211,6 +213,8 @@ class MMLLM:
     ) -> str:
         """Free generation from a prompt with optional media (beam search if num_beams > 1)."""
         sampling = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
+        stop = [valid_text(s, "stop string") for s in stop]
+        valid_text(prompt, "prompt")
         if num_beams != 1:
             if temperature != 0:
                 raise GenerationError("beam search is deterministic: use temperature=0")
@@ -229,6 +233,7 @@ class MMLLM:
     ) -> Iterator[str]:
         """Yield generated text pieces; stops at EOS, a stop string (cut exactly), or the limit."""
         sampling = sampling or SamplingConfig()
+        stop = [valid_text(s, "stop string") for s in stop]
         token_ids, mask = self._prompt_batch([prompt])
         context = self._prepare(self._media([list(images)], [list(audio)]))
         ids: list[int] = []
@@ -347,6 +352,12 @@ class MMLLM:
         """log P(answer + EOS | media, prompt) for each answer: ``(n,)``."""
         rows = [prompt + a + [self.tokenizer.eos_id] for a in answers]
         longest = max(len(r) for r in rows)
+        context = self.model.config.decoder.max_seq_len
+        if longest > context:
+            raise TextError(
+                f"the question and an answer are {longest} tokens, over the model's context of "
+                f"{context} tokens"
+            )
         token_ids = torch.full((len(rows), longest), self.tokenizer.pad_id, dtype=torch.long)
         for i, r in enumerate(rows):
             token_ids[i, : len(r)] = torch.tensor(r)

@@ -19,7 +19,7 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from mmllm.errors import CheckpointError
+from mmllm.errors import CheckpointError, TextError
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class Tokenizer:
         return self.backend.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
-        return self.backend.encode(text, add_special_tokens=False).ids
+        return self.backend.encode(valid_text(text), add_special_tokens=False).ids
 
     def prompt_ids(self, prompt: str) -> list[int]:
         """``<bos> prompt <sep>`` (or the prompt template): what the model reads before it
@@ -150,3 +150,18 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=True)
+
+
+def valid_text(text: object, what: str = "text") -> str:
+    """``text`` if it is a string of valid Unicode, else ``TextError`` naming ``what`` (a lone
+    surrogate such as "\\ud800" cannot be encoded, and the tokenizer would crash on it)."""
+    if not isinstance(text, str):
+        raise TextError(f"the {what} must be a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise TextError(
+            f"the {what} is not valid Unicode: {text[error.start : error.end]!r} at position "
+            f"{error.start} (a lone surrogate)"
+        ) from error
+    return text

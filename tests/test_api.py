@@ -84,3 +84,18 @@ def test_audio_caption_list(api):
 def test_int8_quantized_model_generates(tiny_checkpoint, image):
     quantized = mmllm.load(tiny_checkpoint, device="cpu", quantize="int8")
     assert isinstance(quantized.caption(image, max_new_tokens=6), str)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda api, image: api.ask(image, "what is \ud800 this?"),
+        lambda api, image: api.ask(image, "what is this?", choices=["yes", "n\udfffo"]),
+        lambda api, image: api.generate("hi \ud800", images=[image], max_new_tokens=2),
+        lambda api, image: api.generate("hi", images=[image], max_new_tokens=2, stop=["\ud800"]),
+    ],
+    ids=["question", "choice", "prompt", "stop string"],
+)
+def test_text_that_is_not_valid_unicode_is_a_text_error(api, image, call):
+    with pytest.raises(TextError, match="not valid Unicode"):
+        call(api, image)

@@ -113,3 +113,38 @@ def test_audio_loader_on_random_arrays_and_rates(array, rate):
 
 def test_config_used_by_the_fuzz_is_the_tiny_one():
     assert tiny_config().image.image_size == 32  # the fixture model is tiny; the fuzz is fast
+
+
+@FUZZ
+@given(
+    arrays(
+        dtype=st.sampled_from([np.float32, np.float64, np.float16, np.uint8, np.int16, np.bool_]),
+        shape=st.tuples(st.integers(1, 12), st.integers(1, 12), st.sampled_from([1, 3, 4])),
+        elements=None,
+    )
+)
+def test_any_image_array_is_pixels_or_a_typed_error(array):
+    """Any dtype, shape and value (NaN, inf, huge) gives pixels or an ImageError, never a crash
+    or pixels made from NaN."""
+    try:
+        pixels = IMAGES(array)
+    except InputError:
+        assert array.dtype.kind == "f" and not np.isfinite(array).all()
+        return
+    assert pixels.shape == (3, 16, 16) and np.isfinite(pixels.numpy()).all()
+
+
+@FUZZ
+@given(st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=20))
+def test_any_question_is_answered_or_a_text_error(api, text):
+    """Any Python string as a question, choice or stop string: an answer or a TextError
+    (lone surrogates cannot be encoded), never a crash."""
+    from mmllm import GenerationError, TextError
+
+    image = Image.new("RGB", (8, 8))
+    try:
+        api.ask(image, text or "?", choices=["yes", text or "no"])
+        api.generate(text, images=[image], max_new_tokens=2, stop=[text])
+    except (TextError, GenerationError) as error:  # the tiny model's context is 64 tokens
+        surrogate = any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+        assert surrogate or not text.strip() or "context" in str(error), error

@@ -183,3 +183,18 @@ def test_dataset_audio_longer_than_the_encoder_takes_is_cut_not_refused():
     assert cut(odd_rate).shape == (16000 * 4,)
     with pytest.raises(AudioError, match="over the limit of 30 s"):  # the memory bound stays
         cut(wav_bytes(np.zeros(16000 * 31, dtype=np.float32), 16000))
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        np.full((8, 8, 3), np.nan, dtype=np.float32),
+        np.array([[0.5, np.inf], [0.1, 0.2]]),
+        torch.full((3, 8, 8), float("nan")),
+        torch.tensor([[[0.5, -float("inf")]]]).expand(3, 2, 2),
+    ],
+    ids=["nan array", "inf array", "nan tensor", "-inf tensor"],
+)
+def test_image_with_non_finite_values_is_refused(pixels):
+    with pytest.raises(ImageError, match="non-finite"):
+        IMAGES(pixels)
