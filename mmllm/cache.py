@@ -7,6 +7,7 @@ the cross-attention keys/values of the media, computed once per request and reus
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +81,10 @@ class MediaContext:
     attn_mask: torch.Tensor
     keep: torch.Tensor
     rows: torch.Tensor | None = None  # (B,): the batch rows these are (None: all, in order)
+    # a copy path for recognized words (mmllm.recognition): per row a bias over the vocabulary
+    # (B, V), added to the logits times a gate the hidden state sets, (..., D) -> (..., 1)
+    word_bias: torch.Tensor | None = None
+    word_gate: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
     def of(cls, kv: list[tuple[torch.Tensor, torch.Tensor]], media_mask: torch.Tensor):
@@ -95,4 +100,20 @@ class MediaContext:
             attn_mask=self.attn_mask[rows],
             keep=self.keep[rows],
             rows=None if self.rows is None else self.rows[rows],
+            word_bias=None if self.word_bias is None else self.word_bias[rows],
+            word_gate=self.word_gate,
         )
+
+    def adjust_logits(
+        self, logits: torch.Tensor, hidden: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits ``(B, [T,] V)`` from final hidden states ``(B, [T,] D)`` plus the gated
+        word bias of their rows (``rows`` ``(N,)``: each flat position's row, for logits
+        ``(N, V)``); unchanged without one."""
+        if self.word_bias is None or self.word_gate is None:
+            return logits
+        bias = self.word_bias if rows is None else self.word_bias[rows]
+        if logits.ndim == 3 and rows is None:
+            bias = bias[:, None]
+        gate = torch.sigmoid(self.word_gate(hidden).float())
+        return logits + (gate * bias).to(logits.dtype)

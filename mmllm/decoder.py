@@ -102,8 +102,11 @@ class Decoder(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """Logits ``(B, T, V)`` for ``token_ids`` ``(B, T)`` (arguments as ``hidden``)."""
-        return self.logits(self.hidden(token_ids, media, attention_mask, position_ids, cache))
+        """Logits ``(B, T, V)`` for ``token_ids`` ``(B, T)`` (arguments as ``hidden``), with
+        the media's word bias where they carry one (``MediaContext.adjust_logits``)."""
+        hidden = self.hidden(token_ids, media, attention_mask, position_ids, cache)
+        logits = self.logits(hidden)
+        return logits if media is None else media.adjust_logits(logits, hidden)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states ``(..., D)`` -> logits ``(..., V)``."""

@@ -127,6 +127,8 @@ def stream_ids(
     ``suppress_ids`` (e.g. padding and prompt markers) are never generated.
     """
     compiled = model.decoder.compiled  # None unless model.compile_decoding() was called
+    if context is not None and context.word_bias is not None:
+        compiled = None  # the compiled step has no word-bias path yet: eager
     if compiled is not None:  # prompts of similar lengths share one compiled prompt pass
         longest = model.config.decoder.max_seq_len - sampling.max_new_tokens
         token_ids, attention_mask = compiled.bucketed(token_ids, attention_mask, pad_id, longest)
@@ -146,6 +148,8 @@ def stream_ids(
         else:
             hidden = model.decoder.hidden(token_ids, context, _upto(mask, T), cache=cache)
             logits = model.decoder.logits(hidden[:, -1])  # the head at the last position only
+            if context is not None:
+                logits = context.adjust_logits(logits, hidden[:, -1])
     first_position = attention_mask.sum(1)  # (B,): positions count each row's real tokens
     suppress = torch.tensor(suppress_ids, dtype=torch.long, device=device)
     for step in range(sampling.max_new_tokens):
@@ -223,6 +227,8 @@ def beam_search_ids(
     with autocast_for(device):
         hidden = model.decoder.hidden(token_ids[rows], context, _upto(mask, T), cache=cache)
         logits = model.decoder.logits(hidden[:, -1])
+        if context is not None:
+            logits = context.adjust_logits(logits, hidden[:, -1])
     for step in range(max_new_tokens):
         logprobs = logits.float().log_softmax(-1)  # (B*K, V)
         if suppress_ids:

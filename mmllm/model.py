@@ -157,7 +157,23 @@ class MultimodalLM(nn.Module):
         """Encode media and compute every cross-attention layer's K/V: once per request."""
         if media is None or media.is_empty:
             return None
-        return self.decoder.prepare_media(*self.encode_media(media))
+        return self.with_word_bias(self.decoder.prepare_media(*self.encode_media(media)), media)
+
+    def with_word_bias(self, context: MediaContext, media: MediaBatch) -> MediaContext:
+        """``context`` with the recognized labels' word bias (``RecognitionTokens``), for a
+        model that reads recognitions; otherwise ``context`` itself."""
+        if self.recognition is None or media.recognitions is None:
+            return context
+        bias = self.recognition.word_bias(
+            media.recognitions,
+            media.recognition_mask,
+            media.image_index,
+            media.batch_size,
+            self.config.decoder.vocab_size,
+        )
+        if context.rows is not None:
+            bias = bias[context.rows]
+        return dataclasses.replace(context, word_bias=bias, word_gate=self.recognition.copy_gate)
 
     def forward(
         self,
@@ -187,7 +203,7 @@ class MultimodalLM(nn.Module):
             if not parts:  # one group (or no row has a label)
                 context = media if isinstance(media, MediaContext) else self.prepare_media(media)
                 hidden = self.decoder.hidden(token_ids, context, attention_mask, cache=cache)
-                parts = [self._labelled_logits(hidden, labels)]
+                parts = [self._labelled_logits(hidden, labels, context)]
             logits, targets, weights = (torch.cat(t) for t in zip(*parts, strict=True))
             if not loss_per_example:
                 return LMOutput(logits=logits, loss=F.cross_entropy(logits.float(), targets))
@@ -206,13 +222,16 @@ class MultimodalLM(nn.Module):
         return LMOutput(logits=logits, loss=loss)
 
     def _labelled_logits(
-        self, hidden: torch.Tensor, labels: torch.Tensor
+        self, hidden: torch.Tensor, labels: torch.Tensor, context: MediaContext | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """hidden ``(B, T, D)``, labels ``(B, T)`` -> the logits ``(N, V)`` at the N positions
         that predict a label, those labels ``(N,)`` and each one's 1 / its row's label count."""
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX  # (B, T-1)
-        logits = self.decoder.logits(hidden[:, :-1][keep])  # (N, V)
+        states = hidden[:, :-1][keep]  # (N, D)
+        logits = self.decoder.logits(states)  # (N, V)
+        if context is not None:
+            logits = context.adjust_logits(logits, states, keep.nonzero()[:, 0])
         counts = keep.sum(1, keepdim=True)  # (B, 1)
         weights = (1.0 / counts.clamp(min=1)).expand_as(keep)[keep]  # (N,)
         return logits, targets[keep], weights
@@ -227,6 +246,9 @@ class MultimodalLM(nn.Module):
         # a row needs its tokens up to its last label (0: no label, no loss: the row is left out)
         lengths = torch.where(labelled, positions + 1, 0).amax(1)  # (B,)
         encoded = None if media is None or media.is_empty else self.encode_media(media)
+        whole = None  # the whole batch's word bias, for models that read recognitions
+        if encoded is not None and self.recognition is not None:
+            whole = self.with_word_bias(MediaContext.of([], encoded[1]), media)
         parts = []
         for rows in length_groups(lengths, groups):
             n = int(lengths[rows].max())
@@ -236,8 +258,12 @@ class MultimodalLM(nn.Module):
                 n_media = max(1, int(mask.sum(1).max()))
                 context = self.decoder.prepare_media(tokens[:, :n_media], mask[:, :n_media])
                 context = dataclasses.replace(context, rows=rows)
+                if whole is not None:
+                    context = dataclasses.replace(
+                        context, word_bias=whole.word_bias[rows], word_gate=whole.word_gate
+                    )
             hidden = self.decoder.hidden(token_ids[rows, :n], context)
-            parts.append(self._labelled_logits(hidden, labels[rows, :n]))
+            parts.append(self._labelled_logits(hidden, labels[rows, :n], context))
         return parts
 
     def save_pretrained(self, path: str | Path, tokenizer=None, card: str | None = None) -> Path:

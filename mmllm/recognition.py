@@ -19,6 +19,9 @@ from torch import nn
 from encoders.recognizers import COCO_OFFSET, N_LABELS
 
 N_FREQS = 4
+LABEL_WORDS = 16  # word-piece ids kept per label for the copy path
+COPY_SCALE_INIT = 6.0  # softplus(6) ~ 6 logits for a sure label, when the gate is open
+COPY_GATE_INIT = -2.0  # sigmoid(-2) ~ 0.12: the gate starts mostly shut
 
 
 def row_features(rows: torch.Tensor) -> torch.Tensor:
@@ -32,7 +35,14 @@ def row_features(rows: torch.Tensor) -> torch.Tensor:
 
 class RecognitionTokens(nn.Module):
     """rows ``(n, K, 6)`` -> tokens ``(n, K, D)``: label embedding plus an MLP of it, the
-    score and the box."""
+    score and the box.
+
+    It also gives the decoder a copy path for the labels' words (the pointer-generator idea,
+    See et al., 2017, in its simplest form): ``word_bias`` puts each row's score on the
+    vocabulary ids of its label's words (``label_words``, set when the model is built), and
+    ``copy_gate`` reads a final hidden state and says how much of that bias the next token's
+    logits get. Cross-attention learns slowly to spell a new word out of a vector; this lets the
+    model name any recognized label from its first training steps."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -41,12 +51,39 @@ class RecognitionTokens(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.fc1 = nn.Linear(dim + 6 + 10 * N_FREQS, dim)
         self.fc2 = nn.Linear(dim, dim)
+        # (N_LABELS, LABEL_WORDS): each label's word-piece ids, -1 padded (label_word_ids)
+        self.register_buffer("label_words", torch.full((N_LABELS, LABEL_WORDS), -1))
+        self.copy_scale = nn.Parameter(torch.tensor(COPY_SCALE_INIT))
+        self.copy_gate = nn.Linear(dim, 1)
+        nn.init.zeros_(self.copy_gate.weight)
+        nn.init.constant_(self.copy_gate.bias, COPY_GATE_INIT)
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         label = rows[..., 0].round().long().clamp(0, N_LABELS - 1)  # (n, K)
         words = self.labels(label)  # (n, K, D)
         hidden = torch.cat([self.norm(words), row_features(rows).to(words.dtype)], -1)
         return words + self.fc2(F.gelu(self.fc1(hidden)))
+
+    def word_bias(
+        self,
+        rows: torch.Tensor,
+        mask: torch.Tensor,
+        image_index: torch.Tensor,
+        batch_size: int,
+        vocab_size: int,
+    ) -> torch.Tensor:
+        """rows ``(n, K, 6)`` with mask ``(n, K)`` of the images of samples ``image_index``
+        ``(n,)`` -> each sample's bias over the vocabulary ``(B, V)``: the sum, over its rows,
+        of ``softplus(copy_scale) * score`` on every word-piece id of the row's label."""
+        label = rows[..., 0].round().long().clamp(0, N_LABELS - 1)  # (n, K)
+        weight = F.softplus(self.copy_scale) * rows[..., 1].float() * mask  # (n, K)
+        ids = self.label_words[label]  # (n, K, L)
+        valid = (ids >= 0) & (ids < vocab_size)
+        values = (weight[..., None] * valid).flatten()
+        sample = image_index.to(ids.device)[:, None, None].expand_as(ids)
+        flat = (sample * vocab_size + ids.clamp(0, vocab_size - 1)).flatten()
+        bias = weight.new_zeros(batch_size * vocab_size)
+        return bias.scatter_add(0, flat, values).view(batch_size, vocab_size)
 
 
 @torch.no_grad()
@@ -59,4 +96,14 @@ def label_table_from_words(
     for label, ids in enumerate(token_ids[:N_LABELS]):
         if ids:
             table[label] = embed_tokens[torch.tensor(ids)].mean(0) * scale
+    return table
+
+
+def label_word_ids(token_ids: list[list[int]]) -> torch.Tensor:
+    """Each label's word-piece ids ``token_ids[label]`` -> the ``label_words`` table
+    ``(N_LABELS, LABEL_WORDS)`` (first ids kept, -1 padded)."""
+    table = torch.full((N_LABELS, LABEL_WORDS), -1, dtype=torch.long)
+    for label, ids in enumerate(token_ids[:N_LABELS]):
+        unique = list(dict.fromkeys(ids))[:LABEL_WORDS]
+        table[label, : len(unique)] = torch.tensor(unique, dtype=torch.long)
     return table

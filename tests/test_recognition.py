@@ -176,3 +176,42 @@ def test_recognizers_see_a_real_cat_as_their_runtimes_do():
     reference.invoke()
     raw = reference.get_tensor(reference.get_output_details()[0]["index"])[0]
     np.testing.assert_allclose(ImageNetClassifier()(cat), raw / 256.0, atol=1e-6)
+
+
+def test_the_copy_path_puts_each_rows_score_on_its_labels_words(reading_model):
+    recognition = reading_model.recognition
+    with torch.no_grad():
+        recognition.label_words[281, :2] = torch.tensor([5, 6])
+        recognition.label_words[COCO_OFFSET + 17, :1] = torch.tensor([6])
+    found = torch.stack([rows((281, 0.5, 0, 0, 1, 1), (COCO_OFFSET + 17, 0.25, 0, 0, 1, 1))])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    bias = recognition.word_bias(found, mask, torch.tensor([1]), 2, 64)
+    scale = torch.nn.functional.softplus(recognition.copy_scale).item()
+    assert bias[0].abs().sum() == 0  # sample 0 has no image
+    assert bias[1, 5].item() == pytest.approx(0.5 * scale)
+    assert bias[1, 6].item() == pytest.approx(0.75 * scale)  # both rows name word 6
+    assert bias[1].count_nonzero() == 2
+
+
+def test_the_copy_path_reaches_generation_and_training_alike(reading_model):
+    """Logits of a full forward, of the training path (labelled positions only, length
+    groups) and of a decode step all carry the same gated word bias."""
+    with torch.no_grad():
+        reading_model.recognition.label_words[281, 0] = 7
+        reading_model.recognition.copy_gate.bias.fill_(3.0)
+    images = [[torch.randn(3, 32, 32)], [torch.randn(3, 32, 32)]]
+    found = [[rows((281, 0.9, 0, 0, 1, 1))], [rows((3, 0.9, 0, 0, 1, 1))]]
+    batch = MediaBatch.from_lists(images=images, recognitions=found)
+    token_ids = torch.randint(8, 64, (2, 6))
+    labels = token_ids.clone()
+    labels[:, :2] = -100
+    with torch.no_grad():
+        full = reading_model(token_ids, batch).logits  # (2, 6, V)
+        flat = reading_model(token_ids, batch, labels=labels, labelled_logits_only=True)
+        grouped = reading_model(
+            token_ids, batch, labels=labels, labelled_logits_only=True, length_groups=2
+        )
+    assert full[0, :, 7].mean() > full[1, :, 7].mean() + 1.0  # only the row that saw label 281
+    expected = full[:, 1:-1].reshape(-1, 64)[labels[:, 2:].reshape(-1) != -100]
+    torch.testing.assert_close(flat.logits, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(grouped.loss, flat.loss, atol=1e-4, rtol=1e-4)
