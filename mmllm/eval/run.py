@@ -93,7 +93,13 @@ def evaluate(
     ]
     if any(r.accept for r in records):  # real photos: every answer, to read the failures
         scores["_photo_answers"] = [
-            {"id": r.source, "prompt": r.prompt, "accept": r.accept, "prediction": p}
+            {
+                "id": r.source,
+                "image": Path(r.images[0]).name if r.images else "",
+                "prompt": r.prompt,
+                "accept": r.accept,
+                "prediction": p,
+            }
             for r, p in zip(records, predictions, strict=True)
             if r.accept
         ]
