@@ -59,10 +59,6 @@ class RecognizerConfig:
                 f"top_k must be >= 1 and max_objects >= 0, got {self.top_k}, {self.max_objects}"
             )
 
-    @property
-    def max_rows(self) -> int:
-        return self.top_k + self.max_objects
-
 
 def model_dir() -> Path:
     """The folder holding the recognizers' files (raises ``RecognizerUnavailable``)."""

@@ -88,8 +88,7 @@ def cmd_data_tuxpaint(args: argparse.Namespace) -> int:
 def cmd_data_photos(args: argparse.Namespace) -> int:
     from mmllm.data.real_photos import SOURCES, export_real_photos
 
-    args.sources = args.sources or SOURCES
-    export_real_photos(Path(args.out), args.seed, sources=args.sources)
+    export_real_photos(Path(args.out), args.seed, sources=args.sources or SOURCES)
     return EXIT_OK
 
 

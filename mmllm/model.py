@@ -159,18 +159,22 @@ class MultimodalLM(nn.Module):
             return None
         return self.with_word_bias(self.decoder.prepare_media(*self.encode_media(media)), media)
 
-    def with_word_bias(self, context: MediaContext, media: MediaBatch) -> MediaContext:
-        """``context`` with the recognized labels' word bias (``RecognitionTokens``), for a
-        model that reads recognitions; otherwise ``context`` itself."""
+    def with_word_bias(
+        self, context: MediaContext, media: MediaBatch, bias: torch.Tensor | None = None
+    ) -> MediaContext:
+        """``context`` with the recognized labels' word bias ``(B, V)`` of the whole batch
+        (``RecognitionTokens.word_bias``; computed here unless given), cut to the context's
+        rows; ``context`` itself for a model that reads no recognitions."""
         if self.recognition is None or media.recognitions is None:
             return context
-        bias = self.recognition.word_bias(
-            media.recognitions,
-            media.recognition_mask,
-            media.image_index,
-            media.batch_size,
-            self.config.decoder.vocab_size,
-        )
+        if bias is None:
+            bias = self.recognition.word_bias(
+                media.recognitions,
+                media.recognition_mask,
+                media.image_index,
+                media.batch_size,
+                self.config.decoder.vocab_size,
+            )
         if context.rows is not None:
             bias = bias[context.rows]
         return dataclasses.replace(context, word_bias=bias, word_gate=self.recognition.copy_gate)
@@ -246,9 +250,9 @@ class MultimodalLM(nn.Module):
         # a row needs its tokens up to its last label (0: no label, no loss: the row is left out)
         lengths = torch.where(labelled, positions + 1, 0).amax(1)  # (B,)
         encoded = None if media is None or media.is_empty else self.encode_media(media)
-        whole = None  # the whole batch's word bias, for models that read recognitions
+        bias = None  # the whole batch's word bias, computed once for every group
         if encoded is not None and self.recognition is not None:
-            whole = self.with_word_bias(MediaContext.of([], encoded[1]), media)
+            bias = self.with_word_bias(MediaContext.of([], encoded[1]), media).word_bias
         parts = []
         for rows in length_groups(lengths, groups):
             n = int(lengths[rows].max())
@@ -257,11 +261,7 @@ class MultimodalLM(nn.Module):
                 tokens, mask = encoded[0][rows], encoded[1][rows]  # media are left-aligned
                 n_media = max(1, int(mask.sum(1).max()))
                 context = self.decoder.prepare_media(tokens[:, :n_media], mask[:, :n_media])
-                context = dataclasses.replace(context, rows=rows)
-                if whole is not None:
-                    context = dataclasses.replace(
-                        context, word_bias=whole.word_bias[rows], word_gate=whole.word_gate
-                    )
+                context = self.with_word_bias(dataclasses.replace(context, rows=rows), media, bias)
             hidden = self.decoder.hidden(token_ids[rows, :n], context)
             parts.append(self._labelled_logits(hidden, labels[rows, :n], context))
         return parts

@@ -213,9 +213,9 @@ class MMLLM:
     ) -> str:
         """Free generation from a prompt with optional media (beam search if num_beams > 1)."""
         sampling = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
-        stop = [valid_text(s, "stop string") for s in stop]
         valid_text(prompt, "prompt")
         if num_beams != 1:
+            stop = [valid_text(s, "stop string") for s in stop]  # stream() checks its own
             if temperature != 0:
                 raise GenerationError("beam search is deterministic: use temperature=0")
             text = self._run([prompt], [list(images)], [list(audio)], sampling, num_beams)[0]

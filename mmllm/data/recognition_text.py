@@ -24,6 +24,7 @@ ALTERNATIVE = 0.1  # summed probability from which another everyday noun is name
 MAX_ALTERNATIVES = 2
 ANIMAL_CLASSES = range(0, 398)  # ImageNet's animals come first
 COCO_ANIMALS = range(16, 26)  # bird .. giraffe
+WHAT_QUESTIONS = ("what is this?", "what is in the picture?", "what does the picture show?")
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
@@ -144,10 +145,6 @@ def answer_what(reading: Reading) -> str:
     return what + maybe(reading)
 
 
-def count_of(reading: Reading, coco_id: int) -> int:
-    return reading.objects.get(coco_id, 0)
-
-
 def questions(reading: Reading, rng: np.random.Generator) -> list[tuple[str, str, str]]:
     """(question, answer, qtype) about the reading, a few of each kind, seeded by ``rng``."""
     coco = coco_words()
@@ -168,8 +165,7 @@ def questions(reading: Reading, rng: np.random.Generator) -> list[tuple[str, str
     if rng.random() < 0.3:
         ids.append(int(rng.choice(list(coco))))
     cid = int(rng.choice(ids))
-    out.append((f"how many {coco[cid].plural} are there?", str(count_of(reading, cid)), "count"))
+    out.append(
+        (f"how many {coco[cid].plural} are there?", str(reading.objects.get(cid, 0)), "count")
+    )
     return out
-
-
-WHAT_QUESTIONS = ("what is this?", "what is in the picture?", "what does the picture show?")

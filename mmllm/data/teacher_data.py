@@ -26,7 +26,6 @@ import random
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from encoders.recognizers import COCO_OFFSET, N_CLASSES, Recognizer, to_rgb_array
@@ -142,10 +141,7 @@ def export_teacher_data(
             images = record.get("image")
             if images:
                 paths = images if isinstance(images, list) else [images]
-                rows = [
-                    recognizer(to_rgb_array(Image.open(pool.parent / p).convert("RGB")))
-                    for p in paths
-                ]
+                rows = [recognizer(to_rgb_array(load_image(pool.parent / p))) for p in paths]
                 record["recognitions"] = [
                     [[round(float(v), 4) for v in r] for r in rows_] for rows_ in rows
                 ]

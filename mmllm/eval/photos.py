@@ -15,6 +15,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 
+from encoders.recognizers import COCO_OFFSET, N_CLASSES
 from mmllm.data.collate import Record
 from mmllm.eval.degenerate import degenerate_reason
 from mmllm.eval.metrics import normalize_answer
@@ -86,8 +87,6 @@ def accept_scores(records: Sequence[Record], predictions: Sequence[str]) -> dict
 def oracle_text(rows, labels: list[str], coco_names: dict[int, str]) -> str:
     """The recognizers' own words for one picture: the top-1 label line and detected objects
     (rows as ``encoders.recognizers``; ``labels``: the classifier's label lines)."""
-    from encoders.recognizers import COCO_OFFSET, N_CLASSES
-
     parts = []
     for label, score, *_ in rows:
         label = round(label)

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
+from encoders.recognizers import Recognizer, imagenet_labels, to_rgb_array
 from mmllm.checkpoint import load_model, load_tokenizer
+from mmllm.data.label_words import coco_words
 from mmllm.data.sources import build_source
 from mmllm.eval.metrics import (
     answer_confusion,
@@ -19,6 +22,7 @@ from mmllm.eval.metrics import (
 from mmllm.eval.photos import accept_scores, oracle_prediction, oracle_text
 from mmllm.eval.predict import predict
 from mmllm.model import MultimodalLM
+from mmllm.processing import load_image
 from mmllm.tokenizer import Tokenizer
 
 
@@ -37,12 +41,6 @@ def score_records(records, predictions) -> dict:
 def oracle_predictions(records, progress: bool = False) -> list[str]:
     """The teacher-label oracle's answer to each record (``mmllm.eval.photos``): what the
     recognizers alone say about its first image."""
-    from tqdm import tqdm
-
-    from encoders.recognizers import Recognizer, imagenet_labels, to_rgb_array
-    from mmllm.data.label_words import coco_words
-    from mmllm.processing import load_image
-
     recognizer, labels = Recognizer(cache={}), imagenet_labels()
     coco = {cid: word.name for cid, word in coco_words().items()}
     out = []
