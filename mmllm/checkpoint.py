@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,49 @@ CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, CARD_FILE = (
     "tokenizer.json",
     "README.md",
 )
+DEFAULT_CHECKPOINT = "mmllm-tiny"
+RUN_CHECKPOINT = "checkpoint"  # ``mmllm train --out RUN`` saves into RUN/checkpoint
+
+
+def checkpoint_dirs() -> list[Path]:
+    """Where shipped checkpoints live: the source tree, then the installed data folder."""
+    return [
+        Path(__file__).resolve().parent.parent / "checkpoints",
+        Path(sys.prefix) / "share" / "mmllm" / "checkpoints",
+    ]
+
+
+def resolve_checkpoint(path: str | Path | None) -> Path:
+    """The checkpoint folder that ``path`` names (default: the shipped ``mmllm-tiny``).
+
+    Accepted: a checkpoint folder (it holds ``config.json``); a training run's folder (``mmllm
+    train --out RUN``: its ``RUN/checkpoint``, or else the latest ``RUN/*/checkpoint`` of a
+    recipe's stages); the bare name of a shipped checkpoint. Anything else raises
+    ``CheckpointError`` saying where a checkpoint was looked for."""
+    name = Path(path if path is not None else DEFAULT_CHECKPOINT)
+    if name.is_dir():
+        if (name / CONFIG_FILE).is_file():
+            return name
+        if (name / RUN_CHECKPOINT / CONFIG_FILE).is_file():
+            return name / RUN_CHECKPOINT
+        stages = [f.parent for f in name.glob(f"*/{RUN_CHECKPOINT}/{CONFIG_FILE}")]
+        if stages:
+            return max(stages, key=lambda f: ((f / CONFIG_FILE).stat().st_mtime, str(f)))
+        raise CheckpointError(
+            f"{name} is not a checkpoint folder: no {CONFIG_FILE} in it, nor in "
+            f"{name / RUN_CHECKPOINT} (where `mmllm train --out {name}` saves), nor in any "
+            f"{name}/*/{RUN_CHECKPOINT}"
+        )
+    if len(name.parts) == 1:
+        for root in checkpoint_dirs():
+            if (root / name / CONFIG_FILE).is_file():
+                return root / name
+    roots = [root for root in checkpoint_dirs() if root.is_dir()]
+    shipped = sorted({f.name for root in roots for f in root.iterdir() if f.is_dir()})
+    raise CheckpointError(
+        f"no checkpoint folder or shipped checkpoint named {str(name)!r} (a folder path, a run "
+        f"folder, or one of: {', '.join(shipped) or 'none shipped'})"
+    )
 
 
 def save_checkpoint(

@@ -10,7 +10,6 @@ model.caption(["a.png", "b.png"], batch_size=8)            # -> list[str]
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,15 @@ from typing import Any
 
 import torch
 
-from mmllm.checkpoint import load_model, load_tokenizer
+from mmllm.checkpoint import (  # noqa: F401  (resolve_checkpoint: part of the API)
+    DEFAULT_CHECKPOINT,
+    checkpoint_dirs,
+    load_model,
+    load_tokenizer,
+    resolve_checkpoint,
+)
 from mmllm.data.jsonl import caption_prompt
-from mmllm.errors import CheckpointError, ConfigError, GenerationError, InputError, TextError
+from mmllm.errors import ConfigError, GenerationError, InputError, TextError
 from mmllm.generate import (
     SamplingConfig,
     autocast_for,
@@ -35,7 +40,6 @@ from mmllm.planner import RequestPlan, plan_request
 from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer, valid_text
 
-DEFAULT_CHECKPOINT = "mmllm-tiny"
 FILLER = re.compile(r"^(an?\s+)?(image|picture|photo|photograph|drawing)\s+(of|showing)\s+", re.I)
 
 
@@ -49,26 +53,6 @@ class Answer:
 
     def __str__(self) -> str:
         return self.text
-
-
-def checkpoint_dirs() -> list[Path]:
-    """Where shipped checkpoints live: the source tree, then the installed data folder."""
-    return [
-        Path(__file__).resolve().parent.parent / "checkpoints",
-        Path(sys.prefix) / "share" / "mmllm" / "checkpoints",
-    ]
-
-
-def resolve_checkpoint(path: str | Path | None) -> Path:
-    """A folder path, or the bare name of a shipped checkpoint (default ``mmllm-tiny``)."""
-    name = Path(path if path is not None else DEFAULT_CHECKPOINT)
-    if name.is_dir():
-        return name
-    if len(name.parts) == 1:
-        for root in checkpoint_dirs():
-            if (root / name / "config.json").is_file():
-                return root / name
-    raise CheckpointError(f"no checkpoint folder or shipped checkpoint named {str(name)!r}")
 
 
 def load(

@@ -125,23 +125,38 @@ def _parse_weights(text: str) -> dict[str, float]:
     return out
 
 
+def is_mixture(spec: str) -> bool:
+    """Whether ``spec`` names several sources with weights (and is not a file's path)."""
+    return ("+" in spec or "@" in spec) and not Path(spec).is_file()
+
+
+def split_mixture(spec: str) -> list[tuple[str, float]]:
+    """``"a@0.7+b@0.3"`` -> ``[("a", 0.7), ("b", 0.3)]``, weights scaled to sum to 1; a single
+    source is ``[(spec, 1.0)]``."""
+    if not is_mixture(spec):
+        return [(spec, 1.0)]
+    names, weights = [], []
+    for part in spec.split("+"):
+        name, sep, weight = part.rpartition("@")
+        try:
+            value = float(weight) if sep else 1.0
+        except ValueError:
+            value = float("nan")
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"data mixture {spec!r}: weight {weight!r} is not a number > 0")
+        names.append(name if sep else part)
+        weights.append(value)
+    total = sum(weights)
+    return [(n, w / total) for n, w in zip(names, weights, strict=True)]
+
+
 def build_source(spec: str, seed: int = 0, image_size: int = 128, shuffle: bool = True):
     """``synthetic:<split>``, a path to a JSONL file, or a mixture of them with weights:
     ``synthetic:train@0.7+data/tuxpaint/train.jsonl@0.3``."""
-    if ("+" in spec or "@" in spec) and not Path(spec).is_file():
-        names, weights = [], []
-        for part in spec.split("+"):
-            name, sep, weight = part.rpartition("@")
-            try:
-                value = float(weight) if sep else 1.0
-            except ValueError:
-                value = float("nan")
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"data mixture {spec!r}: weight {weight!r} is not a number > 0")
-            names.append(name if sep else part)
-            weights.append(value)
-        sources = [build_source(n, seed, image_size, shuffle) for n in names]
-        return MixtureSource(sources, weights, seed)
+    if is_mixture(spec):
+        parts = split_mixture(spec)
+        sources = [build_source(n, seed, image_size, shuffle) for n, _ in parts]
+        return MixtureSource(sources, [w for _, w in parts], seed)
     if spec.startswith("synthetic"):
         spec, _, weights = spec.partition("?")
         split = spec.split(":", 1)[1] if ":" in spec else "train"

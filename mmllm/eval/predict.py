@@ -21,16 +21,19 @@ def predict(
     progress: bool = False,
 ) -> list[str]:
     """The model's greedy output text for each record's media and prompt (the API's batched
-    generation, ``MMLLM``, so evaluation measures exactly what users get)."""
+    generation, ``MMLLM``, so evaluation measures exactly what users get). A batch whose
+    prompts leave less room in the context than ``max_new_tokens`` generates what fits."""
     from mmllm.tasks import MMLLM
 
     api = MMLLM(model, tokenizer, truncate_audio=True)  # as in training: long clips are cut
-    sampling = SamplingConfig(max_new_tokens=max_new_tokens)
+    context = model.config.decoder.max_seq_len
     outputs: list[str] = []
     starts = range(0, len(records), batch_size)
     for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
         chunk = records[start : start + batch_size]
         prompts = [r.prompt for r in chunk]
+        longest = max(len(tokenizer.prompt_ids(p)) for p in prompts)
+        sampling = SamplingConfig(max_new_tokens=max(1, min(max_new_tokens, context - longest)))
         texts = api._run(prompts, [r.images for r in chunk], [r.audio for r in chunk], sampling)
         outputs.extend(text.strip() for text in texts)
     return outputs

@@ -80,7 +80,11 @@ SMOL_BUILD = (
 # and each batch through the decoder at once: the shipped checkpoint was trained so, and this
 # recipe reproduces it bitwise. Two length groups (a different rounding) ran the whole recipe in
 # 94.4 min, not 99.7, but ended at 90.0% of 5000 held-out image questions, not 96.3%
-TINY_STAGE = dict(batch_size=32, eval_every=2000, eval_samples=256, num_workers=1, length_groups=1)
+# a stage continues the one before it: no replay of its data, no forgetting report
+CONTINUE = dict(replay=0.0, forgetting_samples=0)
+TINY_STAGE = dict(
+    batch_size=32, eval_every=2000, eval_samples=256, num_workers=1, length_groups=1, **CONTINUE
+)
 # the whole mix again, kind counts 4x and few captions (learnt; with the loss per token their
 # many tokens took most of the gradient): after a stage of a few questions alone, the other
 # answers come back
@@ -183,6 +187,7 @@ RECIPES = {
         train=dict(
             out="runs/smol",
             stage="align",
+            **CONTINUE,
             data="synthetic:train@0.65+data/tuxpaint/train.jsonl@0.35",
             heldout="synthetic:heldout",
             steps=3000,

@@ -33,10 +33,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mmllm.checkpoint import check_state_dict, load_model, load_tokenizer, save_checkpoint
+from mmllm.checkpoint import (
+    RUN_CHECKPOINT,
+    check_state_dict,
+    load_model,
+    load_tokenizer,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from mmllm.config import LoRAConfig, MMConfig
 from mmllm.data.collate import Collator, TrainBatch
-from mmllm.data.sources import build_source
+from mmllm.data.sources import build_source, split_mixture
 from mmllm.errors import InputError
 from mmllm.eval.predict import predict
 from mmllm.eval.run import score_records
@@ -44,14 +51,24 @@ from mmllm.lora import enable_lora
 from mmllm.model import MultimodalLM
 from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer
+from mmllm.train import forgetting
 from mmllm.train.plot import plot_metrics
+from mmllm.train.replay import (
+    DEFAULT_REPLAY,
+    TrainingData,
+    plan_replay,
+    read_training_data,
+    with_replay,
+    write_training_data,
+)
 from mmllm.train.stages import set_trainable
 from mmllm.train.state import STATE_JSON, load_train_state, save_train_state
 
 log = logging.getLogger(__name__)
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = RUN_CHECKPOINT
 FIT_STEPS = 20  # steps timed (after two of start-up) before fitting the schedule to the time
 FIT_MARGIN = 0.95  # share of the time left that the fitted schedule plans to use
+BEFORE_JSON = "heldout_before.json"  # the initial weights' held-out scores (forgetting report)
 
 
 @dataclass
@@ -120,6 +137,25 @@ class TrainConfig:
             "help": "the decoder runs each batch as up to this many groups of rows of similar "
             "length, each padded only to its own longest (the same loss, up to rounding; "
             "mmllm.grouping); 1: the whole batch at once"
+        },
+    )
+    replay: float | None = field(
+        default=None,
+        metadata={
+            "help": f"with --init: the share of each batch drawn from the initial model's own "
+            f"training data (its training_data.json; mmllm.train.replay), so it keeps what it "
+            f"knew; default {DEFAULT_REPLAY:g}, 0: none"
+        },
+    )
+    replay_data: str | None = field(
+        default=None,
+        metadata={"help": "with --init: replay this data spec instead of the recorded one"},
+    )
+    forgetting_samples: int = field(
+        default=1000,
+        metadata={
+            "help": "with --init: records of each held-out set (the initial model's and "
+            "--heldout) scored before and after, for the forgetting report; 0: no report"
         },
     )
     lora_rank: int = 0  # > 0: LoRA adapters on the LM (mmllm.lora), trained in every stage
@@ -248,19 +284,17 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
     ckpt = out / CHECKPOINT_DIR
     torch.manual_seed(cfg.seed)
     resume = has_begun(out)
-    source = build_source(cfg.data, seed=cfg.seed)
+    source, learnt = _training_source(cfg)
     if resume:
         model, tokenizer = load_model(ckpt), load_tokenizer(ckpt)
     elif cfg.init:
-        from mmllm.tasks import resolve_checkpoint  # a folder, or a shipped name (mmllm-tiny)
-
+        init = resolve_checkpoint(cfg.init)
         if cfg.image_init:
             raise InputError(
                 "--image-init starts a new model's image encoder; with --init the "
                 "whole model comes from that checkpoint: give one of the two"
             )
 
-        init = resolve_checkpoint(cfg.init)
         model, tokenizer = load_model(init), load_tokenizer(init)
     else:
         model = MultimodalLM(MMConfig.from_dict(cfg.model) if cfg.model else MMConfig())
@@ -280,6 +314,11 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
         targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
         enable_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha, targets))
     model.to(device)
+    report_sets = _report_sets(cfg, learnt)
+    if rank == 0 and report_sets and not resume:  # the initial weights' scores, for the report
+        out.mkdir(parents=True, exist_ok=True)
+        before = forgetting.heldout_scores(model, tokenizer, report_sets, cfg.forgetting_samples)
+        (out / BEFORE_JSON).write_text(json.dumps(before, indent=2) + "\n")
     trainable = set_trainable(model, cfg.stage)
     trained, head, image_targets = model, None, None  # what gives the loss; image-loss parts
     if cfg.patch_weight or cfg.attend_weight:
@@ -380,7 +419,7 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
             _log_metrics(out, {"step": done, "eval": scores, "elapsed_s": round(elapsed, 1)})
             bar.write(f"step {done}: " + _summary(scores))
         if done % cfg.save_every == 0 or done == cfg.steps or out_of_time:
-            _save(model, head, tokenizer, optimizer, ckpt, done, elapsed, cfg, rank, world)
+            _save(model, head, tokenizer, optimizer, ckpt, done, elapsed, cfg, rank, world, learnt)
         if out_of_time:
             log.info("time budget of %s min reached at step %d", cfg.max_minutes, done)
             break
@@ -398,6 +437,9 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
         if done >= cfg.steps:
             break
     bar.close()
+    finished = done >= cfg.steps or out_of_time
+    if rank == 0 and finished and (out / BEFORE_JSON).is_file():
+        _report_forgetting(model, tokenizer, cfg, out, learnt, done, elapsed, bar.write)
     if rank == 0:  # what the loop's elapsed_s leaves out: set-up, the last evaluation and save
         overhead = time.time() - entered - (elapsed - elapsed_before)
         _log_metrics(out, {"step": done, "overhead_s": round(overhead, 1)})
@@ -446,12 +488,104 @@ def _heldout_records(cfg: TrainConfig) -> list:
     return [source[i] for i in range(min(cfg.eval_samples, len(source)))]
 
 
-def _save(model, head, tokenizer, optimizer, ckpt, step, elapsed, cfg, rank, world) -> None:
-    """Checkpoint the model, the training state and the patch head (if any)."""
+def _training_source(cfg: TrainConfig):
+    """The run's data source (with the replay, when fine-tuning) and what it records as learnt
+    (``TrainingData``: the data, the held-out sets that measure it, how to remake files)."""
+    source = build_source(cfg.data, seed=cfg.seed)
+    heldout = () if not cfg.heldout or cfg.heldout.lower() == "none" else (cfg.heldout,)
+    if not cfg.init:
+        if cfg.replay or cfg.replay_data:
+            raise InputError(
+                "--replay and --replay-data mix in an initial model's data: add --init"
+            )
+        return source, TrainingData(cfg.data, heldout)
+    recorded = read_training_data(resolve_checkpoint(cfg.init))
+    share = DEFAULT_REPLAY if cfg.replay is None else cfg.replay
+    if cfg.replay_data:
+        recorded = TrainingData(cfg.replay_data, recorded.heldout if recorded else ())
+    if recorded is None:
+        if share:
+            log.warning(
+                "%s records no training data (training_data.json): nothing is replayed and "
+                "forgetting is not measured; give --replay-data SPEC to replay some",
+                cfg.init,
+            )
+        return source, TrainingData(cfg.data, heldout)
+    plan = plan_replay(recorded)
+    if share:
+        log.info("replay: %.0f%% of each batch; %s", 100 * share, plan.describe())
+        if plan.missing:
+            log.warning("replay: %s", plan.describe())
+    source = with_replay(source, plan, share, cfg.seed, image_size=128)
+    mixed = share > 0 and bool(plan.parts)
+    parts = [(s, w * (1 - share if mixed else 1)) for s, w in split_mixture(cfg.data)]
+    parts += [(s, w * share) for s, w in plan.parts] if mixed else []
+    learnt = TrainingData(
+        "+".join(f"{s}@{w:.4g}" for s, w in parts) if len(parts) > 1 else parts[0][0],
+        tuple(dict.fromkeys(recorded.heldout + heldout)),
+        recorded.make,
+    )
+    return source, learnt
+
+
+def _report_sets(cfg: TrainConfig, learnt: TrainingData) -> list[str]:
+    """The held-out sets the forgetting report scores (none when not fine-tuning)."""
+    if not cfg.init or cfg.forgetting_samples <= 0:
+        return []
+    return [h for h in learnt.heldout if h.startswith("synthetic") or Path(h).is_file()]
+
+
+def _report_forgetting(model, tokenizer, cfg, out: Path, learnt, done, elapsed, say) -> None:
+    """Score the held-out sets again, and write the forgetting report, the run's summary and
+    the checkpoint's model card."""
+    before = json.loads((out / BEFORE_JSON).read_text())
+    after = forgetting.heldout_scores(model, tokenizer, list(before), cfg.forgetting_samples)
+    rows = forgetting.report(before, after)
+    share = DEFAULT_REPLAY if cfg.replay is None else cfg.replay
+    facts = {
+        "init": cfg.init,
+        "data": cfg.data,
+        "trained_on": learnt.data,
+        "replay": share if learnt.data != cfg.data else 0.0,
+        "stage": cfg.stage,
+        "lora_rank": cfg.lora_rank,
+        "steps": done,
+        "train_minutes": round(elapsed / 60, 2),
+    }
+    forgetting.save(out, rows, facts)
+    replay = (
+        f"{facts['replay']:.0%} of each batch replayed the initial model's data"
+        if facts["replay"]
+        else "no replay"
+    )
+    lora = f", LoRA rank {cfg.lora_rank}" if cfg.lora_rank else ""
+    text = "\n".join(
+        [
+            f"# Fine-tune of {cfg.init}",
+            "",
+            f"Trained on `{learnt.data}` ({replay}): {done} steps, {elapsed / 60:.1f} min, "
+            f"stage `{cfg.stage}`{lora}.",
+            "",
+            f"## Held-out scores before and after ({cfg.forgetting_samples} records per set)",
+            "",
+            forgetting.markdown(rows),
+            "",
+        ]
+    )
+    (out / forgetting.SUMMARY_MD).write_text(text)
+    (out / CHECKPOINT_DIR / "README.md").write_text(text)
+    for line in forgetting.verdict(rows):
+        say(line)
+    say(f"forgetting report: {out / forgetting.SUMMARY_MD}")
+
+
+def _save(model, head, tokenizer, optimizer, ckpt, step, elapsed, cfg, rank, world, learnt):
+    """Checkpoint the model, the training state, what it learnt from and the patch head."""
     if rank == 0:
         info = {"step": step, "elapsed": elapsed, "config": asdict(cfg)}
 
         def extra(folder: Path) -> None:
+            write_training_data(folder, learnt)
             save_train_state(folder, optimizer, info)
             if head is not None:
                 from mmllm.train.patch_loss import save_head
