@@ -305,7 +305,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mmllm.train.trainer import TrainConfig
+    from mmllm.train.config import TrainConfig
 
     parser = argparse.ArgumentParser(prog="mmllm", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")

@@ -24,7 +24,6 @@ from mmllm.checkpoint import (  # noqa: F401  (resolve_checkpoint: part of the A
     load_tokenizer,
     resolve_checkpoint,
 )
-from mmllm.data.jsonl import caption_prompt
 from mmllm.errors import ConfigError, GenerationError, InputError, TextError
 from mmllm.generate import (
     SamplingConfig,
@@ -38,6 +37,7 @@ from mmllm.media import MediaBatch
 from mmllm.model import MultimodalLM
 from mmllm.planner import RequestPlan, plan_request
 from mmllm.processing import MediaProcessor
+from mmllm.prompts import caption_prompt
 from mmllm.tokenizer import Tokenizer, valid_text
 
 FILLER = re.compile(r"^(an?\s+)?(image|picture|photo|photograph|drawing)\s+(of|showing)\s+", re.I)

@@ -150,7 +150,8 @@ def test_fine_tune_replays_and_reports_forgetting(tmp_path):
     assert {"image", "audio", "overall"} <= {r["skill"] for r in report["rows"]}
     summary = (run / forgetting.SUMMARY_MD).read_text()
     assert "| held-out set | skill | before | after |" in summary
-    assert (folder / "README.md").read_text() == summary
+    assert summary.startswith((folder / "README.md").read_text())
+    assert (run / forgetting.PLOT_PNG).stat().st_size > 1000
     # the same without replay: trained on the new data alone, and it says so
     folder = train(
         small_run(

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from mmllm.data.collate import Record
-from mmllm.data.synthetic import AUDIO_CAPTION_PROMPT, IMAGE_CAPTION_PROMPT
 from mmllm.errors import DataError
+from mmllm.prompts import IMAGE_CAPTION_PROMPT, caption_prompt  # noqa: F401  (re-exported)
 
 KNOWN_KEYS = {
     "image",
@@ -35,11 +35,6 @@ KNOWN_KEYS = {
     "nouns",
     "recognitions",
 }
-
-
-def caption_prompt(has_image: bool) -> str:
-    """The instruction a caption record is trained and asked with."""
-    return IMAGE_CAPTION_PROMPT if has_image else AUDIO_CAPTION_PROMPT
 
 
 def read_jsonl(path: str | Path) -> list[Record]:

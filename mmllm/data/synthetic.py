@@ -56,6 +56,7 @@ from mmllm.data.synthetic_image import (
     scene_question,
 )
 from mmllm.errors import InputError
+from mmllm.prompts import AUDIO_CAPTION_PROMPT, IMAGE_CAPTION_PROMPT
 
 __all__ = [
     "ANSWERS",
@@ -80,8 +81,6 @@ __all__ = [
 SPLITS = ("train", "heldout", "heldout-paraphrase")
 _SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}
 _SALT = 0x5EED_3D  # keeps these streams apart from any other use of small integer seeds
-IMAGE_CAPTION_PROMPT = "describe the image:"
-AUDIO_CAPTION_PROMPT = "describe the sound:"
 DEFAULT_TASK_MIX = {
     "image_vqa": 0.35,
     "audio_vqa": 0.2,

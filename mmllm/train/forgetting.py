@@ -28,7 +28,7 @@ SKILLS = {
     "photo/vqa": "photo questions",
 }
 DROP_POINTS = 2.0
-REPORT_JSON, SUMMARY_MD = "forgetting.json", "summary.md"
+REPORT_JSON, SUMMARY_MD, PLOT_PNG = "forgetting.json", "summary.md", "forgetting.png"
 
 
 def heldout_scores(model, tokenizer, sets: list[str], n: int, seed: int = 0) -> dict[str, dict]:
@@ -99,3 +99,42 @@ def verdict(rows: list[dict]) -> list[str]:
 def save(out: Path, rows: list[dict], extra: dict) -> None:
     """``out/forgetting.json``: the rows and what the run was (``extra``)."""
     (out / REPORT_JSON).write_text(json.dumps({**extra, "rows": rows}, indent=2) + "\n")
+
+
+def plot(rows: list[dict], out: Path) -> Path | None:
+    """Before and after as paired bars, one pair per (set, skill), dropped ones in red."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{SKILLS.get(r['skill'], r['skill'])}\n{r['set']}" for r in rows]
+    ys = range(len(rows))
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.2))
+    ax.barh(
+        [y + 0.2 for y in ys],
+        [100 * r["before"] for r in rows],
+        0.4,
+        color="tab:gray",
+        label="before",
+    )
+    colours = ["tab:red" if r["dropped"] else "tab:green" for r in rows]
+    ax.barh(
+        [y - 0.2 for y in ys],
+        [100 * r["after"] for r in rows],
+        0.4,
+        color=colours,
+        label="after (red: dropped)",
+    )
+    ax.set_yticks(list(ys), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("accuracy (%)")
+    ax.set_title("held-out scores before and after fine-tuning")
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -28,7 +28,6 @@ from mmllm.data.sources import MixtureSource, build_source, split_mixture
 from mmllm.errors import ConfigError
 
 TRAINING_DATA = "training_data.json"
-DEFAULT_REPLAY = 0.5  # share of each fine-tuning batch drawn from the initial model's data
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import math
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -52,9 +52,9 @@ from mmllm.model import MultimodalLM
 from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer
 from mmllm.train import forgetting
+from mmllm.train.config import DEFAULT_REPLAY, TrainConfig
 from mmllm.train.plot import plot_metrics
 from mmllm.train.replay import (
-    DEFAULT_REPLAY,
     TrainingData,
     plan_replay,
     read_training_data,
@@ -69,119 +69,6 @@ CHECKPOINT_DIR = RUN_CHECKPOINT
 FIT_STEPS = 20  # steps timed (after two of start-up) before fitting the schedule to the time
 FIT_MARGIN = 0.95  # share of the time left that the fitted schedule plans to use
 BEFORE_JSON = "heldout_before.json"  # the initial weights' held-out scores (forgetting report)
-
-
-@dataclass
-class TrainConfig:
-    out: str = "runs/tiny"
-    data: str = "synthetic:train"  # or a JSONL file
-    heldout: str | None = "synthetic:heldout"  # or a JSONL file, or None / "none"
-    init: str | None = None  # start from this checkpoint (fine-tuning)
-    image_init: str | None = field(
-        default=None,
-        metadata={
-            "help": "a new model's image encoder starts from these weights (safetensors, e.g. "
-            "from `python -m mmllm.train.image_pretrain`)"
-        },
-    )
-    image_fixed_positions: float | None = field(
-        default=None,
-        metadata={
-            "help": "a CNN-hybrid image encoder gets a fixed 2-D sin-cos position table of this "
-            "scale (0: none) before training starts, e.g. on a model from --init "
-            "(ImageEncoderConfig.fixed_positions); the saved config keeps it"
-        },
-    )
-    projected_image_positions: float | None = field(
-        default=None,
-        metadata={
-            "help": "a fixed 2-D sin-cos table of this scale (0: none) is added to the projected "
-            "image tokens, what cross-attention reads, before training starts "
-            "(ProjectorConfig.fixed_image_positions); the saved config keeps it"
-        },
-    )
-    steps: int = 3000
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup: int = 100
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
-    stage: str = "full"
-    loss_per_example: bool = field(
-        default=False,
-        metadata={
-            "help": "average the loss per example, then over the batch (a one-word answer "
-            "weighs as much as a caption), instead of over all labelled tokens"
-        },
-    )
-    patch_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "> 0: a linear head also predicts what each projected image token's patch "
-            "shows, for synthetic images (mmllm.train.patch_loss); its loss weighs this much"
-        },
-    )
-    attend_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "> 0: for synthetic image questions that name shapes, cross-attention at the "
-            "answer's first position is pulled onto those shapes' tokens (mmllm.train."
-            "patch_loss); that loss weighs this much"
-        },
-    )
-    length_groups: int = field(
-        default=2,
-        metadata={
-            "help": "the decoder runs each batch as up to this many groups of rows of similar "
-            "length, each padded only to its own longest (the same loss, up to rounding; "
-            "mmllm.grouping); 1: the whole batch at once"
-        },
-    )
-    replay: float | None = field(
-        default=None,
-        metadata={
-            "help": f"with --init: the share of each batch drawn from the initial model's own "
-            f"training data (its training_data.json; mmllm.train.replay), so it keeps what it "
-            f"knew; default {DEFAULT_REPLAY:g}, 0: none"
-        },
-    )
-    replay_data: str | None = field(
-        default=None,
-        metadata={"help": "with --init: replay this data spec instead of the recorded one"},
-    )
-    forgetting_samples: int = field(
-        default=1000,
-        metadata={
-            "help": "with --init: records of each held-out set (the initial model's and "
-            "--heldout) scored before and after, for the forgetting report; 0: no report"
-        },
-    )
-    lora_rank: int = 0  # > 0: LoRA adapters on the LM (mmllm.lora), trained in every stage
-    lora_alpha: float = 16.0
-    lora_targets: str = "q_proj,v_proj"  # comma-separated, from mmllm.config.LORA_TARGETS
-    seed: int = 0
-    max_len: int = 64
-    log_every: int = 10
-    eval_every: int = 500
-    eval_samples: int = 256
-    save_every: int = 200
-    max_minutes: float | None = field(
-        default=None,
-        metadata={"help": "end cleanly, with a saved checkpoint, after this many minutes"},
-    )
-    fit_to_time: bool = field(
-        default=False,
-        metadata={
-            "help": "with --max-minutes: time the first steps, then end warmup + cosine inside "
-            "the budget (--steps becomes an upper bound; the fitted count: train_config.json)"
-        },
-    )
-    stop_after: int | None = None  # end this run at this step (the schedule still spans `steps`)
-    tokenizer_samples: int = 20000
-    num_workers: int = 1
-    model: dict = field(default_factory=dict)  # MMConfig as a dict (when not --init)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -285,6 +172,8 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
     torch.manual_seed(cfg.seed)
     resume = has_begun(out)
     source, learnt = _training_source(cfg)
+    if rank == 0 and learnt.data != cfg.data:
+        print(f"fine-tuning on {learnt.data} (the replay: mmllm.train.replay)", flush=True)
     if resume:
         model, tokenizer = load_model(ckpt), load_tokenizer(ckpt)
     elif cfg.init:
@@ -512,10 +401,8 @@ def _training_source(cfg: TrainConfig):
             )
         return source, TrainingData(cfg.data, heldout)
     plan = plan_replay(recorded)
-    if share:
-        log.info("replay: %.0f%% of each batch; %s", 100 * share, plan.describe())
-        if plan.missing:
-            log.warning("replay: %s", plan.describe())
+    if share and plan.missing:
+        log.warning("replay: %s", plan.describe())
     source = with_replay(source, plan, share, cfg.seed, image_size=128)
     mixed = share > 0 and bool(plan.parts)
     parts = [(s, w * (1 - share if mixed else 1)) for s, w in split_mixture(cfg.data)]
@@ -553,6 +440,7 @@ def _report_forgetting(model, tokenizer, cfg, out: Path, learnt, done, elapsed, 
         "train_minutes": round(elapsed / 60, 2),
     }
     forgetting.save(out, rows, facts)
+    forgetting.plot(rows, out / forgetting.PLOT_PNG)
     replay = (
         f"{facts['replay']:.0%} of each batch replayed the initial model's data"
         if facts["replay"]
@@ -572,7 +460,8 @@ def _report_forgetting(model, tokenizer, cfg, out: Path, learnt, done, elapsed, 
             "",
         ]
     )
-    (out / forgetting.SUMMARY_MD).write_text(text)
+    plot = f"\n![held-out scores before and after]({forgetting.PLOT_PNG})\n"
+    (out / forgetting.SUMMARY_MD).write_text(text + plot)
     (out / CHECKPOINT_DIR / "README.md").write_text(text)
     for line in forgetting.verdict(rows):
         say(line)
