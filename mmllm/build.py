@@ -37,7 +37,7 @@ from mmllm.pretrained import (
     build_from_pretrained,
     has_chat_template,
 )
-from mmllm.tokenizer import SpecialTokens, Tokenizer
+from mmllm.tokenizer import SpecialTokens, Tokenizer, tokenizer_for_records
 
 EXIT_OK = 0
 # roles of a ChatML vocabulary (SmolLM2, Qwen2) when the LM lacks our <pad> <bos> <eos> <sep>
@@ -158,10 +158,9 @@ def build(args: argparse.Namespace) -> tuple[MultimodalLM, Tokenizer]:
         tokenizer.prompt_template = CHATML_TEMPLATE
     if tokenizer is None:  # our own decoder: a BPE of the synthetic world, as `mmllm train` does
         from mmllm.data.sources import SyntheticSource
-        from mmllm.train.trainer import build_tokenizer
 
         vocab = model.config.decoder.vocab_size
-        tokenizer = build_tokenizer(vocab, SyntheticSource("train"), args.tokenizer_samples)
+        tokenizer = tokenizer_for_records(SyntheticSource("train"), vocab, args.tokenizer_samples)
     return model, tokenizer
 
 

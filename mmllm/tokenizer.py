@@ -165,3 +165,13 @@ def valid_text(text: object, what: str = "text") -> str:
             f"{error.start} (a lone surrogate)"
         ) from error
     return text
+
+
+def tokenizer_for_records(source, vocab_size: int, samples: int) -> Tokenizer:
+    """A byte-level BPE trained on the prompts and targets of ``source``'s first ``samples``
+    records (any indexable of records with ``prompt`` and ``target``)."""
+    texts = []
+    for i in range(min(samples, len(source))):
+        record = source[i]
+        texts += [record.prompt, record.target]
+    return Tokenizer.train(texts, vocab_size=vocab_size)

@@ -50,7 +50,7 @@ from mmllm.eval.run import score_records
 from mmllm.lora import enable_lora
 from mmllm.model import MultimodalLM
 from mmllm.processing import MediaProcessor
-from mmllm.tokenizer import Tokenizer
+from mmllm.tokenizer import Tokenizer, tokenizer_for_records
 from mmllm.train import forgetting
 from mmllm.train.config import DEFAULT_REPLAY, TrainConfig
 from mmllm.train.plot import plot_metrics
@@ -136,15 +136,6 @@ def _distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def build_tokenizer(vocab_size: int, source, samples: int) -> Tokenizer:
-    """A byte-level BPE trained on the prompts and targets of the first training records."""
-    texts = []
-    for i in range(min(samples, len(source))):
-        record = source[i]
-        texts += [record.prompt, record.target]
-    return Tokenizer.train(texts, vocab_size=vocab_size)
-
-
 def has_begun(out: str | Path) -> bool:
     """Whether a run in ``out`` has saved a training state (so ``train`` resumes it)."""
     return (Path(out) / CHECKPOINT_DIR / STATE_JSON).is_file()
@@ -187,7 +178,9 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
         model, tokenizer = load_model(init), load_tokenizer(init)
     else:
         model = MultimodalLM(MMConfig.from_dict(cfg.model) if cfg.model else MMConfig())
-        tokenizer = build_tokenizer(model.config.decoder.vocab_size, source, cfg.tokenizer_samples)
+        tokenizer = tokenizer_for_records(
+            source, model.config.decoder.vocab_size, cfg.tokenizer_samples
+        )
         if tokenizer.vocab_size > model.config.decoder.vocab_size:
             raise ValueError(
                 f"tokenizer has {tokenizer.vocab_size} tokens > decoder vocab_size "
