@@ -322,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  mmllm train --recipe tiny          # mmllm-tiny: pretrain the image encoder, train\n"
         "  mmllm train --out runs/mine --steps 10000 --max-minutes 85\n"
-        "  mmllm train --init checkpoints/mmllm-tiny --data my.jsonl --out runs/mine\n"
+        "  mmllm train --init mmllm-tiny --data my.jsonl --heldout my-test.jsonl --out runs/mine\n"
+        "      # half of each batch replays mmllm-tiny's data (--replay 0: none); before and\n"
+        "      # after scores in runs/mine/summary.md\n"
         "  mmllm train --recipe smol          # mmllm-smol: build, data, align stage\n"
         "  torchrun --nproc_per_node 2 -m mmllm.cli train --out runs/ddp --steps 100",
     )
