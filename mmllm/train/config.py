@@ -132,3 +132,5 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lr is None:
             self.lr = FINE_TUNE_LR if self.init else NEW_LR
+        if self.replay is None:
+            self.replay = DEFAULT_REPLAY if self.init else 0.0

@@ -52,7 +52,7 @@ from mmllm.model import MultimodalLM
 from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer, tokenizer_for_records
 from mmllm.train import forgetting
-from mmllm.train.config import DEFAULT_REPLAY, TrainConfig
+from mmllm.train.config import TrainConfig
 from mmllm.train.plot import plot_metrics
 from mmllm.train.replay import (
     TrainingData,
@@ -382,7 +382,7 @@ def _training_source(cfg: TrainConfig):
             )
         return source, TrainingData(cfg.data, heldout)
     recorded = read_training_data(resolve_checkpoint(cfg.init))
-    share = DEFAULT_REPLAY if cfg.replay is None else cfg.replay
+    share = cfg.replay
     if cfg.replay_data:
         recorded = TrainingData(cfg.replay_data, recorded.heldout if recorded else ())
     if recorded is None:
@@ -421,7 +421,7 @@ def _report_forgetting(model, tokenizer, cfg, out: Path, learnt, done, elapsed, 
     before = json.loads((out / BEFORE_JSON).read_text())
     after = forgetting.heldout_scores(model, tokenizer, list(before), cfg.forgetting_samples)
     rows = forgetting.report(before, after)
-    share = DEFAULT_REPLAY if cfg.replay is None else cfg.replay
+    share = cfg.replay
     facts = {
         "init": cfg.init,
         "data": cfg.data,
