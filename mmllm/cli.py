@@ -131,6 +131,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.drop,
         args.quantize,
         oracle=args.oracle,
+        repetition_controls=not args.no_repetition_controls,
     )
     print(markdown_table(scores))
     return EXIT_OK
@@ -455,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="remove a medium from every record (ablation)",
     )
     ev.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights (CPU)")
+    ev.add_argument(
+        "--no-repetition-controls",
+        action="store_true",
+        help="generate without the repetition masks (mmllm.repetition), to measure them",
+    )
     ev.add_argument("--json", default=None, help="write scores to this file")
     ev.set_defaults(func=cmd_eval)
 

@@ -17,6 +17,7 @@ import torch
 from mmllm.cache import KVCache, MediaContext
 from mmllm.errors import GenerationError
 from mmllm.model import MultimodalLM
+from mmllm.repetition import RepetitionGuard
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class SamplingConfig:
     top_k: int | None = None
     top_p: float | None = None
     seed: int | None = None
+    repetition_guard: bool = True  # no loops, no word glued to itself (mmllm.repetition)
+    no_repeat_ngram: int = 0  # > 0: no repeated n-gram of tokens (transformers' option)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -38,6 +41,16 @@ class SamplingConfig:
             raise GenerationError(f"top_k must be an integer >= 1, got {self.top_k!r}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise GenerationError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.no_repeat_ngram, int) or self.no_repeat_ngram < 0:
+            raise GenerationError(
+                f"no_repeat_ngram must be an integer >= 0, got {self.no_repeat_ngram!r}"
+            )
+
+    def guard(self, decode, skip_ids: tuple[int, ...]) -> RepetitionGuard | None:
+        """The repetition controls these settings ask for (``decode``: ids -> text), or None."""
+        if not self.no_repeat_ngram and not self.repetition_guard:
+            return None
+        return RepetitionGuard(decode, self.repetition_guard, self.no_repeat_ngram, skip_ids)
 
 
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
@@ -118,13 +131,14 @@ def stream_ids(
     eos_id: int,
     pad_id: int,
     suppress_ids: tuple[int, ...] = (),
+    guard: RepetitionGuard | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Continue left-padded prompts ``(B, T)`` one step at a time.
 
-    Yields ``(next_ids (B,), logits (B, V))`` per step (the logits after suppression; their
-    ``log_softmax`` gives the log-probabilities); a row that has emitted EOS yields
-    ``pad_id`` afterwards. Stops when every row is done or after ``max_new_tokens``.
-    ``suppress_ids`` (e.g. padding and prompt markers) are never generated.
+    Yields ``(next_ids (B,), logits (B, V))`` per step (the logits after suppression and the
+    ``guard``'s repetition masks; their ``log_softmax`` gives the log-probabilities); a row
+    that has emitted EOS yields ``pad_id`` afterwards. Stops when every row is done or after
+    ``max_new_tokens``. ``suppress_ids`` (e.g. padding and prompt markers) are never generated.
     """
     compiled = model.decoder.compiled  # None unless model.compile_decoding() was called
     if context is not None and context.word_bias is not None:
@@ -152,9 +166,15 @@ def stream_ids(
                 logits = context.adjust_logits(logits, hidden[:, -1])
     first_position = attention_mask.sum(1)  # (B,): positions count each row's real tokens
     suppress = torch.tensor(suppress_ids, dtype=torch.long, device=device)
+    if guard is not None:
+        guard.start(B)
     for step in range(sampling.max_new_tokens):
         logits = logits.index_fill(-1, suppress, float("-inf")) if len(suppress_ids) else logits
+        if guard is not None:
+            logits = guard.mask(logits)
         next_ids = pick_next(logits, sampling, generator).masked_fill(done, pad_id)
+        if guard is not None:
+            guard.append(next_ids)
         yield next_ids, logits
         done |= next_ids == eos_id
         if bool(done.all()) or step + 1 == sampling.max_new_tokens:
@@ -178,6 +198,7 @@ def generate_ids(
     eos_id: int,
     pad_id: int,
     suppress_ids: tuple[int, ...] = (),
+    guard: RepetitionGuard | None = None,
 ) -> torch.Tensor:
     """All new ids ``(B, max_new_tokens)`` of ``stream_ids``, ``pad_id``-filled after each EOS."""
     out = torch.full(
@@ -187,7 +208,7 @@ def generate_ids(
         device=token_ids.device,
     )
     steps = stream_ids(
-        model, token_ids, attention_mask, context, sampling, eos_id, pad_id, suppress_ids
+        model, token_ids, attention_mask, context, sampling, eos_id, pad_id, suppress_ids, guard
     )
     for step, (next_ids, _) in enumerate(steps):
         out[:, step] = next_ids
@@ -205,6 +226,7 @@ def beam_search_ids(
     eos_id: int,
     pad_id: int,
     suppress_ids: tuple[int, ...] = (),
+    guard: RepetitionGuard | None = None,
 ) -> torch.Tensor:
     """The most likely continuation (sum of log-probabilities) among ``num_beams`` beams per row.
 
@@ -224,6 +246,8 @@ def beam_search_ids(
     out = torch.full((B * K, max_new_tokens), pad_id, dtype=torch.long, device=device)
     done = torch.zeros(B * K, dtype=torch.bool, device=device)
     mask = decode_mask(mask)
+    if guard is not None:
+        guard.start(B * K)
     with autocast_for(device):
         hidden = model.decoder.hidden(token_ids[rows], context, _upto(mask, T), cache=cache)
         logits = model.decoder.logits(hidden[:, -1])
@@ -233,6 +257,8 @@ def beam_search_ids(
         logprobs = logits.float().log_softmax(-1)  # (B*K, V)
         if suppress_ids:
             logprobs[:, list(suppress_ids)] = float("-inf")
+        if guard is not None:
+            logprobs = guard.mask(logprobs)
         finished = torch.full_like(logprobs[0], float("-inf"))
         finished[pad_id] = 0.0
         logprobs = torch.where(done[:, None], finished, logprobs)
@@ -245,6 +271,9 @@ def beam_search_ids(
         out[:, step] = next_ids
         done = done[parent] | (next_ids == eos_id)
         cache.reorder(parent)
+        if guard is not None:
+            guard.reorder(parent)
+            guard.append(next_ids)
         if bool(done.all()) or step + 1 == max_new_tokens:
             break
         with autocast_for(device):

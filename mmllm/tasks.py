@@ -232,6 +232,7 @@ class MMLLM:
             tok.eos_id,
             tok.pad_id,
             tok.never_generated,
+            self._guard(sampling),
         )
         for next_ids, _ in _each_in_inference_mode(steps):
             token = int(next_ids[0])
@@ -294,6 +295,10 @@ class MMLLM:
         ids, mask = left_pad([self.tokenizer.prompt_ids(p) for p in prompts], self.tokenizer.pad_id)
         return ids.to(self.device), mask.to(self.device)
 
+    def _guard(self, sampling: SamplingConfig):
+        tok = self.tokenizer
+        return sampling.guard(tok.decode, (tok.eos_id, tok.pad_id))
+
     def _generate(self, token_ids, mask, context, sampling: SamplingConfig) -> torch.Tensor:
         tok = self.tokenizer
         return generate_ids(
@@ -305,6 +310,7 @@ class MMLLM:
             tok.eos_id,
             tok.pad_id,
             tok.never_generated,
+            self._guard(sampling),
         )
 
     def _run(
@@ -328,6 +334,7 @@ class MMLLM:
                     tok.eos_id,
                     tok.pad_id,
                     tok.never_generated,
+                    self._guard(sampling),
                 )
         return [self.tokenizer.decode(row) for row in new.tolist()]
 

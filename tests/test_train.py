@@ -197,3 +197,21 @@ def test_projected_image_positions_are_set_before_training_and_kept(tmp_path):
     out = train(small_run(tmp_path / "a", steps=2, projected_image_positions=0.5))
     config = MultimodalLM.from_pretrained(out).config
     assert config.projector.fixed_image_positions == 0.5
+
+
+def test_lr_scale_gives_named_parts_their_own_learning_rate():
+    from mmllm.train.config import lr_scales
+    from mmllm.train.trainer import adamw
+
+    model = MultimodalLM(tiny_config())
+    optimizer = adamw(model.named_parameters(), 1e-3, 0.05, scales={"image_projector.": 20.0})
+    scaled = {id(p) for g in optimizer.param_groups if g["lr_scale"] == 20.0 for p in g["params"]}
+    for name, param in model.named_parameters():
+        assert (id(param) in scaled) == name.startswith("image_projector.")
+    assert lr_scales("recognition.=20, image_projector.=2") == {
+        "recognition.": 20.0,
+        "image_projector.": 2.0,
+    }
+    for bad in ("recognition.", "=3", "recognition.=x", "recognition.=0"):
+        with pytest.raises(ValueError, match="PREFIX=FACTOR"):
+            TrainConfig(lr_scale=bad)

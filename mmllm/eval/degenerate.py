@@ -1,15 +1,17 @@
 """Degenerate text: a word glued to itself, a word three times in a row, runaway repetition.
 
 The failures users saw from models off their domain: "squaresquare", "one one one",
-"nononono...", and a phrase looping until the token limit. ``degenerate_reason`` names the
+"nononono...", and a phrase looping until the token limit (a phrase of two to eight words three
+times back to back; a list that repeats its pattern with other words, "a large red square, a
+large red circle, a large red star", is not a loop). ``degenerate_reason`` names the
 first one found, or returns None for clean text.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 
+MAX_PHRASE = 8  # longest looping phrase looked for, in words
 # real words made of one piece twice
 DOUBLED_WORDS = {"couscous", "murmur", "bonbon", "tartar", "booboo", "tomtom", "dumdum", "tsetse"}
 
@@ -24,12 +26,10 @@ def degenerate_reason(text: str) -> str | None:
     for i in range(len(words) - 2):
         if words[i] == words[i + 1] == words[i + 2]:
             return f"word three times in a row: {words[i]!r}"
-    for n in (2, 3, 4):
-        grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
-        if grams:
-            gram, count = grams.most_common(1)[0]
-            if count >= 3 and count * n >= 0.5 * len(words):
-                return f"runaway repetition of {' '.join(gram)!r} ({count} times)"
+    for n in range(2, MAX_PHRASE + 1):  # a phrase three times back to back: a loop
+        for i in range(len(words) - 3 * n + 1):
+            if words[i : i + n] == words[i + n : i + 2 * n] == words[i + 2 * n : i + 3 * n]:
+                return f"runaway repetition of {' '.join(words[i : i + n])!r}"
     return None
 
 

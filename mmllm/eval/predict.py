@@ -19,10 +19,12 @@ def predict(
     batch_size: int = 32,
     max_new_tokens: int = 48,
     progress: bool = False,
+    repetition_controls: bool = True,
 ) -> list[str]:
     """The model's greedy output text for each record's media and prompt (the API's batched
     generation, ``MMLLM``, so evaluation measures exactly what users get). A batch whose
-    prompts leave less room in the context than ``max_new_tokens`` generates what fits."""
+    prompts leave less room in the context than ``max_new_tokens`` generates what fits.
+    ``repetition_controls=False``: without ``mmllm.repetition``'s masks (to measure them)."""
     from mmllm.tasks import MMLLM
 
     api = MMLLM(model, tokenizer, truncate_audio=True)  # as in training: long clips are cut
@@ -33,7 +35,11 @@ def predict(
         chunk = records[start : start + batch_size]
         prompts = [r.prompt for r in chunk]
         longest = max(len(tokenizer.prompt_ids(p)) for p in prompts)
-        sampling = SamplingConfig(max_new_tokens=max(1, min(max_new_tokens, context - longest)))
+        room = max(1, min(max_new_tokens, context - longest))
+        if repetition_controls:
+            sampling = SamplingConfig(max_new_tokens=room)
+        else:
+            sampling = SamplingConfig(max_new_tokens=room, repetition_guard=False)
         texts = api._run(prompts, [r.images for r in chunk], [r.audio for r in chunk], sampling)
         outputs.extend(text.strip() for text in texts)
     return outputs

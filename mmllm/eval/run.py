@@ -12,6 +12,7 @@ from encoders.recognizers import Recognizer, imagenet_labels, to_rgb_array
 from mmllm.checkpoint import load_model, load_tokenizer
 from mmllm.data.label_words import coco_words
 from mmllm.data.sources import build_source
+from mmllm.eval.degenerate import degenerate_reason
 from mmllm.eval.metrics import (
     answer_confusion,
     caption_attribute_scores,
@@ -35,6 +36,9 @@ def score_records(records, predictions) -> dict:
             scores.update(caption_attribute_scores(records, predictions))
     scores.update(noun_mention_scores(records, predictions))
     scores.update(accept_scores(records, predictions))
+    bad = [degenerate_reason(p) is not None for p in predictions]
+    if bad:  # mmllm.eval.degenerate: glued, tripled or looping text
+        scores["degenerate"] = {"rate": sum(bad) / len(bad), "n": len(bad)}
     return scores
 
 
@@ -63,11 +67,13 @@ def evaluate(
     progress: bool = False,
     drop: str | None = None,
     oracle: bool = False,
+    repetition_controls: bool = True,
 ) -> dict:
     """Scores of ``model`` on ``data`` (``synthetic:<split>`` or a JSONL file).
 
     drop: "audio" or "image" removes that medium from every record (to prove the model uses it).
     oracle: score the teacher-label oracle instead of the model (``mmllm.eval.photos``).
+    repetition_controls: False generates without ``mmllm.repetition``'s masks.
     """
     source = build_source(data, seed=seed, shuffle=False)
     count = min(n or len(source), len(source))
@@ -81,9 +87,23 @@ def evaluate(
     if oracle:
         predictions = oracle_predictions(records, progress)
     else:
-        predictions = predict(model, tokenizer, records, batch_size, progress=progress)
+        predictions = predict(
+            model,
+            tokenizer,
+            records,
+            batch_size,
+            progress=progress,
+            repetition_controls=repetition_controls,
+        )
     scores = score_records(records, predictions)
-    scores["_meta"] = {"data": data, "n": count, "seed": seed, "drop": drop, "oracle": oracle}
+    scores["_meta"] = {
+        "data": data,
+        "n": count,
+        "seed": seed,
+        "drop": drop,
+        "oracle": oracle,
+        "repetition_controls": repetition_controls,
+    }
     scores["_confusion"] = answer_confusion(records, predictions)
     scores["_examples"] = [
         {"prompt": r.prompt, "target": r.target, "prediction": p, "category": r.category}
@@ -113,6 +133,7 @@ def run_eval(
     drop: str | None = None,
     quantize: str | None = None,
     oracle: bool = False,
+    repetition_controls: bool = True,
 ) -> dict:
     """Load ``checkpoint``, score it on ``data`` (see ``evaluate``), write JSON to ``out``."""
     model = load_model(checkpoint).eval()
@@ -123,7 +144,15 @@ def run_eval(
     elif torch.cuda.is_available():
         model.cuda()
     scores = evaluate(
-        model, load_tokenizer(checkpoint), data, n, seed, progress=True, drop=drop, oracle=oracle
+        model,
+        load_tokenizer(checkpoint),
+        data,
+        n,
+        seed,
+        progress=True,
+        drop=drop,
+        oracle=oracle,
+        repetition_controls=repetition_controls,
     )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +166,8 @@ def markdown_table(scores: dict) -> str:
     for key, value in scores.items():
         if key.startswith("_"):
             continue
-        figure = value.get("accuracy", value.get("score"))
-        unit = f"{100 * figure:.1f}%" if "accuracy" in value else f"{figure:.3f}"
+        figure = value.get("accuracy", value.get("rate", value.get("score")))
+        percent = "accuracy" in value or "rate" in value
+        unit = f"{100 * figure:.1f}%" if percent else f"{figure:.3f}"
         lines.append(f"| {key} | {unit} | {value['n']} |")
     return "\n".join(lines)

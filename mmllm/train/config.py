@@ -50,6 +50,13 @@ class TrainConfig:
             f"(fine-tuning at {NEW_LR:g} dropped mmllm-tiny's image questions 7 points)"
         },
     )
+    lr_scale: str = field(
+        default="",
+        metadata={
+            "help": "learning-rate factors by parameter-name prefix, e.g. 'recognition.=20': "
+            "parts new to a fine-tuned model learn faster than the parts it starts with"
+        },
+    )
     min_lr_ratio: float = 0.1
     warmup: int = 100
     weight_decay: float = 0.05
@@ -130,7 +137,22 @@ class TrainConfig:
     model: dict = field(default_factory=dict)  # MMConfig as a dict (when not --init)
 
     def __post_init__(self) -> None:
+        lr_scales(self.lr_scale)  # a malformed value fails here, before any work
         if self.lr is None:
             self.lr = FINE_TUNE_LR if self.init else NEW_LR
         if self.replay is None:
             self.replay = DEFAULT_REPLAY if self.init else 0.0
+
+
+def lr_scales(spec: str) -> dict[str, float]:
+    """``"recognition.=20,image_projector.=2"`` -> ``{"recognition.": 20.0, ...}``."""
+    scales = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        prefix, sep, value = part.partition("=")
+        try:
+            scales[prefix] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not prefix or scales[prefix] <= 0:
+            raise ValueError(f"--lr-scale wants PREFIX=FACTOR (FACTOR > 0), got {part!r}")
+    return scales

@@ -288,8 +288,8 @@ def pretrain_image_encoder(cfg: ImagePretrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     config = ImageEncoderConfig(**cfg.image)
     encoder, head = ImageEncoder(config), SceneHead(config.dim)
-    params = [*encoder.parameters(), *head.parameters()]
-    optimizer = adamw(params, cfg.lr, cfg.weight_decay)
+    named = [*encoder.named_parameters(), *head.named_parameters(prefix="head")]
+    optimizer = adamw(named, cfg.lr, cfg.weight_decay)
     heldout_set = SceneBatches(config, 64, cfg.seed, "heldout")
     heldout = [heldout_set[i] for i in range(cfg.heldout_batches)]
     loader = DataLoader(
@@ -306,7 +306,7 @@ def pretrain_image_encoder(cfg: ImagePretrainConfig) -> Path:
         loss = scene_loss(head(encoder(pixels)[0]), bits, classes, patches, cfg.patch_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
         optimizer.step()
         losses.append(loss.item())
         bar.update(1)

@@ -52,7 +52,7 @@ from mmllm.model import MultimodalLM
 from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer, tokenizer_for_records
 from mmllm.train import forgetting
-from mmllm.train.config import TrainConfig
+from mmllm.train.config import TrainConfig, lr_scales
 from mmllm.train.plot import plot_metrics
 from mmllm.train.replay import (
     TrainingData,
@@ -101,15 +101,28 @@ class StepBatches(Dataset):
 
 
 def adamw(
-    params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float, fused: bool = False
+    named: Iterable[tuple[str, torch.nn.Parameter]],
+    lr: float,
+    weight_decay: float,
+    fused: bool = False,
+    scales: dict[str, float] | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW (betas 0.9/0.95) with weight decay on matrices only (not norms, biases, gates)."""
-    params = list(params)
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=fused)
+    """AdamW (betas 0.9/0.95) with weight decay on matrices only (not norms, biases, gates).
+    ``scales`` (name prefix -> factor) gives those parameters ``lr * factor``: each group keeps
+    its factor as ``lr_scale``, which the schedule multiplies in."""
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
+    for name, param in named:
+        factor = next((f for p, f in (scales or {}).items() if name.startswith(p)), 1.0)
+        groups.setdefault((param.ndim >= 2, factor), []).append(param)
+    return torch.optim.AdamW(
+        [
+            {"params": ps, "weight_decay": weight_decay if matrix else 0.0, "lr_scale": factor}
+            for (matrix, factor), ps in sorted(groups.items())
+        ],
+        lr=lr,
+        betas=(0.9, 0.95),
+        fused=fused,
+    )
 
 
 def load_image_encoder(model: MultimodalLM, path: str) -> None:
@@ -212,8 +225,10 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
             patch_loss.load_head(head, ckpt)
         trained = patch_loss.WithImageLosses(model, head, cfg.patch_weight, cfg.attend_weight)
         image_targets = functools.partial(patch_loss.image_targets, grid=grid)
-    params = [p for p in trained.parameters() if p.requires_grad]
-    optimizer = adamw(params, cfg.lr, cfg.weight_decay, fused=device.type == "cuda")
+    named = [(n, p) for n, p in trained.named_parameters() if p.requires_grad]
+    optimizer = adamw(
+        named, cfg.lr, cfg.weight_decay, fused=device.type == "cuda", scales=lr_scales(cfg.lr_scale)
+    )
     start, elapsed_before = 0, 0.0
     if resume:
         info = load_train_state(ckpt, optimizer)
@@ -253,7 +268,7 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
     for step, micro_batches in zip(range(start, cfg.steps), loader, strict=False):
         trained.train()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg) * group.get("lr_scale", 1.0)
         total = patch_total = attend_total = 0.0  # the patch and attend losses: in the total
         for i, batch in enumerate(micro_batches):
             batch = batch.to(device)
@@ -275,7 +290,7 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
             if image_targets is not None:
                 patch_total += trained.last_patch_loss / len(micro_batches)
                 attend_total += trained.last_attend_loss / len(micro_batches)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
