@@ -31,23 +31,31 @@ CHECK_TOP = 8  # candidates per row that the word rules decode
 WORD = re.compile(r"[a-z0-9']+")
 LAST_LETTERS, FIRST_LETTERS = re.compile(r"[^\W\d_]+$"), re.compile(r"[^\W\d_]+")
 DOUBLED = re.compile(r"([^\W\d_]{3,})\1")  # three letters or more, twice in a row
+# real words made of one piece twice
+DOUBLED_WORDS = {"couscous", "murmur", "bonbon", "tartar", "booboo", "tomtom", "dumdum", "tsetse"}
+
+
+def glued_word(word: str) -> bool:
+    """Whether ``word`` (lower case) is a piece glued to itself: three letters or more twice
+    or more ("squaresquare"), or two letters three times or more ("nonono")."""
+    twice = re.fullmatch(r"([^\W\d_]{3,})\1+", word) and word not in DOUBLED_WORDS
+    return bool(twice or re.search(r"([^\W\d_]{2,})\1{2,}", word))
 
 
 def glues_word_to_itself(text: str, piece: str) -> bool:
-    """Whether ``piece`` continues ``text``'s last word with a copy of its start: three
-    letters or more (``"a red square" + "square"``), or two after a word that is already two
-    letters repeated (``"nono" + "no"``), or a piece that completes such a copy
-    (``"squaresq" + "uare"``)."""
+    """Whether ``piece`` continues ``text``'s last word into a glued word (``glued_word``), or
+    starts to: a piece that repeats the word's first three letters or more
+    (``"a red square" + "squ"``), or completes such a copy (``"squaresq" + "uare"``)."""
     word, start = LAST_LETTERS.search(text), FIRST_LETTERS.match(piece)
     if word is None or start is None:
         return False
     word, start = word.group(0).lower(), start.group(0).lower()
-    n = min(len(word), len(start))
+    if glued_word(word + start) and not glued_word(word):
+        return True
     if DOUBLED.search(word + start) and not DOUBLED.search(word):
-        return True  # "squaresq" + "uare"
-    if n >= 3:
-        return word[:n] == start[:n]
-    return n == 2 and word[:2] == start[:2] and re.fullmatch(r"(..)\1+", word) is not None
+        return True  # "squaresq" + "uare", "circlelarge" + "large"
+    n = min(len(word), len(start))
+    return n >= 3 and word[:n] == start[:n]
 
 
 def third_time_in_a_row(text: str, piece: str) -> bool:

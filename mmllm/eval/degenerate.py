@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import re
 
+from mmllm.repetition import glued_word
+
 MAX_PHRASE = 8  # longest looping phrase looked for, in words
-# real words made of one piece twice
-DOUBLED_WORDS = {"couscous", "murmur", "bonbon", "tartar", "booboo", "tomtom", "dumdum", "tsetse"}
 
 
 def degenerate_reason(text: str) -> str | None:
     """Why ``text`` is degenerate, or None."""
     words = re.findall(r"[a-z0-9']+", text.lower())
     for word in words:
-        twice = re.fullmatch(r"([a-z]{3,})\1+", word) and word not in DOUBLED_WORDS
-        if twice or re.search(r"([a-z]{2,})\1{2,}", word):
+        if glued_word(word):
             return f"word glued to itself: {word!r}"
     for i in range(len(words) - 2):
         if words[i] == words[i + 1] == words[i + 2]:

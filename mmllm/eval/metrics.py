@@ -115,6 +115,9 @@ def _bleu_cider(captions: list[tuple[Record, str]], category: str) -> dict:
     def words(text: str) -> str:
         return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
+    captions = [(r, p) for r, p in captions if words(r.target)]  # placeholders: no reference
+    if not captions:
+        return {}
     refs = {i: [words(r.target)] for i, (r, _) in enumerate(captions)}
     preds = {i: [words(p) or "empty"] for i, (_, p) in enumerate(captions)}
     bleu = Bleu(4).compute_score(refs, preds, verbose=0)[0][3]
