@@ -194,9 +194,23 @@ class MMLLM:
         stop: Sequence[str] = (),
         seed: int | None = None,
         num_beams: int = 1,
+        repetition_guard: bool = True,
+        no_repeat_ngram: int = 0,
     ) -> str:
-        """Free generation from a prompt with optional media (beam search if num_beams > 1)."""
-        sampling = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
+        """Free generation from a prompt with optional media (beam search if num_beams > 1).
+
+        ``repetition_guard`` (on everywhere by default) never picks a token that would loop or
+        glue a word to itself (``mmllm.repetition``); ``no_repeat_ngram`` > 0 also bans any
+        repeated n-gram of tokens, as transformers' ``no_repeat_ngram_size``."""
+        sampling = SamplingConfig(
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            repetition_guard=repetition_guard,
+            no_repeat_ngram=no_repeat_ngram,
+        )
         valid_text(prompt, "prompt")
         if num_beams != 1:
             stop = [valid_text(s, "stop string") for s in stop]  # stream() checks its own
