@@ -277,6 +277,9 @@ def resolve_src(src: str, document: Path, site_root: Path | None) -> tuple[Path 
 # ---------------------------------------------------------------- the run
 
 
+NEEDS_PERSON = "needs a person"
+
+
 @dataclass
 class Row:
     """One line of the report: a standalone image, or one image of a document."""
@@ -284,19 +287,38 @@ class Row:
     file: str
     image: str = ""
     line: int | None = None
-    status: str = ""  # captioned | filled | replaced | kept | skipped | error
+    status: str = ""  # captioned | filled | replaced | kept | needs a person | skipped | error
     alt: str = ""
     note: str = ""
+    confidence: float | None = None  # of generated alt text (mmllm.confidence)
 
 
 class Captioner:
     """Alt text per image path, from a model loaded on first use; failures kept per path."""
 
-    def __init__(self, checkpoint: str | None, device: str | None, max_chars: int, batch_size: int):
+    def __init__(
+        self,
+        checkpoint: str | None,
+        device: str | None,
+        max_chars: int,
+        batch_size: int,
+        min_confidence: float | None = None,
+    ):
+        """``min_confidence``: alt text below it is not used (default: the threshold the
+        checkpoint's calibration states, ``Calibration.alt_text_threshold``)."""
         self.checkpoint, self.device = checkpoint, device
         self.max_chars, self.batch_size = max_chars, batch_size
+        self.min_confidence = min_confidence
         self.model: Any = None
-        self.done: dict[Path, str | Exception] = {}
+        self.done: dict[Path, Any] = {}  # a ScoredText (mmllm.tasks) or the error
+
+    def threshold_note(self) -> str:
+        """How the threshold was set, for the summary."""
+        if self.model is None:
+            return ""
+        if self.min_confidence is None:
+            return "no confidence threshold (the checkpoint is not calibrated)"
+        return f"confidence threshold {self.min_confidence:.2f}"
 
     def run(self, paths: Iterable[Path]) -> None:
         """Caption every path not done yet, a batch at a time; a bad file fails alone."""
@@ -309,15 +331,23 @@ class Captioner:
             import mmllm
 
             self.model = mmllm.load(self.checkpoint, device=self.device)
+            calibration = self.model.calibration
+            if self.min_confidence is None and calibration is not None:
+                self.min_confidence = calibration.alt_text_threshold
+        limit = self.min_confidence
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             try:
-                texts = self.model.alt_text(chunk, self.max_chars, batch_size=self.batch_size)
+                texts = self.model.alt_text(
+                    chunk, self.max_chars, batch_size=self.batch_size, min_confidence=limit
+                )
             except MMLLMError:  # find the bad one(s)
                 texts = []
                 for path in chunk:
                     try:
-                        texts.append(self.model.alt_text(path, self.max_chars))
+                        texts.append(
+                            self.model.alt_text(path, self.max_chars, min_confidence=limit)
+                        )
                     except MMLLMError as err:
                         texts.append(err)
             for path, text in zip(chunk, texts, strict=True):
@@ -393,12 +423,26 @@ def plan_document(
         if isinstance(result, Exception):
             rows.append(Row(str(path), slot.src, slot.line, "error", slot.alt or "", str(result)))
             continue
+        if result.abstained:  # never written: a person should describe this image
+            note = f"confidence {result.confidence:.2f} below {captioner.min_confidence:.2f}"
+            rows.append(
+                Row(
+                    str(path),
+                    slot.src,
+                    slot.line,
+                    NEEDS_PERSON,
+                    slot.alt or "",
+                    note,
+                    result.confidence,
+                )
+            )
+            continue
         status = "replaced" if slot.alt and slot.alt.strip() else "filled"
         if slot.alt == result:
             status = "kept"
         else:
             edits.append((slot, result))
-        rows.append(Row(str(path), slot.src, slot.line, status, result))
+        rows.append(Row(str(path), slot.src, slot.line, status, result, "", result.confidence))
     rows.sort(key=lambda r: r.line or 0)
     new = apply(text, edits)
     return (Change(path, text, new) if new != text else None), rows
@@ -490,7 +534,9 @@ def run(args: argparse.Namespace) -> int:
     if not paths and not rows:
         rows.append(Row(" ".join(args.inputs), status="error", note="no input files found"))
     bad_input = bool(rows)
-    captioner = Captioner(args.checkpoint, args.device, args.max_chars, args.batch_size)
+    captioner = Captioner(
+        args.checkpoint, args.device, args.max_chars, args.batch_size, args.min_confidence
+    )
     images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
     documents = [p for p in paths if p.suffix.lower() not in IMAGE_SUFFIXES]
     failed = False
@@ -501,8 +547,27 @@ def run(args: argparse.Namespace) -> int:
             result = captioner.done[path]
             if isinstance(result, Exception):
                 rows.append(Row(str(path), str(path), status="error", note=str(result)))
+            elif result.abstained:
+                note = f"confidence {result.confidence:.2f} below {captioner.min_confidence:.2f}"
+                rows.append(
+                    Row(
+                        str(path),
+                        str(path),
+                        status=NEEDS_PERSON,
+                        note=note,
+                        confidence=result.confidence,
+                    )
+                )
             else:
-                rows.append(Row(str(path), str(path), status="captioned", alt=result))
+                rows.append(
+                    Row(
+                        str(path),
+                        str(path),
+                        status="captioned",
+                        alt=str(result),
+                        confidence=result.confidence,
+                    )
+                )
         for path in documents:
             try:
                 change, found = plan_document(path, captioner, args.overwrite, site_root)
@@ -536,7 +601,7 @@ def run(args: argparse.Namespace) -> int:
 
     _print_images(rows, images, args.json)
     for row in rows:
-        if row.status in ("error", "skipped"):
+        if row.status in ("error", "skipped", NEEDS_PERSON):
             where = f"{row.file}:{row.line}" if row.line else row.file
             what = f" {row.image}" if row.image and row.image != row.file else ""
             print(f"{row.status}: {where}{what}: {row.note}", file=sys.stderr)
@@ -546,7 +611,8 @@ def run(args: argparse.Namespace) -> int:
         except OSError as err:
             failed = True
             print(f"error: could not write the report {report}: {err}", file=sys.stderr)
-    print(_summary(rows, images, documents, changes, written, args.write), file=sys.stderr)
+    summary = _summary(rows, images, documents, changes, written, args.write)
+    print(f"{summary}; {captioner.threshold_note()}".rstrip("; "), file=sys.stderr)
     if failed:
         return EXIT_ERROR
     return EXIT_BAD_INPUT if bad_input else EXIT_OK
@@ -565,7 +631,7 @@ def _print_images(rows: Sequence[Row], images: Sequence[Path], as_json: bool) ->
 def _summary(rows, images, documents, changes, written: int, write: bool) -> str:
     count = {
         s: sum(r.status == s for r in rows)
-        for s in ("captioned", "filled", "replaced", "kept", "skipped", "error")
+        for s in ("captioned", "filled", "replaced", "kept", "skipped", "error", NEEDS_PERSON)
     }
     parts = [f"{count['captioned']} of {len(images)} image(s) captioned"] if images else []
     if documents:
@@ -575,6 +641,7 @@ def _summary(rows, images, documents, changes, written: int, write: bool) -> str
             f"(alt text filled {count['filled']}, replaced {count['replaced']}, kept "
             f"{count['kept']}, skipped {count['skipped']})"
         )
+    parts.append(f"needs a person: {count[NEEDS_PERSON]}")
     parts.append(f"errors: {count['error']}")
     if documents and changes and not write:
         parts.append("dry run: pass --write to apply")
@@ -597,6 +664,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--site-root", default=None, help="folder that src='/...' paths are relative to"
+    )
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        default=None,
+        help="alt text below this confidence (0-1) is never written; the image is listed as "
+        "'needs a person' (default: the threshold the checkpoint's calibration states)",
     )
     parser.add_argument("--max-chars", type=int, default=125)
     parser.add_argument("--batch-size", type=int, default=8)

@@ -174,6 +174,12 @@ def _expand_inputs(patterns: list[str], audio: bool = False) -> list[Path]:
     return paths
 
 
+MIN_CONFIDENCE_HELP = (
+    "below this confidence (0-1; the probability that the output is right, mmllm.confidence) "
+    "say so instead of guessing; --json keeps the guess"
+)
+
+
 def cmd_caption(args: argparse.Namespace) -> int:
     """Caption (or alt-text) every input; a bad file is reported and the rest go on.
 
@@ -204,13 +210,14 @@ def cmd_caption(args: argparse.Namespace) -> int:
                     results.append({"file": str(path), "error": str(err)})
             if not items:
                 continue
+            limit = getattr(args, "min_confidence", None)
             if is_audio:
-                texts = model.caption(audio=items, batch_size=args.batch_size)
+                texts = model.caption(audio=items, batch_size=args.batch_size, min_confidence=limit)
             elif args.command == "alt-text":
                 texts = [model.alt_text(image, max_chars=args.max_chars) for image in items]
             else:
-                texts = model.caption(items, batch_size=args.batch_size)
-            results += [{"file": str(p), "text": t} for p, t in zip(good, texts, strict=True)]
+                texts = model.caption(items, batch_size=args.batch_size, min_confidence=limit)
+            results += [_scored_row(p, t) for p, t in zip(good, texts, strict=True)]
     order = {str(p): i for i, p in enumerate(paths)}
     results.sort(key=lambda row: order[row["file"]])
     for row in results:
@@ -225,6 +232,15 @@ def cmd_caption(args: argparse.Namespace) -> int:
     return EXIT_OK if failed == 0 else EXIT_BAD_INPUT
 
 
+def _scored_row(path: Path, text) -> dict:
+    """A result row: the file, the text and its confidence (``mmllm.tasks.ScoredText``)."""
+    row = {"file": str(path), "text": str(text), "confidence": round(text.confidence, 4)}
+    row["calibrated"] = text.calibrated
+    if text.abstained:
+        row |= {"abstained": True, "guess": text.guess}
+    return row
+
+
 def _is_audio(path: Path, args: argparse.Namespace) -> bool:
     return getattr(args, "audio", False) or path.suffix.lower() in AUDIO_SUFFIXES
 
@@ -234,15 +250,21 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     model = mmllm.load(args.checkpoint, device=args.device)
     choices = args.choices.split(",") if args.choices else None
-    answer = model.ask(args.image, args.question, audio=args.audio, choices=choices)
+    answer = model.ask(
+        args.image,
+        args.question,
+        audio=args.audio,
+        choices=choices,
+        min_confidence=args.min_confidence,
+    )
     if args.json:
-        print(
-            json.dumps(
-                {"answer": answer.text, "prob": answer.prob, "alternatives": answer.alternatives}
-            )
-        )
+        row = {"answer": answer.text, "prob": answer.prob, "alternatives": answer.alternatives}
+        row |= {"confidence": answer.confidence, "calibrated": answer.calibrated}
+        if answer.abstained:
+            row |= {"abstained": True, "guess": answer.guess}
+        print(json.dumps(row))
     else:
-        print(f"{answer.text}\t(p={answer.prob:.3f})")
+        print(f"{answer.text}\t(p={answer.prob:.3f}, confidence {answer.confidence:.2f})")
     return EXIT_OK
 
 
@@ -380,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_model_flags(p)
         p.set_defaults(func=cmd_caption)
     caption.add_argument("--audio", action="store_true", help="treat every input as audio")
+    caption.add_argument("--min-confidence", type=float, default=None, help=MIN_CONFIDENCE_HELP)
 
     ask = sub.add_parser(
         "ask",
@@ -393,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--question", "-q", required=True)
     ask.add_argument("--audio", default=None)
     ask.add_argument("--choices", default=None, help="comma-separated closed answer set")
+    ask.add_argument("--min-confidence", type=float, default=None, help=MIN_CONFIDENCE_HELP)
     _add_model_flags(ask)
     ask.set_defaults(func=cmd_ask)
 

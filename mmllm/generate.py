@@ -199,8 +199,11 @@ def generate_ids(
     pad_id: int,
     suppress_ids: tuple[int, ...] = (),
     guard: RepetitionGuard | None = None,
+    logprobs: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """All new ids ``(B, max_new_tokens)`` of ``stream_ids``, ``pad_id``-filled after each EOS."""
+    """All new ids ``(B, max_new_tokens)`` of ``stream_ids``, ``pad_id``-filled after each EOS.
+    ``logprobs`` ``(B, max_new_tokens)``, if given, is filled with each picked token's
+    log-probability (0 after EOS)."""
     out = torch.full(
         (token_ids.shape[0], sampling.max_new_tokens),
         pad_id,
@@ -210,8 +213,13 @@ def generate_ids(
     steps = stream_ids(
         model, token_ids, attention_mask, context, sampling, eos_id, pad_id, suppress_ids, guard
     )
-    for step, (next_ids, _) in enumerate(steps):
+    done = torch.zeros(token_ids.shape[0], dtype=torch.bool, device=token_ids.device)
+    for step, (next_ids, logits) in enumerate(steps):
         out[:, step] = next_ids
+        if logprobs is not None:
+            picked = logits.float().log_softmax(-1).gather(1, next_ids[:, None])[:, 0]
+            logprobs[:, step] = picked.masked_fill(done, 0.0)
+            done |= next_ids == eos_id
     return out
 
 
@@ -227,12 +235,13 @@ def beam_search_ids(
     pad_id: int,
     suppress_ids: tuple[int, ...] = (),
     guard: RepetitionGuard | None = None,
+    logprobs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The most likely continuation (sum of log-probabilities) among ``num_beams`` beams per row.
 
     A beam that emits EOS is finished: it keeps its score and only extends with padding, so it
     competes with longer beams on equal terms. One beam is exactly greedy. Returns
-    ``(B, max_new_tokens)`` like ``generate_ids``.
+    ``(B, max_new_tokens)`` like ``generate_ids``, and fills ``logprobs`` likewise if given.
     """
     if not isinstance(num_beams, int) or num_beams < 1:
         raise GenerationError(f"num_beams must be an integer >= 1, got {num_beams!r}")
@@ -244,6 +253,7 @@ def beam_search_ids(
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # start from one beam per row, so beams never duplicate
     out = torch.full((B * K, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    out_logp = torch.zeros(B * K, max_new_tokens, device=device)
     done = torch.zeros(B * K, dtype=torch.bool, device=device)
     mask = decode_mask(mask)
     if guard is not None:
@@ -254,21 +264,22 @@ def beam_search_ids(
         if context is not None:
             logits = context.adjust_logits(logits, hidden[:, -1])
     for step in range(max_new_tokens):
-        logprobs = logits.float().log_softmax(-1)  # (B*K, V)
+        logprobs_step = logits.float().log_softmax(-1)  # (B*K, V)
         if suppress_ids:
-            logprobs[:, list(suppress_ids)] = float("-inf")
+            logprobs_step[:, list(suppress_ids)] = float("-inf")
         if guard is not None:
-            logprobs = guard.mask(logprobs)
-        finished = torch.full_like(logprobs[0], float("-inf"))
+            logprobs_step = guard.mask(logprobs_step)
+        finished = torch.full_like(logprobs_step[0], float("-inf"))
         finished[pad_id] = 0.0
-        logprobs = torch.where(done[:, None], finished, logprobs)
-        V = logprobs.shape[-1]
-        candidates = (scores.view(-1, 1) + logprobs).view(B, K * V)
+        logprobs_step = torch.where(done[:, None], finished, logprobs_step)
+        V = logprobs_step.shape[-1]
+        candidates = (scores.view(-1, 1) + logprobs_step).view(B, K * V)
         scores, flat = candidates.topk(K, dim=-1)  # (B, K)
         parent = (flat // V) + torch.arange(B, device=device)[:, None] * K  # (B, K) beam rows
         parent, next_ids = parent.view(-1), (flat % V).view(-1)
-        out = out[parent]
+        out, out_logp = out[parent], out_logp[parent]
         out[:, step] = next_ids
+        out_logp[:, step] = logprobs_step[parent, next_ids]
         done = done[parent] | (next_ids == eos_id)
         cache.reorder(parent)
         if guard is not None:
@@ -281,4 +292,6 @@ def beam_search_ids(
             logits = model.decoder(next_ids[:, None], context, step_mask, cache=cache)
         logits = logits[:, -1]
     best = scores.argmax(-1) + torch.arange(B, device=device) * K
+    if logprobs is not None:
+        logprobs.copy_(out_logp[best])
     return out[best]

@@ -7,7 +7,8 @@ and leaves every other choice alone:
 - **loops**: a token that would end a third copy, back to back, of a run of tokens
   (``a b a b a`` + ``b``);
 - **words**, on the decoded text: a piece that would glue a word to itself
-  (``"square" + "square"``, ``"nono" + "no"``) and a word that would come a third time in a row.
+  (``"square" + "square"``, ``"nono" + "no"``) or end a third copy, back to back, of a phrase
+  of up to eight words (``"one one" + " one"``; punctuation between copies does not count).
 
 A repeated n-gram anywhere is not a loop: synthetic captions repeat ", a large green" with
 other shapes. transformers' ``no_repeat_ngram_size`` is there too (``no_repeat_ngram``), off
@@ -27,6 +28,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 LOOP_PERIOD = 16  # longest looping run of tokens looked for
+LOOP_WORDS = 8  # longest looping phrase looked for, in words (as mmllm.eval.degenerate)
 CHECK_TOP = 8  # candidates per row that the word rules decode
 WORD = re.compile(r"[a-z0-9']+")
 LAST_LETTERS, FIRST_LETTERS = re.compile(r"[^\W\d_]+$"), re.compile(r"[^\W\d_]+")
@@ -58,13 +60,18 @@ def glues_word_to_itself(text: str, piece: str) -> bool:
     return n >= 3 and word[:n] == start[:n]
 
 
-def third_time_in_a_row(text: str, piece: str) -> bool:
-    """Whether ``text + piece`` ends with one word three times in a row that ``text`` did not."""
+def makes_a_loop(text: str, piece: str, longest: int = LOOP_WORDS) -> bool:
+    """Whether ``text + piece`` ends with a phrase of 1 to ``longest`` words three times back
+    to back ("one one one", "a red square, a red square, a red square") that ``text`` did not
+    end with (punctuation between the copies does not count)."""
     before = WORD.findall(text.lower())
     after = WORD.findall((text + piece).lower())
-    if len(after) < 3 or after[-3:] == before[-3:]:
+    if after == before:
         return False
-    return after[-1] == after[-2] == after[-3]
+    for n in range(1, min(longest, len(after) // 3) + 1):
+        if after[-n:] == after[-2 * n : -n] == after[-3 * n : -2 * n]:
+            return True
+    return False
 
 
 def banned_ngram_ids(ids: Sequence[int], n: int) -> set[int]:
@@ -139,7 +146,7 @@ class RepetitionGuard:
                 if token in out or token in self.skip_ids:
                     continue
                 piece = self.decode([*ids, token])[len(text) :]
-                if glues_word_to_itself(text, piece) or third_time_in_a_row(text, piece):
+                if glues_word_to_itself(text, piece) or makes_a_loop(text, piece):
                     out.add(token)
         return out
 

@@ -9,12 +9,14 @@ model.caption(["a.png", "b.png"], batch_size=8)            # -> list[str]
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mmllm.checkpoint import (  # noqa: F401  (resolve_checkpoint: part of the API)
@@ -23,6 +25,14 @@ from mmllm.checkpoint import (  # noqa: F401  (resolve_checkpoint: part of the A
     load_model,
     load_tokenizer,
     resolve_checkpoint,
+)
+from mmllm.confidence import (
+    STATS_FILE,
+    Calibration,
+    MediaDistance,
+    media_kind,
+    pooled_tokens,
+    token_features,
 )
 from mmllm.errors import ConfigError, GenerationError, InputError, TextError
 from mmllm.generate import (
@@ -43,13 +53,67 @@ from mmllm.tokenizer import Tokenizer, valid_text
 FILLER = re.compile(r"^(an?\s+)?(image|picture|photo|photograph|drawing)\s+(of|showing)\s+", re.I)
 
 
+UNSURE = "(not sure what this shows)"
+
+
+class ScoredText(str):
+    """A generated text (caption, alt text, free generation) that is still a ``str``, with
+    ``confidence``: the probability that it is right (``mmllm.confidence``; ``calibrated``
+    False: the raw mean token probability of a checkpoint without a calibration). Below a
+    ``min_confidence`` it is ``abstained``: the text says so plainly (``UNSURE``) and
+    ``guess`` keeps what the model would have said."""
+
+    confidence: float
+    calibrated: bool
+    abstained: bool
+    guess: str
+    token_scores: tuple[float, ...]  # mean and minimum token log-probability, if known
+
+    def __new__(
+        cls,
+        text: str,
+        confidence: float,
+        calibrated: bool,
+        min_confidence: float | None = None,
+        token_scores: tuple[float, ...] = (),
+    ) -> ScoredText:
+        abstained = min_confidence is not None and confidence < min_confidence
+        self = super().__new__(cls, UNSURE if abstained else text)
+        self.confidence, self.calibrated = float(confidence), calibrated
+        self.abstained, self.guess = abstained, text
+        self.token_scores = tuple(token_scores)
+        return self
+
+    def __reduce__(self):  # copy and pickle keep the scores
+        limit = math.inf if self.abstained else None
+        args = (self.guess, self.confidence, self.calibrated, limit, self.token_scores)
+        return (ScoredText, args)
+
+    def with_limit(self, min_confidence: float | None) -> ScoredText:
+        """The same text and scores, abstained if the confidence is below ``min_confidence``."""
+        return ScoredText(
+            self.guess, self.confidence, self.calibrated, min_confidence, self.token_scores
+        )
+
+    def with_text(self, text: str) -> ScoredText:
+        """The same scores on another wording of the text (e.g. alt text from a caption)."""
+        limit = math.inf if self.abstained else None
+        return ScoredText(text, self.confidence, self.calibrated, limit, self.token_scores)
+
+
 @dataclass
 class Answer:
-    """An answer, its probability under the model, and the runners-up with theirs."""
+    """An answer, its probability under the model, and the runners-up with theirs.
+    ``confidence``: the probability that the answer is right (``ScoredText``); below
+    ``min_confidence`` the answer is ``abstained`` (``text`` says so, ``guess`` keeps it)."""
 
     text: str
     prob: float
     alternatives: list[tuple[str, float]] = field(default_factory=list)
+    confidence: float = 0.0
+    calibrated: bool = False
+    abstained: bool = False
+    guess: str = ""
 
     def __str__(self) -> str:
         return self.text
@@ -82,18 +146,31 @@ def load(
         model = quantize_model(model, quantize)
     if compile:
         model.compile_decoding()
-    return MMLLM(model, load_tokenizer(folder))
+    calibration = Calibration.load(folder)
+    distance = MediaDistance.load(folder / STATS_FILE) if (folder / STATS_FILE).is_file() else None
+    return MMLLM(model, load_tokenizer(folder), calibration=calibration, media_distance=distance)
 
 
 class MMLLM:
     """A loaded model with its tokenizer and processors: the tasks users call."""
 
-    def __init__(self, model: MultimodalLM, tokenizer: Tokenizer, truncate_audio: bool = False):
+    def __init__(
+        self,
+        model: MultimodalLM,
+        tokenizer: Tokenizer,
+        truncate_audio: bool = False,
+        calibration: Calibration | None = None,
+        media_distance: MediaDistance | None = None,
+    ):
         """``truncate_audio``: cut clips longer than the audio encoder's window to it (and refuse
-        only clips over the memory bound) instead of refusing them."""
+        only clips over the memory bound) instead of refusing them. ``calibration`` and
+        ``media_distance`` (``mmllm.confidence``, stored with a checkpoint) turn scores into
+        calibrated confidences; without them a confidence is the raw token probability."""
         self.model = model
         self.tokenizer = tokenizer
         self.truncate_audio = truncate_audio
+        self.calibration = calibration
+        self.media_distance = media_distance if calibration is not None else None
         self.media_processor = MediaProcessor(
             model.config.image,
             model.config.audio,
@@ -115,8 +192,13 @@ class MMLLM:
         max_new_tokens: int = 48,
         audio: Any = None,
         num_beams: int = 1,
+        min_confidence: float | None = None,
     ) -> Any:
-        """A caption per image (or per sound with ``audio=``); a list in gives a list out."""
+        """A caption per image (or per sound with ``audio=``); a list in gives a list out.
+
+        Each caption is a ``ScoredText`` (a ``str`` with its ``confidence``); one below
+        ``min_confidence`` says so instead of guessing (``abstained``, ``guess``)."""
+        _check_min_confidence(min_confidence)
         if (images is None) == (audio is None):
             raise InputError("caption takes images or audio (one of them)")
         source = images if images is not None else audio
@@ -129,7 +211,8 @@ class MMLLM:
             empty = [[] for _ in chunk]
             image_rows, audio_rows = (chunk, empty) if images is not None else (empty, chunk)
             sampling = SamplingConfig(max_new_tokens=max_new_tokens)
-            out += self._run([prompt] * len(chunk), image_rows, audio_rows, sampling, num_beams)
+            texts = self._run([prompt] * len(chunk), image_rows, audio_rows, sampling, num_beams)
+            out += [t.with_limit(min_confidence) for t in texts]
         return out if many else out[0]
 
     def stream_caption(
@@ -149,14 +232,25 @@ class MMLLM:
         images, clips = ([image], []) if image is not None else ([], [audio])
         yield from self.stream(prompt, images=images, audio=clips, sampling=sampling)
 
-    def alt_text(self, images: Any, max_chars: int = 125, batch_size: int = 8) -> Any:
-        """Alt text: a caption without "image of" filler, as a sentence of at most max_chars.
+    def alt_text(
+        self,
+        images: Any,
+        max_chars: int = 125,
+        batch_size: int = 8,
+        min_confidence: float | None = None,
+    ) -> Any:
+        """Alt text: a caption without "image of" filler, as a sentence of at most max_chars
+        (a ``ScoredText``, abstained below ``min_confidence`` as in :meth:`caption`).
 
         A list in gives a list out (batched like :meth:`caption`)."""
-        captions = self.caption(images, batch_size=batch_size)
+        captions = self.caption(images, batch_size=batch_size, min_confidence=min_confidence)
         if isinstance(captions, list):
-            return [alt_text_from_caption(c, max_chars) for c in captions]
-        return alt_text_from_caption(captions, max_chars)
+            return [self._alt(c, max_chars) for c in captions]
+        return self._alt(captions, max_chars)
+
+    @staticmethod
+    def _alt(caption: ScoredText, max_chars: int) -> ScoredText:
+        return caption.with_text(alt_text_from_caption(caption.guess, max_chars))
 
     def ask(
         self,
@@ -165,8 +259,11 @@ class MMLLM:
         audio: Any = None,
         choices: Sequence[str] | None = None,
         n_alternatives: int = 3,
+        min_confidence: float | None = None,
     ) -> Answer:
-        """Answer ``question`` about an image and/or audio, with probabilities."""
+        """Answer ``question`` about an image and/or audio, with probabilities and a confidence
+        (below ``min_confidence`` the answer says so instead of guessing)."""
+        _check_min_confidence(min_confidence)
         if question is None or not valid_text(question, "question").strip():
             raise TextError("the question is empty")
         for choice in choices or ():
@@ -180,7 +277,12 @@ class MMLLM:
         else:
             scored = self._top_answers(prompt, media, n_alternatives + 1)
         best, *rest = scored
-        return Answer(best[0], best[1], rest[:n_alternatives])
+        confidence, calibrated = self._answer_confidence(best[1], media)
+        abstained = min_confidence is not None and confidence < min_confidence
+        text = UNSURE if abstained else best[0]
+        return Answer(
+            text, best[1], rest[:n_alternatives], confidence, calibrated, abstained, best[0]
+        )
 
     def generate(
         self,
@@ -196,12 +298,15 @@ class MMLLM:
         num_beams: int = 1,
         repetition_guard: bool = True,
         no_repeat_ngram: int = 0,
-    ) -> str:
-        """Free generation from a prompt with optional media (beam search if num_beams > 1).
+        min_confidence: float | None = None,
+    ) -> ScoredText:
+        """Free generation from a prompt with optional media (beam search if num_beams > 1),
+        cut at the first stop string; a ``ScoredText`` (abstained below ``min_confidence``).
 
         ``repetition_guard`` (on everywhere by default) never picks a token that would loop or
         glue a word to itself (``mmllm.repetition``); ``no_repeat_ngram`` > 0 also bans any
         repeated n-gram of tokens, as transformers' ``no_repeat_ngram_size``."""
+        _check_min_confidence(min_confidence)
         sampling = SamplingConfig(
             max_new_tokens,
             temperature,
@@ -212,14 +317,14 @@ class MMLLM:
             no_repeat_ngram=no_repeat_ngram,
         )
         valid_text(prompt, "prompt")
-        if num_beams != 1:
-            stop = [valid_text(s, "stop string") for s in stop]  # stream() checks its own
-            if temperature != 0:
-                raise GenerationError("beam search is deterministic: use temperature=0")
-            text = self._run([prompt], [list(images)], [list(audio)], sampling, num_beams)[0]
-            cut = min((text.find(s) for s in stop if s and s in text), default=-1)
-            return text[:cut] if cut >= 0 else text
-        return "".join(self.stream(prompt, list(images), list(audio), sampling, stop))
+        stop = [valid_text(s, "stop string") for s in stop]
+        if num_beams != 1 and temperature != 0:
+            raise GenerationError("beam search is deterministic: use temperature=0")
+        text = self._run([prompt], [list(images)], [list(audio)], sampling, num_beams)[0]
+        cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+        return text.with_text(text.guess[:cut] if cut >= 0 else text.guess).with_limit(
+            min_confidence
+        )
 
     def stream(
         self,
@@ -313,7 +418,9 @@ class MMLLM:
         tok = self.tokenizer
         return sampling.guard(tok.decode, (tok.eos_id, tok.pad_id))
 
-    def _generate(self, token_ids, mask, context, sampling: SamplingConfig) -> torch.Tensor:
+    def _generate(
+        self, token_ids, mask, context, sampling: SamplingConfig, logprobs=None
+    ) -> torch.Tensor:
         tok = self.tokenizer
         return generate_ids(
             self.model,
@@ -325,18 +432,21 @@ class MMLLM:
             tok.pad_id,
             tok.never_generated,
             self._guard(sampling),
+            logprobs,
         )
 
     def _run(
         self, prompts, images, audio, sampling: SamplingConfig, num_beams: int = 1
-    ) -> list[str]:
+    ) -> list[ScoredText]:
+        """Generate for a batch of prompts and media: one ``ScoredText`` per prompt."""
         token_ids, mask = self._prompt_batch(prompts)
         media = self._media(images, audio or [[] for _ in prompts])
         tok = self.tokenizer
+        logprobs = torch.zeros(len(prompts), sampling.max_new_tokens, device=self.device)
         with torch.inference_mode():
-            context = self._prepare(media)
+            context, distance, kinds = self._encode(media, len(prompts))
             if num_beams == 1:
-                new = self._generate(token_ids, mask, context, sampling)
+                new = self._generate(token_ids, mask, context, sampling, logprobs)
             else:
                 new = beam_search_ids(
                     self.model,
@@ -349,8 +459,53 @@ class MMLLM:
                     tok.pad_id,
                     tok.never_generated,
                     self._guard(sampling),
+                    logprobs,
                 )
-        return [self.tokenizer.decode(row) for row in new.tolist()]
+        features = []
+        for ids, logp in zip(new.tolist(), logprobs.tolist(), strict=True):
+            n = ids.index(tok.eos_id) + 1 if tok.eos_id in ids else len(ids)
+            features.append(token_features(logp[:n]))
+        confidence, calibrated = self._caption_confidence(np.array(features), distance, kinds)
+        return [
+            ScoredText(tok.decode(row), c, calibrated, token_scores=tuple(f))
+            for row, c, f in zip(new.tolist(), confidence, features, strict=True)
+        ]
+
+    def _encode(self, media: MediaBatch | None, rows: int):
+        """Encode media once for a request: the cross-attention context, each row's distance
+        from the model's training inputs (``MediaDistance``; 0 without one) and its kind of
+        input (``media_kind``)."""
+        distance = np.zeros(rows)
+        if media is None or media.is_empty:
+            return None, distance, [None] * rows
+        with torch.inference_mode(), autocast_for(self.device):
+            tokens, mask = self.model.encode_media(media)
+            context = self.model.decoder.prepare_media(tokens, mask)
+            context = self.model.with_word_bias(context, media)
+        has_image = torch.zeros(rows, dtype=torch.bool)
+        has_audio = torch.zeros(rows, dtype=torch.bool)
+        if media.image_index is not None:
+            has_image[media.image_index.cpu()] = True
+        if media.audio_index is not None:
+            has_audio[media.audio_index.cpu()] = True
+        kinds = [media_kind(bool(i), bool(a)) for i, a in zip(has_image, has_audio, strict=True)]
+        if self.media_distance is not None:
+            distance = self.media_distance(pooled_tokens(tokens.float(), mask), kinds).numpy()
+        return context, distance, kinds
+
+    def _caption_confidence(self, features: np.ndarray, distance: np.ndarray, kinds):
+        """Token features ``(n, 2)``, media distances ``(n,)`` and kinds -> confidences, and
+        whether they are calibrated."""
+        if self.calibration is None:
+            return np.exp(features[:, 0]).tolist(), False
+        return self.calibration.caption_confidence(features, distance, kinds).tolist(), True
+
+    def _answer_confidence(self, prob: float, media: MediaBatch | None) -> tuple[float, bool]:
+        if self.calibration is None:
+            return prob, False
+        _, distance, kinds = self._encode(media, 1)
+        confidence = self.calibration.answer_confidence(np.array([prob]), distance, kinds)
+        return float(confidence[0]), True
 
     @torch.inference_mode()
     def _sequence_logprob(self, prompt: list[int], answers: list[list[int]], media) -> torch.Tensor:
@@ -426,6 +581,11 @@ def _each_in_inference_mode(steps: Iterator[Any]) -> Iterator[Any]:
 
 
 _DONE = object()
+
+
+def _check_min_confidence(value: float | None) -> None:
+    if value is not None and not 0 <= value <= 1:
+        raise InputError(f"min_confidence must be between 0 and 1, got {value!r}")
 
 
 def alt_text_from_caption(caption: str, max_chars: int = 125) -> str:

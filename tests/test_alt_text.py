@@ -256,3 +256,40 @@ def test_mmllm_alt_text_is_this_script(site, tiny_checkpoint, capsys):
         mmllm_main(["alt-text", "--help"])
     help_text = capsys.readouterr().out
     assert "examples:" in help_text and "exit codes:" in help_text and "--write" in help_text
+
+
+def test_write_never_writes_below_the_threshold_and_names_each_skipped_image(tmp_path, capsys):
+    """The shipped, calibrated mmllm-tiny on a folder mixing its own scenes with real photos,
+    noise and plain colour: only confident alt text is written, every other image is listed
+    as needing a person, in the summary and the report."""
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    for name in ("shapes1.png", "shapes2.png", "cat.jpg", "coffee.jpg"):
+        shutil.copy(EXAMPLES / name, tmp_path / "img" / name)
+    noise = np.random.default_rng(0).integers(0, 256, (80, 80, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "img" / "noise.png")
+    Image.new("RGB", (64, 64), (20, 90, 200)).save(tmp_path / "img" / "blue.png")
+    Image.new("RGB", (64, 64), "black").save(tmp_path / "img" / "black.png")
+    names = sorted(p.name for p in (tmp_path / "img").iterdir())
+    page = tmp_path / "index.html"
+    page.write_text("".join(f'<img src="img/{n}">\n' for n in names), encoding="utf-8")
+    report = tmp_path / "report.json"
+    code = main([str(page), "--write", "--report", str(report), "--checkpoint", "mmllm-tiny"])
+    err = capsys.readouterr().err
+    assert code == 0
+    rows = {Path(r["image"]).name: r for r in json.loads(report.read_text())}
+    threshold = float(err.rsplit("confidence threshold ", 1)[1].split()[0])
+    written = page.read_text()
+    for name, row in rows.items():
+        if row["status"] == "filled":
+            assert row["confidence"] >= threshold and f'alt="{row["alt"]}"' in written
+        else:
+            assert row["status"] == "needs a person" and row["confidence"] < threshold
+            assert f'<img src="img/{name}">' in written  # untouched
+            assert f"needs a person: {page}:" in err and name in err
+    assert rows["shapes1.png"]["status"] == rows["shapes2.png"]["status"] == "filled"
+    for name in ("cat.jpg", "coffee.jpg", "noise.png", "blue.png", "black.png"):
+        assert rows[name]["status"] == "needs a person", (name, rows[name])
+    assert "needs a person: 5" in err

@@ -6,6 +6,7 @@ from PIL import Image
 
 import mmllm
 from mmllm import Answer, CheckpointError, TextError
+from mmllm.tasks import ScoredText
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,8 @@ def test_caption_of_a_list_is_a_list_equal_to_one_by_one(api, image):
 
 
 def test_alt_text_has_no_filler_and_respects_max_chars(api, image, monkeypatch):
-    monkeypatch.setattr(api, "caption", lambda *a, **k: "an image of " + "a red circle " * 20)
+    long = ScoredText("an image of " + "a red circle " * 20, 0.9, calibrated=False)
+    monkeypatch.setattr(api, "caption", lambda *a, **k: long)
     text = api.alt_text(image, max_chars=60)
     assert not text.lower().startswith(("an image of", "image of"))
     assert len(text) <= 60 and text.endswith(".") and text[0].isupper()

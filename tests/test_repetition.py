@@ -9,7 +9,7 @@ from mmllm.repetition import (
     banned_ngram_ids,
     glues_word_to_itself,
     looping_ids,
-    third_time_in_a_row,
+    makes_a_loop,
 )
 
 PIECES = ["<eos>", "<pad>", " a", " red", " square", "square", " one", "no", " no", " circle", "s"]
@@ -24,13 +24,15 @@ def test_word_rules_catch_the_failures_users_saw():
     assert glues_word_to_itself("a red square", "square")
     assert glues_word_to_itself("a red squaresq", "uare")
     assert glues_word_to_itself("nono", "no")
-    assert third_time_in_a_row("one one", " one")
+    assert makes_a_loop("one one", " one")
     # and leave ordinary words alone
     assert not glues_word_to_itself("a red square", "s")
     assert not glues_word_to_itself("a big", "ger")
     assert not glues_word_to_itself("a red", " red")
-    assert not third_time_in_a_row("one", " one")
-    assert not third_time_in_a_row("a red circle and a red", " square")
+    assert not makes_a_loop("one", " one")
+    assert not makes_a_loop("a red circle and a red", " square")
+    assert makes_a_loop("a red square, a red square, a red", " square")
+    assert not makes_a_loop("a red square, a red circle, a red", " square")
 
 
 def test_loop_rule_bans_the_token_that_ends_a_third_copy():

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import re
 
+from mmllm.repetition import LOOP_WORDS as MAX_PHRASE
 from mmllm.repetition import glued_word
-
-MAX_PHRASE = 8  # longest looping phrase looked for, in words
 
 
 def degenerate_reason(text: str) -> str | None:

@@ -79,6 +79,30 @@ def caption_attributes_match(prediction: str, reference: str, category: str | No
     return all(pred[k] == ref[k] for k in keys)
 
 
+def hallucinated(prediction: str, reference: str, category: str | None) -> bool:
+    """CHAIR-style: whether a synthetic caption names a shape kind or colour (pictures) or a
+    kind of sound (sounds) that the reference, written from the scene, does not have."""
+    from mmllm.data.synthetic import caption_attributes
+
+    pred, ref = caption_attributes(prediction), caption_attributes(reference)
+    if category == "audio":
+        return pred["sound"] is not None and pred["sound"] != ref["sound"]
+    return bool(
+        set(pred["shapes"]) - set(ref["shapes"]) or set(pred["colors"]) - set(ref["colors"])
+    )
+
+
+def hallucination_scores(records: Sequence[Record], predictions: Sequence[str]) -> dict:
+    """The share of synthetic captions that name something not there (``hallucinated``)."""
+    hits: dict[str, list[int]] = defaultdict(list)
+    for record, pred in zip(records, predictions, strict=True):
+        if record.task == "caption" and record.category in ("image", "audio"):
+            bad = int(hallucinated(pred, record.target, record.category))
+            hits["hallucination"].append(bad)
+            hits[f"hallucination/{record.category}"].append(bad)
+    return {k: {"rate": sum(v) / len(v), "n": len(v)} for k, v in sorted(hits.items())}
+
+
 def caption_attribute_scores(records: Sequence[Record], predictions: Sequence[str]) -> dict:
     """Share of captions whose attributes all match (see ``caption_attributes_match``)."""
 

@@ -17,6 +17,7 @@ from mmllm.eval.metrics import (
     answer_confusion,
     caption_attribute_scores,
     caption_text_scores,
+    hallucination_scores,
     noun_mention_scores,
     vqa_scores,
 )
@@ -34,6 +35,7 @@ def score_records(records, predictions) -> dict:
         scores.update(caption_text_scores(records, predictions))
         if any(r.category in ("image", "audio") for r in records if r.task == "caption"):
             scores.update(caption_attribute_scores(records, predictions))
+            scores.update(hallucination_scores(records, predictions))
     scores.update(noun_mention_scores(records, predictions))
     scores.update(accept_scores(records, predictions))
     bad = [degenerate_reason(p) is not None for p in predictions]

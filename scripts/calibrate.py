@@ -1,0 +1,286 @@
+"""Calibrate a checkpoint's confidence (``mmllm.confidence``) and measure it.
+
+    python scripts/stress_set.py --out stress --photos photos/data.jsonl
+    python scripts/calibrate.py --checkpoint checkpoints/mmllm-tiny --stress stress/stress.jsonl \
+        --out runs/calibration
+
+Fits, on even-numbered records: the media statistics (on ``synthetic:train``), the in-domain
+curve (held-out in-domain inputs against the stress set's), and the caption and answer curves
+(in-domain held-out outputs, right or wrong). Measures, on odd-numbered records: the expected
+calibration error per domain, the in-domain separation (AUROC), the alt-text threshold's
+precision and coverage, and the hallucination rate of captions. Writes ``calibration.json``
+and ``media_stats.safetensors`` into the checkpoint, and ``report.json`` and
+``reliability.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import mmllm
+from mmllm.checkpoint import resolve_checkpoint
+from mmllm.confidence import (
+    STATS_FILE,
+    Calibration,
+    Logistic,
+    MediaDistance,
+    auroc,
+    expected_calibration_error,
+    in_domain_features,
+    in_domain_prob,
+    kind_features,
+    media_kind,
+    pooled_tokens,
+)
+from mmllm.data.jsonl import read_jsonl
+from mmllm.data.sources import build_source
+from mmllm.eval.degenerate import degenerate_reason
+from mmllm.eval.metrics import caption_attributes_match, hallucinated, normalize_answer
+from mmllm.generate import SamplingConfig
+
+ALT_TEXT_PRECISION = 0.9  # share of written alt texts that must be right
+
+
+def kind_of(record) -> str:
+    return media_kind(bool(record.images), bool(record.audio))
+
+
+def pooled(api, records, batch: int = 32) -> np.ndarray:
+    """Each record's mean media token ``(n, D)`` (what ``MediaDistance`` scores)."""
+    out = []
+    for start in tqdm(range(0, len(records), batch), desc="media", unit="batch"):
+        chunk = records[start : start + batch]
+        media = api._media([r.images for r in chunk], [r.audio for r in chunk])
+        with torch.inference_mode():
+            tokens, mask = api.model.encode_media(media)
+        out.append(pooled_tokens(tokens.float(), mask).numpy())
+    return np.concatenate(out)
+
+
+def captions(api, records, batch: int = 32) -> tuple[list[str], np.ndarray]:
+    """Greedy captions and their token features ``(n, 2)``: mean and minimum log-probability."""
+    texts, features = [], []
+    sampling = SamplingConfig(max_new_tokens=48)
+    for start in tqdm(range(0, len(records), batch), desc="captions", unit="batch"):
+        chunk = records[start : start + batch]
+        out = api._run(
+            [r.prompt for r in chunk], [r.images for r in chunk], [r.audio for r in chunk], sampling
+        )
+        texts += [t.strip() for t in out]
+        features += [list(t.token_scores) for t in out]
+    return texts, np.array(features)
+
+
+def answers(api, records) -> tuple[list[str], np.ndarray]:
+    texts, probs = [], []
+    for r in tqdm(records, desc="answers", unit="question"):
+        answer = api.ask(
+            r.images[0] if r.images else None, r.prompt, r.audio[0] if r.audio else None
+        )
+        texts.append(answer.text)
+        probs.append(answer.prob)
+    return texts, np.array(probs)
+
+
+def reliability_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", label="perfect")
+    edges = np.linspace(0, 1, 11)
+    for name, (conf, right) in curves.items():
+        xs, ys = [], []
+        for lo, hi in itertools.pairwise(edges):
+            inside = (conf >= lo) & ((conf < hi) | (hi == 1))
+            if inside.sum() >= 5:
+                xs.append(conf[inside].mean())
+                ys.append(right[inside].mean())
+        ece = expected_calibration_error(conf, right)
+        ax.plot(xs, ys, marker="o", label=f"{name} (ECE {ece:.3f}, n={len(conf)})")
+    ax.set(
+        xlabel="confidence",
+        ylabel="share right",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title="reliability on held-out data",
+    )
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--stress", required=True, help="scripts/stress_set.py's stress.jsonl")
+    parser.add_argument("--n", type=int, default=2000, help="held-out records")
+    parser.add_argument("--n-train", type=int, default=2000, help="training inputs for the stats")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    folder = resolve_checkpoint(args.checkpoint)
+    api = mmllm.load(folder, device="cpu")
+    api.calibration, api.media_distance = None, None  # raw scores while fitting
+
+    train = build_source("synthetic:train", seed=0, shuffle=False)
+    train = [train[i] for i in range(args.n_train)]
+    train_pooled = pooled(api, train)
+    kinds = np.array([kind_of(r) for r in train])
+    distance = MediaDistance.fit(
+        {k: torch.from_numpy(train_pooled[kinds == k]) for k in sorted(set(kinds))}
+    )
+
+    source = build_source("synthetic:heldout", seed=0, shuffle=False)
+    held = [source[i] for i in range(args.n)]
+    stress = read_jsonl(args.stress)
+
+    def distances(records, vectors):
+        return distance(torch.from_numpy(vectors), [kind_of(r) for r in records]).numpy()
+
+    fit_h, test_h = np.arange(len(held)) % 2 == 0, np.arange(len(held)) % 2 == 1
+    held_pooled = pooled(api, held)
+    distance.set_units(
+        torch.from_numpy(held_pooled[fit_h]),
+        [kind_of(r) for r, f in zip(held, fit_h, strict=True) if f],
+    )
+    d_held, d_stress = distances(held, held_pooled), distances(stress, pooled(api, stress))
+    fit_s, test_s = np.arange(len(stress)) % 2 == 0, np.arange(len(stress)) % 2 == 1
+    held_kinds, stress_kinds = [kind_of(r) for r in held], [kind_of(r) for r in stress]
+    x = np.concatenate(
+        [
+            in_domain_features(
+                d_held[fit_h], [k for k, f in zip(held_kinds, fit_h, strict=True) if f]
+            ),
+            in_domain_features(
+                d_stress[fit_s], [k for k, f in zip(stress_kinds, fit_s, strict=True) if f]
+            ),
+        ]
+    )
+    y = np.concatenate([np.ones(fit_h.sum()), np.zeros(fit_s.sum())])
+    in_domain = Logistic.fit(x, y)
+
+    cap_idx = [i for i, r in enumerate(held) if r.task == "caption"]
+    cap_records = [held[i] for i in cap_idx]
+    cap_text, cap_feat = captions(api, cap_records)
+    cap_right = np.array(
+        [
+            caption_attributes_match(p, r.target, r.category)
+            for p, r in zip(cap_text, cap_records, strict=True)
+        ],
+        float,
+    )
+    stress_text, stress_feat = captions(api, stress)
+    vqa_idx = [i for i, r in enumerate(held) if r.task == "vqa"]
+    vqa_records = [held[i] for i in vqa_idx]
+    vqa_text, vqa_prob = answers(api, vqa_records)
+    vqa_right = np.array(
+        [
+            normalize_answer(p) == normalize_answer(r.target)
+            for p, r in zip(vqa_text, vqa_records, strict=True)
+        ],
+        float,
+    )
+
+    cap_fit = np.array([i % 2 == 0 for i in cap_idx])
+    vqa_fit = np.array([i % 2 == 0 for i in vqa_idx])
+    cap_kinds = [kind_of(r) for r in cap_records]
+    vqa_kinds = [kind_of(r) for r in vqa_records]
+    cap_x = np.concatenate([cap_feat, kind_features(cap_kinds)], 1)
+    p_cap = in_domain_prob(in_domain, d_held[cap_idx], cap_kinds)
+    p_vqa = in_domain_prob(in_domain, d_held[vqa_idx], vqa_kinds)
+    caption_curve = Logistic.fit(cap_x[cap_fit], cap_right[cap_fit], scale=p_cap[cap_fit])
+    vqa_x = np.concatenate(
+        [np.log(np.maximum(vqa_prob, 1e-12))[:, None], kind_features(vqa_kinds)], 1
+    )
+    answer_curve = Logistic.fit(vqa_x[vqa_fit], vqa_right[vqa_fit], scale=p_vqa[vqa_fit])
+    calibration = Calibration(in_domain, caption_curve, answer_curve, 1.0, {})
+
+    d_cap, d_vqa = d_held[cap_idx], d_held[vqa_idx]
+    cap_conf = calibration.caption_confidence(cap_feat, d_cap, cap_kinds)
+    vqa_conf = calibration.answer_confidence(vqa_prob, d_vqa, vqa_kinds)
+    stress_conf = calibration.caption_confidence(
+        stress_feat, d_stress, [kind_of(r) for r in stress]
+    )
+    # the alt-text threshold: the lowest at which written captions are right often enough
+    pool_conf = np.concatenate([cap_conf[cap_fit], stress_conf[fit_s]])
+    pool_right = np.concatenate([cap_right[cap_fit], np.zeros(fit_s.sum())])
+    threshold = 1.0
+    for t in np.linspace(0.05, 0.99, 95):
+        kept = pool_conf >= t
+        if kept.sum() >= 20 and pool_right[kept].mean() >= ALT_TEXT_PRECISION:
+            threshold = float(round(t, 2))
+            break
+
+    def domain(records):
+        return np.array([r.category or kind_of(r) for r in records])
+
+    cap_dom, vqa_dom = domain(cap_records), domain(vqa_records)
+    curves, ece = {}, {}
+    for name, conf, right, mask in (
+        [
+            (f"captions/{d}", cap_conf, cap_right, (cap_dom == d) & ~cap_fit)
+            for d in sorted(set(cap_dom))
+        ]
+        + [
+            (f"answers/{d}", vqa_conf, vqa_right, (vqa_dom == d) & ~vqa_fit)
+            for d in sorted(set(vqa_dom))
+        ]
+        + [("captions/out-of-domain", stress_conf, np.zeros(len(stress)), test_s)]
+    ):
+        curves[name] = (conf[mask], right[mask])
+        ece[name] = {
+            "ece": expected_calibration_error(conf[mask], right[mask]),
+            "n": int(mask.sum()),
+            "accuracy": float(right[mask].mean()),
+            "mean_confidence": float(conf[mask].mean()),
+        }
+    test_conf = np.concatenate([cap_conf[~cap_fit], stress_conf[test_s]])
+    test_right = np.concatenate([cap_right[~cap_fit], np.zeros(test_s.sum())])
+    kept = test_conf >= threshold
+    hallucination = [
+        hallucinated(p, r.target, r.category) for p, r in zip(cap_text, cap_records, strict=True)
+    ]
+    p_held = calibration.in_domain_prob(d_held, held_kinds)
+    p_stress = calibration.in_domain_prob(d_stress, stress_kinds)
+    measured = {
+        "ece": ece,
+        "in_domain_auroc": auroc(p_held[test_h], p_stress[test_s]),
+        "auroc_by_stress_kind": {
+            kind: auroc(p_held[test_h], p_stress[test_s & (domain(stress) == kind)])
+            for kind in sorted(set(domain(stress)))
+        },
+        "alt_text": {
+            "threshold": threshold,
+            "precision": float(test_right[kept].mean()) if kept.any() else None,
+            "written_in_domain": float(kept[: (~cap_fit).sum()].mean()),
+            "written_out_of_domain": float(kept[(~cap_fit).sum() :].mean()),
+        },
+        "stress_degenerate": {
+            "count": sum(degenerate_reason(t) is not None for t in stress_text),
+            "n": len(stress_text),
+            "examples": [t for t in stress_text if degenerate_reason(t)][:10],
+        },
+        "hallucination": {"rate": float(np.mean(hallucination)), "n": len(hallucination)},
+        "sizes": {"held_out": len(held), "stress": len(stress), "train_inputs": len(train)},
+    }
+    calibration = Calibration(in_domain, caption_curve, answer_curve, threshold, measured)
+    calibration.save(folder)
+    distance.save(folder / STATS_FILE)
+    (args.out / "report.json").write_text(json.dumps(measured, indent=1) + "\n")
+    reliability_plot(curves, args.out / "reliability.png")
+    print(json.dumps(measured, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Confidence: calibrated scores on every output, abstention below a threshold."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mmllm
+from mmllm import InputError
+from mmllm.confidence import (
+    Calibration,
+    Logistic,
+    MediaDistance,
+    auroc,
+    expected_calibration_error,
+    in_domain_prob,
+)
+from mmllm.tasks import UNSURE, ScoredText
+
+SHIPPED_TINY = "mmllm-tiny"
+
+
+def test_logistic_fit_recovers_a_known_curve():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 2))
+    p = 1 / (1 + np.exp(-(2.0 * x[:, 0] - 1.0 * x[:, 1] + 0.5)))
+    y = (rng.random(4000) < p).astype(float)
+    fit = Logistic.fit(x, y, l2=0.0)
+    assert np.allclose(fit.weights, (2.0, -1.0), atol=0.2) and abs(fit.bias - 0.5) < 0.2
+
+
+def test_ece_and_auroc_on_known_cases():
+    right = np.array([1, 0] * 50, float)
+    assert expected_calibration_error(np.full(100, 0.5), right) == pytest.approx(0.0)
+    assert expected_calibration_error(np.full(100, 0.9), right) == pytest.approx(0.4)
+    assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    assert auroc(np.array([1.0]), np.array([1.0])) == 0.5
+
+
+def test_media_distance_is_larger_off_the_training_inputs(tmp_path):
+    rng = torch.Generator().manual_seed(0)
+    train = torch.randn(500, 8, generator=rng)
+    held = torch.randn(200, 8, generator=rng)
+    far = torch.randn(200, 8, generator=rng) * 3 + 2
+    stats = MediaDistance.fit({"image": train})
+    stats.set_units(held, ["image"] * 200)
+    stats.save(tmp_path / "stats.safetensors")
+    stats = MediaDistance.load(tmp_path / "stats.safetensors")
+    near_d = stats(held, ["image"] * 200).numpy()
+    far_d = stats(far, ["image"] * 200).numpy()
+    assert np.median(near_d) == pytest.approx(1.0, abs=0.05)
+    assert auroc(-near_d, -far_d) > 0.99
+    assert stats(held[:1], ["audio"]).item() == float("inf")  # a kind never trained on
+    curve = Logistic((-10.0, 0.0, 0.0), 5.0)
+    assert in_domain_prob(curve, np.array([np.inf, 1.0]), ["audio", None]).tolist() == [0.0, 1.0]
+
+
+def test_scored_text_is_a_str_that_abstains_below_its_threshold():
+    text = ScoredText("a red circle", 0.3, calibrated=True)
+    assert text == "a red circle" and text.upper() == "A RED CIRCLE" and not text.abstained
+    low = text.with_limit(0.5)
+    assert low == UNSURE and low.abstained and low.guess == "a red circle"
+    assert pickle.loads(pickle.dumps(low)).guess == "a red circle"
+    assert text.with_limit(0.2) == "a red circle"
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_checkpoint, tmp_path_factory):
+    """The random tiny checkpoint with a calibration whose curves are known."""
+    api = mmllm.load(tiny_checkpoint, device="cpu")
+    api.calibration = Calibration(
+        in_domain=Logistic((-10.0, 0.0, 0.0), 5.0),
+        caption=Logistic((1.0, 0.0, 0.0, 0.0), 2.0),
+        answer=Logistic((1.0, 0.0, 0.0), 2.0),
+        alt_text_threshold=0.5,
+        measured={},
+    )
+    dim = api.model.config.decoder.dim
+    api.media_distance = MediaDistance.fit({"image": torch.randn(300, 2 * dim)})
+    return api
+
+
+def test_every_output_carries_a_confidence(calibrated):
+    image = Image.new("RGB", (32, 32), "red")
+    caption = calibrated.caption(image, max_new_tokens=4)
+    assert isinstance(caption, ScoredText) and caption.calibrated
+    assert 0.0 <= caption.confidence <= 1.0 and len(caption.token_scores) == 2
+    assert 0.0 <= calibrated.alt_text(image).confidence <= 1.0
+    answer = calibrated.ask(image, "what color is it?")
+    assert 0.0 <= answer.confidence <= 1.0 and answer.calibrated
+    generated = calibrated.generate("what is it?", images=[image], max_new_tokens=4)
+    assert isinstance(generated, ScoredText) and 0.0 <= generated.confidence <= 1.0
+
+
+def test_below_min_confidence_the_output_says_so(calibrated):
+    image = Image.new("RGB", (32, 32), "blue")
+    caption = calibrated.caption(image, max_new_tokens=4, min_confidence=1.0)
+    assert caption == UNSURE and caption.abstained and caption.guess
+    answer = calibrated.ask(image, "what color is it?", min_confidence=1.0)
+    assert answer.abstained and answer.text == UNSURE and answer.guess
+    assert calibrated.caption(image, max_new_tokens=4, min_confidence=0.0).abstained is False
+    with pytest.raises(InputError, match="min_confidence"):
+        calibrated.caption(image, min_confidence=1.5)
+
+
+def test_an_uncalibrated_checkpoint_says_so(tiny_checkpoint):
+    api = mmllm.load(tiny_checkpoint, device="cpu")
+    caption = api.caption(Image.new("RGB", (32, 32)), max_new_tokens=4)
+    assert not caption.calibrated and 0.0 <= caption.confidence <= 1.0
+
+
+def test_shipped_tiny_is_calibrated_and_doubts_noise():
+    api = mmllm.load(SHIPPED_TINY, device="cpu")
+    assert api.calibration is not None and api.media_distance is not None
+    scene = api.caption("demos/examples/shapes2.png")
+    rng = np.random.default_rng(0)
+    noise = api.caption(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    assert scene.calibrated and scene.confidence > api.calibration.alt_text_threshold
+    assert noise.confidence < api.calibration.alt_text_threshold
