@@ -193,8 +193,8 @@ def respond(
     temperature: float,
     top_p: float,
     max_chars: float,
-) -> Iterator[tuple[str, dict[str, float] | None]]:
-    """One request: yields ``(text so far, answer probabilities or None)``.
+) -> Iterator[tuple[str, dict[str, float] | None, str]]:
+    """One request: yields ``(text so far, answer probabilities or None, confidence line)``.
 
     Every failure becomes a ``gr.Error`` with one short line; nothing else reaches the user.
     """
@@ -235,7 +235,7 @@ def _respond(
     temperature: float,
     top_p: float,
     max_chars: int,
-) -> Iterator[tuple[str, dict[str, float] | None]]:
+) -> Iterator[tuple[str, dict[str, float] | None, str]]:
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if image is None and audio is None:
@@ -248,7 +248,7 @@ def _respond(
         probs = {answer.text: answer.prob}
         for text, prob in answer.alternatives:
             probs.setdefault(text, prob)
-        yield answer.text, probs
+        yield answer.text, probs, confidence_line(answer, model)
         return
     if mode == "Alt text" and image is None:
         raise InputError("alt text is for images: upload an image")
@@ -261,17 +261,36 @@ def _respond(
     sources = [("image", image, None)] if image is not None else []
     if audio is not None and mode == "Caption":
         sources.append(("sound", None, audio))
-    done = ""
+    done, lines = "", []
     for kind, img, clip in sources:
         head = f"{kind}: " if len(sources) > 1 else ""
         text = ""
         for piece in model.stream_caption(img, audio=clip, **sampling):
             text += piece
-            yield done + head + text, None
+            yield done + head + text, None, ""
         if mode == "Alt text":
             text = alt_text_from_caption(text, max_chars)
         done += head + text.strip() + "\n"
-        yield done.rstrip("\n"), None
+        if temperature == 0:  # greedy: the same text, now with its confidence
+            scored = model.caption(img, audio=clip, max_new_tokens=max_new_tokens)
+            lines.append(head + confidence_line(scored, model))
+        else:
+            lines.append(head + "confidence: not scored for sampled text (temperature > 0)")
+        yield done.rstrip("\n"), None, "\n\n".join(lines)
+
+
+LOW = "low: this may well be wrong, so let a person check it before using it"
+
+
+def confidence_line(result: Any, model: Any) -> str:
+    """The confidence of a caption or answer as one Markdown line; a low one says so."""
+    threshold = model.calibration.alt_text_threshold if model.calibration is not None else 0.5
+    value = f"{result.confidence:.2f}"
+    if not result.calibrated:
+        value += " (uncalibrated: the mean token probability)"
+    if result.confidence < threshold:
+        return f"**Confidence {value}: {LOW}**"
+    return f"Confidence {value}"
 
 
 # ---------------------------------------------------------------- the app
@@ -377,6 +396,7 @@ def build_app(
                 button = gr.Button("Run", variant="primary", elem_id="run")
             with gr.Column():
                 output = gr.Textbox(label="Output", lines=4, elem_id="output", buttons=["copy"])
+                confidence = gr.Markdown(elem_id="confidence")
                 probs = gr.Label(label="Answer probabilities", num_top_classes=4, elem_id="probs")
         if rows:
             gr.Examples(
@@ -398,7 +418,7 @@ def build_app(
         event = {
             "fn": run,
             "inputs": inputs,
-            "outputs": [output, probs],
+            "outputs": [output, probs, confidence],
             "preprocess": False,
             "time_limit": TIME_LIMIT_S,
             "concurrency_limit": concurrency_limit,

@@ -87,6 +87,14 @@ class CountingModel:
         with self._call():
             return self.model.ask(*args, **kwargs)
 
+    def caption(self, *args: Any, **kwargs: Any):
+        with self._call():
+            return self.model.caption(*args, **kwargs)
+
+    @property
+    def calibration(self):
+        return self.model.calibration
+
 
 @contextmanager
 def serving(checkpoint: Path, tmp: Path, delay: float = 0.0, **options: Any):
@@ -178,6 +186,11 @@ def call(
     **gen: Any,
 ) -> tuple[str, Any]:
     args = {**GEN, **gen}
+    return predict(client, image, audio, mode, question, args)[:2]
+
+
+def predict(client: Any, image: Any, audio: Any, mode: str, question: str, args: dict) -> tuple:
+    """All outputs: text, answer probabilities, confidence line."""
     return client.predict(
         "tiny",
         mode,
@@ -208,6 +221,10 @@ def test_api_caption_alt_text_ask_and_a_bad_file(server, checkpoint, tmp_path):
     answer, probs = call(client, handle_file(str(image)), mode="Ask", question="is there a star?")
     expected = model.ask(str(image), "is there a star?")
     assert answer == expected.text and probs["label"] == expected.text
+    *_, line = predict(client, handle_file(str(image)), None, "Caption", "", GEN)
+    scored = model.caption(str(image), max_new_tokens=GEN["max_new_tokens"])
+    assert line.startswith(("Confidence", "**Confidence")) and f"{scored.confidence:.2f}" in line
+    assert ("may well be wrong" in line) == (scored.confidence < 0.5)  # uncalibrated: 0.5
     assert len(probs["confidences"]) == 1 + len(expected.alternatives)
     text, _ = call(client, audio=handle_file(str(sound)))
     assert text == "".join(model.stream_caption(audio=str(sound), max_new_tokens=32)).strip()
