@@ -19,7 +19,7 @@ from mmllm.errors import (
 )
 from mmllm.media import MediaBatch
 from mmllm.model import LMOutput, MultimodalLM
-from mmllm.tasks import MMLLM, Answer, load
+from mmllm.tasks import MMLLM, Answer, ScoredText, load
 from mmllm.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
@@ -42,6 +42,7 @@ __all__ = [
     "MediaLimitError",
     "MultimodalLM",
     "ProjectorConfig",
+    "ScoredText",
     "TextError",
     "Tokenizer",
     "__version__",
