@@ -312,6 +312,10 @@ class Captioner:
         self.model: Any = None
         self.done: dict[Path, Any] = {}  # a ScoredText (mmllm.tasks) or the error
 
+    def below_note(self, result: Any) -> str:
+        """Why ``result`` (an abstained ``ScoredText``) is not used."""
+        return f"confidence {result.confidence:.2f} below {self.min_confidence:.2f}"
+
     def threshold_note(self) -> str:
         """How the threshold was set, for the summary."""
         if self.model is None:
@@ -424,7 +428,7 @@ def plan_document(
             rows.append(Row(str(path), slot.src, slot.line, "error", slot.alt or "", str(result)))
             continue
         if result.abstained:  # never written: a person should describe this image
-            note = f"confidence {result.confidence:.2f} below {captioner.min_confidence:.2f}"
+            note = captioner.below_note(result)
             rows.append(
                 Row(
                     str(path),
@@ -548,7 +552,7 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(result, Exception):
                 rows.append(Row(str(path), str(path), status="error", note=str(result)))
             elif result.abstained:
-                note = f"confidence {result.confidence:.2f} below {captioner.min_confidence:.2f}"
+                note = captioner.below_note(result)
                 rows.append(
                     Row(
                         str(path),

@@ -138,15 +138,13 @@ class MediaDistance:
         """pooled ``(B, D)`` of inputs of ``kinds`` -> distances ``(B,)`` in units of the
         in-domain median (0 for a text-only row; inf for a kind never seen in training)."""
         out = torch.zeros(len(kinds), dtype=torch.float64)
-        for row, kind in enumerate(kinds):
-            if kind is None:
-                continue
+        for kind in {k for k in kinds if k is not None}:
+            rows = [i for i, k in enumerate(kinds) if k == kind]
             entry = self.stats.get(kind)
             if entry is None:
-                out[row] = math.inf
-                continue
-            d = _distance(pooled[row : row + 1].double().cpu(), entry)
-            out[row] = float(d / entry["median"])
+                out[rows] = math.inf
+            else:
+                out[rows] = _distance(pooled[rows].double().cpu(), entry) / entry["median"]
         return out
 
     def save(self, path: Path) -> None:

@@ -157,7 +157,14 @@ class MultimodalLM(nn.Module):
         """Encode media and compute every cross-attention layer's K/V: once per request."""
         if media is None or media.is_empty:
             return None
-        return self.with_word_bias(self.decoder.prepare_media(*self.encode_media(media)), media)
+        return self.context_for(*self.encode_media(media), media)
+
+    def context_for(
+        self, tokens: torch.Tensor, mask: torch.Tensor, media: MediaBatch
+    ) -> MediaContext:
+        """Encoded media (``encode_media``'s tokens and mask) -> every cross-attention layer's
+        K/V, with the recognized labels' word bias."""
+        return self.with_word_bias(self.decoder.prepare_media(tokens, mask), media)
 
     def with_word_bias(
         self, context: MediaContext, media: MediaBatch, bias: torch.Tensor | None = None

@@ -60,6 +60,13 @@ def glues_word_to_itself(text: str, piece: str) -> bool:
     return n >= 3 and word[:n] == start[:n]
 
 
+def repeats_thrice(words: Sequence[str], end: int, n: int) -> bool:
+    """Whether ``words[end - 3n : end]`` is one phrase of ``n`` words three times."""
+    if end < 3 * n:
+        return False
+    return words[end - n : end] == words[end - 2 * n : end - n] == words[end - 3 * n : end - 2 * n]
+
+
 def makes_a_loop(text: str, piece: str, longest: int = LOOP_WORDS) -> bool:
     """Whether ``text + piece`` ends with a phrase of 1 to ``longest`` words three times back
     to back ("one one one", "a red square, a red square, a red square") that ``text`` did not
@@ -68,10 +75,7 @@ def makes_a_loop(text: str, piece: str, longest: int = LOOP_WORDS) -> bool:
     after = WORD.findall((text + piece).lower())
     if after == before:
         return False
-    for n in range(1, min(longest, len(after) // 3) + 1):
-        if after[-n:] == after[-2 * n : -n] == after[-3 * n : -2 * n]:
-            return True
-    return False
+    return any(repeats_thrice(after, len(after), n) for n in range(1, longest + 1))
 
 
 def banned_ngram_ids(ids: Sequence[int], n: int) -> set[int]:
@@ -138,9 +142,8 @@ class RepetitionGuard:
         """Of ``candidates`` (most likely first), the ones row ``row`` may not pick."""
         ids = self.history[row]
         out = banned_ngram_ids(ids, self.no_repeat_ngram) if self.no_repeat_ngram else set()
-        if self.loops:
-            out |= looping_ids(ids)
         if self.loops and ids:
+            out |= looping_ids(ids)
             text = self.decode(ids)
             for token in candidates:
                 if token in out or token in self.skip_ids:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmllm.cache import MediaContext
 from mmllm.checkpoint import (  # noqa: F401  (resolve_checkpoint: part of the API)
     DEFAULT_CHECKPOINT,
     checkpoint_dirs,
@@ -77,16 +78,20 @@ class ScoredText(str):
         min_confidence: float | None = None,
         token_scores: tuple[float, ...] = (),
     ) -> ScoredText:
-        abstained = min_confidence is not None and confidence < min_confidence
+        abstained = _below(confidence, min_confidence)
         self = super().__new__(cls, UNSURE if abstained else text)
         self.confidence, self.calibrated = float(confidence), calibrated
         self.abstained, self.guess = abstained, text
         self.token_scores = tuple(token_scores)
         return self
 
+    @property
+    def _limit(self) -> float | None:
+        """A ``min_confidence`` that gives this text's ``abstained`` again."""
+        return math.inf if self.abstained else None
+
     def __reduce__(self):  # copy and pickle keep the scores
-        limit = math.inf if self.abstained else None
-        args = (self.guess, self.confidence, self.calibrated, limit, self.token_scores)
+        args = (self.guess, self.confidence, self.calibrated, self._limit, self.token_scores)
         return (ScoredText, args)
 
     def with_limit(self, min_confidence: float | None) -> ScoredText:
@@ -97,8 +102,7 @@ class ScoredText(str):
 
     def with_text(self, text: str) -> ScoredText:
         """The same scores on another wording of the text (e.g. alt text from a caption)."""
-        limit = math.inf if self.abstained else None
-        return ScoredText(text, self.confidence, self.calibrated, limit, self.token_scores)
+        return ScoredText(text, self.confidence, self.calibrated, self._limit, self.token_scores)
 
 
 @dataclass
@@ -270,15 +274,15 @@ class MMLLM:
             valid_text(choice, "choice")
         images = [image] if image is not None else []
         clips = [audio] if audio is not None else []
-        media = self._media([images], [clips])
+        context, distance, kinds = self._encode(self._media([images], [clips]), 1)
         prompt = self.tokenizer.prompt_ids(question.strip())
         if choices:
-            scored = self._score(prompt, list(choices), media)
+            scored = self._score(prompt, list(choices), context)
         else:
-            scored = self._top_answers(prompt, media, n_alternatives + 1)
+            scored = self._top_answers(prompt, context, n_alternatives + 1)
         best, *rest = scored
-        confidence, calibrated = self._answer_confidence(best[1], media)
-        abstained = min_confidence is not None and confidence < min_confidence
+        confidence, calibrated = self._answer_confidence(best[1], distance, kinds)
+        abstained = _below(confidence, min_confidence)
         text = UNSURE if abstained else best[0]
         return Answer(
             text, best[1], rest[:n_alternatives], confidence, calibrated, abstained, best[0]
@@ -317,14 +321,22 @@ class MMLLM:
             no_repeat_ngram=no_repeat_ngram,
         )
         valid_text(prompt, "prompt")
-        stop = [valid_text(s, "stop string") for s in stop]
-        if num_beams != 1 and temperature != 0:
-            raise GenerationError("beam search is deterministic: use temperature=0")
-        text = self._run([prompt], [list(images)], [list(audio)], sampling, num_beams)[0]
-        cut = min((text.find(s) for s in stop if s and s in text), default=-1)
-        return text.with_text(text.guess[:cut] if cut >= 0 else text.guess).with_limit(
-            min_confidence
+        if num_beams != 1:
+            stop = [valid_text(s, "stop string") for s in stop]  # _stream checks its own
+            if temperature != 0:
+                raise GenerationError("beam search is deterministic: use temperature=0")
+            text = self._run([prompt], [list(images)], [list(audio)], sampling, num_beams)[0]
+            cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+            return text.with_text(text.guess[:cut] if cut >= 0 else text.guess).with_limit(
+                min_confidence
+            )
+        scores = _StreamScores()
+        text = "".join(self._stream(prompt, list(images), list(audio), sampling, stop, scores))
+        features = token_features(scores.logprobs)
+        confidence, calibrated = self._caption_confidence(
+            np.array([features]), scores.distance, scores.kinds
         )
+        return ScoredText(text, confidence[0], calibrated, min_confidence, tuple(features))
 
     def stream(
         self,
@@ -335,10 +347,23 @@ class MMLLM:
         stop: Sequence[str] = (),
     ) -> Iterator[str]:
         """Yield generated text pieces; stops at EOS, a stop string (cut exactly), or the limit."""
-        sampling = sampling or SamplingConfig()
+        yield from self._stream(prompt, images, audio, sampling or SamplingConfig(), stop)
+
+    def _stream(
+        self,
+        prompt: str,
+        images: Sequence[Any],
+        audio: Sequence[Any],
+        sampling: SamplingConfig,
+        stop: Sequence[str],
+        scores: _StreamScores | None = None,
+    ) -> Iterator[str]:
+        """``stream``; ``scores``, if given, collects what the text's confidence needs."""
         stop = [valid_text(s, "stop string") for s in stop]
         token_ids, mask = self._prompt_batch([prompt])
-        context = self._prepare(self._media([list(images)], [list(audio)]))
+        context, distance, kinds = self._encode(self._media([list(images)], [list(audio)]), 1)
+        if scores is not None:
+            scores.distance, scores.kinds = distance, kinds
         ids: list[int] = []
         sent = ""
         tok = self.tokenizer
@@ -353,8 +378,10 @@ class MMLLM:
             tok.never_generated,
             self._guard(sampling),
         )
-        for next_ids, _ in _each_in_inference_mode(steps):
+        for next_ids, logits in _each_in_inference_mode(steps):
             token = int(next_ids[0])
+            if scores is not None:
+                scores.logprobs.append(float(logits[0].float().log_softmax(-1)[token]))
             if token == tok.eos_id:
                 break
             ids.append(token)
@@ -404,11 +431,6 @@ class MMLLM:
             )
         batch = self.media_processor(images, audio)
         return batch.to(self.device, dtype=self.model.decoder.embed_tokens.weight.dtype)
-
-    def _prepare(self, media: MediaBatch | None):
-        """Encode media once for a request (under bf16 autocast on CUDA)."""
-        with torch.inference_mode(), autocast_for(self.device):
-            return self.model.prepare_media(media)
 
     def _prompt_batch(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = left_pad([self.tokenizer.prompt_ids(p) for p in prompts], self.tokenizer.pad_id)
@@ -472,16 +494,15 @@ class MMLLM:
         ]
 
     def _encode(self, media: MediaBatch | None, rows: int):
-        """Encode media once for a request: the cross-attention context, each row's distance
-        from the model's training inputs (``MediaDistance``; 0 without one) and its kind of
-        input (``media_kind``)."""
+        """Encode media once for a request (under bf16 autocast on CUDA): the cross-attention
+        context, each row's distance from the model's training inputs (``MediaDistance``; 0
+        without one) and its kind of input (``media_kind``)."""
         distance = np.zeros(rows)
         if media is None or media.is_empty:
             return None, distance, [None] * rows
         with torch.inference_mode(), autocast_for(self.device):
             tokens, mask = self.model.encode_media(media)
-            context = self.model.decoder.prepare_media(tokens, mask)
-            context = self.model.with_word_bias(context, media)
+            context = self.model.context_for(tokens, mask, media)
         has_image = torch.zeros(rows, dtype=torch.bool)
         has_audio = torch.zeros(rows, dtype=torch.bool)
         if media.image_index is not None:
@@ -500,29 +521,32 @@ class MMLLM:
             return np.exp(features[:, 0]).tolist(), False
         return self.calibration.caption_confidence(features, distance, kinds).tolist(), True
 
-    def _answer_confidence(self, prob: float, media: MediaBatch | None) -> tuple[float, bool]:
+    def _answer_confidence(self, prob: float, distance: np.ndarray, kinds) -> tuple[float, bool]:
+        """An answer's probability, its media's distance ``(1,)`` and kind -> its confidence,
+        and whether it is calibrated."""
         if self.calibration is None:
             return prob, False
-        _, distance, kinds = self._encode(media, 1)
         confidence = self.calibration.answer_confidence(np.array([prob]), distance, kinds)
         return float(confidence[0]), True
 
     @torch.inference_mode()
-    def _sequence_logprob(self, prompt: list[int], answers: list[list[int]], media) -> torch.Tensor:
-        """log P(answer + EOS | media, prompt) for each answer: ``(n,)``."""
+    def _sequence_logprob(
+        self, prompt: list[int], answers: list[list[int]], context: MediaContext | None
+    ) -> torch.Tensor:
+        """log P(answer + EOS | media, prompt) for each answer: ``(n,)`` (``context``: the
+        request's encoded media, ``_encode``)."""
         rows = [prompt + a + [self.tokenizer.eos_id] for a in answers]
         longest = max(len(r) for r in rows)
-        context = self.model.config.decoder.max_seq_len
-        if longest > context:
+        limit = self.model.config.decoder.max_seq_len
+        if longest > limit:
             raise TextError(
                 f"the question and an answer are {longest} tokens, over the model's context of "
-                f"{context} tokens"
+                f"{limit} tokens"
             )
         token_ids = torch.full((len(rows), longest), self.tokenizer.pad_id, dtype=torch.long)
         for i, r in enumerate(rows):
             token_ids[i, : len(r)] = torch.tensor(r)
         token_ids = token_ids.to(self.device)
-        context = self._prepare(media)
         if context is not None:
             context = context.select(torch.zeros(len(rows), dtype=torch.long, device=self.device))
         with autocast_for(self.device):
@@ -535,19 +559,17 @@ class MMLLM:
             scores.append(logprobs[i, positions, targets].sum())
         return torch.stack(scores)
 
-    def _score(self, prompt, choices: list[str], media) -> list[tuple[str, float]]:
+    def _score(self, prompt, choices: list[str], context) -> list[tuple[str, float]]:
         """Closed answer set: each choice's share of the probability mass over the choices."""
-        logp = self._sequence_logprob(prompt, [self.tokenizer.encode(c) for c in choices], media)
+        logp = self._sequence_logprob(prompt, [self.tokenizer.encode(c) for c in choices], context)
         probs = logp.softmax(0).tolist()
         return sorted(zip(choices, probs, strict=True), key=lambda x: -x[1])
 
-    def _top_answers(self, prompt, media, k: int) -> list[tuple[str, float]]:
+    def _top_answers(self, prompt, context, k: int) -> list[tuple[str, float]]:
         """Greedy completions of the k most likely first tokens, with sequence probabilities."""
         token_ids = torch.tensor([prompt], device=self.device)
-        with torch.inference_mode():
-            context = self._prepare(media)
-            with autocast_for(self.device):
-                first = self.model.decoder(token_ids, context)[0, -1].float().softmax(-1)
+        with torch.inference_mode(), autocast_for(self.device):
+            first = self.model.decoder(token_ids, context)[0, -1].float().softmax(-1)
         starts = first.topk(min(k, first.shape[0])).indices.tolist()
         starts = [t for t in starts if t != self.tokenizer.eos_id] or starts
         prompts = token_ids.expand(len(starts), -1)
@@ -560,7 +582,7 @@ class MMLLM:
         for s, tail in zip(starts, rest.tolist(), strict=True):
             ids = [s] + [t for t in tail if t not in (self.tokenizer.eos_id, self.tokenizer.pad_id)]
             answers.append(ids)
-        logp = self._sequence_logprob(prompt, answers, media)
+        logp = self._sequence_logprob(prompt, answers, context)
         texts = [self.tokenizer.decode(a).strip() for a in answers]
         best: dict[str, float] = {}
         for text, p in zip(texts, logp.exp().tolist(), strict=True):
@@ -581,6 +603,21 @@ def _each_in_inference_mode(steps: Iterator[Any]) -> Iterator[Any]:
 
 
 _DONE = object()
+
+
+@dataclass
+class _StreamScores:
+    """What ``MMLLM._stream`` records for a confidence: each picked token's log-probability
+    (EOS included) and the media's distance ``(1,)`` and kind."""
+
+    logprobs: list[float] = field(default_factory=list)
+    distance: np.ndarray = field(default_factory=lambda: np.zeros(1))
+    kinds: list[str | None] = field(default_factory=lambda: [None])
+
+
+def _below(confidence: float, min_confidence: float | None) -> bool:
+    """Whether an output of ``confidence`` abstains under ``min_confidence`` (None: never)."""
+    return min_confidence is not None and confidence < min_confidence
 
 
 def _check_min_confidence(value: float | None) -> None:

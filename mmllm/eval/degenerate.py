@@ -9,25 +9,23 @@ first one found, or returns None for clean text.
 
 from __future__ import annotations
 
-import re
-
 from mmllm.repetition import LOOP_WORDS as MAX_PHRASE
-from mmllm.repetition import glued_word
+from mmllm.repetition import WORD, glued_word, repeats_thrice
 
 
 def degenerate_reason(text: str) -> str | None:
     """Why ``text`` is degenerate, or None."""
-    words = re.findall(r"[a-z0-9']+", text.lower())
+    words = WORD.findall(text.lower())
     for word in words:
         if glued_word(word):
             return f"word glued to itself: {word!r}"
-    for i in range(len(words) - 2):
-        if words[i] == words[i + 1] == words[i + 2]:
-            return f"word three times in a row: {words[i]!r}"
+    for end in range(3, len(words) + 1):
+        if repeats_thrice(words, end, 1):
+            return f"word three times in a row: {words[end - 1]!r}"
     for n in range(2, MAX_PHRASE + 1):  # a phrase three times back to back: a loop
-        for i in range(len(words) - 3 * n + 1):
-            if words[i : i + n] == words[i + n : i + 2 * n] == words[i + 2 * n : i + 3 * n]:
-                return f"runaway repetition of {' '.join(words[i : i + n])!r}"
+        for end in range(3 * n, len(words) + 1):
+            if repeats_thrice(words, end, n):
+                return f"runaway repetition of {' '.join(words[end - n : end])!r}"
     return None
 
 

@@ -36,10 +36,7 @@ def predict(
         prompts = [r.prompt for r in chunk]
         longest = max(len(tokenizer.prompt_ids(p)) for p in prompts)
         room = max(1, min(max_new_tokens, context - longest))
-        if repetition_controls:
-            sampling = SamplingConfig(max_new_tokens=room)
-        else:
-            sampling = SamplingConfig(max_new_tokens=room, repetition_guard=False)
+        sampling = SamplingConfig(max_new_tokens=room, repetition_guard=repetition_controls)
         texts = api._run(prompts, [r.images for r in chunk], [r.audio for r in chunk], sampling)
         outputs.extend(text.strip() for text in texts)
     return outputs
