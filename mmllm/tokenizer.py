@@ -82,6 +82,34 @@ class Tokenizer:
         backend.train_from_iterator(texts, trainer=trainer)
         return cls(backend)
 
+    def with_words(self, words: Iterable[str]) -> Tokenizer:
+        """This tokenizer with each of ``words`` (e.g. " espresso", with its leading space as
+        it follows another word) made one token: the BPE gains, at its lowest priority, the
+        chain of merges that joins the word's current pieces. Tokens keep their ids (new ones
+        are appended), and text without those words is cut as before unless it holds the same
+        pairs of pieces. A word that is one token already, or that the pre-tokenizer splits,
+        is skipped."""
+        state = json.loads(self.backend.to_str())
+        model = state["model"]
+        if model.get("type") != "BPE":
+            raise CheckpointError("only a BPE tokenizer can gain words")
+        vocab, merges = model["vocab"], model["merges"]
+        as_pair = not merges or isinstance(merges[0], list)  # newer files: [a, b]; older: "a b"
+        next_id = self.vocab_size
+        backend = self.backend
+        for word in sorted(dict.fromkeys(words), key=len):
+            pieces = backend.encode(word, add_special_tokens=False).tokens
+            if len(pieces) < 2 or len(backend.pre_tokenizer.pre_tokenize_str(word)) != 1:
+                continue
+            joined = pieces[0]
+            for piece in pieces[1:]:
+                merges.append([joined, piece] if as_pair else f"{joined} {piece}")
+                joined += piece
+                if joined not in vocab:
+                    vocab[joined], next_id = next_id, next_id + 1
+            backend = HFTokenizer.from_str(json.dumps(state))
+        return Tokenizer(backend, self.special, self.prompt_template)
+
     @classmethod
     def load(cls, path: str | Path, special: SpecialTokens | None = None) -> Tokenizer:
         """Read ``tokenizer.json`` at ``path``; any ``tokenizer.json`` with ``special`` roles.

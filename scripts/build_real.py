@@ -1,16 +1,25 @@
-"""Build the untrained mmllm-real from mmllm-smol: the same model plus the real recognizers.
+"""Build an untrained real-photo model from a shipped one: the same model plus the recognizers.
 
-mmllm-smol's weights are kept as they are; the new part is ``RecognitionTokens``, whose label
-table starts as SmolLM2's own input embedding of each label's words (ConSE), scaled to the norm
-of the image tokens the cross-attention already reads. Training follows (the card's recipe).
+The base's weights are kept as they are; the new part is ``RecognitionTokens``, whose label
+table starts as the base LM's own input embedding of each label's words (ConSE), scaled to the
+norm of the image tokens the cross-attention already reads. Training follows (the card's recipe).
+
+``--word-tokens TEACHER.jsonl`` first makes every label word and every word of the teacher
+data's texts one token (``Tokenizer.with_words``): a small synthetic-world BPE spells "espresso"
+in five pieces, and a decoder that names what it was shown then has to copy one word, not spell
+it. New tokens start as the mean embedding of the pieces they join.
 
     python scripts/build_real.py --out runs/real/init
+    python scripts/build_real.py --base mmllm-tiny --word-tokens runs/teacher/train.jsonl \
+        --out runs/tiny-real/init
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import re
 from pathlib import Path
 
 import torch
@@ -24,6 +33,43 @@ from mmllm.data.label_words import coco_words, imagenet_words
 from mmllm.model import MultimodalLM
 from mmllm.recognition import label_table_from_words, label_word_ids
 from mmllm.tasks import resolve_checkpoint
+from mmllm.tokenizer import Tokenizer
+
+WORD = re.compile(r" ?[A-Za-z][A-Za-z'\-]*")  # a pre-token that is a word
+
+
+def label_and_teacher_words(tokenizer: Tokenizer, teacher: Path) -> list[str]:
+    """Every word (with its leading space where it has one) of the label names and of the
+    teacher data's captions, questions and answers."""
+    texts = []
+    for word in [*imagenet_words(), *coco_words().values()]:
+        for text in (word.name, word.basic, word.plural):
+            texts += [" " + text, "(" + text, text]
+    with teacher.open() as lines:
+        for line in lines:
+            record = json.loads(line)
+            texts += [record[k] for k in ("caption", "question", "answer") if record.get(k)]
+    split = tokenizer.backend.pre_tokenizer.pre_tokenize_str
+    pieces = {piece.replace("\u0120", " ") for text in texts for piece, _ in split(text)}
+    return sorted(p for p in pieces if WORD.fullmatch(p))
+
+
+@torch.no_grad()
+def grow_vocabulary(model: MultimodalLM, old: Tokenizer, new: Tokenizer) -> MultimodalLM:
+    """``model`` (tied embeddings) with a row for each token ``new`` adds to ``old``: the mean
+    of the rows of the old pieces that make it."""
+    embed = model.decoder.embed_tokens
+    assert model.decoder.lm_head is None, "only tied embeddings are grown"
+    rows = [embed.weight]
+    for token in range(old.vocab_size, new.vocab_size):
+        pieces = old.backend.model.tokenize(new.backend.id_to_token(token))
+        rows.append(embed.weight[[piece.id for piece in pieces]].mean(0, keepdim=True))
+    weight = torch.cat(rows)
+    model.decoder.embed_tokens = torch.nn.Embedding.from_pretrained(weight, freeze=False)
+    decoder = dataclasses.replace(model.config.decoder, vocab_size=new.vocab_size)
+    model.config = dataclasses.replace(model.config, decoder=decoder)
+    model.decoder.config = decoder
+    return model
 
 
 def label_token_ids(tokenizer) -> list[list[int]]:
@@ -60,6 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="mmllm-smol", help="the model to add the readers to")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--word-tokens", type=Path, help="teacher data whose words to add")
     args = parser.parse_args()
     folder = resolve_checkpoint(args.base)
     config = MMConfig.load(folder / "config.json")
@@ -71,6 +118,9 @@ def main() -> None:
     new = [k for k in missing if k not in base_keys(model, config)]
     assert not unexpected and all(k.startswith("recognition.") for k in new), (unexpected, new)
     tokenizer = load_tokenizer(folder)
+    if args.word_tokens:
+        grown = tokenizer.with_words(label_and_teacher_words(tokenizer, args.word_tokens))
+        model, tokenizer = grow_vocabulary(model, tokenizer, grown), grown
     with torch.no_grad():
         model.recognition.label_words.copy_(label_word_ids(label_copy_ids(tokenizer)))
     if config.recognizer is not None:  # it reads recognitions already: keep what it learnt
