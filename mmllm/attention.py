@@ -122,7 +122,7 @@ class GatedCrossAttention(nn.Module):
         self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], media: MediaContext
     ) -> torch.Tensor:
         """The softmax weights ``(B, H, T, N)`` that :meth:`forward` puts on the media tokens
-        (computed explicitly, for inspection: ``mmllm.eval.attention``)."""
+        (computed explicitly, for inspection: ``scripts.probes.attention``)."""
         q = self.queries(x)
         keys = kv[0].repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
         logits = q @ keys.transpose(-1, -2) / self.head_dim**0.5

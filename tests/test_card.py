@@ -3,8 +3,8 @@
 import dataclasses
 import json
 
-from mmllm.eval.card import architecture
 from mmllm.presets import PRESETS
+from scripts.tiny_card import architecture
 
 
 def test_architecture_line_names_the_parts_and_only_the_extras_in_use():
@@ -24,8 +24,8 @@ def test_architecture_line_names_the_parts_and_only_the_extras_in_use():
 
 
 def test_card_states_the_pretraining_targets_and_the_hardware():
-    from mmllm.eval.card import CATEGORIES, render_card
     from mmllm.train.image_pretrain import PATCH_GROUPS
+    from scripts.tiny_card import CATEGORIES, render_card
 
     scores = {k: {"accuracy": 0.5, "n": 10} for k in [*CATEGORIES, "overall", "qtype/color"]}
     heldout = {**scores, "_meta": {"n": 10}}
@@ -54,8 +54,8 @@ def test_card_states_the_pretraining_targets_and_the_hardware():
 
 
 def test_a_three_stage_card_sums_the_stages_and_names_each(tmp_path):
-    from mmllm.eval.card import CATEGORIES, render_card
     from mmllm.train.plot import plot_metrics
+    from scripts.tiny_card import CATEGORIES, render_card
 
     scores = {k: {"accuracy": 0.5, "n": 10} for k in [*CATEGORIES, "overall"]}
     run = {k: scores for k in ("heldout-paraphrase", "heldout-no-audio", "heldout-no-image")}
@@ -92,7 +92,7 @@ def test_a_three_stage_card_sums_the_stages_and_names_each(tmp_path):
 
 def test_smol_card_names_the_image_pathway_and_its_fixed_positions():
     from encoders.hybrid import hybrid_config
-    from mmllm.eval.smol_card import image_pathway
+    from scripts.smol_card import image_pathway
 
     image = hybrid_config("mobilenet_v2", 224, n_layers=0)
     config = dataclasses.replace(PRESETS["tiny"], image=image)
@@ -113,7 +113,7 @@ def test_smol_card_names_the_image_pathway_and_its_fixed_positions():
 
 
 def test_smol_card_names_what_a_run_adds_to_the_loss_and_the_model():
-    from mmllm.eval.smol_card import training_extras
+    from scripts.smol_card import training_extras
 
     assert training_extras({"lr": 2e-4, "patch_weight": 0.0, "attend_weight": 0.0}) == ""
     text = training_extras(
@@ -125,7 +125,7 @@ def test_smol_card_names_what_a_run_adds_to_the_loss_and_the_model():
 
 
 def test_smol_card_summary_keeps_a_decimal_so_99_5_is_not_called_100():
-    from mmllm.eval.smol_card import card_summary
+    from scripts.smol_card import card_summary
 
     run = {
         "heldout": {"image": {"accuracy": 0.909}, "audio": {"accuracy": 0.995}},

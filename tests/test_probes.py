@@ -8,7 +8,7 @@ from PIL import Image
 
 import mmllm
 from mmllm import MultimodalLM
-from mmllm.eval.attention import cross_attention, entropy, report
+from scripts.probes.attention import cross_attention, entropy, report
 from tests.conftest import make_media, open_gates, tiny_config
 
 
@@ -44,7 +44,7 @@ def test_probe_reports_each_layer_and_head(tiny_checkpoint):
 
 
 def test_token_probe_finds_what_is_linearly_there_and_only_that():
-    from mmllm.eval.token_probe import probe_accuracy
+    from scripts.probes.token_probe import probe_accuracy
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(600, 8, generator=g)
@@ -55,7 +55,7 @@ def test_token_probe_finds_what_is_linearly_there_and_only_that():
 
 
 def test_token_probes_cover_each_place_and_target():
-    from mmllm.eval.token_probe import PROBED, token_probes
+    from scripts.probes.token_probe import PROBED, token_probes
 
     torch.manual_seed(0)
     model = MultimodalLM(tiny_config())
@@ -69,7 +69,7 @@ def test_token_probes_cover_each_place_and_target():
 
 def test_attention_plot_is_a_png_per_question_and_layer(tiny_checkpoint, tmp_path):
     from mmllm.errors import InputError
-    from mmllm.eval.attention import plot_attention
+    from scripts.probes.attention import plot_attention
 
     mm = mmllm.load(tiny_checkpoint, device="cpu")
     image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), np.uint8))
@@ -86,7 +86,7 @@ def test_attention_plot_is_a_png_per_question_and_layer(tiny_checkpoint, tmp_pat
 def test_feature_probe_learns_what_the_cells_hold():
     """The probe reads the answer off the feature cells when they hold it: here the answer is
     the brightest channel of the cells; the question words are noise."""
-    from mmllm.eval.feature_probe import train_probe
+    from scripts.probes.feature_probe import train_probe
 
     g = torch.Generator().manual_seed(0)
 
@@ -107,7 +107,7 @@ def test_feature_probe_runs_on_each_feature_set(tmp_path):
     from torchvision.models import mobilenet_v2
 
     from mmllm import InputError
-    from mmllm.eval.feature_probe import markdown, plot, run
+    from scripts.probes.feature_probe import markdown, plot, run
 
     torch.manual_seed(0)
     torch.save(mobilenet_v2().state_dict(), tmp_path / "mnv2.pth")
@@ -134,7 +134,7 @@ def test_feature_probe_runs_on_each_feature_set(tmp_path):
 def test_synthetic_attention_shares_show_the_shipped_tiny_looks_at_what_is_named():
     """mmllm-tiny was trained with the attend loss: at the answer position its cross-attention
     puts far more on the named shapes than an even look would."""
-    from mmllm.eval.attention import named_shares, share_table
+    from scripts.probes.attention import named_shares, share_table
 
     mm = mmllm.load("mmllm-tiny", device="cpu")
     rows = named_shares(mm, 24, seed=1)

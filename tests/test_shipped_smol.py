@@ -62,7 +62,7 @@ def test_smol_pinned_scores_hold(smol):
 @pytest.mark.real_weights
 @pytest.mark.skipif(not INSTALLED, reason="needs the base packages (see the model card)")
 def test_smol_with_no_media_is_exactly_smollm2(smol):
-    from mmllm.eval.smol_card import base_lm
+    from scripts.smol_card import base_lm
 
     hf = base_lm(SMOL)
     ids = torch.tensor([smol.tokenizer.prompt_ids("What is the capital of France?")])
@@ -73,7 +73,7 @@ def test_smol_with_no_media_is_exactly_smollm2(smol):
 
 def test_the_card_renders_every_measurement():
     from mmllm.config import MMConfig
-    from mmllm.eval.smol_card import TEXT_PROMPTS, render_card
+    from scripts.smol_card import TEXT_PROMPTS, render_card
 
     def acc(x, n=10):
         return {"accuracy": x, "n": n}
@@ -121,7 +121,7 @@ def test_the_card_renders_every_measurement():
 
 
 def test_the_card_re_renders_from_scores_json_without_measuring(tmp_path, monkeypatch):
-    from mmllm.eval import smol_card
+    from scripts import smol_card
 
     checkpoint, run = tmp_path / "mmllm-smol", tmp_path / "run"
     checkpoint.mkdir()

@@ -217,7 +217,7 @@ def test_imagenet_oracle_matches_class_names_to_nouns(tmp_path):
     import torch
     from torchvision.models import mobilenet_v2
 
-    from mmllm.eval.imagenet_oracle import names_noun, oracle
+    from scripts.probes.imagenet_oracle import names_noun, oracle
 
     assert names_noun("king penguin", "penguin") and names_noun("crane bird", "crane")
     assert names_noun("tree frog", "frogs") and not names_noun("comic book", "friends")

@@ -2,7 +2,7 @@
 
 ``mmllm.train.image_pretrain`` teaches the image encoder, alone, what each patch shows (the
 colour, kind and size of the shape there, its centre, the word). The main training then erodes
-it: on mmllm-tiny ``python -m mmllm.eval.token_probe`` finds the shape-centre bins linearly
+it: on mmllm-tiny ``python -m scripts.probes.token_probe`` finds the shape-centre bins linearly
 readable at 98% from the pretrained encoder but 58% / 48% after the projector, and position and
 relation are its weakest question types. With ``patch_weight > 0`` a linear head reads each
 projected image token (what cross-attention reads) and predicts those targets, and its
@@ -22,7 +22,7 @@ the log of the share each head puts there, averaged over heads, layers and such 
 A relation names two ("is the star left of the circle?"): the first half of the heads should
 look at the first, the other half at the second, so that the answer can compare them.
 Trained through answers alone, mmllm-tiny's first stage attends to the same tokens whichever
-shape is named (``python -m mmllm.eval.attention``), and its colour errors name another shape's.
+shape is named (``python -m scripts.probes.attention``), and its colour errors name another shape's.
 
 The head trains with the model but is not part of it: it is saved beside the training state
 (``patch_head.safetensors``) for exact resume, and a shipped model is the ``MultimodalLM`` alone.

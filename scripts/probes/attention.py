@@ -1,7 +1,7 @@
 """Where cross-attention looks when the model answers: per layer and head, the entropy of the
 last prompt position's attention over the media tokens and the tokens it weighs most.
 
-    python -m mmllm.eval.attention --checkpoint mmllm-tiny --image demos/examples/shapes2.png \\
+    python -m scripts.probes.attention --checkpoint mmllm-tiny --image demos/examples/shapes2.png \\
         -q "what color is the circle?" -q "what color is the star?"
 
 A model that retrieves what a question names attends differently for different questions about
@@ -14,7 +14,7 @@ type, how right the answers are and what share of each layer's attention (mean o
 the answer position falls on the tokens of the shapes the question names, beside the share an
 even look would give them::
 
-    python -m mmllm.eval.attention --checkpoint mmllm-smol --synthetic 200
+    python -m scripts.probes.attention --checkpoint mmllm-smol --synthetic 200
 """
 
 from __future__ import annotations

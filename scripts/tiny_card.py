@@ -1,6 +1,6 @@
 """Measure a trained checkpoint and write its model card (``README.md``) and ``scores.json``.
 
-    python -m mmllm.eval.card --checkpoint checkpoints/mmllm-tiny --run runs/tiny
+    python -m scripts.tiny_card --checkpoint checkpoints/mmllm-tiny --run runs/tiny
 
 Measures, with ``mmllm eval``'s code: the held-out split, the held-out paraphrase split, the
 held-out split with audio removed and with images removed (proof the model uses each medium),
@@ -248,7 +248,7 @@ def render_card(
         "",
         "```bash",
         command,
-        f"python -m mmllm.eval.card --checkpoint checkpoints/{name} --run {run_dir} "
+        f"python -m scripts.tiny_card --checkpoint checkpoints/{name} --run {run_dir} "
         f"--n {h['_meta']['n']}",
         "```",
         "",

@@ -1,7 +1,7 @@
 """Which image features can answer the synthetic world's image questions: a probe on frozen
 features.
 
-    python -m mmllm.eval.feature_probe --features mobilenet_v2@32 mobilenet_v2@16 mmllm-tiny
+    python -m scripts.probes.feature_probe --features mobilenet_v2@32 mobilenet_v2@16 mmllm-tiny
 
 ``mmllm-smol`` answers 60% of held-out synthetic image questions through MobileNetV2's
 stride-32 feature map (7 x 7 cells at 224 px). Whether more training or other features would

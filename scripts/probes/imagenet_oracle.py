@@ -1,6 +1,6 @@
 """How often the image encoder's own ImageNet classifier names a Tux Paint stamp's main noun.
 
-    python -m mmllm.eval.imagenet_oracle data/tuxpaint/heldout.jsonl
+    python -m scripts.probes.imagenet_oracle data/tuxpaint/heldout.jsonl
 
 ``mmllm-smol`` sees pictures through torchvision's ImageNet MobileNetV2. Its 1000-class head,
 which the model does not use, is a yardstick for naming things never trained on: the share of

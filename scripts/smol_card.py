@@ -1,6 +1,6 @@
 """Measure a model built on a pretrained LM (``mmllm-smol``) and write its card and scores.
 
-    python -m mmllm.eval.smol_card --checkpoint checkpoints/mmllm-smol --run runs/smol \\
+    python -m scripts.smol_card --checkpoint checkpoints/mmllm-smol --run runs/smol \\
         --tuxpaint data/tuxpaint/heldout.jsonl
 
 Measures: the held-out synthetic split (image / audio / both questions, captions), the held-out
@@ -361,7 +361,7 @@ pip install --no-deps {install} gguf accelerate
 apt-get install tuxpaint-stamps-default espeak-ng  # the stamps corpus, a speech synthesiser
 pip install cairosvg                               # renders the SVG-only stamps
 mmllm train --recipe smol                           # data, base, training; rerun to resume
-python -m mmllm.eval.smol_card --checkpoint runs/smol/checkpoint --run runs/smol \\
+python -m scripts.smol_card --checkpoint runs/smol/checkpoint --run runs/smol \\
     --tuxpaint data/tuxpaint/heldout.jsonl
 ```
 {history}

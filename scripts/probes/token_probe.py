@@ -1,6 +1,6 @@
 """What a model's image tokens still say: linear probes for what each patch shows.
 
-    python -m mmllm.eval.token_probe --checkpoint mmllm-tiny \\
+    python -m scripts.probes.token_probe --checkpoint mmllm-tiny \\
         --pretrained runs/tiny/image-pretrain/image_encoder.safetensors
 
 For each of the image pretraining's per-patch targets (``mmllm.train.image_pretrain``: colour,
