@@ -3,6 +3,14 @@
     python scripts/stress_set.py --out stress --photos photos/data.jsonl
     python scripts/calibrate.py --checkpoint checkpoints/mmllm-tiny --stress stress/stress.jsonl \
         --out runs/calibration
+    python scripts/calibrate.py --checkpoint checkpoints/mmllm-real --stress stress/stress.jsonl \
+        --photos photos/data.jsonl --out runs/calibration-real
+
+With ``--photos`` (``mmllm data photos``' data.jsonl) real photos are a domain too, for a model
+that reads them: a quarter of the pictures join the media statistics, a quarter the fit and half
+the measurement (split by picture, so a photo's caption and questions stay together), and the
+stress set's own photos are no longer counted out of domain. A photo's caption or answer is
+right when it names an acceptable noun (``mmllm.eval.photos``).
 
 Fits, on even-numbered records: the media statistics (on ``synthetic:train``), the in-domain
 curve (held-out in-domain inputs against the stress set's), and the caption and answer curves
@@ -43,6 +51,7 @@ from mmllm.data.jsonl import read_jsonl
 from mmllm.data.sources import build_source
 from mmllm.eval.degenerate import degenerate_reason
 from mmllm.eval.metrics import caption_attributes_match, hallucinated, normalize_answer
+from mmllm.eval.photos import accepted
 from mmllm.generate import SamplingConfig
 
 ALT_TEXT_PRECISION = 0.9  # share of written alt texts that must be right
@@ -50,6 +59,23 @@ ALT_TEXT_PRECISION = 0.9  # share of written alt texts that must be right
 
 def kind_of(record) -> str:
     return media_kind(bool(record.images), bool(record.audio))
+
+
+def is_right(record, text: str) -> bool:
+    """Whether a caption or answer is right: an acceptable noun for a real photo, the
+    attributes of a synthetic caption, the answer itself for a synthetic question."""
+    if record.accept:
+        return accepted(record, text)
+    if record.task == "caption":
+        return caption_attributes_match(text, record.target, record.category)
+    return normalize_answer(text) == normalize_answer(record.target)
+
+
+def photo_folds(records) -> np.ndarray:
+    """Each photo record's fold by its picture: 0 media statistics, 1 fit, 2 measure."""
+    pictures = sorted({str(r.images[0]) for r in records})
+    group = {p: i for i, p in enumerate(pictures)}
+    return np.array([(0, 2, 1, 2)[group[str(r.images[0])] % 4] for r in records])
 
 
 def pooled(api, records, batch: int = 32) -> np.ndarray:
@@ -125,6 +151,7 @@ def main() -> None:
     parser.add_argument("--stress", required=True, help="scripts/stress_set.py's stress.jsonl")
     parser.add_argument("--n", type=int, default=2000, help="held-out records")
     parser.add_argument("--n-train", type=int, default=2000, help="training inputs for the stats")
+    parser.add_argument("--photos", help="real photos with acceptable nouns, as a domain")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -133,8 +160,12 @@ def main() -> None:
     api = mmllm.load(folder, device="cpu")
     api.calibration, api.media_distance = None, None  # raw scores while fitting
 
+    photos = read_jsonl(args.photos) if args.photos else []
+    folds = photo_folds(photos) if photos else np.zeros(0, int)
     train = build_source("synthetic:train", seed=0, shuffle=False)
     train = [train[i] for i in range(args.n_train)]
+    stats_photos = {str(r.images[0]): r for r, f in zip(photos, folds, strict=True) if f == 0}
+    train += list(stats_photos.values())
     train_pooled = pooled(api, train)
     kinds = np.array([kind_of(r) for r in train])
     distance = MediaDistance.fit(
@@ -143,12 +174,14 @@ def main() -> None:
 
     source = build_source("synthetic:heldout", seed=0, shuffle=False)
     held = [source[i] for i in range(args.n)]
-    stress = read_jsonl(args.stress)
+    held += [r for r, f in zip(photos, folds, strict=True) if f > 0]
+    stress = [r for r in read_jsonl(args.stress) if not (photos and r.category == "stress/photo")]
 
     def distances(records, vectors):
         return distance(torch.from_numpy(vectors), [kind_of(r) for r in records]).numpy()
 
-    fit_h, test_h = np.arange(len(held)) % 2 == 0, np.arange(len(held)) % 2 == 1
+    fold_h = np.concatenate([np.arange(args.n) % 2 + 1, folds[folds > 0]])
+    fit_h, test_h = fold_h == 1, fold_h == 2
     held_pooled = pooled(api, held)
     distance.set_units(
         torch.from_numpy(held_pooled[fit_h]),
@@ -174,26 +207,17 @@ def main() -> None:
     cap_records = [held[i] for i in cap_idx]
     cap_text, cap_feat = captions(api, cap_records)
     cap_right = np.array(
-        [
-            caption_attributes_match(p, r.target, r.category)
-            for p, r in zip(cap_text, cap_records, strict=True)
-        ],
-        float,
+        [is_right(r, p) for p, r in zip(cap_text, cap_records, strict=True)], float
     )
     stress_text, stress_feat = captions(api, stress)
     vqa_idx = [i for i, r in enumerate(held) if r.task == "vqa"]
     vqa_records = [held[i] for i in vqa_idx]
     vqa_text, vqa_prob = answers(api, vqa_records)
     vqa_right = np.array(
-        [
-            normalize_answer(p) == normalize_answer(r.target)
-            for p, r in zip(vqa_text, vqa_records, strict=True)
-        ],
-        float,
+        [is_right(r, p) for p, r in zip(vqa_text, vqa_records, strict=True)], float
     )
 
-    cap_fit = np.array([i % 2 == 0 for i in cap_idx])
-    vqa_fit = np.array([i % 2 == 0 for i in vqa_idx])
+    cap_fit, vqa_fit = fit_h[cap_idx], fit_h[vqa_idx]
     cap_kinds = [kind_of(r) for r in cap_records]
     vqa_kinds = [kind_of(r) for r in vqa_records]
     cap_x = np.concatenate([cap_feat, kind_features(cap_kinds)], 1)
@@ -222,8 +246,9 @@ def main() -> None:
             threshold = float(round(t, 2))
             break
 
-    def domain(records):
-        return np.array([r.category or kind_of(r) for r in records])
+    def domain(records):  # a synthetic category, "photo", or a stress kind
+        names = [r.category or kind_of(r) for r in records]
+        return np.array(["photo" if n.startswith("photo/") else n for n in names])
 
     cap_dom, vqa_dom = domain(cap_records), domain(vqa_records)
     curves, ece = {}, {}
@@ -249,7 +274,9 @@ def main() -> None:
     test_right = np.concatenate([cap_right[~cap_fit], np.zeros(test_s.sum())])
     kept = test_conf >= threshold
     hallucination = [
-        hallucinated(p, r.target, r.category) for p, r in zip(cap_text, cap_records, strict=True)
+        hallucinated(p, r.target, r.category)
+        for p, r in zip(cap_text, cap_records, strict=True)
+        if not r.accept
     ]
     p_held = calibration.in_domain_prob(d_held, held_kinds)
     p_stress = calibration.in_domain_prob(d_stress, stress_kinds)
