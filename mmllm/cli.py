@@ -12,6 +12,7 @@ import typing
 from pathlib import Path
 from types import ModuleType
 
+from mmllm import alt_text
 from mmllm.errors import MMLLMError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
@@ -322,7 +323,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", default=None, help="folder or shipped name (mmllm-tiny)")
+    parser.add_argument("--checkpoint", default=None, help="folder or shipped name")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -369,38 +370,25 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  mmllm caption photo.png\n  mmllm caption img/ --json\n"
         "  mmllm caption 'shots/*.png' --batch-size 16\n  mmllm caption beeps.wav",
     )
-    alt_text = demo_module("alt_text")  # images, HTML and Markdown: demos/alt_text.py
-    if alt_text is not None:
-        alt = sub.add_parser(
-            "alt-text",
-            help="alt text for images, HTML and Markdown files",
-            formatter_class=raw,
-            description=alt_text.DESCRIPTION,
-            epilog=alt_text.EPILOG,
-        )
-        alt_text.add_arguments(alt)
-        alt.set_defaults(func=alt_text.run)
-        image_commands = (caption,)
-    else:  # an install without the demos: images only
-        alt = sub.add_parser(
-            "alt-text",
-            help="alt text for images",
-            formatter_class=raw,
-            epilog="examples:\n  mmllm alt-text chart.png\n  mmllm alt-text img --max-chars 100",
-        )
-        alt.add_argument("--max-chars", type=int, default=125)
-        image_commands = (caption, alt)
-    for p in image_commands:
-        p.add_argument("inputs", nargs="+", help="image files, folders or globs")
-        p.add_argument("--batch-size", type=int, default=8)
-        p.add_argument(
-            "--compile",
-            action="store_true",
-            help="compiled decoding: each batch size first compiles for a minute or more, then "
-            "decodes faster (for many files; needs a C++ compiler on the CPU)",
-        )
-        _add_model_flags(p)
-        p.set_defaults(func=cmd_caption)
+    alt = sub.add_parser(
+        "alt-text",
+        help="alt text for images, HTML and Markdown files",
+        formatter_class=raw,
+        description=alt_text.DESCRIPTION,
+        epilog=alt_text.EPILOG,
+    )
+    alt_text.add_arguments(alt)
+    alt.set_defaults(func=alt_text.run)
+    caption.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    caption.add_argument("--batch-size", type=int, default=8)
+    caption.add_argument(
+        "--compile",
+        action="store_true",
+        help="compiled decoding: each batch size first compiles for a minute or more, then "
+        "decodes faster (for many files; needs a C++ compiler on the CPU)",
+    )
+    _add_model_flags(caption)
+    caption.set_defaults(func=cmd_caption)
     caption.add_argument("--audio", action="store_true", help="treat every input as audio")
     caption.add_argument("--min-confidence", type=float, default=None, help=MIN_CONFIDENCE_HELP)
 
@@ -462,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  mmllm eval --synthetic heldout --n 1000 --json scores.json\n"
         "  mmllm eval --checkpoint runs/mine/checkpoint --data val.jsonl",
     )
-    ev.add_argument("--checkpoint", default=None, help="folder or shipped name (mmllm-tiny)")
+    ev.add_argument("--checkpoint", default=None, help="folder or shipped name")
     group = ev.add_mutually_exclusive_group()
     group.add_argument("--synthetic", default="heldout", help="synthetic split")
     group.add_argument("--data", default=None, help="a JSONL file")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from demos.alt_text import apply, html_slots, main, markdown_slots
+from mmllm.alt_text import apply, html_slots, main, markdown_slots
 from mmllm.cli import main as mmllm_main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "demos" / "examples"
