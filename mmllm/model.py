@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -272,19 +271,6 @@ class MultimodalLM(nn.Module):
             hidden = self.decoder.hidden(token_ids[rows, :n], context)
             parts.append(self._labelled_logits(hidden, labels[rows, :n], context))
         return parts
-
-    def save_pretrained(self, path: str | Path, tokenizer=None, card: str | None = None) -> Path:
-        from mmllm.checkpoint import save_checkpoint
-
-        return save_checkpoint(self, path, tokenizer=tokenizer, card=card)
-
-    @classmethod
-    def from_pretrained(
-        cls, path: str | Path, device: torch.device | str | None = None
-    ) -> MultimodalLM:
-        from mmllm.checkpoint import load_model
-
-        return load_model(path, device=device)
 
 
 def projected_positions(config: MMConfig) -> torch.Tensor | None:

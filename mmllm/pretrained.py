@@ -7,7 +7,7 @@ and an optional Whisper folder (Hugging Face or CTranslate2), builds the ``MMCon
 loads each part's weights, and returns the model with the LM's own tokenizer. Any part may instead
 be one of our own configs, built untrained. Projectors, media embeddings and the gated cross-
 attention layers are new (gates at 0: the model starts out exactly as the LM). The result saves
-and loads with our usual ``save_pretrained`` / ``from_pretrained``; by default the pretrained
+and loads with our usual ``save_checkpoint`` / ``load_model``; by default the pretrained
 parts are recorded as references (``config.base``, see ``mmllm.base_weights``), so a checkpoint
 stores only the rest.
 """

@@ -9,6 +9,7 @@ import torch
 
 from encoders import AudioEncoderConfig, ImageEncoderConfig
 from mmllm import DecoderConfig, MediaBatch, MMConfig, MultimodalLM, ProjectorConfig
+from mmllm.checkpoint import save_checkpoint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -106,4 +107,4 @@ def tiny_checkpoint(tmp_path_factory):
         for p in model.decoder.parameters():
             if p.ndim == 2:
                 p.mul_(8)
-    return model.save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny", tokenizer=tokenizer)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny", tokenizer=tokenizer)

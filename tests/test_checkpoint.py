@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mmllm import CheckpointError, ConfigError, MMConfig, MultimodalLM, Tokenizer
+from mmllm import CheckpointError, ConfigError, MMConfig, Tokenizer
+from mmllm.checkpoint import load_model, save_checkpoint
 from tests.conftest import open_gates
 
 
@@ -14,11 +15,11 @@ from tests.conftest import open_gates
 def saved(tmp_path, model):
     open_gates(model)
     tokenizer = Tokenizer.train(["a red circle", "three high beeps"], vocab_size=300)
-    return model.save_pretrained(tmp_path / "ckpt", tokenizer=tokenizer, card="# card\n")
+    return save_checkpoint(model, tmp_path / "ckpt", tokenizer=tokenizer, card="# card\n")
 
 
 def test_round_trip_gives_identical_config_and_logits(saved, model, media, token_ids):
-    loaded = MultimodalLM.from_pretrained(saved).eval()
+    loaded = load_model(saved).eval()
     assert loaded.config == model.config
     assert torch.equal(loaded(token_ids, media).logits, model(token_ids, media).logits)
 
@@ -31,7 +32,7 @@ def test_checkpoint_folder_holds_the_documented_files(saved):
 
 def test_save_over_existing_checkpoint_replaces_it_and_leaves_no_temp_files(saved, model):
     (saved / "stale.txt").write_text("old")
-    model.save_pretrained(saved)
+    save_checkpoint(model, saved)
     assert not (saved / "stale.txt").exists()
     assert [p.name for p in saved.parent.iterdir()] == ["ckpt"]
 
@@ -41,7 +42,7 @@ def test_missing_tensor_is_named_in_the_error(saved):
     del state["decoder.norm.weight"]
     save_file(state, saved / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"1 missing: decoder\.norm\.weight"):
-        MultimodalLM.from_pretrained(saved)
+        load_model(saved)
 
 
 def test_misshaped_tensor_is_named_in_the_error(saved):
@@ -49,7 +50,7 @@ def test_misshaped_tensor_is_named_in_the_error(saved):
     state["decoder.norm.weight"] = torch.ones(7)
     save_file(state, saved / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"mis-shaped: decoder\.norm\.weight"):
-        MultimodalLM.from_pretrained(saved)
+        load_model(saved)
 
 
 def test_unexpected_tensor_is_named_in_the_error(saved):
@@ -57,12 +58,12 @@ def test_unexpected_tensor_is_named_in_the_error(saved):
     state["extra.weight"] = torch.ones(2)
     save_file(state, saved / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"1 unexpected: extra\.weight"):
-        MultimodalLM.from_pretrained(saved)
+        load_model(saved)
 
 
 def test_not_a_checkpoint_folder(tmp_path):
     with pytest.raises(CheckpointError, match=r"no config\.json"):
-        MultimodalLM.from_pretrained(tmp_path)
+        load_model(tmp_path)
 
 
 def test_config_json_round_trip(tmp_path, config):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mmllm import MediaBatch, MediaLimitError, MultimodalLM
+from mmllm.checkpoint import load_model, save_checkpoint
 from mmllm.model import IGNORE_INDEX
 from tests.conftest import flat_grads, make_media, open_gates, tiny_config
 
@@ -256,10 +257,9 @@ def test_loss_per_example_weighs_each_sample_equally(model, media, token_ids):
 
 
 def test_media_extras_survive_a_checkpoint(tmp_path, media, token_ids):
-    from mmllm.checkpoint import load_model
 
     model = with_media_extras()
-    model.save_pretrained(tmp_path / "ck")
+    save_checkpoint(model, tmp_path / "ck")
     loaded = load_model(tmp_path / "ck").eval()
     assert loaded.config.projector == model.config.projector
     torch.testing.assert_close(loaded(token_ids, media).logits, model(token_ids, media).logits)
@@ -268,7 +268,6 @@ def test_media_extras_survive_a_checkpoint(tmp_path, media, token_ids):
 def test_projected_image_positions_add_a_fixed_table_that_the_config_rebuilds(
     tmp_path, media, token_ids
 ):
-    from mmllm.checkpoint import load_model
     from mmllm.media import IMAGE
 
     torch.manual_seed(0)
@@ -288,7 +287,7 @@ def test_projected_image_positions_add_a_fixed_table_that_the_config_rebuilds(
     assert not torch.allclose(moved[0], plain[0], atol=1e-4)  # rows with images change
     torch.testing.assert_close(moved[2], plain[2])  # the row without media does not
     assert set(model.state_dict()) == keys  # never saved: rebuilt from the config
-    model.save_pretrained(tmp_path / "ck")
+    save_checkpoint(model, tmp_path / "ck")
     loaded = load_model(tmp_path / "ck").eval()
     assert loaded.config.projector.fixed_image_positions == 2.0
     torch.testing.assert_close(loaded(token_ids, media).logits, moved)

@@ -10,6 +10,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from mmllm import MultimodalLM
+from mmllm.checkpoint import load_model
 from mmllm.data.collate import Collator, Record, TrainBatch
 from mmllm.data.sources import SyntheticSource, build_source
 from mmllm.errors import CheckpointError, ConfigError
@@ -194,7 +195,7 @@ def test_patch_and_attend_losses_resume_exactly_and_learn(tmp_path, losses):
     head_a, head_b = load_file(straight / HEAD_FILE), load_file(resumed / HEAD_FILE)
     assert all(torch.equal(head_a[k], head_b[k]) for k in head_a)
     # the shipped part is the model alone: it loads without the head
-    assert isinstance(MultimodalLM.from_pretrained(straight), MultimodalLM)
+    assert isinstance(load_model(straight), MultimodalLM)
     rows = [json.loads(x) for x in (tmp_path / "a/metrics.jsonl").open()]
     name = "patch_loss" if "patch_weight" in losses else "attend_loss"
     logged = [(r[name], r["loss"]) for r in rows if name in r]

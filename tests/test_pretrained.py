@@ -21,8 +21,8 @@ from encoders import WhisperLogMel
 from encoders.ctranslate2 import read_ctranslate2
 from encoders.pretrained import WeightsError, load_image_encoder, load_whisper_encoder
 from encoders.whisper import WhisperEncoder
-from mmllm import CheckpointError, ConfigError, InputError, MediaBatch, MultimodalLM, Tokenizer
-from mmllm.checkpoint import load_tokenizer
+from mmllm import CheckpointError, ConfigError, InputError, MediaBatch, Tokenizer
+from mmllm.checkpoint import load_model, load_tokenizer, save_checkpoint
 from mmllm.generate import SamplingConfig, generate_ids
 from mmllm.pretrained import PretrainedImage, build_from_pretrained
 from mmllm.pretrained_lm import load_lm_weights, load_pretrained_decoder, read_hf_lm
@@ -382,7 +382,7 @@ def test_whisper_encoder_from_ctranslate2_file_equals_transformers(whisper, tmp_
 
 
 # -- assembly --------------------------------------------------------------------------------
-def test_assembled_model_round_trips_through_save_pretrained(
+def test_assembled_model_round_trips_through_a_checkpoint(
     llama, vit_weights, whisper, token_ids, tmp_path
 ):
     model, tokenizer = build_from_pretrained(
@@ -396,8 +396,8 @@ def test_assembled_model_round_trips_through_save_pretrained(
     media = MediaBatch.from_lists(
         images=[[torch.randn(3, 32, 32)], []], audio=[[], [clips()[0][0]]]
     )
-    saved = model.save_pretrained(tmp_path / "ckpt", tokenizer=tokenizer)
-    loaded = MultimodalLM.from_pretrained(saved).eval()
+    saved = save_checkpoint(model, tmp_path / "ckpt", tokenizer=tokenizer)
+    loaded = load_model(saved).eval()
     with torch.no_grad():
         assert torch.equal(loaded(token_ids, media).logits, model(token_ids, media).logits)
     assert loaded.config == model.config
@@ -430,7 +430,7 @@ def test_tokenizer_roles_that_could_never_end_an_answer_are_refused(llama):
 
 def test_lm_tokenizer_roles_round_trip_through_the_checkpoint(llama, tmp_path):
     model, tokenizer = build_from_pretrained(llama[0], special_tokens=ROLES)
-    saved = model.save_pretrained(tmp_path / "ckpt", tokenizer=tokenizer)
+    saved = save_checkpoint(model, tmp_path / "ckpt", tokenizer=tokenizer)
     loaded = load_tokenizer(saved)
     assert (loaded.special, loaded.prompt_ids("a red circle")) == (
         ROLES,
@@ -564,7 +564,7 @@ def test_chat_prompt_template_lays_out_the_user_turn_and_round_trips(llama, tmp_
     ids = tokenizer.prompt_ids("a red circle")
     assert ids[0] == tokenizer.bos_id and ids.count(tokenizer.bos_id) == 2  # two turns begin
     assert ids == tokenizer.encode(tokenizer.prompt_template.replace("{prompt}", "a red circle"))
-    loaded = load_tokenizer(model.save_pretrained(tmp_path / "ckpt", tokenizer=tokenizer))
+    loaded = load_tokenizer(save_checkpoint(model, tmp_path / "ckpt", tokenizer=tokenizer))
     assert loaded.prompt_template == tokenizer.prompt_template
     assert loaded.prompt_ids("a red circle") == ids
     with pytest.raises(CheckpointError, match="one \\{prompt\\}"):

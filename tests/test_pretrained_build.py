@@ -23,10 +23,10 @@ import mmllm
 from encoders.hf_vision import load_hf_vision_encoder
 from encoders.hybrid import HybridImageEncoder, hybrid_config, load_cnn_weights
 from encoders.image import ImageEncoderConfig
-from mmllm import CheckpointError, MultimodalLM, Tokenizer, base_weights
+from mmllm import CheckpointError, Tokenizer, base_weights
 from mmllm.base_weights import package_root, part_keys
 from mmllm.build import add_build_parser
-from mmllm.checkpoint import load_model
+from mmllm.checkpoint import load_model, save_checkpoint
 from mmllm.config import LoRAConfig
 from mmllm.lora import LoRALinear, enable_lora, merge_lora
 from mmllm.pretrained import PretrainedCNN, PretrainedImage, build_from_pretrained
@@ -214,12 +214,12 @@ def test_checkpoint_stores_only_what_the_base_lacks_and_loads_identically(llama,
         llama[0], image=PretrainedImage("test_vit", vit, 32), cross_attn_every=2
     )
     open_gates(model)
-    saved = model.save_pretrained(tmp_path / "ckpt", tokenizer=tokenizer)
+    saved = save_checkpoint(model, tmp_path / "ckpt", tokenizer=tokenizer)
     stored = set(load_file(saved / "model.safetensors"))
     referenced = {k for part in ("lm", "image") for k in part_keys(model, part)}
     assert stored == set(model.state_dict()) - referenced
     assert all(is_new(k) for k in stored)
-    loaded = MultimodalLM.from_pretrained(saved).eval()
+    loaded = load_model(saved).eval()
     media = mmllm.MediaBatch.from_lists(images=[[torch.randn(3, 32, 32)], []])
     with torch.no_grad():
         assert torch.equal(loaded(text_ids(), media).logits, model(text_ids(), media).logits)
@@ -228,7 +228,7 @@ def test_checkpoint_stores_only_what_the_base_lacks_and_loads_identically(llama,
 
 def test_checkpoint_without_base_stores_everything_and_loads_as_before(llama, tmp_path):
     model, tokenizer = build_from_pretrained(llama[0], reference_base=False)
-    saved = model.save_pretrained(tmp_path / "full", tokenizer=tokenizer)
+    saved = save_checkpoint(model, tmp_path / "full", tokenizer=tokenizer)
     assert json.loads((saved / "config.json").read_text())["base"] is None
     assert set(load_file(saved / "model.safetensors")) == set(model.state_dict())
     assert load_model(saved).config == model.config
@@ -238,7 +238,7 @@ def test_a_trained_base_part_is_stored_in_full_and_its_reference_dropped(llama, 
     model, tokenizer = build_from_pretrained(llama[0])
     with torch.no_grad():
         model.decoder.norm.weight.add_(0.1)  # as if stage "full" had trained the LM
-    saved = model.save_pretrained(tmp_path / "trained", tokenizer=tokenizer)
+    saved = save_checkpoint(model, tmp_path / "trained", tokenizer=tokenizer)
     assert json.loads((saved / "config.json").read_text())["base"] is None
     with torch.no_grad():
         assert torch.equal(load_model(saved)(text_ids()).logits, model(text_ids()).logits)
@@ -247,7 +247,7 @@ def test_a_trained_base_part_is_stored_in_full_and_its_reference_dropped(llama, 
 def test_missing_base_folder_is_named(llama, tmp_path):
     folder = shutil.copytree(llama[0], tmp_path / "lm")
     model, tokenizer = build_from_pretrained(folder)
-    saved = model.save_pretrained(tmp_path / "ckpt", tokenizer=tokenizer)
+    saved = save_checkpoint(model, tmp_path / "ckpt", tokenizer=tokenizer)
     shutil.rmtree(folder)
     with pytest.raises(CheckpointError, match=rf"base lm weights .*{folder}.* does not exist"):
         load_model(saved)
@@ -256,7 +256,7 @@ def test_missing_base_folder_is_named(llama, tmp_path):
 def test_changed_base_weights_are_refused(llama, tmp_path):
     folder = shutil.copytree(llama[0], tmp_path / "lm")
     model, tokenizer = build_from_pretrained(folder)
-    saved = model.save_pretrained(tmp_path / "ckpt", tokenizer=tokenizer)
+    saved = save_checkpoint(model, tmp_path / "ckpt", tokenizer=tokenizer)
     state = load_file(folder / "model.safetensors")
     state["model.norm.weight"] += 1
     save_file(state, folder / "model.safetensors")
@@ -470,7 +470,7 @@ def test_hybrid_model_references_its_cnn_and_trains_its_adapter_in_align(
     trainable = set_trainable(model, "align")
     assert any(n.startswith("image_encoder.adapter.") for n in trainable)
     assert not any(n.startswith("image_encoder.cnn.") for n in trainable)
-    saved = model.save_pretrained(tmp_path / "ckpt", tokenizer=tokenizer)
+    saved = save_checkpoint(model, tmp_path / "ckpt", tokenizer=tokenizer)
     stored = load_file(saved / "model.safetensors")
     assert not any(k.startswith("image_encoder.cnn.") for k in stored)
     pixels = mmllm.MediaBatch.from_lists(images=[[torch.randn(3, 64, 64)]])
@@ -512,7 +512,7 @@ def save_tower(folder, kind: str) -> torch.nn.Module:
     }
     model_class = {"clip": transformers.CLIPVisionModel, "siglip": transformers.SiglipVisionModel}
     tower = randomize(model_class[kind](vision_config[kind](**TOWER_SIZES)), std=0.1)
-    tower.save_pretrained(folder)
+    save_checkpoint(tower, folder)
     return tower
 
 
@@ -532,7 +532,7 @@ def test_hf_vision_tower_is_referenced_and_the_model_round_trips(llama, tmp_path
     save_tower(tmp_path / "siglip", "siglip")
     model, tokenizer = build_from_pretrained(llama[0], image=tmp_path / "siglip")
     open_gates(model)
-    saved = model.save_pretrained(tmp_path / "ckpt", tokenizer=tokenizer)
+    saved = save_checkpoint(model, tmp_path / "ckpt", tokenizer=tokenizer)
     assert json.loads((saved / "config.json").read_text())["base"]["image"]["path"].endswith(
         "siglip"
     )

@@ -12,8 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from mmllm import MultimodalLM
+from mmllm.checkpoint import load_model
+from mmllm.train.optim import lr_at
 from mmllm.train.stages import set_trainable
-from mmllm.train.trainer import TrainConfig, lr_at, train
+from mmllm.train.trainer import TrainConfig, train
 from tests.conftest import tiny_config
 
 
@@ -65,7 +67,7 @@ def test_training_changes_weights_and_lowers_loss(tmp_path):
 
 def test_checkpoint_of_a_run_loads_as_a_model(tmp_path):
     folder = train(small_run(tmp_path, steps=2))
-    assert isinstance(MultimodalLM.from_pretrained(folder), MultimodalLM)
+    assert isinstance(load_model(folder), MultimodalLM)
 
 
 def _free_port() -> int:
@@ -160,7 +162,7 @@ def test_time_budget_ends_with_a_loadable_checkpoint(tmp_path):
     folder = train(small_run(tmp_path, steps=1000, max_minutes=0.0))
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").open()]
     assert rows[-1]["step"] == 1  # stopped after the first step
-    assert MultimodalLM.from_pretrained(folder) is not None
+    assert load_model(folder) is not None
 
 
 def test_fit_to_time_ends_the_schedule_inside_the_budget(tmp_path, monkeypatch):
@@ -195,13 +197,13 @@ def test_fit_to_time_is_a_cli_switch():
 
 def test_projected_image_positions_are_set_before_training_and_kept(tmp_path):
     out = train(small_run(tmp_path / "a", steps=2, projected_image_positions=0.5))
-    config = MultimodalLM.from_pretrained(out).config
+    config = load_model(out).config
     assert config.projector.fixed_image_positions == 0.5
 
 
 def test_lr_scale_gives_named_parts_their_own_learning_rate():
     from mmllm.train.config import lr_scales
-    from mmllm.train.trainer import adamw
+    from mmllm.train.optim import adamw
 
     model = MultimodalLM(tiny_config())
     optimizer = adamw(model.named_parameters(), 1e-3, 0.05, scales={"image_projector.": 20.0})

@@ -50,7 +50,7 @@ from mmllm.data.synthetic_image import (
     sample_scene,
 )
 from mmllm.processing import ImageProcessor
-from mmllm.train.trainer import adamw, lr_at
+from mmllm.train.optim import adamw, lr_at
 
 log = logging.getLogger(__name__)
 PRETRAIN_DIR = "image-pretrain"  # inside a recipe's run folder

@@ -19,10 +19,8 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -51,8 +49,9 @@ from mmllm.lora import enable_lora
 from mmllm.model import MultimodalLM
 from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer, tokenizer_for_records
-from mmllm.train import forgetting
+from mmllm.train import forgetting, patch_loss
 from mmllm.train.config import TrainConfig, lr_scales
+from mmllm.train.optim import adamw, lr_at
 from mmllm.train.plot import plot_metrics
 from mmllm.train.replay import (
     TrainingData,
@@ -69,16 +68,6 @@ CHECKPOINT_DIR = RUN_CHECKPOINT
 FIT_STEPS = 20  # steps timed (after two of start-up) before fitting the schedule to the time
 FIT_MARGIN = 0.95  # share of the time left that the fitted schedule plans to use
 BEFORE_JSON = "heldout_before.json"  # the initial weights' held-out scores (forgetting report)
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr * (
-        cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    )
 
 
 class StepBatches(Dataset):
@@ -98,31 +87,6 @@ class StepBatches(Dataset):
             first = ((step * accum + micro) * self.world + self.rank) * B
             batches.append(self.collator([self.source[first + j] for j in range(B)]))
         return batches
-
-
-def adamw(
-    named: Iterable[tuple[str, torch.nn.Parameter]],
-    lr: float,
-    weight_decay: float,
-    fused: bool = False,
-    scales: dict[str, float] | None = None,
-) -> torch.optim.AdamW:
-    """AdamW (betas 0.9/0.95) with weight decay on matrices only (not norms, biases, gates).
-    ``scales`` (name prefix -> factor) gives those parameters ``lr * factor``: each group keeps
-    its factor as ``lr_scale``, which the schedule multiplies in."""
-    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
-    for name, param in named:
-        factor = next((f for p, f in (scales or {}).items() if name.startswith(p)), 1.0)
-        groups.setdefault((param.ndim >= 2, factor), []).append(param)
-    return torch.optim.AdamW(
-        [
-            {"params": ps, "weight_decay": weight_decay if matrix else 0.0, "lr_scale": factor}
-            for (matrix, factor), ps in sorted(groups.items())
-        ],
-        lr=lr,
-        betas=(0.9, 0.95),
-        fused=fused,
-    )
 
 
 def load_image_encoder(model: MultimodalLM, path: str) -> None:
@@ -217,8 +181,6 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
     trainable = set_trainable(model, cfg.stage)
     trained, head, image_targets = model, None, None  # what gives the loss; image-loss parts
     if cfg.patch_weight or cfg.attend_weight:
-        from mmllm.train import patch_loss
-
         grid = patch_loss.token_grid(model)
         head = patch_loss.PatchHead(model.config.decoder.dim).to(device)
         if resume:
@@ -485,9 +447,7 @@ def _save(model, head, tokenizer, optimizer, ckpt, step, elapsed, cfg, rank, wor
             write_training_data(folder, learnt)
             save_train_state(folder, optimizer, info)
             if head is not None:
-                from mmllm.train.patch_loss import save_head
-
-                save_head(head, folder)
+                patch_loss.save_head(head, folder)
 
         save_checkpoint(model, ckpt, tokenizer=tokenizer, extra=extra)
         plot_metrics(ckpt.parent / "metrics.jsonl", ckpt.parent / "metrics.png")
