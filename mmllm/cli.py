@@ -39,10 +39,11 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: set[s
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from mmllm.eval.run import HeldOutScorer
     from mmllm.presets import PRESETS
     from mmllm.train.trainer import TrainConfig, train
 
-    values: dict = {}
+    scorer, values = HeldOutScorer(), {}
     if args.config:
         values.update(json.loads(Path(args.config).read_text()))
     for f in dataclasses.fields(TrainConfig):
@@ -53,10 +54,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.recipe:
             from mmllm.train.recipes import prepare_recipe
 
-            values = prepare_recipe(args.recipe, values)  # may train a first stage
+            values = prepare_recipe(args.recipe, values, scorer)  # may train a first stage
         if not values.get("model") and not values.get("init"):
             values["model"] = PRESETS[args.preset].to_dict()
-        folder = train(TrainConfig(**values))
+        folder = train(TrainConfig(**values), scorer)
     finally:
         # under torchrun: leaving the process group to interpreter shutdown can abort a rank
         # ("terminate called without an active exception", seen on a loaded 2-core machine)

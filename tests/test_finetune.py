@@ -11,6 +11,7 @@ from mmllm.checkpoint import resolve_checkpoint
 from mmllm.data.sources import JsonlSource, build_source
 from mmllm.data.synthetic import export_jsonl
 from mmllm.errors import CheckpointError, ConfigError, InputError
+from mmllm.eval.run import HeldOutScorer
 from mmllm.train import forgetting
 from mmllm.train.replay import (
     TRAINING_DATA,
@@ -133,13 +134,15 @@ def test_report_marks_real_drops_only():
 
 
 def test_fine_tune_replays_and_reports_forgetting(tmp_path):
-    base = train(small_run(tmp_path / "base", heldout="synthetic:heldout", eval_samples=4))
+    scorer = HeldOutScorer()
+    base = train(small_run(tmp_path / "base", heldout="synthetic:heldout", eval_samples=4), scorer)
     assert read_training_data(base) == TrainingData("synthetic:train", ("synthetic:heldout",))
     export_jsonl(tmp_path / "mine", n=12, seed=3)
     mine = str(tmp_path / "mine" / "data.jsonl")
     run = tmp_path / "ft"
     folder = train(
-        small_run(run, init=str(tmp_path / "base"), data=mine, model={}, forgetting_samples=16)
+        small_run(run, init=str(tmp_path / "base"), data=mine, model={}, forgetting_samples=16),
+        scorer,
     )
     learnt = read_training_data(folder)
     assert learnt.data == f"{mine}@0.5+synthetic:train@0.5"
@@ -148,6 +151,8 @@ def test_fine_tune_replays_and_reports_forgetting(tmp_path):
     assert report["replay"] == 0.5 and report["steps"] == 6
     assert {r["set"] for r in report["rows"]} == {"synthetic:heldout"}
     assert {"image", "audio", "overall"} <= {r["skill"] for r in report["rows"]}
+    metrics = [json.loads(line) for line in (tmp_path / "base" / "metrics.jsonl").open()]
+    assert any("eval" in row for row in metrics)  # the scorer scored the held-out set
     summary = (run / forgetting.SUMMARY_MD).read_text()
     assert "| held-out set | skill | before | after |" in summary
     assert summary.startswith((folder / "README.md").read_text())
@@ -156,7 +161,8 @@ def test_fine_tune_replays_and_reports_forgetting(tmp_path):
     folder = train(
         small_run(
             tmp_path / "ft0", init=str(base), data=mine, model={}, replay=0.0, forgetting_samples=0
-        )
+        ),
+        scorer,
     )
     assert read_training_data(folder).data == mine
     assert not (tmp_path / "ft0" / forgetting.REPORT_JSON).exists()
@@ -170,3 +176,9 @@ def test_replay_without_init_is_refused(tmp_path):
 def test_build_source_mixture_is_unchanged_by_the_split():
     mix = build_source("synthetic:train@0.65+synthetic:heldout@0.35", seed=0, image_size=32)
     assert [round(x, 6) for x in mix.cumulative] == [0.65, 1.0]
+
+
+def test_without_a_scorer_training_measures_no_held_out_set(tmp_path):
+    train(small_run(tmp_path / "run", heldout="synthetic:heldout", eval_samples=4))
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert metrics and not any("eval" in row for row in metrics)

@@ -59,6 +59,22 @@ def oracle_predictions(records, progress: bool = False) -> list[str]:
     return out
 
 
+class HeldOutScorer:
+    """Held-out scoring for a training run (``mmllm.train.forgetting.Scorer``): ``mmllm train``
+    passes one to the trainer, which never imports evaluation itself."""
+
+    def __init__(self, batch_size: int = 64):
+        self.batch_size = batch_size
+
+    def score(self, model: MultimodalLM, tokenizer: Tokenizer, records: list) -> dict:
+        return score_records(records, predict(model, tokenizer, records, self.batch_size))
+
+    def score_data(
+        self, model: MultimodalLM, tokenizer: Tokenizer, data: str, n: int, seed: int = 0
+    ) -> dict:
+        return evaluate(model, tokenizer, data, n=n, seed=seed, progress=True)
+
+
 def evaluate(
     model: MultimodalLM,
     tokenizer: Tokenizer,

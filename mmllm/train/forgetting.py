@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-
-from mmllm.eval.run import evaluate
+from typing import Protocol
 
 # the scores a report compares, in this order, and what each is called in it
 SKILLS = {
@@ -31,12 +30,24 @@ DROP_POINTS = 2.0
 REPORT_JSON, SUMMARY_MD, PLOT_PNG = "forgetting.json", "summary.md", "forgetting.png"
 
 
-def heldout_scores(model, tokenizer, sets: list[str], n: int, seed: int = 0) -> dict[str, dict]:
+class Scorer(Protocol):
+    """What training asks of evaluation, without importing it (``mmllm.eval.run.HeldOutScorer``
+    is the one the CLI passes): ``{metric: {"accuracy", "n"}}`` of a model in eval mode on
+    records, or on the first ``n`` records of a data spec (``synthetic:heldout``, a JSONL)."""
+
+    def score(self, model, tokenizer, records: list) -> dict: ...
+
+    def score_data(self, model, tokenizer, data: str, n: int, seed: int = 0) -> dict: ...
+
+
+def heldout_scores(
+    scorer: Scorer, model, tokenizer, sets: list[str], n: int, seed: int = 0
+) -> dict[str, dict]:
     """``{set: {skill: {"accuracy", "n"}}}`` of ``model`` on the first ``n`` records of each."""
     model.eval()
     out = {}
     for spec in sets:
-        scores = evaluate(model, tokenizer, spec, n=n, seed=seed, progress=True)
+        scores = scorer.score_data(model, tokenizer, spec, n=n, seed=seed)
         out[spec] = {
             k: {"accuracy": float(v["accuracy"]), "n": int(v["n"])}
             for k, v in scores.items()

@@ -204,9 +204,10 @@ RECIPES = {
 }
 
 
-def prepare_recipe(name: str, overrides: dict) -> dict:
+def prepare_recipe(name: str, overrides: dict, scorer=None) -> dict:
     """Make what recipe ``name`` needs (skipping what exists); returns its ``TrainConfig``
-    fields with ``overrides`` (the command's flags) applied."""
+    fields with ``overrides`` (the command's flags) applied. ``scorer`` scores the earlier
+    stages' held-out sets (``mmllm.train.trainer.train``)."""
     if name not in RECIPES:
         raise InputError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
     recipe = RECIPES[name]
@@ -221,7 +222,7 @@ def prepare_recipe(name: str, overrides: dict) -> dict:
     if recipe.image_pretrain is not None and starts_fresh:
         image_init = str(_pretrained_image_encoder(recipe, values))
     if recipe.stages and starts_fresh:
-        values["init"] = str(_earlier_stages(recipe, values, image_init))
+        values["init"] = str(_earlier_stages(recipe, values, image_init, scorer))
     elif image_init is not None:
         values["image_init"] = image_init
     if recipe.build is not None and "init" not in overrides:
@@ -238,7 +239,7 @@ def prepare_recipe(name: str, overrides: dict) -> dict:
     return values
 
 
-def _earlier_stages(recipe: Recipe, values: dict, image_init: str | None) -> Path:
+def _earlier_stages(recipe: Recipe, values: dict, image_init: str | None, scorer) -> Path:
     """The checkpoint of the recipe's stage before the last, after training (or resuming) the
     earlier stages in order, from the latest one begun; none once the last stage has begun."""
     from mmllm.train.trainer import CHECKPOINT_DIR, TrainConfig, has_begun, train
@@ -254,7 +255,7 @@ def _earlier_stages(recipe: Recipe, values: dict, image_init: str | None) -> Pat
             stage["init"] = str(dirs[i - 1] / CHECKPOINT_DIR)
         elif image_init is not None:
             stage["image_init"] = image_init
-        train(TrainConfig(**stage))
+        train(TrainConfig(**stage), scorer)
     return dirs[-1] / CHECKPOINT_DIR
 
 

@@ -43,14 +43,13 @@ from mmllm.config import LoRAConfig, MMConfig
 from mmllm.data.collate import Collator, TrainBatch
 from mmllm.data.sources import build_source, split_mixture
 from mmllm.errors import InputError
-from mmllm.eval.predict import predict
-from mmllm.eval.run import score_records
 from mmllm.lora import enable_lora
 from mmllm.model import MultimodalLM
 from mmllm.processing import MediaProcessor
-from mmllm.tokenizer import Tokenizer, tokenizer_for_records
+from mmllm.tokenizer import tokenizer_for_records
 from mmllm.train import forgetting, patch_loss
 from mmllm.train.config import TrainConfig, lr_scales
+from mmllm.train.forgetting import Scorer
 from mmllm.train.optim import adamw, lr_at
 from mmllm.train.plot import plot_metrics
 from mmllm.train.replay import (
@@ -118,8 +117,12 @@ def has_begun(out: str | Path) -> bool:
     return (Path(out) / CHECKPOINT_DIR / STATE_JSON).is_file()
 
 
-def train(cfg: TrainConfig) -> Path:
+def train(cfg: TrainConfig, scorer: Scorer | None = None) -> Path:
     """Run (or resume) training as ``cfg`` says; returns the final checkpoint folder.
+
+    ``scorer`` scores the held-out sets during the run and for the forgetting report
+    (``mmllm.eval.run.HeldOutScorer``, which ``mmllm train`` passes); without one neither is
+    measured. Training never imports evaluation.
 
     Under ``torchrun`` the process group made here is destroyed on the way out: left to the
     interpreter's exit, gloo's threads were torn down while still joinable and a rank aborted
@@ -128,13 +131,20 @@ def train(cfg: TrainConfig) -> Path:
     owns_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     rank, world, device = _distributed()
     try:
-        return _train(cfg, entered, rank, world, device)
+        return _train(cfg, entered, rank, world, device, scorer)
     finally:
         if owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torch.device) -> Path:
+def _train(
+    cfg: TrainConfig,
+    entered: float,
+    rank: int,
+    world: int,
+    device: torch.device,
+    scorer: Scorer | None,
+) -> Path:
     out = Path(cfg.out)
     ckpt = out / CHECKPOINT_DIR
     torch.manual_seed(cfg.seed)
@@ -173,10 +183,12 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
         targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
         enable_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha, targets))
     model.to(device)
-    report_sets = _report_sets(cfg, learnt)
+    report_sets = _report_sets(cfg, learnt) if scorer is not None else []
     if rank == 0 and report_sets and not resume:  # the initial weights' scores, for the report
         out.mkdir(parents=True, exist_ok=True)
-        before = forgetting.heldout_scores(model, tokenizer, report_sets, cfg.forgetting_samples)
+        before = forgetting.heldout_scores(
+            scorer, model, tokenizer, report_sets, cfg.forgetting_samples
+        )
         (out / BEFORE_JSON).write_text(json.dumps(before, indent=2) + "\n")
     trainable = set_trainable(model, cfg.stage)
     trained, head, image_targets = model, None, None  # what gives the loss; image-loss parts
@@ -215,7 +227,7 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
         prefetch_factor=2 if cfg.num_workers else None,
         persistent_workers=False,
     )
-    heldout = _heldout_records(cfg) if rank == 0 else []
+    heldout = _heldout_records(cfg) if rank == 0 and scorer is not None else []
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         _write_config(out, cfg)
@@ -274,7 +286,8 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             out_of_time = bool(flag.item())
         if heldout and (done % cfg.eval_every == 0 or done == cfg.steps or out_of_time):
-            scores = evaluate_scores(model, tokenizer, heldout)
+            model.eval()
+            scores = scorer.score(model, tokenizer, heldout)
             _log_metrics(out, {"step": done, "eval": scores, "elapsed_s": round(elapsed, 1)})
             bar.write(f"step {done}: " + _summary(scores))
         if done % cfg.save_every == 0 or done == cfg.steps or out_of_time:
@@ -298,7 +311,7 @@ def _train(cfg: TrainConfig, entered: float, rank: int, world: int, device: torc
     bar.close()
     finished = done >= cfg.steps or out_of_time
     if rank == 0 and finished and (out / BEFORE_JSON).is_file():
-        _report_forgetting(model, tokenizer, cfg, out, learnt, done, elapsed, bar.write)
+        _report_forgetting(scorer, model, tokenizer, cfg, out, learnt, done, elapsed, bar.write)
     if rank == 0:  # what the loop's elapsed_s leaves out: set-up, the last evaluation and save
         overhead = time.time() - entered - (elapsed - elapsed_before)
         _log_metrics(out, {"step": done, "overhead_s": round(overhead, 1)})
@@ -333,11 +346,6 @@ def _check_replicas_agree(model: torch.nn.Module, out: Path, rank: int) -> None:
         _log_metrics(out, {"replica_checksums": values})
     if len(set(values)) != 1:
         raise RuntimeError(f"DDP replicas diverged: weight checksums {values}")
-
-
-def evaluate_scores(model: MultimodalLM, tokenizer: Tokenizer, records) -> dict:
-    model.eval()
-    return score_records(records, predict(model, tokenizer, records, batch_size=64))
 
 
 def _heldout_records(cfg: TrainConfig) -> list:
@@ -392,11 +400,15 @@ def _report_sets(cfg: TrainConfig, learnt: TrainingData) -> list[str]:
     return [h for h in learnt.heldout if h.startswith("synthetic") or Path(h).is_file()]
 
 
-def _report_forgetting(model, tokenizer, cfg, out: Path, learnt, done, elapsed, say) -> None:
+def _report_forgetting(
+    scorer: Scorer, model, tokenizer, cfg, out: Path, learnt, done, elapsed, say
+) -> None:
     """Score the held-out sets again, and write the forgetting report, the run's summary and
     the checkpoint's model card."""
     before = json.loads((out / BEFORE_JSON).read_text())
-    after = forgetting.heldout_scores(model, tokenizer, list(before), cfg.forgetting_samples)
+    after = forgetting.heldout_scores(
+        scorer, model, tokenizer, list(before), cfg.forgetting_samples
+    )
     rows = forgetting.report(before, after)
     share = cfg.replay
     facts = {
