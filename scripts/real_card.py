@@ -240,13 +240,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--steps", type=int, required=True, help="training steps in all")
     parser.add_argument("--out", type=Path, default=None, help="scores JSON (default: beside)")
+    parser.add_argument(
+        "--oracle",
+        type=Path,
+        help="the oracle's scores on the same photos (`mmllm eval --oracle --json`): they do "
+        "not depend on the model, so a measured file can be reused",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     api = mmllm.load(args.checkpoint, device="cpu")
     model, tokenizer = api.model, api.tokenizer
     scores = {
         "photos": evaluate(model, tokenizer, args.photos, None, progress=True),
-        "oracle": evaluate(model, tokenizer, args.photos, None, progress=True, oracle=True),
+        "oracle": json.loads(args.oracle.read_text())
+        if args.oracle
+        else evaluate(model, tokenizer, args.photos, None, progress=True, oracle=True),
         "synthetic": evaluate(model, tokenizer, "synthetic:heldout", args.n, progress=True),
     }
     with tempfile.TemporaryDirectory() as tmp:

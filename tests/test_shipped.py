@@ -19,10 +19,10 @@ TOLERANCE = 0.03
 
 @pytest.fixture(scope="module")
 def shipped():
-    return mmllm.load(device="cpu")
+    return mmllm.load("mmllm-tiny", device="cpu")
 
 
-def test_default_load_is_the_shipped_checkpoint(shipped):
+def test_the_shipped_tiny_checkpoint_is_small(shipped):
     weights = (SHIPPED / "model.safetensors").stat().st_size
     assert weights <= 30 * 10**6
     assert sum(p.numel() for p in shipped.model.parameters()) * 4 <= weights
