@@ -512,7 +512,7 @@ def save_tower(folder, kind: str) -> torch.nn.Module:
     }
     model_class = {"clip": transformers.CLIPVisionModel, "siglip": transformers.SiglipVisionModel}
     tower = randomize(model_class[kind](vision_config[kind](**TOWER_SIZES)), std=0.1)
-    save_checkpoint(tower, folder)
+    tower.save_pretrained(folder)
     return tower
 
 
