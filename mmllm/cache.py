@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from mmllm.recognition import choose_word_bias
+
 
 class KVCache:
     """Self-attention keys/values, a pair ``(B, H_kv, T_max, hd)`` per layer, and how many
@@ -82,9 +84,11 @@ class MediaContext:
     keep: torch.Tensor
     rows: torch.Tensor | None = None  # (B,): the batch rows these are (None: all, in order)
     # a copy path for recognized words (mmllm.recognition): per row a bias over the vocabulary
-    # (B, V), added to the logits times a gate the hidden state sets, (..., D) -> (..., 1)
+    # for each kind of id (B, 3, V), added to the logits times a gate the hidden state sets,
+    # (..., D) -> (..., 1); the ids that open a word (V,) choose the kind per position
     word_bias: torch.Tensor | None = None
     word_gate: Callable[[torch.Tensor], torch.Tensor] | None = None
+    word_openers: torch.Tensor | None = None
 
     @classmethod
     def of(cls, kv: list[tuple[torch.Tensor, torch.Tensor]], media_mask: torch.Tensor):
@@ -102,18 +106,25 @@ class MediaContext:
             rows=None if self.rows is None else self.rows[rows],
             word_bias=None if self.word_bias is None else self.word_bias[rows],
             word_gate=self.word_gate,
+            word_openers=self.word_openers,
         )
 
     def adjust_logits(
-        self, logits: torch.Tensor, hidden: torch.Tensor, rows: torch.Tensor | None = None
+        self,
+        logits: torch.Tensor,
+        hidden: torch.Tensor,
+        previous: torch.Tensor,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits ``(B, [T,] V)`` from final hidden states ``(B, [T,] D)`` plus the gated
-        word bias of their rows (``rows`` ``(N,)``: each flat position's row, for logits
-        ``(N, V)``); unchanged without one."""
+        """Logits ``(B, [T,] V)`` from final hidden states ``(B, [T,] D)`` at tokens
+        ``previous`` ``(B, [T])`` plus the gated word bias of their rows (``rows`` ``(N,)``:
+        each flat position's row, for logits ``(N, V)``); unchanged without one."""
         if self.word_bias is None or self.word_gate is None:
             return logits
-        bias = self.word_bias if rows is None else self.word_bias[rows]
+        bias = self.word_bias if rows is None else self.word_bias[rows]  # (B or N, 3, V)
         if logits.ndim == 3 and rows is None:
             bias = bias[:, None]
+        openers = self.word_openers if self.word_openers is not None else previous.new_zeros(0)
+        bias = choose_word_bias(bias, previous, openers.bool())
         gate = torch.sigmoid(self.word_gate(hidden).float())
         return logits + (gate * bias).to(logits.dtype)

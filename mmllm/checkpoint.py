@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from mmllm.base_weights import load_trained, trained_state
 from mmllm.config import MMConfig
+from mmllm.copy_words import wire_copy_path
 from mmllm.errors import CheckpointError, ConfigError
 from mmllm.model import MultimodalLM
 from mmllm.tokenizer import Tokenizer
@@ -123,7 +124,8 @@ def save_checkpoint(
 
 
 def load_model(path: str | Path, device: torch.device | str | None = None) -> MultimodalLM:
-    """Build the model ``path/config.json`` describes and load its weights strictly."""
+    """Build the model ``path/config.json`` describes and load its weights strictly; a model
+    that reads recognitions gets its copy path's word forms from the tokenizer beside them."""
     path = Path(path)
     if not (path / CONFIG_FILE).is_file():
         raise CheckpointError(f"{path} is not a checkpoint folder: no {CONFIG_FILE}")
@@ -141,6 +143,8 @@ def load_model(path: str | Path, device: torch.device | str | None = None) -> Mu
     else:
         check_state_dict(model, state, source=str(path / WEIGHTS_FILE))
         model.load_state_dict(state, strict=True)
+    if model.recognition is not None and (path / TOKENIZER_FILE).is_file():
+        wire_copy_path(model.recognition, load_tokenizer(path))
     return model.to(device) if device is not None else model
 
 

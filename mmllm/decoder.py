@@ -106,7 +106,7 @@ class Decoder(nn.Module):
         the media's word bias where they carry one (``MediaContext.adjust_logits``)."""
         hidden = self.hidden(token_ids, media, attention_mask, position_ids, cache)
         logits = self.logits(hidden)
-        return logits if media is None else media.adjust_logits(logits, hidden)
+        return logits if media is None else media.adjust_logits(logits, hidden, token_ids)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states ``(..., D)`` -> logits ``(..., V)``."""

@@ -163,7 +163,7 @@ def stream_ids(
             hidden = model.decoder.hidden(token_ids, context, _upto(mask, T), cache=cache)
             logits = model.decoder.logits(hidden[:, -1])  # the head at the last position only
             if context is not None:
-                logits = context.adjust_logits(logits, hidden[:, -1])
+                logits = context.adjust_logits(logits, hidden[:, -1], token_ids[:, -1])
     first_position = attention_mask.sum(1)  # (B,): positions count each row's real tokens
     suppress = torch.tensor(suppress_ids, dtype=torch.long, device=device)
     if guard is not None:
@@ -262,7 +262,7 @@ def beam_search_ids(
         hidden = model.decoder.hidden(token_ids[rows], context, _upto(mask, T), cache=cache)
         logits = model.decoder.logits(hidden[:, -1])
         if context is not None:
-            logits = context.adjust_logits(logits, hidden[:, -1])
+            logits = context.adjust_logits(logits, hidden[:, -1], token_ids[rows, -1])
     for step in range(max_new_tokens):
         logprobs_step = logits.float().log_softmax(-1)  # (B*K, V)
         if suppress_ids:

@@ -168,7 +168,7 @@ class MultimodalLM(nn.Module):
     def with_word_bias(
         self, context: MediaContext, media: MediaBatch, bias: torch.Tensor | None = None
     ) -> MediaContext:
-        """``context`` with the recognized labels' word bias ``(B, V)`` of the whole batch
+        """``context`` with the recognized labels' word bias ``(B, 3, V)`` of the whole batch
         (``RecognitionTokens.word_bias``; computed here unless given), cut to the context's
         rows; ``context`` itself for a model that reads no recognitions."""
         if self.recognition is None or media.recognitions is None:
@@ -183,7 +183,12 @@ class MultimodalLM(nn.Module):
             )
         if context.rows is not None:
             bias = bias[context.rows]
-        return dataclasses.replace(context, word_bias=bias, word_gate=self.recognition.copy_gate)
+        return dataclasses.replace(
+            context,
+            word_bias=bias,
+            word_gate=self.recognition.copy_gate,
+            word_openers=self.recognition.word_openers,
+        )
 
     def forward(
         self,
@@ -213,7 +218,7 @@ class MultimodalLM(nn.Module):
             if not parts:  # one group (or no row has a label)
                 context = media if isinstance(media, MediaContext) else self.prepare_media(media)
                 hidden = self.decoder.hidden(token_ids, context, attention_mask, cache=cache)
-                parts = [self._labelled_logits(hidden, labels, context)]
+                parts = [self._labelled_logits(hidden, token_ids, labels, context)]
             logits, targets, weights = (torch.cat(t) for t in zip(*parts, strict=True))
             if not loss_per_example:
                 return LMOutput(logits=logits, loss=F.cross_entropy(logits.float(), targets))
@@ -232,16 +237,22 @@ class MultimodalLM(nn.Module):
         return LMOutput(logits=logits, loss=loss)
 
     def _labelled_logits(
-        self, hidden: torch.Tensor, labels: torch.Tensor, context: MediaContext | None = None
+        self,
+        hidden: torch.Tensor,
+        token_ids: torch.Tensor,
+        labels: torch.Tensor,
+        context: MediaContext | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """hidden ``(B, T, D)``, labels ``(B, T)`` -> the logits ``(N, V)`` at the N positions
-        that predict a label, those labels ``(N,)`` and each one's 1 / its row's label count."""
+        """hidden ``(B, T, D)`` of token_ids ``(B, T)``, labels ``(B, T)`` -> the logits
+        ``(N, V)`` at the N positions that predict a label, those labels ``(N,)`` and each
+        one's 1 / its row's label count."""
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX  # (B, T-1)
         states = hidden[:, :-1][keep]  # (N, D)
         logits = self.decoder.logits(states)  # (N, V)
         if context is not None:
-            logits = context.adjust_logits(logits, states, keep.nonzero()[:, 0])
+            previous = token_ids[:, :-1][keep]  # (N,): the token each position reads last
+            logits = context.adjust_logits(logits, states, previous, keep.nonzero()[:, 0])
         counts = keep.sum(1, keepdim=True)  # (B, 1)
         weights = (1.0 / counts.clamp(min=1)).expand_as(keep)[keep]  # (N,)
         return logits, targets[keep], weights
@@ -269,7 +280,9 @@ class MultimodalLM(nn.Module):
                 context = self.decoder.prepare_media(tokens[:, :n_media], mask[:, :n_media])
                 context = self.with_word_bias(dataclasses.replace(context, rows=rows), media, bias)
             hidden = self.decoder.hidden(token_ids[rows, :n], context)
-            parts.append(self._labelled_logits(hidden, labels[rows, :n], context))
+            parts.append(
+                self._labelled_logits(hidden, token_ids[rows, :n], labels[rows, :n], context)
+            )
         return parts
 
 

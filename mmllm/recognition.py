@@ -22,6 +22,9 @@ N_FREQS = 4
 LABEL_WORDS = 16  # word-piece ids kept per label for the copy path
 COPY_SCALE_INIT = 6.0  # softplus(6) ~ 6 logits for a sure label, when the gate is open
 COPY_GATE_INIT = -2.0  # sigmoid(-2) ~ 0.12: the gate starts mostly shut
+# how a label's word-piece id joins the text before it (mmllm.copy_words): the word bias has
+# one slice per kind, and the token before each position picks SPACED or GLUED
+INNER, SPACED, GLUED = 0, 1, 2
 
 
 def row_features(rows: torch.Tensor) -> torch.Tensor:
@@ -42,7 +45,10 @@ class RecognitionTokens(nn.Module):
     vocabulary ids of its label's words (``label_words``, set when the model is built), and
     ``copy_gate`` reads a final hidden state and says how much of that bias the next token's
     logits get. Cross-attention learns slowly to spell a new word out of a vector; this lets the
-    model name any recognized label from its first training steps."""
+    model name any recognized label from its first training steps. Each id has a kind
+    (``word_kinds``: INNER, SPACED or GLUED, set by ``mmllm.copy_words``), and the bias keeps
+    one slice per kind, so a word's glued form is offered only after an opener
+    (``word_openers``) and its spaced form only after anything else."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -57,6 +63,19 @@ class RecognitionTokens(nn.Module):
         self.copy_gate = nn.Linear(dim, 1)
         nn.init.zeros_(self.copy_gate.weight)
         nn.init.constant_(self.copy_gate.bias, COPY_GATE_INIT)
+        # derived from the tokenizer when the model is loaded (set_word_forms), not stored:
+        # each label_words id's kind (N_LABELS, LABEL_WORDS), and which ids open a word (V,)
+        self.register_buffer(
+            "word_kinds", torch.zeros(N_LABELS, LABEL_WORDS, dtype=torch.int8), False
+        )
+        self.register_buffer("word_openers", torch.zeros(0, dtype=torch.bool), False)
+
+    def set_word_forms(self, kinds: torch.Tensor, openers: torch.Tensor) -> None:
+        """Each ``label_words`` id's kind ``(N_LABELS, LABEL_WORDS)`` and the vocabulary's
+        openers ``(V,)`` bool (``mmllm.copy_words.wire_copy_path``)."""
+        device = self.label_words.device
+        self.word_kinds = kinds.to(device=device, dtype=torch.int8)
+        self.word_openers = openers.to(device=device, dtype=torch.bool)
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         label = rows[..., 0].round().long().clamp(0, N_LABELS - 1)  # (n, K)
@@ -73,17 +92,32 @@ class RecognitionTokens(nn.Module):
         vocab_size: int,
     ) -> torch.Tensor:
         """rows ``(n, K, 6)`` with mask ``(n, K)`` of the images of samples ``image_index``
-        ``(n,)`` -> each sample's bias over the vocabulary ``(B, V)``: the sum, over its rows,
-        of ``softplus(copy_scale) * score`` on every word-piece id of the row's label."""
+        ``(n,)`` -> each sample's bias over the vocabulary per kind of id ``(B, 3, V)``: the
+        sum, over its rows, of ``softplus(copy_scale) * score`` on every word-piece id of the
+        row's label, in the slice of that id's kind (``choose_word_bias`` picks per token)."""
         label = rows[..., 0].round().long().clamp(0, N_LABELS - 1)  # (n, K)
         weight = F.softplus(self.copy_scale) * rows[..., 1].float() * mask  # (n, K)
         ids = self.label_words[label]  # (n, K, L)
+        kinds = self.word_kinds[label].long()  # (n, K, L)
         valid = (ids >= 0) & (ids < vocab_size)
         values = (weight[..., None] * valid).flatten()
         sample = image_index.to(ids.device)[:, None, None].expand_as(ids)
-        flat = (sample * vocab_size + ids.clamp(0, vocab_size - 1)).flatten()
-        bias = weight.new_zeros(batch_size * vocab_size)
-        return bias.scatter_add(0, flat, values).view(batch_size, vocab_size)
+        flat = ((sample * 3 + kinds) * vocab_size + ids.clamp(0, vocab_size - 1)).flatten()
+        bias = weight.new_zeros(batch_size * 3 * vocab_size)
+        return bias.scatter_add(0, flat, values).view(batch_size, 3, vocab_size)
+
+
+def choose_word_bias(
+    bias: torch.Tensor, previous: torch.Tensor, openers: torch.Tensor
+) -> torch.Tensor:
+    """Per-kind word bias ``(..., 3, V)`` and the token before each position ``(...)`` -> the
+    bias ``(..., V)``: the INNER slice plus GLUED after an opener (``openers`` ``(V,)`` bool)
+    or SPACED after anything else."""
+    inner, spaced, glued = bias.unbind(-2)
+    if openers.numel() == 0:  # no kinds known: every id is INNER, the other slices are 0
+        return inner + spaced
+    opens = openers[previous.clamp(0, openers.shape[0] - 1)]  # (...)
+    return inner + torch.where(opens[..., None], glued, spaced)
 
 
 @torch.no_grad()

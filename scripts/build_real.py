@@ -29,6 +29,7 @@ from encoders.recognizers import COCO_OFFSET, N_LABELS, RecognizerConfig
 from mmllm.base_weights import load_part, part_keys, resolve
 from mmllm.checkpoint import load_tokenizer, save_checkpoint
 from mmllm.config import MMConfig
+from mmllm.copy_words import label_copy_ids, wire_copy_path
 from mmllm.data.label_words import coco_words, imagenet_words
 from mmllm.model import MultimodalLM
 from mmllm.recognition import label_table_from_words, label_word_ids
@@ -84,18 +85,6 @@ def label_token_ids(tokenizer) -> list[list[int]]:
     return ids
 
 
-def label_copy_ids(tokenizer) -> list[list[int]]:
-    """Each label's word pieces as a caption may spell them: the everyday noun and the specific
-    name, after a space or not ("a dog (Labrador retriever)"), and a COCO object's plural."""
-    ids: list[list[int]] = [[] for _ in range(N_LABELS)]
-    forms = [(label, (w.basic, w.name)) for label, w in enumerate(imagenet_words())]
-    forms += [(COCO_OFFSET + c, (w.name, w.basic, w.plural)) for c, w in coco_words().items()]
-    for label, texts in forms:
-        for text in texts:
-            ids[label] += tokenizer.encode(" " + text) + tokenizer.encode(text)
-    return ids
-
-
 def base_keys(model: MultimodalLM, config: MMConfig) -> set[str]:
     """The state-dict keys the referenced base parts provide."""
     parts = config.base.parts() if config.base else {}
@@ -123,6 +112,7 @@ def main() -> None:
         model, tokenizer = grow_vocabulary(model, tokenizer, grown), grown
     with torch.no_grad():
         model.recognition.label_words.copy_(label_word_ids(label_copy_ids(tokenizer)))
+    wire_copy_path(model.recognition, tokenizer)
     if config.recognizer is not None:  # it reads recognitions already: keep what it learnt
         save_checkpoint(model, args.out, tokenizer=tokenizer)
         print(f"wrote {args.out} from {folder}; new: {new}")

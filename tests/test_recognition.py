@@ -18,10 +18,14 @@ from encoders.recognizers import (
     recognition_rows,
 )
 from mmllm import InputError, MediaBatch, MultimodalLM
+from mmllm.copy_words import copy_word_kinds, label_copy_ids, word_openers
 from mmllm.data import recognition_text as words
 from mmllm.data.jsonl import read_jsonl
+from mmllm.data.label_words import imagenet_words
 from mmllm.errors import DataError
 from mmllm.processing import MediaProcessor
+from mmllm.recognition import GLUED, INNER, SPACED, choose_word_bias, label_word_ids
+from mmllm.tokenizer import Tokenizer
 
 try:
     model_dir()
@@ -187,10 +191,46 @@ def test_the_copy_path_puts_each_rows_score_on_its_labels_words(reading_model):
     mask = torch.ones(1, 2, dtype=torch.bool)
     bias = recognition.word_bias(found, mask, torch.tensor([1]), 2, 64)
     scale = torch.nn.functional.softplus(recognition.copy_scale).item()
+    assert bias.shape == (2, 3, 64)  # a slice per kind of id; here every id is INNER
     assert bias[0].abs().sum() == 0  # sample 0 has no image
-    assert bias[1, 5].item() == pytest.approx(0.5 * scale)
-    assert bias[1, 6].item() == pytest.approx(0.75 * scale)  # both rows name word 6
+    assert bias[1, INNER, 5].item() == pytest.approx(0.5 * scale)
+    assert bias[1, INNER, 6].item() == pytest.approx(0.75 * scale)  # both rows name word 6
     assert bias[1].count_nonzero() == 2
+
+
+def test_a_words_glued_form_is_offered_only_after_an_opener(reading_model):
+    """ " cat" after a word, "cat" after "(" or the prompt's end: never "ancat" or "( cat"."""
+    recognition = reading_model.recognition
+    kinds = torch.zeros_like(recognition.word_kinds)
+    with torch.no_grad():
+        recognition.label_words[281, :3] = torch.tensor([5, 6, 9])  # " cat", "cat", "s"
+    kinds[281, :3] = torch.tensor([SPACED, GLUED, INNER])
+    openers = torch.zeros(64, dtype=torch.bool)
+    openers[3] = True  # e.g. "("
+    recognition.set_word_forms(kinds, openers)
+    found = torch.stack([rows((281, 1.0, 0, 0, 1, 1))])
+    bias = recognition.word_bias(
+        found, torch.ones(1, 1, dtype=torch.bool), torch.tensor([0]), 1, 64
+    )
+    chosen = choose_word_bias(bias[0], torch.tensor([3, 10, 3]), recognition.word_openers)
+    assert chosen[0, 6] > 0 and chosen[0, 5] == 0  # after the opener: the glued form
+    assert chosen[1, 5] > 0 and chosen[1, 6] == 0  # after a word: the spaced form
+    assert chosen[:, 9].gt(0).all()  # a later piece may follow anything
+
+
+def test_word_kinds_come_from_the_tokenizers_forms_of_each_label():
+    texts = ["a cat sat on the mat with a cat", "(cat) and a dog"] * 20
+    tokenizer = Tokenizer.train(texts, vocab_size=300)
+    table = label_word_ids(label_copy_ids(tokenizer))
+    kinds = copy_word_kinds(tokenizer, table)
+    cat = imagenet_words().index(next(w for w in imagenet_words() if w.basic == "cat"))
+    first_spaced, first_glued = tokenizer.encode(" cat")[0], tokenizer.encode("cat")[0]
+    slots = table[cat].tolist()
+    assert kinds[cat, slots.index(first_spaced)] == SPACED
+    assert kinds[cat, slots.index(first_glued)] == GLUED
+    opens = word_openers(tokenizer)
+    assert opens[tokenizer.sep_id] and opens[tokenizer.encode("(")[0]]
+    assert not opens[tokenizer.encode(" mat")[-1]]
 
 
 def test_the_copy_path_reaches_generation_and_training_alike(reading_model):
