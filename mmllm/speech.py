@@ -1,0 +1,59 @@
+"""Spoken words for the tasks: transcripts, speech captions and spoken questions.
+
+The default model hears speech through ``encoders.speech.SpeechRecognizer`` (Whisper tiny.en
+in CTranslate2), built on first use: ``Listener.transcribe`` reads clips of up to an hour;
+``Listener.heard`` reads an already decoded clip and says whether it holds speech.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from encoders.audio import AudioEncoderConfig
+from encoders.speech import SAMPLE_RATE, SpeechError, SpeechRecognizer, Transcript
+from mmllm.errors import AudioError
+from mmllm.processing import AudioProcessor
+
+MAX_TRANSCRIBE_SECONDS = 3600.0
+QUOTE_CHARS = 200  # a speech caption quotes at most this much, then "..."
+
+
+class Listener:
+    """Transcribes audio with a speech recognizer made when first needed."""
+
+    def __init__(self, recognizer: SpeechRecognizer | None = None):
+        self._recognizer = recognizer
+        self.audio = AudioProcessor(
+            AudioEncoderConfig(sample_rate=SAMPLE_RATE, max_seconds=MAX_TRANSCRIBE_SECONDS),
+            max_seconds=MAX_TRANSCRIBE_SECONDS,
+        )
+
+    @property
+    def recognizer(self) -> SpeechRecognizer:
+        if self._recognizer is None:
+            try:
+                self._recognizer = SpeechRecognizer()
+            except SpeechError as err:
+                raise AudioError(f"cannot transcribe: {err}") from err
+        return self._recognizer
+
+    def transcribe(self, source: Any, sample_rate: int | None = None) -> Transcript:
+        """A file, bytes or samples (``mmllm.processing.AudioProcessor``'s inputs) -> what is
+        said in it, with segment times."""
+        return self.heard(self.audio(source, sample_rate))
+
+    def heard(self, waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> Transcript:
+        """A decoded mono waveform ``(S,)`` -> its transcript (no segments: no speech)."""
+        if sample_rate != SAMPLE_RATE:
+            waveform = self.audio(waveform, sample_rate)
+        return self.recognizer(waveform)
+
+
+def speech_caption(transcript: Transcript, max_chars: int = QUOTE_CHARS) -> str:
+    """``someone says: "..."``, the quote cut at a word near ``max_chars``."""
+    text = transcript.text
+    if len(text) > max_chars:
+        text = text[:max_chars].rsplit(" ", 1)[0].rstrip(",;:") + "..."
+    return f'someone says: "{text}"'

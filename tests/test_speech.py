@@ -1,0 +1,119 @@
+"""Speech: Whisper tiny.en in CTranslate2 (``encoders.speech``), transcripts, speech captions,
+spoken questions and the ``transcribe`` CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import mmllm
+from encoders.speech import SAMPLE_RATE, SpeechRecognizer, compression_ratio
+from mmllm.cli import main
+from mmllm.errors import TextError
+from mmllm.speech import Listener, speech_caption
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "demos" / "examples"
+QUESTION = EXAMPLES / "question.wav"  # espeak-ng: "What color is the circle?"
+
+
+@pytest.fixture(scope="module")
+def listener():
+    return Listener(SpeechRecognizer(threads=2))
+
+
+def words(text: str) -> list[str]:
+    return "".join(c for c in text.lower() if c.isalpha() or c == " ").split()
+
+
+def test_a_spoken_question_is_written_down_with_its_time(listener):
+    transcript = listener.transcribe(QUESTION)
+    assert words(transcript.text) == ["what", "color", "is", "the", "circle"]
+    assert transcript.has_speech and 0.0 < transcript.confidence <= 1.0
+    first, last = transcript.segments[0], transcript.segments[-1]
+    assert 0.0 <= first.start < last.end <= transcript.seconds + 0.5
+
+
+@pytest.mark.parametrize("kind", ["silence", "white noise", "tone", "beeps"])
+def test_audio_without_speech_gives_no_words(listener, kind):
+    rng = np.random.default_rng(0)
+    t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
+    clips = {
+        "silence": np.zeros_like(t),
+        "white noise": 0.1 * rng.standard_normal(t.shape),
+        "tone": 0.5 * np.sin(2 * math.pi * 440 * t),
+    }
+    if kind == "beeps":
+        transcript = listener.transcribe(EXAMPLES / "beeps.wav")
+    else:
+        transcript = listener.heard(torch.tensor(clips[kind], dtype=torch.float32))
+    assert transcript.text == "" and not transcript.has_speech and transcript.segments == ()
+
+
+def test_a_long_clip_is_read_window_after_window(listener):
+    """75 s: the question every 5 s. Every window is read, none twice, times keep rising."""
+    speech, rate = sf.read(QUESTION, dtype="float32")
+    assert rate == SAMPLE_RATE
+    slot = np.zeros(5 * SAMPLE_RATE, dtype=np.float32)
+    slot[: len(speech)] = speech
+    transcript = listener.heard(torch.from_numpy(np.tile(slot, 15)))
+    said = words(transcript.text)
+    assert said.count("circle") == 15, transcript.text
+    assert len(transcript.windows) >= 3
+    starts = [s.start for s in transcript.segments]
+    assert starts == sorted(starts) and transcript.segments[-1].end <= 75.5
+
+
+def test_repetitive_text_compresses_well():
+    assert compression_ratio("no " * 100) > 2.4 > compression_ratio("What color is the circle?")
+
+
+def test_a_speech_caption_quotes_what_is_said_and_cuts_long_speech(listener):
+    transcript = listener.transcribe(QUESTION)
+    assert speech_caption(transcript) == 'someone says: "What color is the circle?"'
+    long = speech_caption(transcript, max_chars=12)
+    assert long.startswith('someone says: "What color') and long.endswith('..."')
+
+
+@pytest.fixture(scope="module")
+def api(tiny_checkpoint, listener):
+    model = mmllm.load(tiny_checkpoint, device="cpu")
+    model.listener = listener
+    return model
+
+
+def test_caption_of_speech_says_what_is_said_and_of_sounds_describes_them(api):
+    spoken, beeps = api.caption(audio=[QUESTION, EXAMPLES / "beeps.wav"], max_new_tokens=6)
+    assert spoken == 'someone says: "What color is the circle?"' and spoken.confidence > 0
+    assert not beeps.startswith("someone says")  # the model's own sound caption
+    heard_only_as_sound = api.caption(audio=QUESTION, listen=False, max_new_tokens=6)
+    assert not heard_only_as_sound.startswith("someone says")
+
+
+def test_a_spoken_question_about_a_picture_is_the_same_as_the_typed_one(api):
+    image = EXAMPLES / "shapes1.png"
+    spoken = api.ask(image, audio=QUESTION)
+    typed = api.ask(image, "What color is the circle?")
+    assert spoken.question == "What color is the circle?"
+    assert (spoken.text, spoken.prob) == (typed.text, pytest.approx(typed.prob))
+
+
+def test_a_clip_without_speech_is_no_question(api):
+    with pytest.raises(TextError, match="no spoken question"):
+        api.ask(EXAMPLES / "shapes1.png", audio=EXAMPLES / "beeps.wav")
+
+
+def test_the_transcribe_command_reports_text_times_and_real_time_factor(capsys, tmp_path):
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, 0.1 * np.random.default_rng(1).standard_normal(SAMPLE_RATE), SAMPLE_RATE)
+    assert main(["transcribe", str(QUESTION), str(noise), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["text"] == "What color is the circle?" and rows[0]["speech"]
+    assert rows[0]["segments"] and rows[0]["real_time_factor"] > 0
+    assert rows[1]["text"] == "" and not rows[1]["speech"]
+    assert main(["transcribe", str(tmp_path / "missing.wav")]) == 2
