@@ -7,11 +7,12 @@ last finished segment ended, so a word cut by a window's edge is read whole in t
 window is read.
 
 No invented words: a window is speech-free when it is digitally silent (Whisper writes "you"
-over silence), or when the model's no-speech probability is above ``NO_SPEECH`` and its text's
-mean token log-probability is below ``LOW_LOGPROB`` (Whisper's own rule); its text is
-dropped. A window whose text repeats itself (gzip compression ratio above ``MAX_COMPRESSION``)
-or is unlikely is decoded again at a higher temperature; the likeliest reading is kept, and
-none if even that one is unlikely.
+over silence), when the model's no-speech probability is above ``NO_SPEECH`` and its text's
+mean token log-probability is below ``LOW_LOGPROB`` (Whisper's own rule), or when that
+probability alone is above ``SURELY_NO_SPEECH``; its text is dropped. A window whose text
+repeats itself (gzip compression ratio above ``MAX_COMPRESSION``) or is unlikely is decoded
+again at a higher temperature; the likeliest reading is kept, and none if even that one is
+below ``INVENTED_LOGPROB`` (a tone or music read as words).
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30.0
 SECONDS_PER_TIMESTAMP = 0.02
 NO_SPEECH = 0.6
+# above this the window is no speech whatever its text: measured on espeak-ng speech (45
+# windows, no-speech probability 0.02-0.36) against tones, chirps, beeps and noise (52,
+# 0.50-0.93), where tiny.en writes "Beep Beep ..." or "Whoo!" with a high log-probability
+SURELY_NO_SPEECH = 0.45
 LOW_LOGPROB = -1.0
+INVENTED_LOGPROB = -2.0  # the likeliest reading of a window is this unlikely: no speech
 MAX_COMPRESSION = 2.4
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 SILENT_PEAK = 1e-3  # a window whose loudest sample is under -60 dBFS holds no speech
@@ -174,15 +180,16 @@ class SpeechRecognizer:
                 "temperature": temperature,
             }
             likely = info["logprob"] >= LOW_LOGPROB
-            if info["no_speech_prob"] > NO_SPEECH and not likely:  # Whisper's no-speech rule
+            no_speech = info["no_speech_prob"]
+            if no_speech > SURELY_NO_SPEECH or (no_speech > NO_SPEECH and not likely):
                 return [], piece.shape[0], info | {"speech": False}
             attempts.append((ids, info))
             if likely and info["compression"] <= MAX_COMPRESSION:
                 break
-        # none read well: keep the likeliest if it is likely at all (someone may really repeat
-        # themselves); unlikely text is invented, so nothing is said
+        # none read well: keep the likeliest (someone may really repeat themselves), unless
+        # even that one is so unlikely that it is invented (tones, music)
         ids, info = max(attempts, key=lambda attempt: attempt[1]["logprob"])
-        if info["logprob"] < LOW_LOGPROB:
+        if info["logprob"] < INVENTED_LOGPROB:
             return [], piece.shape[0], info | {"speech": False, "unreadable": True}
         segments, consumed = self._segments(ids, offset, piece.shape[0])
         return segments, consumed, info | {"speech": True}

@@ -39,14 +39,17 @@ def test_a_spoken_question_is_written_down_with_its_time(listener):
     assert 0.0 <= first.start < last.end <= transcript.seconds + 0.5
 
 
-@pytest.mark.parametrize("kind", ["silence", "white noise", "tone", "beeps"])
+@pytest.mark.parametrize("kind", ["silence", "white noise", "tone", "chirp", "beeps"])
 def test_audio_without_speech_gives_no_words(listener, kind):
+    """Whisper tiny.en alone writes "You" over silence, "Beep Beep Beep..." over a 5 s tone
+    and "Ooooh..." over a chirp."""
     rng = np.random.default_rng(0)
-    t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
+    t = np.arange(5 * SAMPLE_RATE) / SAMPLE_RATE
     clips = {
         "silence": np.zeros_like(t),
         "white noise": 0.1 * rng.standard_normal(t.shape),
         "tone": 0.5 * np.sin(2 * math.pi * 440 * t),
+        "chirp": 0.5 * np.sin(2 * math.pi * (200 + 400 * t) * t),
     }
     if kind == "beeps":
         transcript = listener.transcribe(EXAMPLES / "beeps.wav")
