@@ -33,6 +33,7 @@ import gradio as gr
 
 import mmllm
 from mmllm.errors import CheckpointError, InputError, MMLLMError, TextError
+from mmllm.speech import speech_caption
 from mmllm.tasks import DEFAULT_CHECKPOINT, alt_text_from_caption, checkpoint_dirs
 
 log = logging.getLogger("mmllm.demo")
@@ -193,8 +194,10 @@ def respond(
     temperature: float,
     top_p: float,
     max_chars: float,
+    spoken: str | None = None,
 ) -> Iterator[tuple[str, dict[str, float] | None, str]]:
     """One request: yields ``(text so far, answer probabilities or None, confidence line)``.
+    ``spoken``: a recording of the question (Ask mode, when no question is typed).
 
     Every failure becomes a ``gr.Error`` with one short line; nothing else reaches the user.
     """
@@ -211,11 +214,12 @@ def respond(
             float(temperature),
             float(top_p),
             int(max_chars),
+            spoken,
         )
     except gr.Error:
         raise
     except MMLLMError as err:
-        raise gr.Error(safe_message(err, [image, audio]), print_exception=False) from None
+        raise gr.Error(safe_message(err, [image, audio, spoken]), print_exception=False) from None
     except Exception:  # a bug, not the user's fault: logged here, a plain line there
         log.exception("request failed")
         raise gr.Error(
@@ -235,20 +239,29 @@ def _respond(
     temperature: float,
     top_p: float,
     max_chars: int,
+    spoken: str | None,
 ) -> Iterator[tuple[str, dict[str, float] | None, str]]:
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if image is None and audio is None:
         raise InputError("upload an image or a sound first (or click an example)")
     if mode == "Ask":
+        heard = ""
         if not (question or "").strip():
-            raise TextError("type a question first")
+            if spoken is None:
+                raise TextError("type a question or record one first")
+            model = models.get(checkpoint)
+            transcript = model.transcribe(spoken)
+            if not transcript.has_speech:
+                raise TextError("no question was heard in the recording; record it again")
+            question = heard = transcript.text
         model = models.get(checkpoint)
         answer = model.ask(image, question, audio=audio, choices=parse_choices(choices))
         probs = {answer.text: answer.prob}
         for text, prob in answer.alternatives:
             probs.setdefault(text, prob)
-        yield answer.text, probs, confidence_line(answer, model)
+        line = confidence_line(answer, model)
+        yield answer.text, probs, (f'Heard: "{heard}"\n\n' + line) if heard else line
         return
     if mode == "Alt text" and image is None:
         raise InputError("alt text is for images: upload an image")
@@ -264,6 +277,14 @@ def _respond(
     done, lines = "", []
     for kind, img, clip in sources:
         head = f"{kind}: " if len(sources) > 1 else ""
+        if clip is not None:
+            transcript = model.transcribe(clip)
+            if transcript.has_speech:  # speech: what is said, not how it sounds
+                text = speech_caption(transcript)
+                done += head + text + "\n"
+                lines.append(head + f"Confidence {transcript.confidence:.2f} (speech recognizer)")
+                yield done.rstrip("\n"), None, "\n\n".join(lines)
+                continue
         text = ""
         for piece in model.stream_caption(img, audio=clip, **sampling):
             text += piece
@@ -272,7 +293,8 @@ def _respond(
             text = alt_text_from_caption(text, max_chars)
         done += head + text.strip() + "\n"
         if temperature == 0:  # greedy: the same text, now with its confidence
-            scored = model.caption(img, audio=clip, max_new_tokens=max_new_tokens)
+            listen = {} if clip is None else {"listen": False}  # it was heard above
+            scored = model.caption(img, audio=clip, max_new_tokens=max_new_tokens, **listen)
             lines.append(head + confidence_line(scored, model))
         else:
             lines.append(head + "confidence: not scored for sampled text (temperature > 0)")
@@ -340,11 +362,12 @@ def build_app(
     ) -> Iterator[tuple[str, dict[str, float] | None]]:
         # preprocess=False: the model's own decoders judge the raw uploads, so a bad file gets
         # its typed error (Gradio's image preprocessing would fail first with a generic one)
+        *rest, spoken = rest
         try:
-            image, audio = upload_path(image), upload_path(audio)
+            image, audio, spoken = upload_path(image), upload_path(audio), upload_path(spoken)
         except InputError as err:
             raise gr.Error(safe_message(err), print_exception=False) from None
-        yield from respond(models, checkpoint, mode, image, audio, *rest)
+        yield from respond(models, checkpoint, mode, image, audio, *rest, spoken)
 
     with gr.Blocks(title="mmllm", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
@@ -370,6 +393,13 @@ def build_app(
                         sources=["upload"],
                         elem_id="audio-input",
                     )
+                spoken = gr.Audio(
+                    label="Spoken question (Ask mode, instead of typing one)",
+                    type="filepath",
+                    format=None,
+                    sources=["upload", "microphone"],
+                    elem_id="spoken-question",
+                )
                 mode = gr.Radio(list(MODES), value="Caption", label="Mode", elem_id="mode")
                 question = gr.Textbox(
                     label="Question (Ask mode)",
@@ -413,6 +443,7 @@ def build_app(
             temperature,
             top_p,
             max_chars,
+            spoken,
         ]
         # both triggers share one concurrency group: at most `concurrency_limit` model calls
         event = {

@@ -56,6 +56,8 @@ FILLER = re.compile(r"^(an?\s+)?(image|picture|photo|photograph|drawing)\s+(of|s
 
 
 UNSURE = "(not sure what this shows)"
+ANSWER_TOKENS = 16  # the longest open answer (ask), after its first token
+ANSWER_ROOM = 1 + ANSWER_TOKENS  # what a question leaves free of the model's context
 
 
 class ScoredText(str):
@@ -303,10 +305,15 @@ class MMLLM:
             raise TextError("the question is empty")
         for choice in choices or ():
             valid_text(choice, "choice")
+        prompt = self.tokenizer.prompt_ids(question.strip())
+        room = self.model.config.decoder.max_seq_len - ANSWER_ROOM
+        if len(prompt) > room:
+            raise TextError(
+                f"the question is {len(prompt)} tokens long; this model reads at most {room}"
+            )
         images = [image] if image is not None else []
         clips = [audio] if audio is not None else []
         context, distance, kinds = self._encode(self._media([images], [clips]), 1)
-        prompt = self.tokenizer.prompt_ids(question.strip())
         if choices:
             scored = self._score(prompt, list(choices), context)
         else:
@@ -615,7 +622,7 @@ class MMLLM:
         sub = context.select(rows) if context is not None else None
         seeded = torch.cat([prompts, torch.tensor(starts, device=self.device)[:, None]], 1)
         seeded_mask = torch.ones_like(seeded, dtype=torch.bool)
-        rest = self._generate(seeded, seeded_mask, sub, SamplingConfig(max_new_tokens=16))
+        rest = self._generate(seeded, seeded_mask, sub, SamplingConfig(max_new_tokens=ANSWER_TOKENS))
         answers = []
         for s, tail in zip(starts, rest.tolist(), strict=True):
             ids = [s] + [t for t in tail if t not in (self.tokenizer.eos_id, self.tokenizer.pad_id)]

@@ -6,7 +6,7 @@ from PIL import Image
 
 import mmllm
 from mmllm import Answer, CheckpointError, TextError
-from mmllm.tasks import ScoredText
+from mmllm.tasks import ANSWER_ROOM, ScoredText
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,12 @@ def test_int8_quantized_model_generates(tiny_checkpoint, image):
 def test_text_that_is_not_valid_unicode_is_a_text_error(api, image, call):
     with pytest.raises(TextError, match="not valid Unicode"):
         call(api, image)
+
+
+def test_a_question_too_long_for_the_context_is_a_text_error(api, image):
+    room = api.model.config.decoder.max_seq_len
+    with pytest.raises(TextError, match="tokens long"):
+        api.ask(image, "what " * room)
+    fits = "what " * 4
+    assert len(api.tokenizer.prompt_ids(fits)) <= room - ANSWER_ROOM
+    assert isinstance(api.ask(image, fits).text, str)

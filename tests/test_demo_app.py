@@ -91,6 +91,10 @@ class CountingModel:
         with self._call():
             return self.model.caption(*args, **kwargs)
 
+    def transcribe(self, *args: Any, **kwargs: Any):
+        with self._call():
+            return self.model.transcribe(*args, **kwargs)
+
     @property
     def calibration(self):
         return self.model.calibration
@@ -202,6 +206,7 @@ def predict(client: Any, image: Any, audio: Any, mode: str, question: str, args:
         args["temperature"],
         args["top_p"],
         args["max_chars"],
+        args.get("spoken"),
         api_name="/run",
     )
 
@@ -232,6 +237,15 @@ def test_api_caption_alt_text_ask_and_a_bad_file(server, checkpoint, tmp_path):
     assert both.startswith("image: ") and "\nsound: " in both
     with pytest.raises(AppError, match="alt text is for images"):
         call(client, audio=handle_file(str(sound)), mode="Alt text")
+    spoken = handle_file(str(EXAMPLES / "question.wav"))
+    answer, _ = call(client, handle_file(str(image)), mode="Ask", spoken=spoken)
+    assert answer == model.ask(str(image), "What color is the circle?").text
+    *_, line = predict(client, handle_file(str(image)), None, "Ask", "", GEN | {"spoken": spoken})
+    assert line.startswith('Heard: "What color is the circle?"')
+    said, _ = call(client, audio=spoken)
+    assert said == 'someone says: "What color is the circle?"'
+    with pytest.raises(AppError, match="no question was heard"):
+        call(client, handle_file(str(image)), mode="Ask", spoken=handle_file(str(sound)))
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(AppError) as info:
@@ -340,7 +354,7 @@ def _wait_for(page: Any, get: Any, expected: str, timeout_s: float = 30.0) -> st
     raise AssertionError(f"page shows {value!r}, expected {expected!r}")
 
 
-def test_browser_caption_ask_and_audio(server, tmp_path):
+def test_browser_caption_ask_spoken_question_and_audio(server, tmp_path):
     sync_playwright = _browser_or_skip()
     url, counted = server
     model = counted.model
@@ -349,6 +363,8 @@ def test_browser_caption_ask_and_audio(server, tmp_path):
     caption = "".join(model.stream_caption(str(image), max_new_tokens=32))
     answer = model.ask(str(image), question)
     sound_caption = "".join(model.stream_caption(audio=str(sound), max_new_tokens=32))
+    spoken = EXAMPLES / "question.wav"  # "What color is the circle?"
+    spoken_answer = model.ask(str(image), "What color is the circle?")
 
     def output(page: Any) -> str:
         return page.input_value("#output textarea")
@@ -374,6 +390,12 @@ def test_browser_caption_ask_and_audio(server, tmp_path):
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
             if os.environ.get("MMLLM_SAVE_SCREENSHOT") == "1":
                 page.screenshot(path=str(ROOT / "demos" / "screenshot.png"), full_page=True)
+
+            page.fill("#question textarea", "")  # the question spoken instead
+            page.set_input_files("#spoken-question input[type=file]", str(spoken))
+            page.click("#run")
+            _wait_for(page, lambda p: p.inner_text("#probs h2"), spoken_answer.text)
+            assert 'Heard: "What color is the circle?"' in page.inner_text("#confidence")
 
             page.reload()
             page.set_input_files("#audio-input input[type=file]", str(sound))
