@@ -622,7 +622,9 @@ class MMLLM:
         sub = context.select(rows) if context is not None else None
         seeded = torch.cat([prompts, torch.tensor(starts, device=self.device)[:, None]], 1)
         seeded_mask = torch.ones_like(seeded, dtype=torch.bool)
-        rest = self._generate(seeded, seeded_mask, sub, SamplingConfig(max_new_tokens=ANSWER_TOKENS))
+        rest = self._generate(
+            seeded, seeded_mask, sub, SamplingConfig(max_new_tokens=ANSWER_TOKENS)
+        )
         answers = []
         for s, tail in zip(starts, rest.tolist(), strict=True):
             ids = [s] + [t for t in tail if t not in (self.tokenizer.eos_id, self.tokenizer.pad_id)]

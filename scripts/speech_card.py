@@ -129,7 +129,7 @@ def espeak_speech(listener: Listener, folder: Path, n: int) -> dict:
         "n": len(truths),
         "wer": wer(truths, ours),
         "wer_per_voice": {v: wer(r, h) for v, (r, h) in per_voice.items()},
-        "examples": [{"said": t, "heard": h} for t, h in list(zip(truths, ours))[:10]],
+        "examples": [{"said": t, "heard": h} for t, h in list(zip(truths, ours, strict=True))[:10]],
     }
 
 
