@@ -161,3 +161,47 @@ def ctranslate2_whisper_state(
     if leftover:
         raise CTranslate2Error(f"unexpected encoder tensors {leftover[:10]} ({len(leftover)})")
     return state
+
+
+def patch_ctranslate2(
+    source: str | Path, target: str | Path, replacements: dict[str, torch.Tensor]
+) -> None:
+    """Copy CTranslate2 file ``source`` to ``target`` with the variables named in
+    ``replacements`` holding new values (same shapes; stored in each variable's own dtype).
+    Everything else, aliases included, is copied byte for byte."""
+    left = dict(replacements)
+    with open(source, "rb") as f, open(target, "wb") as out:
+        (version,) = _unpack(f, "I")
+        if version not in SUPPORTED_VERSIONS:
+            raise CTranslate2Error(f"CTranslate2 format version {version} is not supported")
+        out.write(struct.pack("<I", version))
+        _copy_string(f, out)
+        out.write(f.read(4))  # spec revision
+        (count,) = _unpack(f, "I")
+        out.write(struct.pack("<I", count))
+        for _ in range(count):
+            name = _copy_string(f, out)
+            (rank,) = _unpack(f, "B")
+            shape = _unpack(f, "I" * rank)
+            dtype_id, n_bytes = _unpack(f, "B")[0], _unpack(f, "I")[0]
+            out.write(struct.pack("<B" + "I" * rank, rank, *shape))
+            out.write(struct.pack("<BI", dtype_id, n_bytes))
+            data = f.read(n_bytes)
+            if name in left:
+                value = left.pop(name)
+                if tuple(value.shape) != tuple(shape):
+                    raise CTranslate2Error(
+                        f"{name}: replacement {tuple(value.shape)} vs stored {tuple(shape)}"
+                    )
+                data = value.detach().to(DTYPES[dtype_id]).contiguous().numpy().tobytes()
+            out.write(data)
+        out.write(f.read())  # the aliases
+    if left:
+        raise CTranslate2Error(f"{source} has no variables {sorted(left)}")
+
+
+def _copy_string(f: BinaryIO, out: BinaryIO) -> str:
+    (length,) = _unpack(f, "H")
+    raw = f.read(length)
+    out.write(struct.pack("<H", length) + raw)
+    return raw.rstrip(b"\0").decode()

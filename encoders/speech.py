@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from encoders.spectrogram import WhisperLogMel
+from encoders.speech_adapter import adapted_model_folder
 
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30.0
@@ -105,7 +106,8 @@ class SpeechRecognizer:
     """mono 16 kHz waveform ``(S,)`` -> ``Transcript``.
 
     ``compute_type``: CTranslate2's weight type on CPU (``int8``: fastest; ``float32``: the
-    reference numbers). ``threads``: CPU threads (0: CTranslate2's default)."""
+    reference numbers). ``threads``: CPU threads (0: CTranslate2's default). ``adapter``: a
+    decoder adapter file (``encoders.speech_adapter``) merged into the weights."""
 
     def __init__(
         self,
@@ -113,6 +115,7 @@ class SpeechRecognizer:
         compute_type: str = "int8",
         threads: int = 0,
         beam_size: int = 5,
+        adapter: str | Path | None = None,
     ):
         try:
             import ctranslate2
@@ -122,6 +125,8 @@ class SpeechRecognizer:
         folder = Path(folder) if folder is not None else whisper_folder()
         if not (folder / "model.bin").is_file():
             raise SpeechError(f"{folder} holds no CTranslate2 model.bin")
+        if adapter is not None:
+            folder = adapted_model_folder(folder, Path(adapter))
         self._ct2 = ctranslate2
         self.model = ctranslate2.models.Whisper(
             str(folder), device="cpu", compute_type=compute_type, intra_threads=threads

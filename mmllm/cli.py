@@ -329,8 +329,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     import time
 
     from mmllm.speech import Listener
+    from mmllm.tasks import resolve_checkpoint
 
-    listener = Listener()
+    listener = Listener.of_checkpoint(resolve_checkpoint(args.checkpoint))
     paths = _expand_inputs(args.inputs)
     if not paths:
         print("error: no input files found", file=sys.stderr)
@@ -466,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("inputs", nargs="+", help="audio files, folders or globs")
     transcribe.add_argument("--segments", action="store_true", help="print timed segments")
     transcribe.add_argument("--json", action="store_true", help="print JSON")
+    transcribe.add_argument(
+        "--checkpoint", default=None, help="the model whose speech adapter to use (default's)"
+    )
     transcribe.set_defaults(func=cmd_transcribe)
 
     demo = sub.add_parser(

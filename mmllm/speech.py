@@ -7,6 +7,7 @@ in CTranslate2), built on first use: ``Listener.transcribe`` reads clips of up t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,11 +21,18 @@ MAX_TRANSCRIBE_SECONDS = 3600.0
 QUOTE_CHARS = 200  # a speech caption quotes at most this much, then "..."
 
 
-class Listener:
-    """Transcribes audio with a speech recognizer made when first needed."""
+ADAPTER_FILE = "speech_adapter.safetensors"  # a checkpoint's adapter for the recognizer
 
-    def __init__(self, recognizer: SpeechRecognizer | None = None):
+
+class Listener:
+    """Transcribes audio with a speech recognizer made when first needed (with the decoder
+    ``adapter`` file of the model's checkpoint, when it has one)."""
+
+    def __init__(
+        self, recognizer: SpeechRecognizer | None = None, adapter: str | Path | None = None
+    ):
         self._recognizer = recognizer
+        self.adapter = adapter
         self.audio = AudioProcessor(
             AudioEncoderConfig(sample_rate=SAMPLE_RATE, max_seconds=MAX_TRANSCRIBE_SECONDS),
             max_seconds=MAX_TRANSCRIBE_SECONDS,
@@ -34,10 +42,16 @@ class Listener:
     def recognizer(self) -> SpeechRecognizer:
         if self._recognizer is None:
             try:
-                self._recognizer = SpeechRecognizer()
+                self._recognizer = SpeechRecognizer(adapter=self.adapter)
             except SpeechError as err:
                 raise AudioError(f"cannot transcribe: {err}") from err
         return self._recognizer
+
+    @classmethod
+    def of_checkpoint(cls, folder: str | Path) -> Listener:
+        """The listener of the checkpoint in ``folder`` (its adapter, if it ships one)."""
+        adapter = Path(folder) / ADAPTER_FILE
+        return cls(adapter=adapter if adapter.is_file() else None)
 
     def transcribe(self, source: Any, sample_rate: int | None = None) -> Transcript:
         """A file, bytes or samples (``mmllm.processing.AudioProcessor``'s inputs) -> what is

@@ -156,7 +156,9 @@ def load(
         model.compile_decoding()
     calibration = Calibration.load(folder)
     distance = MediaDistance.load(folder / STATS_FILE) if (folder / STATS_FILE).is_file() else None
-    return MMLLM(model, load_tokenizer(folder), calibration=calibration, media_distance=distance)
+    api = MMLLM(model, load_tokenizer(folder), calibration=calibration, media_distance=distance)
+    api.listener = Listener.of_checkpoint(folder)
+    return api
 
 
 class MMLLM:
@@ -232,7 +234,9 @@ class MMLLM:
             empty = [[] for _ in chunk]
             image_rows, audio_rows = (chunk, empty) if images is not None else (empty, chunk)
             sampling = SamplingConfig(max_new_tokens=max_new_tokens)
-            texts = self._run([prompt] * len(chunk), image_rows, audio_rows, sampling, num_beams)
+            texts = self.generate_batch(
+                [prompt] * len(chunk), image_rows, audio_rows, sampling, num_beams
+            )
             for i, text in zip(todo[start : start + batch_size], texts, strict=True):
                 out[i] = text.with_limit(min_confidence)
         return out if many else out[0]
@@ -370,7 +374,9 @@ class MMLLM:
             stop = [valid_text(s, "stop string") for s in stop]  # _stream checks its own
             if temperature != 0:
                 raise GenerationError("beam search is deterministic: use temperature=0")
-            text = self._run([prompt], [list(images)], [list(audio)], sampling, num_beams)[0]
+            text = self.generate_batch(
+                [prompt], [list(images)], [list(audio)], sampling, num_beams
+            )[0]
             cut = min((text.find(s) for s in stop if s and s in text), default=-1)
             return text.with_text(text.guess[:cut] if cut >= 0 else text.guess).with_limit(
                 min_confidence
@@ -466,6 +472,49 @@ class MMLLM:
             truncate=self.truncate_audio,
         )
 
+    def generate_batch(
+        self,
+        prompts: Sequence[str],
+        images: Sequence[Sequence[Any]],
+        audio: Sequence[Sequence[Any]] | None,
+        sampling: SamplingConfig,
+        num_beams: int = 1,
+    ) -> list[ScoredText]:
+        """One ``ScoredText`` per prompt, generated with its row's images and audio (lists,
+        possibly empty; ``audio`` None: none): the batched generation the tasks and the
+        evaluation share."""
+        token_ids, mask = self._prompt_batch(prompts)
+        media = self._media(images, audio or [[] for _ in prompts])
+        tok = self.tokenizer
+        logprobs = torch.zeros(len(prompts), sampling.max_new_tokens, device=self.device)
+        with torch.inference_mode():
+            context, distance, kinds = self._encode(media, len(prompts))
+            if num_beams == 1:
+                new = self._generate(token_ids, mask, context, sampling, logprobs)
+            else:
+                new = beam_search_ids(
+                    self.model,
+                    token_ids,
+                    mask,
+                    context,
+                    num_beams,
+                    sampling.max_new_tokens,
+                    tok.eos_id,
+                    tok.pad_id,
+                    tok.never_generated,
+                    self._guard(sampling),
+                    logprobs,
+                )
+        features = []
+        for ids, logp in zip(new.tolist(), logprobs.tolist(), strict=True):
+            n = ids.index(tok.eos_id) + 1 if tok.eos_id in ids else len(ids)
+            features.append(token_features(logp[:n]))
+        confidence, calibrated = self._caption_confidence(np.array(features), distance, kinds)
+        return [
+            ScoredText(tok.decode(row), c, calibrated, token_scores=tuple(f))
+            for row, c, f in zip(new.tolist(), confidence, features, strict=True)
+        ]
+
     # -- internals ---------------------------------------------------------------------------
     def _media(self, images: list[list[Any]], audio: list[list[Any]]) -> MediaBatch | None:
         if not any(images) and not any(audio):
@@ -501,42 +550,6 @@ class MMLLM:
             self._guard(sampling),
             logprobs,
         )
-
-    def _run(
-        self, prompts, images, audio, sampling: SamplingConfig, num_beams: int = 1
-    ) -> list[ScoredText]:
-        """Generate for a batch of prompts and media: one ``ScoredText`` per prompt."""
-        token_ids, mask = self._prompt_batch(prompts)
-        media = self._media(images, audio or [[] for _ in prompts])
-        tok = self.tokenizer
-        logprobs = torch.zeros(len(prompts), sampling.max_new_tokens, device=self.device)
-        with torch.inference_mode():
-            context, distance, kinds = self._encode(media, len(prompts))
-            if num_beams == 1:
-                new = self._generate(token_ids, mask, context, sampling, logprobs)
-            else:
-                new = beam_search_ids(
-                    self.model,
-                    token_ids,
-                    mask,
-                    context,
-                    num_beams,
-                    sampling.max_new_tokens,
-                    tok.eos_id,
-                    tok.pad_id,
-                    tok.never_generated,
-                    self._guard(sampling),
-                    logprobs,
-                )
-        features = []
-        for ids, logp in zip(new.tolist(), logprobs.tolist(), strict=True):
-            n = ids.index(tok.eos_id) + 1 if tok.eos_id in ids else len(ids)
-            features.append(token_features(logp[:n]))
-        confidence, calibrated = self._caption_confidence(np.array(features), distance, kinds)
-        return [
-            ScoredText(tok.decode(row), c, calibrated, token_scores=tuple(f))
-            for row, c, f in zip(new.tolist(), confidence, features, strict=True)
-        ]
 
     def _encode(self, media: MediaBatch | None, rows: int):
         """Encode media once for a request (under bf16 autocast on CUDA): the cross-attention

@@ -96,7 +96,7 @@ def captions(api, records, batch: int = 32) -> tuple[list[str], np.ndarray]:
     sampling = SamplingConfig(max_new_tokens=48)
     for start in tqdm(range(0, len(records), batch), desc="captions", unit="batch"):
         chunk = records[start : start + batch]
-        out = api._run(
+        out = api.generate_batch(
             [r.prompt for r in chunk], [r.images for r in chunk], [r.audio for r in chunk], sampling
         )
         texts += [t.strip() for t in out]

@@ -2,6 +2,9 @@
 
     python scripts/speech_card.py --out checkpoints/mmllm-real/speech_scores.json
 
+Each measure runs twice: with the model's listener (Whisper tiny.en with the model's decoder
+adapter, ``scripts/train_speech_adapter.py``) and with Whisper tiny.en alone.
+
 - Real human recordings: the spoken test sounds of Debian's ``alsa-utils`` ("Front Center",
   ...; apt-get install alsa-utils), a test set only. Our transcriber (CTranslate2) against
   Whisper tiny.en run by transformers from the same weights (``whisper_reference.py``), beam 5
@@ -42,9 +45,16 @@ from whisper_reference import hf_transcribe, hf_whisper
 
 ALSA = Path("/usr/share/sounds/alsa")
 LICENSES = Path("/usr/share/common-licenses")
-VOICES = ["en-us", "en", "en-gb-x-rp", "en-us+f3", "en+m3", "en-gb-scotland+f2"]
+# held-out voices: dialects and variants the speech adapter never heard (its training voices are
+# en, en-us, en-gb-x-gbclan, en-gb-x-gbcwmd x none, m1, m2, m4, m6, f1, f2, f5, klatt)
+DIALECTS = ["en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc"]
+VARIANTS = ["", "+f3", "+f4", "+m3", "+m5", "+m7"]
 RATES = [140, 160, 175]
-QUESTION_VOICES = ["en-us+f4", "en-gb+m5", "en-029"]  # none of these reads anything else here
+
+
+def voice(i: int) -> str:
+    """The i-th held-out voice: every dialect with every variant in turn."""
+    return DIALECTS[i % len(DIALECTS)] + VARIANTS[(i // len(DIALECTS)) % len(VARIANTS)]
 
 
 def normalized(text: str) -> str:
@@ -117,18 +127,18 @@ def espeak_speech(listener: Listener, folder: Path, n: int) -> dict:
     sentences = license_sentences(n)
     truths, ours, per_voice = [], [], {}
     for i, sentence in enumerate(tqdm(sentences, desc="espeak-ng", unit="clip")):
-        voice, rate = VOICES[i % len(VOICES)], RATES[i % len(RATES)]
-        clip = speak(sentence, voice, rate, folder / f"s{i}.wav")
+        dialect = DIALECTS[i % len(DIALECTS)]
+        clip = speak(sentence, voice(i), RATES[i % len(RATES)], folder / f"s{i}.wav")
         heard = listener.transcribe(clip).text
         truths.append(sentence)
         ours.append(heard)
-        per_voice.setdefault(voice, ([], []))
-        per_voice[voice][0].append(sentence)
-        per_voice[voice][1].append(heard)
+        per_voice.setdefault(dialect, ([], []))
+        per_voice[dialect][0].append(sentence)
+        per_voice[dialect][1].append(heard)
     return {
         "n": len(truths),
         "wer": wer(truths, ours),
-        "wer_per_voice": {v: wer(r, h) for v, (r, h) in per_voice.items()},
+        "wer_per_dialect": {v: wer(r, h) for v, (r, h) in per_voice.items()},
         "examples": [{"said": t, "heard": h} for t, h in list(zip(truths, ours, strict=True))[:10]],
     }
 
@@ -145,9 +155,7 @@ def spoken_questions(model, folder: Path, n: int) -> dict:
     typed_hits, spoken_hits, heard_exactly = [], [], []
     for i, record in enumerate(tqdm(records, desc="spoken questions", unit="question")):
         image = record.images[0]
-        clip = speak(
-            record.prompt, QUESTION_VOICES[i % len(QUESTION_VOICES)], 160, folder / "q.wav"
-        )
+        clip = speak(record.prompt, voice(i + 1), 160, folder / "q.wav")
         typed = model.ask(image, record.prompt)
         try:
             spoken = model.ask(image, audio=clip)
@@ -207,21 +215,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the scores' JSON file")
     parser.add_argument("--sentences", type=int, default=60)
-    parser.add_argument("--questions", type=int, default=150)
+    parser.add_argument("--questions", type=int, default=120)
+    parser.add_argument("--checkpoint", default=None, help="the model (default: the shipped one)")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    listener = Listener()
-    scores: dict = {}
+    model = mmllm.load(args.checkpoint, device="cpu")
+    listeners = {"model": model.listener, "whisper": Listener()}  # with its adapter; without
+    scores: dict = {"adapter": str(model.listener.adapter)}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        if ALSA.is_dir():
-            scores["real_recordings"] = real_recordings(listener, hf_whisper(listener_folder()))
-        scores["espeak"] = espeak_speech(listener, folder, args.sentences)
-        scores["real_time"] = real_time_factor(listener, folder)
-        scores["no_speech"] = no_speech(listener)
-        model = mmllm.load(device="cpu")
-        model.listener = listener
-        scores["spoken_questions"] = spoken_questions(model, folder, args.questions)
+        for name, listener in listeners.items():
+            part = scores[name] = {}
+            if ALSA.is_dir():
+                part["real_recordings"] = real_recordings(listener, hf_whisper(listener_folder()))
+            part["espeak"] = espeak_speech(listener, folder, args.sentences)
+            part["no_speech"] = no_speech(listener)
+            model.listener = listener
+            part["spoken_questions"] = spoken_questions(model, folder, args.questions)
+        scores["model"]["real_time"] = real_time_factor(listeners["model"], folder)
     args.out.write_text(json.dumps(scores, indent=2) + "\n")
     print(
         json.dumps(

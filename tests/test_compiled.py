@@ -46,8 +46,8 @@ def test_compiled_greedy_equals_eager_and_compiles_once_per_shape(tiny_checkpoin
     audio = [r.audio if i % 2 else [] for i, r in enumerate(records)]  # some rows without audio
     sampling = SamplingConfig(max_new_tokens=10)
     torch._dynamo.reset()
-    want = eager._run(prompts, images, audio, sampling)
-    got = compiled._run(prompts, images, audio, sampling)
+    want = eager.generate_batch(prompts, images, audio, sampling)
+    got = compiled.generate_batch(prompts, images, audio, sampling)
     assert got == want
     assert len(set(got)) > 1  # the rows really differ
     decoding = compiled.model.decoder.compiled
@@ -57,11 +57,15 @@ def test_compiled_greedy_equals_eager_and_compiles_once_per_shape(tiny_checkpoin
     context = compiled.model.config.decoder.max_seq_len
     assert all(key[2][0][2] < context for key in decoding.step.shapes)  # the cache's length
     frames = torch._dynamo.utils.counters["frames"]["ok"]
-    assert compiled._run(prompts, images, audio, sampling) == want  # the same shapes again
+    assert (
+        compiled.generate_batch(prompts, images, audio, sampling) == want
+    )  # the same shapes again
     assert torch._dynamo.utils.counters["frames"]["ok"] == frames  # ...reuse the compiled step
     text = ["Say something.", "Name a colour, please."]  # text only: a step without media
     none = [[], []]
-    assert compiled._run(text, none, none, sampling) == eager._run(text, none, none, sampling)
+    assert compiled.generate_batch(text, none, none, sampling) == eager.generate_batch(
+        text, none, none, sampling
+    )
 
 
 def test_a_non_contiguous_input_is_a_new_compiled_shape():

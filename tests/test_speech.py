@@ -120,3 +120,44 @@ def test_the_transcribe_command_reports_text_times_and_real_time_factor(capsys, 
     assert rows[0]["segments"] and rows[0]["real_time_factor"] > 0
     assert rows[1]["text"] == "" and not rows[1]["speech"]
     assert main(["transcribe", str(tmp_path / "missing.wav")]) == 2
+
+
+def write_adapter(path: Path, factors: dict[str, torch.Tensor], scale: float) -> Path:
+    from safetensors.torch import save_file
+
+    save_file(factors, str(path), metadata={"scale": str(scale)})
+    return path
+
+
+def test_an_adapter_adds_its_low_rank_update_to_the_fused_rows(tmp_path, monkeypatch):
+    """k of the self-attention is the middle third of CTranslate2's fused q/k/v tensor."""
+    from encoders.ctranslate2 import read_ctranslate2
+    from encoders.speech import whisper_folder
+    from encoders.speech_adapter import adapted_model_folder
+
+    monkeypatch.setenv("MMLLM_CACHE", str(tmp_path / "cache"))
+    a, b = torch.randn(4, 384) * 0.1, torch.randn(384, 4) * 0.1
+    name = "decoder.layers.1.self_attn.k_proj"
+    adapter = write_adapter(
+        tmp_path / "a.safetensors", {f"{name}.lora_a": a, f"{name}.lora_b": b}, 2.0
+    )
+    base = whisper_folder()
+    folder = adapted_model_folder(base, adapter)
+    assert folder.parent == tmp_path / "cache" and adapted_model_folder(base, adapter) == folder
+    before = read_ctranslate2(base / "model.bin")
+    after = read_ctranslate2(folder / "model.bin")
+    key = "decoder/layer_1/self_attention/linear_0/weight"
+    expected = before[key].float()
+    expected[384:768] += 2.0 * b @ a
+    torch.testing.assert_close(after[key].float(), expected, atol=2e-3, rtol=0)
+    assert torch.equal(after[key][:384], before[key][:384])
+    assert all(torch.equal(after[k], before[k]) for k in before if k != key)
+
+
+def test_a_zero_adapter_hears_exactly_as_the_base_model(tmp_path, monkeypatch, listener):
+    monkeypatch.setenv("MMLLM_CACHE", str(tmp_path / "cache"))
+    name = "decoder.layers.0.fc1"
+    zero = {f"{name}.lora_a": torch.randn(4, 384), f"{name}.lora_b": torch.zeros(1536, 4)}
+    adapted = Listener(adapter=write_adapter(tmp_path / "z.safetensors", zero, 1.0))
+    for clip in (QUESTION, EXAMPLES / "beeps.wav"):
+        assert adapted.transcribe(clip).windows == listener.transcribe(clip).windows

@@ -37,6 +37,8 @@ def predict(
         longest = max(len(tokenizer.prompt_ids(p)) for p in prompts)
         room = max(1, min(max_new_tokens, context - longest))
         sampling = SamplingConfig(max_new_tokens=room, repetition_guard=repetition_controls)
-        texts = api._run(prompts, [r.images for r in chunk], [r.audio for r in chunk], sampling)
+        texts = api.generate_batch(
+            prompts, [r.images for r in chunk], [r.audio for r in chunk], sampling
+        )
         outputs.extend(text.strip() for text in texts)
     return outputs
