@@ -25,9 +25,10 @@ from pathlib import Path
 
 from encoders import ImageEncoderConfig
 from encoders.hybrid import CNNS
-from mmllm.base_weights import package_root
+from mmllm.base_weights import package_root, part_keys
 from mmllm.checkpoint import save_checkpoint
 from mmllm.config import MMConfig, ProjectorConfig
+from mmllm.data.sources import SyntheticSource
 from mmllm.errors import CheckpointError, InputError
 from mmllm.model import MultimodalLM
 from mmllm.presets import PRESETS
@@ -36,6 +37,7 @@ from mmllm.pretrained import (
     PretrainedImage,
     build_from_pretrained,
     has_chat_template,
+    load_lm_tokenizer,
 )
 from mmllm.tokenizer import SpecialTokens, Tokenizer, tokenizer_for_records
 
@@ -85,7 +87,6 @@ def resolve_source(spec: str, part: str) -> Path:
 def choose_roles(lm: Path, tokens: str | None) -> SpecialTokens | None:
     """The LM tokenizer's roles: ``--tokens PAD,BOS,EOS,SEP``, else ours if it has them, else
     ChatML's."""
-    from mmllm.pretrained import load_lm_tokenizer
 
     if tokens:
         names = [t.strip() for t in tokens.split(",")]
@@ -157,8 +158,6 @@ def build(args: argparse.Namespace) -> tuple[MultimodalLM, Tokenizer]:
     if roles == CHATML and has_chat_template(lm):  # a ChatML chat LM: prompts as its user turn
         tokenizer.prompt_template = CHATML_TEMPLATE
     if tokenizer is None:  # our own decoder: a BPE of the synthetic world, as `mmllm train` does
-        from mmllm.data.sources import SyntheticSource
-
         vocab = model.config.decoder.vocab_size
         tokenizer = tokenizer_for_records(SyntheticSource("train"), vocab, args.tokenizer_samples)
     return model, tokenizer
@@ -171,7 +170,6 @@ def _count(model: MultimodalLM, names: set[str] | None = None) -> int:
 def model_card(model: MultimodalLM, out: Path, command: str, pretrained: set[str]) -> str:
     """A short ``README.md``: the parts, which are pretrained (``pretrained``: of ``lm``,
     ``image``, ``audio``) or new, where their weights are, and how to train the model."""
-    from mmllm.base_weights import part_keys
 
     config = model.config
     refs = config.base.parts() if config.base is not None else {}

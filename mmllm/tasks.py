@@ -49,6 +49,7 @@ from mmllm.model import MultimodalLM
 from mmllm.planner import RequestPlan, plan_request
 from mmllm.processing import MediaProcessor
 from mmllm.prompts import caption_prompt
+from mmllm.quantize import quantize as quantize_model
 from mmllm.speech import Listener, speech_caption
 from mmllm.tokenizer import Tokenizer, valid_text
 
@@ -149,8 +150,6 @@ def load(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_model(folder).to(device=device, dtype=dtype).eval()
     if quantize is not None:
-        from mmllm.quantize import quantize as quantize_model
-
         model = quantize_model(model, quantize)
     if compile:
         model.compile_decoding()

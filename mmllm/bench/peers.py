@@ -19,8 +19,11 @@ import torch
 
 from encoders import ImageEncoderConfig
 from mmllm.config import DecoderConfig, MMConfig
+from mmllm.generate import SamplingConfig, generate_ids
+from mmllm.media import MediaBatch
 from mmllm.model import MultimodalLM
 from mmllm.presets import PRESETS
+from mmllm.quantize import quantize as quantize_model
 
 SIZES: dict[str, MMConfig] = {
     "small": replace(PRESETS["tiny"], audio=None),  # the shipped model's size, image only
@@ -62,14 +65,10 @@ class Workload:
 
 
 def build_ours(config: MMConfig, quantize: str | None = None) -> Workload:
-    from mmllm.generate import SamplingConfig, generate_ids
-    from mmllm.media import MediaBatch
 
     torch.manual_seed(0)
     model = MultimodalLM(config).eval()
     if quantize:
-        from mmllm.quantize import quantize as quantize_model
-
         model = quantize_model(model, quantize)
 
     def inputs(pixels: torch.Tensor):

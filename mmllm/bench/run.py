@@ -22,6 +22,9 @@ from pathlib import Path
 
 import torch
 
+from mmllm.bench.peers import SIZES
+from mmllm.model import MultimodalLM
+
 PEERS = {"ved": "VisionEncoderDecoderModel", "llava": "LlavaForConditionalGeneration"}
 # seconds of quiet before each timed command: a process that has just finished leaves its
 # OpenMP threads spin-waiting for a few milliseconds, on the cores the next process needs.
@@ -244,8 +247,6 @@ def bandwidth_check(
     again beside each round and each round's decode is set against its own reading (the median
     share is reported): on a shared machine the same reading moved from 67 to 39 GB/s within a
     minute, and one reading at the start once put a decode at 138% of it."""
-    from mmllm.bench.peers import SIZES
-    from mmllm.model import MultimodalLM
 
     model = MultimodalLM(SIZES[size])
     decoder_bytes = 4 * sum(p.numel() for p in model.decoder.parameters())

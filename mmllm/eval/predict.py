@@ -9,6 +9,7 @@ from tqdm import tqdm
 from mmllm.data.collate import Record
 from mmllm.generate import SamplingConfig
 from mmllm.model import MultimodalLM
+from mmllm.tasks import MMLLM
 from mmllm.tokenizer import Tokenizer
 
 
@@ -25,7 +26,6 @@ def predict(
     generation, ``MMLLM``, so evaluation measures exactly what users get). A batch whose
     prompts leave less room in the context than ``max_new_tokens`` generates what fits.
     ``repetition_controls=False``: without ``mmllm.repetition``'s masks (to measure them)."""
-    from mmllm.tasks import MMLLM
 
     api = MMLLM(model, tokenizer, truncate_audio=True)  # as in training: long clips are cut
     context = model.config.decoder.max_seq_len

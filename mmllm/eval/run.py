@@ -25,6 +25,7 @@ from mmllm.eval.photos import accept_scores, oracle_prediction, oracle_text
 from mmllm.eval.predict import predict
 from mmllm.model import MultimodalLM
 from mmllm.processing import load_image
+from mmllm.quantize import quantize as quantize_model
 from mmllm.tokenizer import Tokenizer
 
 
@@ -156,8 +157,6 @@ def run_eval(
     """Load ``checkpoint``, score it on ``data`` (see ``evaluate``), write JSON to ``out``."""
     model = load_model(checkpoint).eval()
     if quantize is not None:
-        from mmllm.quantize import quantize as quantize_model
-
         model = quantize_model(model, quantize)
     elif torch.cuda.is_available():
         model.cuda()

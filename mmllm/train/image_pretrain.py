@@ -49,6 +49,7 @@ from mmllm.data.synthetic_image import (
     render_scene,
     sample_scene,
 )
+from mmllm.presets import PRESETS
 from mmllm.processing import ImageProcessor
 from mmllm.train.optim import adamw, lr_at
 
@@ -333,7 +334,6 @@ def pretrain_image_encoder(cfg: ImagePretrainConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mmllm.presets import PRESETS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     defaults = ImagePretrainConfig()
