@@ -286,16 +286,15 @@ def _respond(
                 yield done.rstrip("\n"), None, "\n\n".join(lines)
                 continue
         text = ""
-        for piece in model.stream_caption(img, audio=clip, **sampling):
+        stream = model.stream_caption(img, audio=clip, **sampling)
+        for piece in stream:
             text += piece
             yield done + head + text, None, ""
         if mode == "Alt text":
             text = alt_text_from_caption(text, max_chars)
         done += head + text.strip() + "\n"
-        if temperature == 0:  # greedy: the same text, now with its confidence
-            listen = {} if clip is None else {"listen": False}  # it was heard above
-            scored = model.caption(img, audio=clip, max_new_tokens=max_new_tokens, **listen)
-            lines.append(head + confidence_line(scored, model))
+        if temperature == 0:  # greedy: the caption's calibrated confidence, from the stream
+            lines.append(head + confidence_line(stream.result, model))
         else:
             lines.append(head + "confidence: not scored for sampled text (temperature > 0)")
         yield done.rstrip("\n"), None, "\n\n".join(lines)

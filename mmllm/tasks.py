@@ -256,14 +256,16 @@ class MMLLM:
         temperature: float = 0.0,
         top_p: float | None = None,
         seed: int | None = None,
-    ) -> Iterator[str]:
-        """Yield the caption's text piece by piece as it is generated (greedy by default)."""
+    ) -> TextStream:
+        """The caption's text piece by piece as it is generated (greedy by default); once
+        iterated, the stream's ``result`` is the caption with its confidence, as ``caption``
+        gives it (no second pass)."""
         if (image is None) == (audio is None):
             raise InputError("stream_caption takes an image or audio (one of them)")
         sampling = SamplingConfig(max_new_tokens, temperature, top_p=top_p, seed=seed)
         prompt = caption_prompt(has_image=image is not None)
         images, clips = ([image], []) if image is not None else ([], [audio])
-        yield from self.stream(prompt, images=images, audio=clips, sampling=sampling)
+        return TextStream(self, prompt, images, clips, sampling)
 
     def alt_text(
         self,
@@ -380,13 +382,10 @@ class MMLLM:
             return text.with_text(text.guess[:cut] if cut >= 0 else text.guess).with_limit(
                 min_confidence
             )
-        scores = _StreamScores()
-        text = "".join(self._stream(prompt, list(images), list(audio), sampling, stop, scores))
-        features = token_features(scores.logprobs)
-        confidence, calibrated = self._caption_confidence(
-            np.array([features]), scores.distance, scores.kinds
-        )
-        return ScoredText(text, confidence[0], calibrated, min_confidence, tuple(features))
+        stream = TextStream(self, prompt, list(images), list(audio), sampling, stop)
+        for _ in stream:
+            pass
+        return stream.result.with_limit(min_confidence)
 
     def stream(
         self,
@@ -452,6 +451,14 @@ class MMLLM:
             text = self.tokenizer.decode(ids)
             if len(text) > len(sent):
                 yield text[len(sent) :]
+
+    def _scored(self, text: str, scores: _StreamScores) -> ScoredText:
+        """A streamed text with its confidence (from what ``_stream`` recorded)."""
+        features = token_features(scores.logprobs)
+        confidence, calibrated = self._caption_confidence(
+            np.array([features]), scores.distance, scores.kinds
+        )
+        return ScoredText(text, confidence[0], calibrated, None, tuple(features))
 
     def plan(
         self,
@@ -662,6 +669,36 @@ def _each_in_inference_mode(steps: Iterator[Any]) -> Iterator[Any]:
 
 
 _DONE = object()
+
+
+class TextStream:
+    """A text as it is generated, an iterator of its pieces; once exhausted, ``result`` is
+    the whole text as a ``ScoredText`` with its confidence."""
+
+    def __init__(
+        self,
+        api: MMLLM,
+        prompt: str,
+        images: Sequence[Any],
+        audio: Sequence[Any],
+        sampling: SamplingConfig,
+        stop: Sequence[str] = (),
+    ):
+        self._pieces = self._generate(api, prompt, list(images), list(audio), sampling, stop)
+        self.result: ScoredText | None = None
+
+    def _generate(self, api, prompt, images, audio, sampling, stop) -> Iterator[str]:
+        scores, pieces = _StreamScores(), []
+        for piece in api._stream(prompt, images, audio, sampling, stop, scores):
+            pieces.append(piece)
+            yield piece
+        self.result = api._scored("".join(pieces), scores)
+
+    def __iter__(self) -> TextStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._pieces)
 
 
 @dataclass

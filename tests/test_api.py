@@ -110,3 +110,11 @@ def test_a_question_too_long_for_the_context_is_a_text_error(api, image):
     fits = "what " * 4
     assert len(api.tokenizer.prompt_ids(fits)) <= room - ANSWER_ROOM
     assert isinstance(api.ask(image, fits).text, str)
+
+
+def test_a_streamed_caption_ends_with_the_caption_and_confidence_of_caption(api, image):
+    stream = api.stream_caption(image, max_new_tokens=8)
+    text = "".join(stream)
+    whole = api.caption(image, max_new_tokens=8)
+    assert text == whole == stream.result
+    assert stream.result.confidence == pytest.approx(whole.confidence)

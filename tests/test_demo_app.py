@@ -56,6 +56,28 @@ def norm(text: str) -> str:
     return " ".join(text.split())
 
 
+class CountedStream:
+    """A model's text stream whose iteration counts as one call of ``counter``."""
+
+    def __init__(self, counter: CountingModel, stream: Any):
+        self.stream = stream
+        self.pieces = self._counted(counter)
+
+    def _counted(self, counter: CountingModel):
+        with counter._call():
+            yield from self.stream
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        return next(self.pieces)
+
+    @property
+    def result(self):
+        return self.stream.result
+
+
 class CountingModel:
     """A loaded model whose calls are counted: in flight now, most at once, total.
 
@@ -80,8 +102,7 @@ class CountingModel:
                 self.active -= 1
 
     def stream_caption(self, *args: Any, **kwargs: Any):
-        with self._call():
-            yield from self.model.stream_caption(*args, **kwargs)
+        return CountedStream(self, self.model.stream_caption(*args, **kwargs))
 
     def ask(self, *args: Any, **kwargs: Any):
         with self._call():

@@ -25,9 +25,10 @@ def test_batched_greedy_equals_one_by_one_with_ragged_prompts_and_mixed_media(ap
     images = [r.images for r in records]
     audio = [r.audio if i % 2 else [] for i, r in enumerate(records)]  # some rows without audio
     sampling = SamplingConfig(max_new_tokens=12)
-    batched = api._run(prompts, images, audio, sampling)
+    batched = api.generate_batch(prompts, images, audio, sampling)
     alone = [
-        api._run([p], [i], [a], sampling)[0] for p, i, a in zip(prompts, images, audio, strict=True)
+        api.generate_batch([p], [i], [a], sampling)[0]
+        for p, i, a in zip(prompts, images, audio, strict=True)
     ]
     assert batched == alone
     assert len(set(batched)) > 1  # the rows really differ
@@ -36,7 +37,7 @@ def test_batched_greedy_equals_one_by_one_with_ragged_prompts_and_mixed_media(ap
 def test_streaming_yields_exactly_the_non_streaming_text(api, records):
     r = records[0]
     streamed = "".join(api.stream(r.prompt, r.images, r.audio, SamplingConfig(max_new_tokens=16)))
-    assert streamed == api._run([r.prompt], [r.images], [r.audio], SamplingConfig(16))[0]
+    assert streamed == api.generate_batch([r.prompt], [r.images], [r.audio], SamplingConfig(16))[0]
 
 
 def test_stream_caption_joins_to_caption(api, records):
@@ -97,9 +98,9 @@ def test_beam_search_with_one_beam_equals_greedy(api, records):
     for r in records[:3]:
         greedy = api.generate(r.prompt, r.images, r.audio, max_new_tokens=10)
         assert api.generate(r.prompt, r.images, r.audio, max_new_tokens=10, num_beams=1) == greedy
-        assert api._run([r.prompt], [r.images], [r.audio], SamplingConfig(10), num_beams=1) == [
-            greedy
-        ]
+        assert api.generate_batch(
+            [r.prompt], [r.images], [r.audio], SamplingConfig(10), num_beams=1
+        ) == [greedy]
 
 
 def test_batched_beam_search_equals_one_by_one(api, records):
@@ -107,9 +108,9 @@ def test_batched_beam_search_equals_one_by_one(api, records):
     images = [r.images for r in records[:4]]
     audio = [r.audio for r in records[:4]]
     sampling = SamplingConfig(max_new_tokens=8)
-    batched = api._run(prompts, images, audio, sampling, num_beams=3)
+    batched = api.generate_batch(prompts, images, audio, sampling, num_beams=3)
     alone = [
-        api._run([p], [i], [a], sampling, num_beams=3)[0]
+        api.generate_batch([p], [i], [a], sampling, num_beams=3)[0]
         for p, i, a in zip(prompts, images, audio, strict=True)
     ]
     assert batched == alone
