@@ -19,7 +19,6 @@ mapped by explicit key tables; every missing or left-over tensor is named in a `
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -231,13 +230,6 @@ class HybridImageEncoder(nn.Module):
         super().train(mode)
         self.cnn.eval()
         return self
-
-    def set_fixed_positions(self, scale: float) -> None:
-        """Add (or, with 0, remove) the fixed sin-cos position table at ``scale``; the config
-        records it, so a saved model is rebuilt with the same table."""
-        self.config = dataclasses.replace(self.config, fixed_positions=scale)
-        table = sincos_positions(self.config)
-        self.adapter.fixed_pos = None if table is None else table.to(self.adapter.pos_embed)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.adapter(self.cnn(pixels))  # (B, C, h, w) -> (B, N, D)

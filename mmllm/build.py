@@ -152,9 +152,8 @@ def build(args: argparse.Namespace) -> tuple[MultimodalLM, Tokenizer]:
         max_seq_len=args.max_seq_len,
         reference_base=not args.self_contained,
         audio_seconds=args.audio_seconds,
+        gate_init=args.gate_init or 0.0,  # open: the new layers get gradients from step 1
     )
-    if args.gate_init:  # with media, the new layers get gradients from the first step
-        model.open_gates(args.gate_init)
     if roles == CHATML and has_chat_template(lm):  # a ChatML chat LM: prompts as its user turn
         tokenizer.prompt_template = CHATML_TEMPLATE
     if tokenizer is None:  # our own decoder: a BPE of the synthetic world, as `mmllm train` does

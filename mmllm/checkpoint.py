@@ -123,16 +123,21 @@ def save_checkpoint(
     return path
 
 
-def load_model(path: str | Path, device: torch.device | str | None = None) -> MultimodalLM:
+def load_model(
+    path: str | Path, device: torch.device | str | None = None, config: MMConfig | None = None
+) -> MultimodalLM:
     """Build the model ``path/config.json`` describes and load its weights strictly; a model
-    that reads recognitions gets its copy path's word forms from the tokenizer beside them."""
+    that reads recognitions gets its copy path's word forms from the tokenizer beside them.
+    ``config``: build this config instead, one that needs the same weights (e.g. the stored
+    one ``with_position_tables``)."""
     path = Path(path)
     if not (path / CONFIG_FILE).is_file():
         raise CheckpointError(f"{path} is not a checkpoint folder: no {CONFIG_FILE}")
-    try:
-        config = MMConfig.load(path / CONFIG_FILE)
-    except ConfigError as err:
-        raise CheckpointError(f"{path}: {err}") from err
+    if config is None:
+        try:
+            config = MMConfig.load(path / CONFIG_FILE)
+        except ConfigError as err:
+            raise CheckpointError(f"{path}: {err}") from err
     model = MultimodalLM(config)
     try:
         state = load_file(path / WEIGHTS_FILE)

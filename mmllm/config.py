@@ -15,7 +15,7 @@ from typing import Any
 
 from encoders import AudioEncoderConfig, ImageEncoderConfig
 from encoders.recognizers import RecognizerConfig
-from mmllm.errors import ConfigError
+from mmllm.errors import ConfigError, InputError
 
 FORMAT_VERSION = 1
 
@@ -278,3 +278,35 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if typing.get_origin(hint) is tuple or (inner and typing.get_origin(inner[0]) is tuple):
         return tuple(value)
     return value
+
+
+def with_position_tables(
+    config: MMConfig, image_fixed: float | None = None, projected: float | None = None
+) -> MMConfig:
+    """``config`` with fixed sin-cos position tables (they add no weights, so a trained model
+    built from the new config loads its old weights): ``image_fixed`` on a CNN hybrid's cells
+    (``ImageEncoderConfig.fixed_positions``), ``projected`` on the projected image tokens
+    (``ProjectorConfig.fixed_image_positions``); None leaves a table as it is."""
+    if image_fixed is not None:
+        if config.image is None or config.image.kind != "cnn_hybrid":
+            kind = config.image.kind if config.image else None
+            raise InputError(
+                f"fixed image positions need a CNN-hybrid image encoder; this has {kind}"
+            )
+        try:
+            image = dataclasses.replace(config.image, fixed_positions=image_fixed)
+        except ValueError as error:
+            raise InputError(str(error)) from error
+        config = dataclasses.replace(config, image=image)
+    if projected is not None:
+        if config.image is None or config.projector.kind != "mlp":
+            raise InputError(
+                "projected image positions need an image encoder and the 'mlp' projector; this "
+                f"model has {config.image and config.image.kind}, {config.projector.kind!r}"
+            )
+        try:
+            projector = dataclasses.replace(config.projector, fixed_image_positions=projected)
+        except ValueError as error:
+            raise InputError(str(error)) from error
+        config = dataclasses.replace(config, projector=projector)
+    return config

@@ -84,48 +84,6 @@ class MultimodalLM(nn.Module):
             self.compiled_images = CompiledImages(self.image_encoder, self.image_projector, options)
         return self
 
-    def open_gates(self, value: float) -> None:
-        """Set every cross-attention gate to ``value`` (recorded as the config's ``gate_init``).
-        Text without media still runs exactly the LM: cross-attention is skipped without media."""
-        with torch.no_grad():
-            for i in self.decoder.cross_layers:
-                self.decoder.layers[i].cross_attn.gate.fill_(value)
-        decoder = dataclasses.replace(self.config.decoder, gate_init=value)
-        self.config = dataclasses.replace(self.config, decoder=decoder)
-        self.decoder.config = decoder
-
-    def set_image_fixed_positions(self, scale: float) -> None:
-        """Give a CNN-hybrid image encoder a fixed sin-cos position table of ``scale`` (0:
-        none), recorded in the config (``ImageEncoderConfig.fixed_positions``)."""
-        if self.image_encoder is None or self.config.image.kind != "cnn_hybrid":
-            kind = self.config.image.kind if self.config.image else None
-            raise InputError(
-                f"fixed image positions need a CNN-hybrid image encoder; this has {kind}"
-            )
-        try:  # the config checks the scale
-            self.image_encoder.set_fixed_positions(scale)
-        except ValueError as error:
-            raise InputError(str(error)) from error
-        self.config = dataclasses.replace(self.config, image=self.image_encoder.config)
-
-    def set_projected_image_positions(self, scale: float) -> None:
-        """Add (or, with 0, remove) a fixed sin-cos table of ``scale`` to the projected image
-        tokens, recorded in the config (``ProjectorConfig.fixed_image_positions``)."""
-        if self.image_encoder is None or self.config.projector.kind != "mlp":
-            raise InputError(
-                "projected image positions need an image encoder and the 'mlp' projector; this "
-                f"model has {self.config.image and self.config.image.kind}, "
-                f"{self.config.projector.kind!r}"
-            )
-        try:  # the config checks the scale
-            projector = dataclasses.replace(self.config.projector, fixed_image_positions=scale)
-        except ValueError as error:
-            raise InputError(str(error)) from error
-        self.config = dataclasses.replace(self.config, projector=projector)
-        table = projected_positions(self.config)
-        reference = self.media_packer.modality_embed.weight
-        self.media_packer.fixed_image_positions = None if table is None else table.to(reference)
-
     def encode_media(self, media: MediaBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """All items of the batch -> media ``(B, N_media, D)`` and mask ``(B, N_media)``."""
         pieces = []

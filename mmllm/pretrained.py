@@ -134,6 +134,7 @@ def build_from_pretrained(
     max_media_items: int = 8,
     reference_base: bool = True,
     audio_seconds: float | None = None,
+    gate_init: float = 0.0,
 ) -> tuple[MultimodalLM, Tokenizer | None]:
     """A ``MultimodalLM`` (eval mode) of pretrained parts, and the LM's tokenizer.
 
@@ -145,6 +146,7 @@ def build_from_pretrained(
     (untrained). Either may be None: no such modality.
     audio_seconds: a Whisper encoder's window (default: its own 30 s); clips are cut to it.
     cross_attn_every: a gated cross-attention in layers 0, k, 2k, ...
+    gate_init: the gates' starting value (0: with no media trained yet, exactly the LM).
     special_tokens: which LM tokens play pad/bos/eos/sep (see ``mmllm.tokenizer``).
     reference_base: record the pretrained parts in ``config.base``, so checkpoints of the
     model store only the other tensors; False: checkpoints hold everything.
@@ -155,6 +157,7 @@ def build_from_pretrained(
     else:
         context = min(lm.max_seq_len, max_seq_len) if max_seq_len else lm.max_seq_len
         decoder = dataclasses.replace(lm, cross_attn_every=cross_attn_every, max_seq_len=context)
+    decoder = dataclasses.replace(decoder, gate_init=gate_init)
     sources: dict[str, str | Path] = {}
     try:
         audio_config = whisper_config(audio) if isinstance(audio, (str, Path)) else audio

@@ -41,7 +41,9 @@ def tiny_config(projector: str = "mlp", **decoder) -> MMConfig:
 
 def open_gates(model: MultimodalLM, value: float = 0.5) -> MultimodalLM:
     """Set every cross-attention gate to ``value`` so media actually reach the text."""
-    model.open_gates(value)
+    with torch.no_grad():
+        for i in model.decoder.cross_layers:
+            model.decoder.layers[i].cross_attn.gate.fill_(value)
     return model
 
 

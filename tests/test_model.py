@@ -268,12 +268,14 @@ def test_media_extras_survive_a_checkpoint(tmp_path, media, token_ids):
 def test_projected_image_positions_add_a_fixed_table_that_the_config_rebuilds(
     tmp_path, media, token_ids
 ):
+    from mmllm.config import with_position_tables
     from mmllm.media import IMAGE
 
     torch.manual_seed(0)
-    model = open_gates(MultimodalLM(tiny_config()).eval())
-    keys, plain = set(model.state_dict()), model(token_ids, media).logits
-    model.set_projected_image_positions(2.0)
+    base = open_gates(MultimodalLM(tiny_config()).eval())
+    keys, plain = set(base.state_dict()), base(token_ids, media).logits
+    model = MultimodalLM(with_position_tables(tiny_config(), projected=2.0)).eval()
+    model.load_state_dict(base.state_dict())  # the table adds no weights
     table = model.media_packer.fixed_image_positions  # (N_img, D): one row per token
     n = model.config.image.n_tokens
     assert table.shape == (n, model.config.decoder.dim) and table.abs().max() == 2.0
@@ -291,28 +293,27 @@ def test_projected_image_positions_add_a_fixed_table_that_the_config_rebuilds(
     loaded = load_model(tmp_path / "ck").eval()
     assert loaded.config.projector.fixed_image_positions == 2.0
     torch.testing.assert_close(loaded(token_ids, media).logits, moved)
-    model.set_projected_image_positions(0.0)
-    torch.testing.assert_close(model(token_ids, media).logits, plain)
+    without = load_model(tmp_path / "ck", config=with_position_tables(loaded.config, projected=0))
+    torch.testing.assert_close(without.eval()(token_ids, media).logits, plain)
 
 
 def test_projected_image_positions_need_the_mlp_projector_and_a_scale_of_at_least_0():
     import dataclasses
 
     from mmllm import InputError
-    from mmllm.config import ProjectorConfig
+    from mmllm.config import ProjectorConfig, with_position_tables
     from mmllm.errors import ConfigError
 
     with pytest.raises(ConfigError, match="fixed_image_positions"):
         ProjectorConfig(kind="resampler", fixed_image_positions=1.0)
-    model = MultimodalLM(tiny_config())
     with pytest.raises(InputError, match=">= 0"):
-        model.set_projected_image_positions(-1.0)
+        with_position_tables(tiny_config(), projected=-1.0)
     resampled = tiny_config()
     resampled = dataclasses.replace(
         resampled, projector=dataclasses.replace(resampled.projector, kind="resampler")
     )
     with pytest.raises(InputError, match="'mlp' projector"):
-        MultimodalLM(resampled).set_projected_image_positions(1.0)
+        with_position_tables(resampled, projected=1.0)
 
 
 def test_qk_norm_keys_follow_the_direction_of_the_media_not_their_scale(media):

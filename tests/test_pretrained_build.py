@@ -394,24 +394,24 @@ def test_hybrid_cnn_keeps_its_batch_norm_statistics_in_training(mobilenet):
 
 
 def test_fixed_positions_add_a_distinct_table_per_cell_and_are_never_saved(mobilenet):
-    encoder = HybridImageEncoder(hybrid_config("mobilenet_v2", 64, dim=32, n_layers=0)).eval()
+    config = hybrid_config("mobilenet_v2", 64, dim=32, n_layers=0)
+    encoder = HybridImageEncoder(config).eval()
     load_cnn_weights(encoder, mobilenet[0])
+    fixed = HybridImageEncoder(dataclasses.replace(config, fixed_positions=2.0)).eval()
+    fixed.load_state_dict(encoder.state_dict())  # the table adds no weights
     pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
-    keys = set(encoder.state_dict())
     with torch.no_grad():
         plain = encoder(pixels)[0]
-        encoder.set_fixed_positions(2.0)
-        table = encoder.adapter.fixed_pos  # (1, 4, 32): a 2 x 2 grid
+        table = fixed.adapter.fixed_pos  # (1, 4, 32): a 2 x 2 grid
         assert (
             table.shape == (1, 4, 32) and torch.cdist(table[0], table[0]).triu(1).gt(0.1).sum() == 6
         )
-        assert not torch.allclose(encoder(pixels)[0], plain, atol=1e-3)
-        encoder.adapter.pos_embed -= table  # learned + fixed = the old learned table
-        assert max_diff(encoder(pixels)[0], plain) < 1e-5
-        encoder.adapter.pos_embed += table
-        encoder.set_fixed_positions(0.0)
-        assert max_diff(encoder(pixels)[0], plain) < 1e-6
-    assert set(encoder.state_dict()) == keys and encoder.config.fixed_positions == 0.0
+        assert not torch.allclose(fixed(pixels)[0], plain, atol=1e-3)
+        fixed.adapter.pos_embed -= table  # learned + fixed = the old learned table
+        assert max_diff(fixed(pixels)[0], plain) < 1e-5
+    assert (
+        set(fixed.state_dict()) == set(encoder.state_dict()) and encoder.adapter.fixed_pos is None
+    )
 
 
 def test_fixed_positions_need_a_cnn_hybrid_and_a_scale_of_at_least_0():

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mmllm.checkpoint import (
+    CONFIG_FILE,
     RUN_CHECKPOINT,
     check_state_dict,
     load_model,
@@ -39,7 +40,7 @@ from mmllm.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from mmllm.config import LoRAConfig, MMConfig
+from mmllm.config import LoRAConfig, MMConfig, with_position_tables
 from mmllm.data.collate import Collator, TrainBatch
 from mmllm.data.sources import build_source, split_mixture
 from mmllm.errors import InputError
@@ -117,6 +118,11 @@ def has_begun(out: str | Path) -> bool:
     return (Path(out) / CHECKPOINT_DIR / STATE_JSON).is_file()
 
 
+def _with_position_tables(config: MMConfig, cfg: TrainConfig) -> MMConfig:
+    """The model's config with the run's fixed position tables (set before it is built)."""
+    return with_position_tables(config, cfg.image_fixed_positions, cfg.projected_image_positions)
+
+
 def train(cfg: TrainConfig, scorer: Scorer | None = None) -> Path:
     """Run (or resume) training as ``cfg`` says; returns the final checkpoint folder.
 
@@ -162,9 +168,11 @@ def _train(
                 "whole model comes from that checkpoint: give one of the two"
             )
 
-        model, tokenizer = load_model(init), load_tokenizer(init)
+        config = _with_position_tables(MMConfig.load(init / CONFIG_FILE), cfg)
+        model, tokenizer = load_model(init, config=config), load_tokenizer(init)
     else:
-        model = MultimodalLM(MMConfig.from_dict(cfg.model) if cfg.model else MMConfig())
+        config = MMConfig.from_dict(cfg.model) if cfg.model else MMConfig()
+        model = MultimodalLM(_with_position_tables(config, cfg))
         tokenizer = tokenizer_for_records(
             source, model.config.decoder.vocab_size, cfg.tokenizer_samples
         )
@@ -175,10 +183,6 @@ def _train(
             )
         if cfg.image_init:
             load_image_encoder(model, cfg.image_init)
-    if cfg.image_fixed_positions is not None and not resume:
-        model.set_image_fixed_positions(cfg.image_fixed_positions)
-    if cfg.projected_image_positions is not None and not resume:
-        model.set_projected_image_positions(cfg.projected_image_positions)
     if cfg.lora_rank:
         targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
         enable_lora(model, LoRAConfig(cfg.lora_rank, cfg.lora_alpha, targets))
