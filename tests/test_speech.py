@@ -161,3 +161,14 @@ def test_a_zero_adapter_hears_exactly_as_the_base_model(tmp_path, monkeypatch, l
     adapted = Listener(adapter=write_adapter(tmp_path / "z.safetensors", zero, 1.0))
     for clip in (QUESTION, EXAMPLES / "beeps.wav"):
         assert adapted.transcribe(clip).windows == listener.transcribe(clip).windows
+
+
+def test_the_default_model_hears_through_its_shipped_adapter(tmp_path, monkeypatch):
+    from mmllm.tasks import resolve_checkpoint
+
+    monkeypatch.setenv("MMLLM_CACHE", str(tmp_path))
+    listener = Listener.of_checkpoint(resolve_checkpoint(None))
+    assert listener.adapter is not None and listener.adapter.name == "speech_adapter.safetensors"
+    assert listener.transcribe(QUESTION).text == "What color is the circle?"
+    assert listener.transcribe(EXAMPLES / "beeps.wav").text == ""
+    assert any(tmp_path.glob("whisper-*/model.bin"))  # merged once, into the cache
