@@ -274,9 +274,7 @@ class CompiledDecoding:
     ) -> torch.Tensor:
         """Last-position logits ``(B, V)`` of prompts ``token_ids`` ``(B, T)`` (left-padded,
         best :func:`bucketed`) at ``positions`` ``(B, T)``, written into the empty ``cache``."""
-        return self.generate_batch(
-            self.prompt_step, token_ids, positions, 0, key_valid, cache, media
-        )
+        return self._run(self.prompt_step, token_ids, positions, 0, key_valid, cache, media)
 
     def __call__(
         self,
@@ -289,7 +287,7 @@ class CompiledDecoding:
     ) -> torch.Tensor:
         """Logits ``(B, V)`` after ``next_ids`` ``(B,)`` at ``positions`` ``(B,)``, written at
         cache position ``slot``; advances ``cache``."""
-        return self.generate_batch(
+        return self._run(
             self.step, next_ids[:, None], positions[:, None], slot, key_valid, cache, media
         )
 

@@ -314,7 +314,8 @@ class MMLLM:
         room = self.model.config.decoder.max_seq_len - ANSWER_ROOM
         if len(prompt) > room:
             raise TextError(
-                f"the question is {len(prompt)} tokens long; this model reads at most {room}"
+                f"the question is {len(prompt)} tokens long; with its answer it must fit the "
+                f"model's context of {room + ANSWER_ROOM} tokens (at most {room})"
             )
         images = [image] if image is not None else []
         clips = [audio] if audio is not None else []
