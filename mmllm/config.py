@@ -293,10 +293,7 @@ def with_position_tables(
             raise InputError(
                 f"fixed image positions need a CNN-hybrid image encoder; this has {kind}"
             )
-        try:
-            image = dataclasses.replace(config.image, fixed_positions=image_fixed)
-        except ValueError as error:
-            raise InputError(str(error)) from error
+        image = _checked_replace(config.image, fixed_positions=image_fixed)
         config = dataclasses.replace(config, image=image)
     if projected is not None:
         if config.image is None or config.projector.kind != "mlp":
@@ -304,9 +301,15 @@ def with_position_tables(
                 "projected image positions need an image encoder and the 'mlp' projector; this "
                 f"model has {config.image and config.image.kind}, {config.projector.kind!r}"
             )
-        try:
-            projector = dataclasses.replace(config.projector, fixed_image_positions=projected)
-        except ValueError as error:
-            raise InputError(str(error)) from error
+        projector = _checked_replace(config.projector, fixed_image_positions=projected)
         config = dataclasses.replace(config, projector=projector)
     return config
+
+
+def _checked_replace(part: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` whose rejected values (the config's own checks) are the user's
+    input errors."""
+    try:
+        return dataclasses.replace(part, **changes)
+    except ValueError as error:
+        raise InputError(str(error)) from error
