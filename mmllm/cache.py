@@ -85,10 +85,10 @@ class MediaContext:
     rows: torch.Tensor | None = None  # (B,): the batch rows these are (None: all, in order)
     # a copy path for recognized words (mmllm.recognition): per row a bias over the vocabulary
     # for each kind of id (B, 3, V), added to the logits times a gate the hidden state sets,
-    # (..., D) -> (..., 1); the ids that open a word (V,) choose the kind per position
+    # (..., D) -> (..., 1); each id's flags towards the next word (V,) choose per position
     word_bias: torch.Tensor | None = None
     word_gate: Callable[[torch.Tensor], torch.Tensor] | None = None
-    word_openers: torch.Tensor | None = None
+    word_joins: torch.Tensor | None = None
 
     @classmethod
     def of(cls, kv: list[tuple[torch.Tensor, torch.Tensor]], media_mask: torch.Tensor):
@@ -106,7 +106,7 @@ class MediaContext:
             rows=None if self.rows is None else self.rows[rows],
             word_bias=None if self.word_bias is None else self.word_bias[rows],
             word_gate=self.word_gate,
-            word_openers=self.word_openers,
+            word_joins=self.word_joins,
         )
 
     def adjust_logits(
@@ -124,7 +124,7 @@ class MediaContext:
         bias = self.word_bias if rows is None else self.word_bias[rows]  # (B or N, 3, V)
         if logits.ndim == 3 and rows is None:
             bias = bias[:, None]
-        openers = self.word_openers if self.word_openers is not None else previous.new_zeros(0)
-        bias = choose_word_bias(bias, previous, openers.bool())
+        joins = self.word_joins if self.word_joins is not None else previous.new_zeros(0)
+        bias = choose_word_bias(bias, previous, joins)
         gate = torch.sigmoid(self.word_gate(hidden).float())
         return logits + (gate * bias).to(logits.dtype)

@@ -10,7 +10,10 @@ comes before. Biasing both at every step makes the decoder write "ancat" after "
   "(", a quote, a hyphen), where a new word starts with no space;
 - ``INNER``: any later piece of a word spelt in several; it may follow anything.
 
-``wire_copy_path`` stores the kinds and the openers on the model's ``RecognitionTokens``.
+Each vocabulary token also gets flags towards the next word (``word_joins``): whether a word
+after it starts glued, whether it is the article "a" or "an", whether it starts with a vowel, so
+that after "an" the copy path offers "apple" and not "cat". ``wire_copy_path`` stores the kinds
+and the flags on the model's ``RecognitionTokens``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ import torch
 
 from encoders.recognizers import COCO_OFFSET, N_LABELS
 from mmllm.data.label_words import coco_words, imagenet_words
-from mmllm.recognition import GLUED, INNER, SPACED, RecognitionTokens
+from mmllm.recognition import (
+    ARTICLE_A,
+    ARTICLE_AN,
+    GLUED,
+    INNER,
+    OPENS,
+    SPACED,
+    VOWEL,
+    RecognitionTokens,
+)
 from mmllm.tokenizer import Tokenizer
 
 OPENING_CHARACTERS = "([{\"'/-\n"  # after these a word starts with no space
@@ -60,15 +72,23 @@ def copy_word_kinds(tokenizer: Tokenizer, label_words: torch.Tensor) -> torch.Te
     return kinds
 
 
-def word_openers(tokenizer: Tokenizer) -> torch.Tensor:
-    """``(V,)`` bool: after this token a word starts without a space (special tokens, which
-    decode to nothing, and any token whose text ends in an opening character or a space)."""
+def word_joins(tokenizer: Tokenizer) -> torch.Tensor:
+    """``(V,)`` uint8 flags of each token towards the next word: OPENS (a word after it starts
+    without a space: special tokens, which decode to nothing, and text ending in an opening
+    character or a space), ARTICLE_A / ARTICLE_AN (the article, any case), VOWEL (its word
+    starts with a vowel letter, the rule the training texts' articles follow)."""
     texts = tokenizer.backend.decode_batch([[i] for i in range(tokenizer.vocab_size)])
-    opens = [not t or t[-1] in OPENING_CHARACTERS or t[-1].isspace() for t in texts]
-    return torch.tensor(opens, dtype=torch.bool)
+    flags = []
+    for text in texts:
+        word = text.strip().lower()
+        flag = OPENS if not text or text[-1] in OPENING_CHARACTERS or text[-1].isspace() else 0
+        flag |= ARTICLE_A if word == "a" else ARTICLE_AN if word == "an" else 0
+        flag |= VOWEL if word[:1] in tuple("aeiou") else 0
+        flags.append(flag)
+    return torch.tensor(flags, dtype=torch.uint8)
 
 
 def wire_copy_path(recognition: RecognitionTokens, tokenizer: Tokenizer) -> None:
-    """Give ``recognition``'s copy path the word kinds and openers of ``tokenizer``."""
+    """Give ``recognition``'s copy path the word kinds and joins of ``tokenizer``."""
     kinds = copy_word_kinds(tokenizer, recognition.label_words.cpu())
-    recognition.set_word_forms(kinds, word_openers(tokenizer))
+    recognition.set_word_forms(kinds, word_joins(tokenizer))

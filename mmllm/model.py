@@ -145,7 +145,7 @@ class MultimodalLM(nn.Module):
             context,
             word_bias=bias,
             word_gate=self.recognition.copy_gate,
-            word_openers=self.recognition.word_openers,
+            word_joins=self.recognition.word_joins,
         )
 
     def forward(

@@ -25,6 +25,9 @@ COPY_GATE_INIT = -2.0  # sigmoid(-2) ~ 0.12: the gate starts mostly shut
 # how a label's word-piece id joins the text before it (mmllm.copy_words): the word bias has
 # one slice per kind, and the token before each position picks SPACED or GLUED
 INNER, SPACED, GLUED = 0, 1, 2
+# what each vocabulary token is to the word after it (``word_joins``, flags): a word after it
+# starts glued; it is the article "a" or "an"; it begins a word with a vowel letter
+OPENS, ARTICLE_A, ARTICLE_AN, VOWEL = 1, 2, 4, 8
 
 
 def row_features(rows: torch.Tensor) -> torch.Tensor:
@@ -48,7 +51,8 @@ class RecognitionTokens(nn.Module):
     model name any recognized label from its first training steps. Each id has a kind
     (``word_kinds``: INNER, SPACED or GLUED, set by ``mmllm.copy_words``), and the bias keeps
     one slice per kind, so a word's glued form is offered only after an opener
-    (``word_openers``) and its spaced form only after anything else."""
+    (``word_joins``) and its spaced form only after anything else, and after "a" or "an" only
+    the words that agree with it (the rule the training texts follow)."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -64,18 +68,19 @@ class RecognitionTokens(nn.Module):
         nn.init.zeros_(self.copy_gate.weight)
         nn.init.constant_(self.copy_gate.bias, COPY_GATE_INIT)
         # derived from the tokenizer when the model is loaded (set_word_forms), not stored:
-        # each label_words id's kind (N_LABELS, LABEL_WORDS), and which ids open a word (V,)
+        # each label_words id's kind (N_LABELS, LABEL_WORDS), and each vocabulary id's flags
+        # towards the next word (V,)
         self.register_buffer(
             "word_kinds", torch.zeros(N_LABELS, LABEL_WORDS, dtype=torch.int8), False
         )
-        self.register_buffer("word_openers", torch.zeros(0, dtype=torch.bool), False)
+        self.register_buffer("word_joins", torch.zeros(0, dtype=torch.uint8), False)
 
-    def set_word_forms(self, kinds: torch.Tensor, openers: torch.Tensor) -> None:
-        """Each ``label_words`` id's kind ``(N_LABELS, LABEL_WORDS)`` and the vocabulary's
-        openers ``(V,)`` bool (``mmllm.copy_words.wire_copy_path``)."""
+    def set_word_forms(self, kinds: torch.Tensor, joins: torch.Tensor) -> None:
+        """Each ``label_words`` id's kind ``(N_LABELS, LABEL_WORDS)`` and each vocabulary id's
+        flags ``(V,)`` (OPENS, ARTICLE_A, ARTICLE_AN, VOWEL; ``mmllm.copy_words.word_joins``)."""
         device = self.label_words.device
         self.word_kinds = kinds.to(device=device, dtype=torch.int8)
-        self.word_openers = openers.to(device=device, dtype=torch.bool)
+        self.word_joins = joins.to(device=device, dtype=torch.uint8)
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         label = rows[..., 0].round().long().clamp(0, N_LABELS - 1)  # (n, K)
@@ -108,16 +113,21 @@ class RecognitionTokens(nn.Module):
 
 
 def choose_word_bias(
-    bias: torch.Tensor, previous: torch.Tensor, openers: torch.Tensor
+    bias: torch.Tensor, previous: torch.Tensor, joins: torch.Tensor
 ) -> torch.Tensor:
     """Per-kind word bias ``(..., 3, V)`` and the token before each position ``(...)`` -> the
-    bias ``(..., V)``: the INNER slice plus GLUED after an opener (``openers`` ``(V,)`` bool)
-    or SPACED after anything else."""
+    bias ``(..., V)``: the INNER slice plus GLUED after a token that OPENS a word, else SPACED;
+    after the article "a" (or "an") only the spaced words without (or with) a VOWEL first
+    (``joins`` ``(V,)``: each token's flags)."""
     inner, spaced, glued = bias.unbind(-2)
-    if openers.numel() == 0:  # no kinds known: every id is INNER, the other slices are 0
+    if joins.numel() == 0:  # no kinds known: every id is INNER, the other slices are 0
         return inner + spaced
-    opens = openers[previous.clamp(0, openers.shape[0] - 1)]  # (...)
-    return inner + torch.where(opens[..., None], glued, spaced)
+    flags = joins[previous.clamp(0, joins.shape[0] - 1)].long()[..., None]  # (..., 1)
+    vowel = (joins.long() & VOWEL).bool()  # (V,)
+    agrees = torch.where(
+        (flags & ARTICLE_A).bool(), ~vowel, torch.where((flags & ARTICLE_AN).bool(), vowel, True)
+    )  # (..., V)
+    return inner + torch.where((flags & OPENS).bool(), glued, spaced * agrees)
 
 
 @torch.no_grad()

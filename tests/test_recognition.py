@@ -18,13 +18,23 @@ from encoders.recognizers import (
     recognition_rows,
 )
 from mmllm import InputError, MediaBatch, MultimodalLM
-from mmllm.copy_words import copy_word_kinds, label_copy_ids, word_openers
+from mmllm.copy_words import copy_word_kinds, label_copy_ids, word_joins
 from mmllm.data import recognition_text as words
 from mmllm.data.jsonl import read_jsonl
 from mmllm.data.label_words import imagenet_words
 from mmllm.errors import DataError
 from mmllm.processing import MediaProcessor
-from mmllm.recognition import GLUED, INNER, SPACED, choose_word_bias, label_word_ids
+from mmllm.recognition import (
+    ARTICLE_A,
+    ARTICLE_AN,
+    GLUED,
+    INNER,
+    OPENS,
+    SPACED,
+    VOWEL,
+    choose_word_bias,
+    label_word_ids,
+)
 from mmllm.tokenizer import Tokenizer
 
 try:
@@ -205,17 +215,39 @@ def test_a_words_glued_form_is_offered_only_after_an_opener(reading_model):
     with torch.no_grad():
         recognition.label_words[281, :3] = torch.tensor([5, 6, 9])  # " cat", "cat", "s"
     kinds[281, :3] = torch.tensor([SPACED, GLUED, INNER])
-    openers = torch.zeros(64, dtype=torch.bool)
-    openers[3] = True  # e.g. "("
-    recognition.set_word_forms(kinds, openers)
+    joins = torch.zeros(64, dtype=torch.uint8)
+    joins[3] = OPENS  # e.g. "("
+    recognition.set_word_forms(kinds, joins)
     found = torch.stack([rows((281, 1.0, 0, 0, 1, 1))])
     bias = recognition.word_bias(
         found, torch.ones(1, 1, dtype=torch.bool), torch.tensor([0]), 1, 64
     )
-    chosen = choose_word_bias(bias[0], torch.tensor([3, 10, 3]), recognition.word_openers)
+    chosen = choose_word_bias(bias[0], torch.tensor([3, 10, 3]), recognition.word_joins)
     assert chosen[0, 6] > 0 and chosen[0, 5] == 0  # after the opener: the glued form
     assert chosen[1, 5] > 0 and chosen[1, 6] == 0  # after a word: the spaced form
     assert chosen[:, 9].gt(0).all()  # a later piece may follow anything
+
+
+def test_after_an_article_only_the_words_that_agree_with_it_are_offered(reading_model):
+    """ "an" + the copy path's "cat" made "an cat"; after "an" only a vowel-initial word."""
+    recognition = reading_model.recognition
+    kinds = torch.zeros_like(recognition.word_kinds)
+    with torch.no_grad():
+        recognition.label_words[281, :2] = torch.tensor([5, 6])  # " cat", " owl"
+        recognition.label_words[282, :2] = torch.tensor([-1, -1])
+    kinds[281, :2] = SPACED
+    joins = torch.zeros(64, dtype=torch.uint8)
+    joins[6] = VOWEL
+    joins[10], joins[11] = ARTICLE_A, ARTICLE_AN
+    recognition.set_word_forms(kinds, joins)
+    found = torch.stack([rows((281, 1.0, 0, 0, 1, 1))])
+    bias = recognition.word_bias(
+        found, torch.ones(1, 1, dtype=torch.bool), torch.tensor([0]), 1, 64
+    )
+    chosen = choose_word_bias(bias[0], torch.tensor([10, 11, 12]), recognition.word_joins)
+    assert chosen[0, 5] > 0 and chosen[0, 6] == 0  # "a cat", not "a owl"
+    assert chosen[1, 6] > 0 and chosen[1, 5] == 0  # "an owl", not "an cat"
+    assert chosen[2, 5] > 0 and chosen[2, 6] > 0  # after any other word: both
 
 
 def test_word_kinds_come_from_the_tokenizers_forms_of_each_label():
@@ -228,9 +260,12 @@ def test_word_kinds_come_from_the_tokenizers_forms_of_each_label():
     slots = table[cat].tolist()
     assert kinds[cat, slots.index(first_spaced)] == SPACED
     assert kinds[cat, slots.index(first_glued)] == GLUED
-    opens = word_openers(tokenizer)
-    assert opens[tokenizer.sep_id] and opens[tokenizer.encode("(")[0]]
-    assert not opens[tokenizer.encode(" mat")[-1]]
+    flags = word_joins(tokenizer)
+    assert flags[tokenizer.sep_id] & OPENS and flags[tokenizer.encode("(")[0]] & OPENS
+    assert not flags[tokenizer.encode(" mat")[-1]] & OPENS
+    assert (
+        flags[tokenizer.encode(" a")[0]] & ARTICLE_A and flags[tokenizer.encode(" on")[0]] & VOWEL
+    )
 
 
 def test_the_copy_path_reaches_generation_and_training_alike(reading_model):
