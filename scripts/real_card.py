@@ -25,6 +25,7 @@ from mmllm.data.real_photos import export_real_photos
 from mmllm.eval.run import evaluate
 
 PINNED_SOURCES = ("skimage", "sklearn", "matplotlib")
+PHOTOS_NAME = "data/photos/data.jsonl"  # where the card's recipe exports the photo set
 PINNED_SYNTHETIC = {"data": "synthetic:heldout", "n": 100, "seed": 0}
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -337,7 +338,9 @@ def main() -> None:
     scores["latency"] = latency(pair, image)
     scores["size_mb"] = (args.checkpoint / "model.safetensors").stat().st_size / 1e6
     out = args.out or args.checkpoint / "scores.json"
-    out.write_text(json.dumps(scores, indent=1) + "\n")
+    # the photo set is named as the recipe names it, not by this machine's path
+    text = json.dumps(scores, indent=1).replace(json.dumps(args.photos)[1:-1], PHOTOS_NAME)
+    out.write_text(text + "\n")
     if (args.run / "metrics.png").is_file():
         shutil.copy(args.run / "metrics.png", args.checkpoint / "metrics.png")
     steps = args.steps

@@ -222,7 +222,8 @@ def main() -> None:
     torch.set_num_threads(2)
     model = mmllm.load(args.checkpoint, device="cpu")
     listeners = {"model": model.listener, "whisper": Listener()}  # with its adapter; without
-    scores: dict = {"adapter": str(model.listener.adapter)}
+    adapter = model.listener.adapter
+    scores: dict = {"adapter": Path(adapter).name if adapter else None}  # beside the model
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name, listener in listeners.items():
