@@ -33,7 +33,6 @@ import gradio as gr
 
 import mmllm
 from mmllm.errors import CheckpointError, InputError, MMLLMError, TextError
-from mmllm.speech import speech_caption
 from mmllm.tasks import DEFAULT_CHECKPOINT, alt_text_from_caption, checkpoint_dirs
 
 log = logging.getLogger("mmllm.demo")
@@ -247,15 +246,14 @@ def _respond(
         raise InputError("upload an image or a sound first (or click an example)")
     if mode == "Ask":
         heard = ""
+        model = models.get(checkpoint)
         if not (question or "").strip():
             if spoken is None:
                 raise TextError("type a question or record one first")
-            model = models.get(checkpoint)
             transcript = model.transcribe(spoken)
             if not transcript.has_speech:
                 raise TextError("no question was heard in the recording; record it again")
             question = heard = transcript.text
-        model = models.get(checkpoint)
         answer = model.ask(image, question, audio=audio, choices=parse_choices(choices))
         probs = {answer.text: answer.prob}
         for text, prob in answer.alternatives:
@@ -277,14 +275,12 @@ def _respond(
     done, lines = "", []
     for kind, img, clip in sources:
         head = f"{kind}: " if len(sources) > 1 else ""
-        if clip is not None:
-            transcript = model.transcribe(clip)
-            if transcript.has_speech:  # speech: what is said, not how it sounds
-                text = speech_caption(transcript)
-                done += head + text + "\n"
-                lines.append(head + f"Confidence {transcript.confidence:.2f} (speech recognizer)")
-                yield done.rstrip("\n"), None, "\n\n".join(lines)
-                continue
+        said = model.caption_speech(clip) if clip is not None else None
+        if said is not None:  # speech: what is said, not how it sounds
+            done += head + said + "\n"
+            lines.append(head + f"Confidence {said.confidence:.2f} (speech recognizer)")
+            yield done.rstrip("\n"), None, "\n\n".join(lines)
+            continue
         text = ""
         stream = model.stream_caption(img, audio=clip, **sampling)
         for piece in stream:

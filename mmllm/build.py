@@ -87,7 +87,6 @@ def resolve_source(spec: str, part: str) -> Path:
 def choose_roles(lm: Path, tokens: str | None) -> SpecialTokens | None:
     """The LM tokenizer's roles: ``--tokens PAD,BOS,EOS,SEP``, else ours if it has them, else
     ChatML's."""
-
     if tokens:
         names = [t.strip() for t in tokens.split(",")]
         if len(names) != 4:
@@ -169,7 +168,6 @@ def _count(model: MultimodalLM, names: set[str] | None = None) -> int:
 def model_card(model: MultimodalLM, out: Path, command: str, pretrained: set[str]) -> str:
     """A short ``README.md``: the parts, which are pretrained (``pretrained``: of ``lm``,
     ``image``, ``audio``) or new, where their weights are, and how to train the model."""
-
     config = model.config
     refs = config.base.parts() if config.base is not None else {}
     referenced = {k for part in refs for k in part_keys(model, part)}

@@ -19,8 +19,6 @@ from mmllm.processing import AudioProcessor
 
 MAX_TRANSCRIBE_SECONDS = 3600.0
 QUOTE_CHARS = 200  # a speech caption quotes at most this much, then "..."
-
-
 ADAPTER_FILE = "speech_adapter.safetensors"  # a checkpoint's adapter for the recognizer
 
 

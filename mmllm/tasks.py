@@ -155,9 +155,13 @@ def load(
         model.compile_decoding()
     calibration = Calibration.load(folder)
     distance = MediaDistance.load(folder / STATS_FILE) if (folder / STATS_FILE).is_file() else None
-    api = MMLLM(model, load_tokenizer(folder), calibration=calibration, media_distance=distance)
-    api.listener = Listener.of_checkpoint(folder)
-    return api
+    return MMLLM(
+        model,
+        load_tokenizer(folder),
+        calibration=calibration,
+        media_distance=distance,
+        listener=Listener.of_checkpoint(folder),
+    )
 
 
 class MMLLM:
@@ -170,11 +174,13 @@ class MMLLM:
         truncate_audio: bool = False,
         calibration: Calibration | None = None,
         media_distance: MediaDistance | None = None,
+        listener: Listener | None = None,
     ):
         """``truncate_audio``: cut clips longer than the audio encoder's window to it (and refuse
         only clips over the memory bound) instead of refusing them. ``calibration`` and
         ``media_distance`` (``mmllm.confidence``, stored with a checkpoint) turn scores into
-        calibrated confidences; without them a confidence is the raw token probability."""
+        calibrated confidences; without them a confidence is the raw token probability.
+        ``listener``: who hears speech (default: Whisper tiny.en without an adapter)."""
         self.model = model
         self.tokenizer = tokenizer
         self.truncate_audio = truncate_audio
@@ -188,7 +194,7 @@ class MMLLM:
         )
         self.image_processor = self.media_processor.image
         self.audio_processor = self.media_processor.audio
-        self.listener = Listener()  # speech: its recognizer is made on first use
+        self.listener = listener or Listener()  # its recognizer is made on first use
 
     @property
     def device(self) -> torch.device:
@@ -222,10 +228,8 @@ class MMLLM:
             items = [self.audio_processor(x) for x in items]  # decoded once, for both readers
             rate = self.audio_processor.sample_rate
             for i, clip in enumerate(items):
-                heard = self.listener.heard(clip, rate)
-                if heard.has_speech:
-                    text = speech_caption(heard)
-                    out[i] = ScoredText(text, heard.confidence, False, min_confidence)
+                said = self.caption_speech(clip, rate)
+                out[i] = said.with_limit(min_confidence) if said is not None else None
         todo = [i for i, text in enumerate(out) if text is None]
         prompt = caption_prompt(has_image=images is not None)
         for start in range(0, len(todo), batch_size):
@@ -239,6 +243,14 @@ class MMLLM:
             for i, text in zip(todo[start : start + batch_size], texts, strict=True):
                 out[i] = text.with_limit(min_confidence)
         return out if many else out[0]
+
+    def caption_speech(self, audio: Any, sample_rate: int | None = None) -> ScoredText | None:
+        """``someone says: "..."`` for a clip that holds speech, with the recognizer's raw
+        confidence; None for one that holds none."""
+        heard = self.listener.transcribe(audio, sample_rate)
+        if not heard.has_speech:
+            return None
+        return ScoredText(speech_caption(heard), heard.confidence, calibrated=False)
 
     def transcribe(self, audio: Any, sample_rate: int | None = None) -> Any:
         """What is said in a clip (a file, bytes or samples; up to an hour): a ``Transcript``

@@ -116,6 +116,10 @@ class CountingModel:
         with self._call():
             return self.model.transcribe(*args, **kwargs)
 
+    def caption_speech(self, *args: Any, **kwargs: Any):
+        with self._call():
+            return self.model.caption_speech(*args, **kwargs)
+
     @property
     def calibration(self):
         return self.model.calibration

@@ -65,7 +65,6 @@ class Workload:
 
 
 def build_ours(config: MMConfig, quantize: str | None = None) -> Workload:
-
     torch.manual_seed(0)
     model = MultimodalLM(config).eval()
     if quantize:

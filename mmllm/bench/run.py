@@ -247,7 +247,6 @@ def bandwidth_check(
     again beside each round and each round's decode is set against its own reading (the median
     share is reported): on a shared machine the same reading moved from 67 to 39 GB/s within a
     minute, and one reading at the start once put a decode at 138% of it."""
-
     model = MultimodalLM(SIZES[size])
     decoder_bytes = 4 * sum(p.numel() for p in model.decoder.parameters())
     params = sum(p.numel() for p in model.parameters())

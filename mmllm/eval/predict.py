@@ -26,7 +26,6 @@ def predict(
     generation, ``MMLLM``, so evaluation measures exactly what users get). A batch whose
     prompts leave less room in the context than ``max_new_tokens`` generates what fits.
     ``repetition_controls=False``: without ``mmllm.repetition``'s masks (to measure them)."""
-
     api = MMLLM(model, tokenizer, truncate_audio=True)  # as in training: long clips are cut
     context = model.config.decoder.max_seq_len
     outputs: list[str] = []

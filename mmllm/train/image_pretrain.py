@@ -334,7 +334,6 @@ def pretrain_image_encoder(cfg: ImagePretrainConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     defaults = ImagePretrainConfig()
     for name in (
