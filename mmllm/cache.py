@@ -76,6 +76,7 @@ class MediaContext:
     media (they attend to their zero padding and are zeroed by ``keep``: no NaN).
     keep: ``(B, 1, 1, 1)`` 1.0 for rows with media, 0.0 without, in the keys' dtype.
     Both are made once per request by :meth:`of`, not in every layer at every step.
+    all_rows: every row has media.
     rows: for a group of a batch's rows (``MultimodalLM``'s ``length_groups``), which rows.
     """
 
@@ -89,13 +90,15 @@ class MediaContext:
     word_bias: torch.Tensor | None = None
     word_gate: Callable[[torch.Tensor], torch.Tensor] | None = None
     word_joins: torch.Tensor | None = None
+    all_rows: bool = False  # every row has media (``keep`` is all ones and can be skipped)
 
     @classmethod
     def of(cls, kv: list[tuple[torch.Tensor, torch.Tensor]], media_mask: torch.Tensor):
         """The context of keys/values ``kv`` for media with mask ``media_mask`` ``(B, N)``."""
         rows = media_mask.any(1)[:, None, None, None]  # (B, 1, 1, 1): the row has media
         dtype = kv[0][0].dtype if kv else torch.float32
-        return cls(kv, media_mask[:, None, None, :] | ~rows, rows.to(dtype))
+        every = bool(rows.all())
+        return cls(kv, media_mask[:, None, None, :] | ~rows, rows.to(dtype), all_rows=every)
 
     def select(self, rows: torch.Tensor) -> MediaContext:
         """The same context for rows ``rows`` only (repeat rows for beams)."""
@@ -107,6 +110,7 @@ class MediaContext:
             word_bias=None if self.word_bias is None else self.word_bias[rows],
             word_gate=self.word_gate,
             word_joins=self.word_joins,
+            all_rows=self.all_rows,
         )
 
     def adjust_logits(

@@ -17,6 +17,7 @@ import torch
 from mmllm.cache import KVCache, MediaContext
 from mmllm.errors import GenerationError
 from mmllm.model import MultimodalLM
+from mmllm.packed import packed_for
 from mmllm.repetition import RepetitionGuard
 
 
@@ -148,6 +149,7 @@ def stream_ids(
         token_ids, attention_mask = compiled.bucketed(token_ids, attention_mask, pad_id, longest)
     B, T = token_ids.shape
     device = token_ids.device
+    packed = packed_for(model.decoder) if compiled is None else None  # None: the modules
     bucket = compiled.cache_bucket if compiled is not None else 1
     cache, full_mask = start_decode(model, attention_mask, sampling.max_new_tokens, bucket)
     generator = None
@@ -183,6 +185,12 @@ def stream_ids(
             if compiled is not None:
                 positions = first_position + step
                 logits = compiled(next_ids, positions, T + step, full_mask, cache, context)
+            elif packed is not None:
+                step_mask = _upto(mask, T + step + 1)
+                positions = first_position + step
+                logits, hidden = packed.step(next_ids, positions, cache, step_mask, context)
+                if context is not None:
+                    logits = context.adjust_logits(logits, hidden, next_ids)
             else:
                 step_mask = _upto(mask, T + step + 1)
                 logits = model.decoder(next_ids[:, None], context, step_mask, cache=cache)[:, -1]

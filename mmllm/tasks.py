@@ -46,6 +46,7 @@ from mmllm.generate import (
 )
 from mmllm.media import MediaBatch
 from mmllm.model import MultimodalLM
+from mmllm.packed import pack_linears
 from mmllm.planner import RequestPlan, plan_request
 from mmllm.processing import MediaProcessor
 from mmllm.prompts import caption_prompt
@@ -151,6 +152,8 @@ def load(
     model = load_model(folder).to(device=device, dtype=dtype).eval()
     if quantize is not None:
         model = quantize_model(model, quantize)
+    else:
+        pack_linears(model)  # large fp32 CPU products through oneDNN (mmllm.packed)
     if compile:
         model.compile_decoding()
     calibration = Calibration.load(folder)

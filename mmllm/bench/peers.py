@@ -22,6 +22,7 @@ from mmllm.config import DecoderConfig, MMConfig
 from mmllm.generate import SamplingConfig, generate_ids
 from mmllm.media import MediaBatch
 from mmllm.model import MultimodalLM
+from mmllm.packed import pack_linears
 from mmllm.presets import PRESETS
 from mmllm.quantize import quantize as quantize_model
 
@@ -69,6 +70,8 @@ def build_ours(config: MMConfig, quantize: str | None = None) -> Workload:
     model = MultimodalLM(config).eval()
     if quantize:
         model = quantize_model(model, quantize)
+    else:
+        pack_linears(model)  # as mmllm.load does
 
     def inputs(pixels: torch.Tensor):
         B = pixels.shape[0]

@@ -1,0 +1,289 @@
+"""Eager inference on packed weights: the default on a CPU, with no compiler needed.
+
+A decode step of a small model is mostly per-op overhead around little arithmetic. Two parts
+cut it (measurements: ``docs/performance.md``):
+
+- :class:`PackedLinear`, an ``nn.Linear`` whose inference products of many rows (the image
+  encoder's, the prompt pass's) run through oneDNN's GEMM on a weight packed once, the op
+  inductor uses for frozen weights; :func:`pack_linears` puts it in place when a model is
+  loaded for inference. Below ~1M multiply-adds the plain GEMM's lower fixed cost wins.
+- :class:`PackedDecoder`, the decode step as one function over rearranged weights: q, k, v and
+  the "rotate half" of q and k in one product (rotary positions become one multiply-add),
+  gate and up in one product, each residual add inside its output product (``addmm``), the
+  cross-attention's ``tanh(gate)`` as that product's scale.
+
+It computes the modules' function to float rounding (tested: logits within 1e-4, the same
+greedy ids). :func:`packed_for` builds it for a decoder in evaluation without gradients, on a
+CPU, in fp32, whose products are plain ``nn.Linear`` (not LoRA- or int8-wrapped); the copy is
+rebuilt when the weights change (PyTorch's version counters). The prompt pass stays on the
+modules.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmllm.cache import KVCache, MediaContext
+
+# decoders above this many bytes of weights keep the module path: the packed copies would cost
+# as much memory again (they are for small models, where the per-op overhead dominates)
+MAX_PACKED_BYTES = 256 * 2**20
+# products of at least this many multiply-adds (rows x in x out) go through oneDNN's prepacked
+# GEMM (measured on a 2-core x86 CPU: the crossover between ~0.5M and ~1.4M)
+ONEDNN_MIN_MACS = 1_000_000
+
+
+def onednn_available() -> bool:
+    """Whether this PyTorch build has oneDNN's prepacked fp32 linear (x86 and most arm64)."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def onednn_pack(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` ``(out, in)`` reordered once for :func:`onednn_linear`."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), 8)
+
+
+def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None):
+    """``x @ weight.T + bias`` for ``x`` ``(..., in)`` with ``packed`` from :func:`onednn_pack`."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+class PackedLinear(nn.Linear):
+    """``nn.Linear`` (same parameters, same state dict) whose fp32 CPU inference products of at
+    least :data:`ONEDNN_MIN_MACS` go through oneDNN with the weight packed once (repacked when
+    it changes). Training, gradients, other devices, dtypes and compiled graphs take
+    ``F.linear`` as before."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if (
+            self.training
+            or torch.is_grad_enabled()
+            or x.device.type != "cpu"
+            or x.dtype != torch.float32
+            or weight.dtype != torch.float32
+            or torch.compiler.is_compiling()
+            or x.numel() * self.out_features < ONEDNN_MIN_MACS
+            or not onednn_available()
+        ):
+            return F.linear(x, weight, self.bias)
+        key = (weight.data_ptr(), weight._version)
+        cached = self.__dict__.get("_onednn")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_onednn"] = (key, onednn_pack(weight.detach()))
+        return onednn_linear(x, cached[1], self.bias)
+
+
+def pack_linears(model: nn.Module) -> nn.Module:
+    """Make every plain ``nn.Linear`` of ``model`` a :class:`PackedLinear` in place (the same
+    parameter objects: nothing is copied until a product first needs its packed weight).
+    Returns ``model``."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Linear:
+                packed = PackedLinear.__new__(PackedLinear)
+                packed.__dict__.update(child.__dict__)
+                setattr(module, name, packed)
+    return model
+
+
+class Product:
+    """``x @ weight.T`` (+ ``add``) for rows ``x`` ``(M, in)``, ``weight`` ``(out, in)``: the
+    plain GEMM on a transposed copy for few rows, oneDNN's prepacked GEMM for many."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        out_features, in_features = weight.shape
+        self.transposed = weight.t().contiguous()  # (in, out): what torch.mm reads fastest
+        self.bias = None if bias is None else bias.contiguous()
+        self.onednn_rows = None  # M from which oneDNN is faster, None: never
+        if onednn_available():
+            self.onednn_rows = max(1, -(-ONEDNN_MIN_MACS // (out_features * in_features)))
+            self.packed = onednn_pack(weight)
+
+    def __call__(
+        self, x: torch.Tensor, add: torch.Tensor | None = None, scale: float = 1.0
+    ) -> torch.Tensor:
+        """``scale * (x @ weight.T + bias) + add`` for ``x`` ``(M, in)`` -> ``(M, out)``."""
+        if self.onednn_rows is not None and x.shape[0] >= self.onednn_rows:
+            y = onednn_linear(x, self.packed, self.bias)
+            if scale != 1.0:
+                y = y.mul_(scale)
+            return y if add is None else y.add_(add)
+        if add is None:
+            y = torch.mm(x, self.transposed)
+            if self.bias is not None:
+                y = y.add_(self.bias)
+            return y if scale == 1.0 else y.mul_(scale)
+        if self.bias is not None:
+            add = add + scale * self.bias
+        return torch.addmm(add, x, self.transposed, alpha=scale)
+
+
+def rotate_half_rows(weight: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
+    """Rows ``(heads * head_dim, ...)`` of a query/key product rearranged so that its output is
+    ``rotate_half`` of the original's, per head: ``[-second half, first half]``."""
+    w = weight.reshape(heads, head_dim, *weight.shape[1:])
+    half = head_dim // 2
+    return torch.cat([-w[:, half:], w[:, :half]], dim=1).reshape(weight.shape)
+
+
+def _bias_or_zeros(linear: nn.Linear) -> torch.Tensor:
+    return linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
+
+
+class PackedLayer:
+    """One decoder block's weights, rearranged (see the module docstring)."""
+
+    def __init__(self, block: nn.Module, n_heads: int, n_kv_heads: int, head_dim: int):
+        sa, mlp = block.self_attn, block.mlp
+        q, k, v = sa.q_proj, sa.k_proj, sa.v_proj
+        # one product: q, k, v, then rotate_half(q), rotate_half(k)
+        rows = [q.weight, k.weight, v.weight]
+        rows += [rotate_half_rows(q.weight, n_heads, head_dim)]
+        rows += [rotate_half_rows(k.weight, n_kv_heads, head_dim)]
+        bias = None
+        if q.bias is not None:
+            q_bias, k_bias = _bias_or_zeros(q), _bias_or_zeros(k)
+            q_turned = rotate_half_rows(q_bias, n_heads, head_dim)
+            k_turned = rotate_half_rows(k_bias, n_kv_heads, head_dim)
+            bias = torch.cat([q_bias, k_bias, _bias_or_zeros(v), q_turned, k_turned])
+        self.qkv = Product(torch.cat(rows), bias)
+        self.o = Product(sa.o_proj.weight)
+        self.input_norm = block.input_layernorm.weight
+        self.cross = hasattr(block, "cross_attn")
+        if self.cross:
+            ca = block.cross_attn
+            self.cross_norm = block.cross_attn_layernorm.weight
+            self.cross_q = Product(ca.q_proj.weight)
+            self.cross_q_norm = None if ca.q_norm is None else ca.q_norm.weight
+            self.cross_o = Product(ca.o_proj.weight)
+            self.cross_scale = float(torch.tanh(ca.gate))
+        self.post_norm = block.post_attention_layernorm.weight
+        self.gate_up = Product(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))
+        self.down = Product(mlp.down_proj.weight)
+
+
+class PackedDecoder:
+    """A :class:`mmllm.decoder.Decoder`'s decode step (one token per row) on packed weights."""
+
+    def __init__(self, decoder: nn.Module):
+        cfg = decoder.config
+        self.dim, self.hidden_dim, self.eps = cfg.dim, cfg.hidden_dim, cfg.norm_eps
+        self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.n_kv_heads
+        self.head_dim = cfg.attn_head_dim
+        self.version = weights_version(decoder)
+        with torch.no_grad():
+            self.layers = [
+                PackedLayer(block, self.n_heads, self.n_kv_heads, self.head_dim)
+                for block in decoder.layers
+            ]
+            head = decoder.embed_tokens if decoder.lm_head is None else decoder.lm_head
+            self.head = Product(head.weight)
+        self.embed = decoder.embed_tokens.weight
+        self.final_norm = decoder.norm.weight
+        self.cos, self.sin = decoder.rotary.cos, decoder.rotary.sin  # (T_max, hd)
+        self.cross_slot = decoder.cross_slot
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, weight.shape, weight, self.eps)
+
+    def step(
+        self,
+        token_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache,
+        attention_mask: torch.Tensor | None,
+        media: MediaContext | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, V)`` and final (normed) hidden states ``(B, D)`` after ``token_ids``
+        ``(B,)`` at ``positions`` ``(B,)``; their keys/values go into ``cache`` (advanced).
+
+        attention_mask: ``(B, T_past + 1)``, True for real tokens, or None (no padding).
+        """
+        B = token_ids.shape[0]
+        H, Hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        n_qk = (H + Hkv) * hd
+        splits, heads, qk_shape = [n_qk, Hkv * hd, n_qk], [H, Hkv], (B, H + Hkv, 1, hd)
+        cos = self.cos[positions].view(B, 1, 1, hd)  # (B, 1, 1, hd): each row's own position
+        sin = self.sin[positions].view(B, 1, 1, hd)
+        past = cache.length
+        if past + 1 > cache.max_len:
+            raise ValueError(f"KV cache overflow: {past + 1} positions > capacity {cache.max_len}")
+        mask = None if attention_mask is None else attention_mask[:, None, None, :]
+        x = F.embedding(token_ids, self.embed)  # (B, D)
+        for i, layer in enumerate(self.layers):
+            y = layer.qkv(self._norm(x, layer.input_norm))
+            qk, v, qk_rotated = y.split(splits, 1)  # (B, (H + Hkv) hd), (B, Hkv hd), ...
+            qk = torch.addcmul(qk.view(B, H + Hkv, 1, hd) * cos, qk_rotated.view(qk_shape), sin)
+            q, k = qk.split(heads, 1)  # (B, H, 1, hd), (B, Hkv, 1, hd)
+            keys, values = cache.layers[i]
+            keys.narrow(2, past, 1).copy_(k)
+            values.narrow(2, past, 1).copy_(v.view(B, Hkv, 1, hd))
+            out = F.scaled_dot_product_attention(
+                q,
+                keys.narrow(2, 0, past + 1),
+                values.narrow(2, 0, past + 1),
+                attn_mask=mask,
+                enable_gqa=Hkv != H,
+            )  # (B, H, 1, hd)
+            x = layer.o(out.view(B, H * hd), x)
+            slot = self.cross_slot[i]
+            if layer.cross and media is not None and slot is not None:
+                q = layer.cross_q(self._norm(x, layer.cross_norm)).view(B, H, 1, hd)
+                if layer.cross_q_norm is not None:
+                    q = self._norm(q, layer.cross_q_norm)
+                out = F.scaled_dot_product_attention(
+                    q, *media.kv[slot], attn_mask=media.attn_mask, enable_gqa=Hkv != H
+                ).view(B, H * hd)
+                if not media.all_rows:
+                    out = out * media.keep.view(B, 1)
+                x = layer.cross_o(out, x, layer.cross_scale)
+            gate_up = layer.gate_up(self._norm(x, layer.post_norm))
+            act = F.silu(gate_up[:, : self.hidden_dim]).mul_(gate_up[:, self.hidden_dim :])
+            x = layer.down(act, x)
+        cache.advance(1)
+        hidden = self._norm(x, self.final_norm)
+        return self.head(hidden), hidden
+
+
+def weights_version(module: nn.Module) -> tuple:
+    """Changes whenever any parameter or buffer of ``module`` is written or replaced (tensors
+    made in inference mode keep no version count: for them, whenever replaced)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors)
+
+
+def packable(decoder: nn.Module) -> bool:
+    """Whether :class:`PackedDecoder` computes ``decoder``'s step: evaluation mode without
+    gradients, CPU, fp32, plain ``nn.Linear`` products, at most :data:`MAX_PACKED_BYTES`."""
+    if decoder.training or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
+        return False
+    weight = decoder.embed_tokens.weight
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+        return False
+    if sum(p.numel() * p.element_size() for p in decoder.parameters()) > MAX_PACKED_BYTES:
+        return False
+    linears = [m for m in decoder.modules() if isinstance(m, nn.Linear)]
+    if any(type(m) not in (nn.Linear, PackedLinear) for m in linears):
+        return False
+    quantized = [m for m in decoder.modules() if "quantized" in type(m).__module__]
+    return not quantized and decoder.config.attn_head_dim % 2 == 0
+
+
+def packed_for(decoder: nn.Module) -> PackedDecoder | None:
+    """The decoder's :class:`PackedDecoder`, built or rebuilt if its weights changed; None
+    where it does not apply (:func:`packable`)."""
+    if not packable(decoder):
+        return None
+    packed = _PACKED.get(decoder)
+    if packed is None or packed.version != weights_version(decoder):
+        packed = _PACKED[decoder] = PackedDecoder(decoder)
+    return packed
+
+
+# decoder -> its PackedDecoder (which holds no reference back, so both go with the decoder)
+_PACKED: weakref.WeakKeyDictionary[nn.Module, PackedDecoder] = weakref.WeakKeyDictionary()
