@@ -93,12 +93,15 @@ def find_checkpoints(extra: Sequence[str | Path] = ()) -> dict[str, str]:
 
 
 class ModelCache:
-    """Checkpoints loaded on first use and kept; one load at a time."""
+    """Checkpoints loaded on first use and kept; one load at a time. Each model is told how
+    many requests it has served (``MMLLM.expect``), so a long-lived server compiles its
+    decoding once its traffic pays for the compile (unless loaded with ``compile=False``)."""
 
     def __init__(self, checkpoints: dict[str, str], loader: Loader):
         self.checkpoints = dict(checkpoints)
         self.loader = loader
         self._models: dict[str, Any] = {}
+        self._served: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Any:
@@ -107,7 +110,11 @@ class ModelCache:
         with self._lock:
             if name not in self._models:
                 self._models[name] = self.loader(self.checkpoints[name])
-            return self._models[name]
+            model = self._models[name]
+            self._served[name] = self._served.get(name, 0) + 1
+            if hasattr(model, "expect"):
+                model.expect(self._served[name])
+            return model
 
 
 # ---------------------------------------------------------------- examples
@@ -486,10 +493,17 @@ def serve(
     concurrency: int = DEFAULT_CONCURRENCY,
     queue_size: int = DEFAULT_QUEUE_SIZE,
     max_file_size: str = DEFAULT_MAX_FILE_SIZE,
+    compile: bool | None = None,
 ) -> int:
-    """Find the checkpoints, build the app and serve it until interrupted."""
+    """Find the checkpoints, build the app and serve it until interrupted. ``compile``: as
+    ``mmllm.load``'s (None: once the requests served pay for the compile)."""
     found = find_checkpoints(checkpoints)
-    demo = build_app(found, device=device, concurrency_limit=concurrency, max_queue=queue_size)
+    demo = build_app(
+        found,
+        loader=lambda path: mmllm.load(path, device=device, compile=compile),
+        concurrency_limit=concurrency,
+        max_queue=queue_size,
+    )
     print(f"mmllm demo: checkpoints {', '.join(found)}; serving on http://{host}:{port}")
     demo.launch(**launch_options(host, port, max_file_size))
     return 0

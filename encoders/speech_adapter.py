@@ -12,16 +12,14 @@ hashes of the weights and the adapter, and later calls reuse it.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
 from encoders.ctranslate2 import patch_ctranslate2, read_ctranslate2
+from encoders.disk_cache import cached, file_digest
 
 # transformers' module in a decoder layer -> (CTranslate2 variable in that layer, part, parts)
 FUSED = {
@@ -36,7 +34,6 @@ FUSED = {
     "fc1": ("ffn/linear_0", 0, 1),
     "fc2": ("ffn/linear_1", 0, 1),
 }
-CACHE_ENV = "MMLLM_CACHE"
 MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 
 
@@ -67,43 +64,17 @@ def merged_variables(
     return merged
 
 
-def cache_root() -> Path:
-    """Where converted models are kept: ``$MMLLM_CACHE``, else the user's cache folder."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mmllm"
-
-
-def _digest(*files: Path) -> str:
-    h = hashlib.sha256()
-    for file in files:
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
-
-
 def adapted_model_folder(base: Path, adapter: Path) -> Path:
-    """A CTranslate2 Whisper folder: ``base`` with ``adapter`` merged, made once and cached
-    (written to a temporary folder and renamed, so concurrent callers never see half a model)."""
-    folder = cache_root() / f"whisper-{_digest(base / 'model.bin', adapter)}"
-    if (folder / "model.bin").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".whisper-", dir=folder.parent))
-    try:
+    """A CTranslate2 Whisper folder: ``base`` with ``adapter`` merged, made once and kept in
+    the cache (``encoders.disk_cache``), named by the hashes of the weights and the adapter."""
+
+    def build(folder: Path) -> None:
+        folder.mkdir()
         factors, scale = read_adapter(adapter)
         replacements = merged_variables(read_ctranslate2(base / "model.bin"), factors, scale)
-        patch_ctranslate2(base / "model.bin", work / "model.bin", replacements)
+        patch_ctranslate2(base / "model.bin", folder / "model.bin", replacements)
         for name in MODEL_FILES:
             if (base / name).is_file():
-                shutil.copyfile(base / name, work / name)
-        try:
-            work.rename(folder)
-        except OSError:  # another process made it first
-            if not (folder / "model.bin").is_file():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return folder
+                shutil.copyfile(base / name, folder / name)
+
+    return cached(f"whisper-{file_digest(base / 'model.bin', adapter)}", build)

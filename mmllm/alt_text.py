@@ -306,10 +306,12 @@ class Captioner:
         max_chars: int,
         batch_size: int,
         min_confidence: float | None = None,
+        compile: bool | None = None,
     ):
         """``min_confidence``: alt text below it is not used (default: the threshold the
-        checkpoint's calibration states, ``Calibration.alt_text_threshold``)."""
-        self.checkpoint, self.device = checkpoint, device
+        checkpoint's calibration states, ``Calibration.alt_text_threshold``). ``compile``: as
+        ``mmllm.load``'s (None: when the job pays for it)."""
+        self.checkpoint, self.device, self.compile = checkpoint, device, compile
         self.max_chars, self.batch_size = max_chars, batch_size
         self.min_confidence = min_confidence
         self.model: Any = None
@@ -333,11 +335,12 @@ class Captioner:
         if not todo:
             return
         if self.model is None:
-            self.model = load(self.checkpoint, device=self.device)
+            self.model = load(self.checkpoint, device=self.device, compile=self.compile)
             calibration = self.model.calibration
             if self.min_confidence is None and calibration is not None:
                 self.min_confidence = calibration.alt_text_threshold
         limit = self.min_confidence
+        self.model.expect(len(todo))
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             try:
@@ -536,7 +539,12 @@ def run(args: argparse.Namespace) -> int:
         rows.append(Row(" ".join(args.inputs), status="error", note="no input files found"))
     bad_input = bool(rows)
     captioner = Captioner(
-        args.checkpoint, args.device, args.max_chars, args.batch_size, args.min_confidence
+        args.checkpoint,
+        args.device,
+        args.max_chars,
+        args.batch_size,
+        args.min_confidence,
+        getattr(args, "compile", None),
     )
     images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
     documents = [p for p in paths if p.suffix.lower() not in IMAGE_SUFFIXES]
@@ -649,6 +657,17 @@ def _summary(rows, images, documents, changes, written: int, write: bool) -> str
     return "summary: " + "; ".join(parts)
 
 
+def add_compile_flag(parser: argparse.ArgumentParser) -> None:
+    """``--compile`` / ``--no-compile`` (default None: compiled when the job pays for it)."""
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compiled decoding (a C++ compiler on the CPU): --compile always, --no-compile "
+        "never; by default only for jobs large enough to pay for the compile",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's arguments (``mmllm alt-text``, ``python demos/alt_text.py``)."""
     parser.add_argument(
@@ -675,6 +694,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-chars", type=int, default=125)
     parser.add_argument("--batch-size", type=int, default=8)
+    add_compile_flag(parser)
     parser.add_argument("--checkpoint", default=None, help="folder or shipped name (mmllm-tiny)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
     parser.add_argument("--json", action="store_true", help="print images' alt text as JSON")

@@ -7,10 +7,12 @@ the cross-attention keys/values of the media, computed once per request and reus
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from mmllm.recognition import choose_word_bias
 
@@ -112,6 +114,17 @@ class MediaContext:
             word_joins=self.word_joins,
             all_rows=self.all_rows,
         )
+
+    def padded(self, multiple: int) -> MediaContext:
+        """The same context with the media keys/values padded to a multiple of ``multiple``
+        positions, masked off (compiled decoding: fewer distinct media lengths to compile)."""
+        n = self.attn_mask.shape[-1]
+        extra = -(-n // multiple) * multiple - n
+        if extra == 0:
+            return self
+        kv = [(F.pad(k, (0, 0, 0, extra)), F.pad(v, (0, 0, 0, extra))) for k, v in self.kv]
+        mask = F.pad(self.attn_mask, (0, extra), value=False) | ~self.keep.bool()
+        return dataclasses.replace(self, kv=kv, attn_mask=mask)
 
     def adjust_logits(
         self,

@@ -134,6 +134,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.quantize,
         oracle=args.oracle,
         repetition_controls=not args.no_repetition_controls,
+        compile=args.compile,
     )
     print(markdown_table(scores))
     return EXIT_OK
@@ -196,6 +197,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     if not paths:
         print("error: no input files found", file=sys.stderr)
         return EXIT_BAD_INPUT
+    model.expect(len(paths))  # compiled when the job pays for it (unless --no-compile)
     results, failed = [], 0
     show = len(paths) > 1 and not args.json
     for start in tqdm(range(0, len(paths), args.batch_size), disable=not show, unit="batch"):
@@ -313,6 +315,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
         "queue_size": args.queue_size,
         "max_file_size": args.max_file_size,
+        "compile": args.compile,
     }
     return app.serve(
         args.checkpoint,
@@ -321,6 +324,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.device,
         **{k: v for k, v in options.items() if v is not None},
     )
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from encoders import disk_cache
+
+    root = disk_cache.cache_root()
+    if args.action == "clear":
+        freed = disk_cache.clear()
+        print(f"cleared {root}: {freed / 2**20:.1f} MB freed")
+        return EXIT_OK
+    entries = disk_cache.entries()
+    if args.json:
+        found = [{"name": e.name, "bytes": e.bytes} for e in entries]
+        print(json.dumps({"folder": str(root), "entries": found}, indent=2))
+        return EXIT_OK
+    total = sum(e.bytes for e in entries)
+    size = f"{len(entries)} entries, {total / 2**20:.1f} MB"
+    print(f"{root} ({disk_cache.CACHE_ENV} moves it): {size}")
+    for entry in entries:
+        print(f"  {entry.bytes / 2**20:9.1f} MB  {entry.name}")
+    return EXIT_OK
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -430,12 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     alt.set_defaults(func=alt_text.run)
     caption.add_argument("inputs", nargs="+", help="image files, folders or globs")
     caption.add_argument("--batch-size", type=int, default=8)
-    caption.add_argument(
-        "--compile",
-        action="store_true",
-        help="compiled decoding: each batch size first compiles for a minute or more, then "
-        "decodes faster (for many files; needs a C++ compiler on the CPU)",
-    )
+    alt_text.add_compile_flag(caption)
     _add_model_flags(caption)
     caption.set_defaults(func=cmd_caption)
     caption.add_argument("--audio", action="store_true", help="treat every input as audio")
@@ -496,7 +515,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue-size", type=int, default=None, help="requests that may wait, more are refused (16)"
     )
     demo.add_argument("--max-file-size", default=None, help="upload limit (10mb)")
+    alt_text.add_compile_flag(demo)
     demo.set_defaults(func=cmd_demo)
+
+    cache = sub.add_parser(
+        "cache",
+        help="the cache of converted base models and compiled code: info, clear",
+        formatter_class=raw,
+        epilog="examples:\n  mmllm cache info\n  mmllm cache clear\n"
+        "  MMLLM_CACHE=/data/mmllm-cache mmllm caption photo.jpg   # another folder",
+    )
+    cache.add_argument("action", choices=["info", "clear"])
+    cache.add_argument("--json", action="store_true", help="info as JSON")
+    cache.set_defaults(func=cmd_cache)
 
     setup = sub.add_parser(
         "setup",
@@ -538,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate without the repetition masks (mmllm.repetition), to measure them",
     )
     ev.add_argument("--json", default=None, help="write scores to this file")
+    alt_text.add_compile_flag(ev)
     ev.set_defaults(func=cmd_eval)
 
     bench = sub.add_parser(

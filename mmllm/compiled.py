@@ -50,6 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from encoders.disk_cache import use_for_inductor
 from mmllm.cache import KVCache, MediaContext
 from mmllm.errors import ConfigError
 
@@ -67,6 +68,9 @@ PROMPT_BUCKET = 8
 # whole context instead, a batch-8 caption of the bench's model, 40 of 128 positions, took 1.07x
 # as long; SmolLM2's 8192 positions would make every step read a 377 MB cache per row)
 CACHE_BUCKET = 64
+# media keys/values are padded (masked) to a multiple of this many positions: a real-photo
+# model's media length changes with how many things its recognizers found in each batch
+MEDIA_BUCKET = 16
 
 
 def has_compiler() -> bool:
@@ -74,6 +78,30 @@ def has_compiler() -> bool:
     backend needs one."""
     names = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
     return any(name and shutil.which(name) for name in names)
+
+
+# compiling pays for itself from this many inputs on: its cost over the time it saves an input.
+# Measured for mmllm-real on a 2-core CPU (64 photos at batch 8, inductor's cache warm):
+# 50.1 ms a photo eager, 44.3 compiled (the recognizers, which run outside torch, dominate),
+# and 32.5 s to compile from the warm cache (~100 s cold): 5614 photos.
+AUTO_COMPILE_MIN_ITEMS = 5600
+
+
+def can_compile(model: nn.Module) -> bool:
+    """Whether compiled decoding can run for ``model``: a C++ compiler on a CPU (or CUDA), and
+    plain float weights (int8-quantized products do not compile)."""
+    weight = next(model.parameters())
+    if weight.device.type == "cpu" and not has_compiler():
+        return False
+    return not any("quantized" in type(m).__module__ for m in model.modules())
+
+
+def worth_compiling(setting: bool | None, items: int, model: nn.Module) -> bool:
+    """Whether to compile for a job of ``items`` inputs: ``setting`` True or False decides;
+    None (automatic) compiles from :data:`AUTO_COMPILE_MIN_ITEMS` inputs on, where it can."""
+    if setting is not None:
+        return setting
+    return items >= AUTO_COMPILE_MIN_ITEMS and can_compile(model)
 
 
 def check_compiler(device: torch.device) -> None:
@@ -167,7 +195,10 @@ class DecodeStep(nn.Module):
         # attention kernel, called as an opaque op, took ~150 us a layer at batch 8
         with sdpa_kernel(SDPBackend.MATH):
             x = dec.blocks(x, rope, mask, SlotCache(keys, values, slot), media)
-        return dec.logits(dec.norm(x[:, -1]))
+        hidden = dec.norm(x[:, -1])
+        logits = dec.logits(hidden)
+        # the recognized words' copy bias, where the media carry one (mmllm.recognition)
+        return logits if media is None else media.adjust_logits(logits, hidden, token_ids[:, -1])
 
 
 class PromptStep(DecodeStep):
@@ -201,6 +232,7 @@ class Compiled:
         from torch._inductor import select_algorithm
 
         select_algorithm.PRINT_AUTOTUNE = False  # its per-product timing table, on stderr
+        use_for_inductor()  # compiled code kept in mmllm's cache, for later processes
         self.fn = torch.compile(
             module,
             fullgraph=True,
@@ -249,6 +281,11 @@ class CompiledDecoding:
     bucketed = staticmethod(bucketed)
     cache_bucket = CACHE_BUCKET
 
+    @staticmethod
+    def padded_media(media: MediaContext | None) -> MediaContext | None:
+        """``media`` padded to a multiple of :data:`MEDIA_BUCKET` positions."""
+        return None if media is None else media.padded(MEDIA_BUCKET)
+
     def _run(self, compiled, token_ids, positions, slot, key_valid, cache, media):
         first = cache.layers[0][0]
         shape = (
@@ -257,6 +294,7 @@ class CompiledDecoding:
             tensor_shape(first),
             media is None,  # text only and media without cross-attention layers: two graphs
             tuple(media.kv[0][0].shape) if media is not None and media.kv else None,
+            media is not None and media.word_bias is not None,  # a copy path: another graph
         )
         keys, values = [k for k, _ in cache.layers], [v for _, v in cache.layers]
         slot = torch.tensor([slot], device=token_ids.device)

@@ -142,11 +142,10 @@ def stream_ids(
     ``max_new_tokens``. ``suppress_ids`` (e.g. padding and prompt markers) are never generated.
     """
     compiled = model.decoder.compiled  # None unless model.compile_decoding() was called
-    if context is not None and context.word_bias is not None:
-        compiled = None  # the compiled step has no word-bias path yet: eager
     if compiled is not None:  # prompts of similar lengths share one compiled prompt pass
         longest = model.config.decoder.max_seq_len - sampling.max_new_tokens
         token_ids, attention_mask = compiled.bucketed(token_ids, attention_mask, pad_id, longest)
+        context = compiled.padded_media(context)
     B, T = token_ids.shape
     device = token_ids.device
     packed = packed_for(model.decoder) if compiled is None else None  # None: the modules

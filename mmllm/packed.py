@@ -21,7 +21,9 @@ modules.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,20 @@ MAX_PACKED_BYTES = 256 * 2**20
 # products of at least this many multiply-adds (rows x in x out) go through oneDNN's prepacked
 # GEMM (measured on a 2-core x86 CPU: the crossover between ~0.5M and ~1.4M)
 ONEDNN_MIN_MACS = 1_000_000
+
+
+_ENABLED = [True]
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Inside the block, the modules' own ops only (e.g. to count FLOPs with PyTorch's
+    counter, which does not see oneDNN's products)."""
+    _ENABLED.append(False)
+    try:
+        yield
+    finally:
+        _ENABLED.pop()
 
 
 def onednn_available() -> bool:
@@ -67,6 +83,7 @@ class PackedLinear(nn.Linear):
             or x.dtype != torch.float32
             or weight.dtype != torch.float32
             or torch.compiler.is_compiling()
+            or not _ENABLED[-1]
             or x.numel() * self.out_features < ONEDNN_MIN_MACS
             or not onednn_available()
         ):
@@ -261,6 +278,8 @@ def packable(decoder: nn.Module) -> bool:
     """Whether :class:`PackedDecoder` computes ``decoder``'s step: evaluation mode without
     gradients, CPU, fp32, plain ``nn.Linear`` products, at most :data:`MAX_PACKED_BYTES`."""
     if decoder.training or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
+        return False
+    if not _ENABLED[-1]:
         return False
     weight = decoder.embed_tokens.weight
     if weight.device.type != "cpu" or weight.dtype != torch.float32:

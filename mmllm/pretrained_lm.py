@@ -1,7 +1,8 @@
 """Llama-family causal LMs (Llama, SmolLM2, Qwen2) from local files into our ``Decoder``.
 
 A Hugging Face folder (``config.json`` + safetensors) is read without transformers; a GGUF file
-is read through transformers (``from_pretrained(folder, gguf_file=...)``), which dequantises it.
+is read through transformers (``from_pretrained(folder, gguf_file=...)``), which dequantises it,
+once: the fp32 result is kept in the cache (``encoders.disk_cache``).
 Either way the LM's config becomes a ``DecoderConfig`` and its tensors map onto ours by an
 explicit key table. The cross-attention layers the LM lacks keep their fresh init with gates at 0,
 so the loaded decoder is exactly the LM until they train. Configurations our decoder cannot
@@ -11,12 +12,16 @@ missing or left-over tensors raise ``CheckpointError`` naming them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
+from encoders.disk_cache import cached, file_digest
 from encoders.pretrained import (
     WeightsError,
     check_shapes,
@@ -83,12 +88,44 @@ def load_causal_lm(path: str | Path) -> torch.nn.Module:
 
 
 def read_gguf_lm(path: str | Path) -> HFLanguageModel:
-    """A GGUF file, dequantised to fp32 by transformers (needs ``gguf`` and ``accelerate``)."""
+    """A GGUF file, dequantised to fp32 by transformers (needs ``gguf`` and ``accelerate``) the
+    first time, then read from its fp32 safetensors copy in the cache (``encoders.disk_cache``,
+    named by the file's sha256)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"GGUF file {path} does not exist")
-    model = load_causal_lm(path)
-    return HFLanguageModel(model.config.to_dict(), model.state_dict(), str(path))
+
+    def convert(target: Path) -> None:
+        model = load_causal_lm(path)
+        write_lm(HFLanguageModel(model.config.to_dict(), model.state_dict(), str(path)), target)
+
+    entry = cached(f"lm-{file_digest(path)}.safetensors", convert)
+    return read_converted_lm(entry, str(path))
+
+
+def write_lm(lm: HFLanguageModel, target: Path) -> None:
+    """``lm`` as one safetensors file: each tensor once (tied ones are named as aliases in the
+    metadata), the config as JSON in the metadata."""
+    tensors, aliases, seen = {}, {}, {}
+    for name, tensor in lm.state.items():
+        key = (tensor.data_ptr(), tuple(tensor.shape), tensor.dtype)
+        if key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+            tensors[name] = tensor.detach().contiguous()
+    metadata = {"config": json.dumps(lm.config, default=str), "aliases": json.dumps(aliases)}
+    save_file(tensors, str(target), metadata=metadata)
+
+
+def read_converted_lm(file: Path, source: str) -> HFLanguageModel:
+    """An LM written by :func:`write_lm` (memory-mapped), named after ``source``."""
+    with safe_open(str(file), framework="pt") as f:
+        metadata = f.metadata() or {}
+    state = load_file(str(file))
+    for name, original in json.loads(metadata.get("aliases", "{}")).items():
+        state[name] = state[original]
+    return HFLanguageModel(json.loads(metadata["config"]), state, source)
 
 
 def read_lm(path: str | Path) -> HFLanguageModel:

@@ -27,6 +27,7 @@ from mmllm.checkpoint import (  # noqa: F401  (resolve_checkpoint: part of the A
     load_tokenizer,
     resolve_checkpoint,
 )
+from mmllm.compiled import worth_compiling
 from mmllm.confidence import (
     STATS_FILE,
     Calibration,
@@ -134,16 +135,18 @@ def load(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     quantize: str | None = None,
-    compile: bool = False,
+    compile: bool | None = None,
 ) -> MMLLM:
     """Load a checkpoint (default: the shipped ``mmllm-real``) ready for inference.
 
     device: default CUDA when present, else CPU. Weights stay fp32 unless ``dtype`` says
-    otherwise; on CUDA, inference runs under bf16 autocast.
+    otherwise; on CUDA, inference runs under bf16 autocast. On a CPU, eager inference runs on
+    packed weights (``mmllm.packed``).
     quantize: ``"int8"`` quantizes the linear layers for faster CPU inference.
     compile: generate through a compiled decode step, prompt pass and image encoder
-    (``MultimodalLM.compile_decoding``): each new batch size, prompt bucket or media length
-    first compiles for a minute or more, then decodes several times faster. Not with ``quantize``.
+    (``mmllm.compiled``). None (the default) compiles when a job is large enough to pay for the
+    compile (``MMLLM.expect``; ``mmllm.compiled.AUTO_COMPILE_MIN_ITEMS`` inputs), True now,
+    False never. Not with ``quantize``.
     """
     if compile and quantize is not None:
         raise ConfigError("compile and quantize do not combine: choose one")
@@ -164,6 +167,7 @@ def load(
         calibration=calibration,
         media_distance=distance,
         listener=Listener.of_checkpoint(folder),
+        compile=compile,
     )
 
 
@@ -178,13 +182,16 @@ class MMLLM:
         calibration: Calibration | None = None,
         media_distance: MediaDistance | None = None,
         listener: Listener | None = None,
+        compile: bool | None = None,
     ):
         """``truncate_audio``: cut clips longer than the audio encoder's window to it (and refuse
         only clips over the memory bound) instead of refusing them. ``calibration`` and
         ``media_distance`` (``mmllm.confidence``, stored with a checkpoint) turn scores into
         calibrated confidences; without them a confidence is the raw token probability.
-        ``listener``: who hears speech (default: Whisper tiny.en without an adapter)."""
+        ``listener``: who hears speech (default: Whisper tiny.en without an adapter).
+        ``compile``: when to compile decoding (see :func:`load`, :meth:`expect`)."""
         self.model = model
+        self.compile = compile
         self.tokenizer = tokenizer
         self.truncate_audio = truncate_audio
         self.calibration = calibration
@@ -204,6 +211,15 @@ class MMLLM:
         return next(self.model.parameters()).device
 
     # -- tasks -------------------------------------------------------------------------------
+    def expect(self, items: int) -> bool:
+        """Announce a job of ``items`` inputs: with ``compile=None`` decoding is compiled from
+        ``mmllm.compiled.AUTO_COMPILE_MIN_ITEMS`` inputs on (where a compiler is at hand), with
+        True always, with False never. Returns whether decoding is compiled."""
+        compiled = self.model.decoder.compiled is not None
+        if not compiled and worth_compiling(self.compile, items, self.model):
+            self.model.compile_decoding()
+        return self.model.decoder.compiled is not None
+
     def caption(
         self,
         images: Any = None,
@@ -234,6 +250,7 @@ class MMLLM:
                 said = self.caption_speech(clip, rate)
                 out[i] = said.with_limit(min_confidence) if said is not None else None
         todo = [i for i, text in enumerate(out) if text is None]
+        self.expect(len(todo))
         prompt = caption_prompt(has_image=images is not None)
         for start in range(0, len(todo), batch_size):
             chunk = [[items[i]] for i in todo[start : start + batch_size]]

@@ -162,3 +162,30 @@ def test_compiled_cache_is_sized_to_the_request_in_buckets(tiny_checkpoint):
     assert mask.shape[1] == context  # capped at the context
     with pytest.raises(GenerationError, match="exceeds the model's context"):
         start_decode(model, prompt_mask, context - 9, bucket=CACHE_BUCKET)
+
+
+def test_compiling_is_automatic_only_for_jobs_that_pay_for_it(tiny_checkpoint, monkeypatch):
+    import mmllm.compiled as compiled_module
+    from mmllm.cli import build_parser
+
+    api = mmllm.load(tiny_checkpoint, device="cpu")  # compile=None: automatic
+    calls = []
+    monkeypatch.setattr(api.model, "compile_decoding", lambda: calls.append(1))
+    monkeypatch.setattr(compiled_module, "has_compiler", lambda: True)
+    threshold = compiled_module.AUTO_COMPILE_MIN_ITEMS
+    assert not api.expect(1) and not api.expect(threshold - 1) and calls == []
+    api.expect(threshold)
+    assert calls == [1]
+    api.compile = False  # --no-compile: never
+    api.expect(10 * threshold)
+    assert calls == [1]
+    api.compile = True  # --compile: even for one input
+    api.expect(1)
+    assert calls == [1, 1]
+    monkeypatch.setattr(compiled_module, "has_compiler", lambda: False)
+    assert not compiled_module.worth_compiling(None, threshold, api.model)  # no compiler: eager
+    parser = build_parser()
+    for command in (["caption", "x.png"], ["alt-text", "x.png"], ["eval"]):
+        assert parser.parse_args(command).compile is None
+        assert parser.parse_args([*command, "--no-compile"]).compile is False
+        assert parser.parse_args([*command, "--compile"]).compile is True

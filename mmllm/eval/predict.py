@@ -21,12 +21,15 @@ def predict(
     max_new_tokens: int = 48,
     progress: bool = False,
     repetition_controls: bool = True,
+    compile: bool | None = False,
 ) -> list[str]:
     """The model's greedy output text for each record's media and prompt (the API's batched
     generation, ``MMLLM``, so evaluation measures exactly what users get). A batch whose
     prompts leave less room in the context than ``max_new_tokens`` generates what fits.
-    ``repetition_controls=False``: without ``mmllm.repetition``'s masks (to measure them)."""
-    api = MMLLM(model, tokenizer, truncate_audio=True)  # as in training: long clips are cut
+    ``repetition_controls=False``: without ``mmllm.repetition``'s masks (to measure them).
+    ``compile``: as ``mmllm.load``'s; False (the default) for a model still training."""
+    api = MMLLM(model, tokenizer, truncate_audio=True, compile=compile)  # long clips are cut
+    api.expect(len(records))
     context = model.config.decoder.max_seq_len
     outputs: list[str] = []
     starts = range(0, len(records), batch_size)

@@ -24,6 +24,7 @@ from mmllm.eval.metrics import (
 from mmllm.eval.photos import accept_scores, oracle_prediction, oracle_text
 from mmllm.eval.predict import predict
 from mmllm.model import MultimodalLM
+from mmllm.packed import pack_linears
 from mmllm.processing import load_image
 from mmllm.quantize import quantize as quantize_model
 from mmllm.tokenizer import Tokenizer
@@ -87,6 +88,7 @@ def evaluate(
     drop: str | None = None,
     oracle: bool = False,
     repetition_controls: bool = True,
+    compile: bool | None = False,
 ) -> dict:
     """Scores of ``model`` on ``data`` (``synthetic:<split>`` or a JSONL file).
 
@@ -113,6 +115,7 @@ def evaluate(
             batch_size,
             progress=progress,
             repetition_controls=repetition_controls,
+            compile=compile,
         )
     scores = score_records(records, predictions)
     scores["_meta"] = {
@@ -153,13 +156,17 @@ def run_eval(
     quantize: str | None = None,
     oracle: bool = False,
     repetition_controls: bool = True,
+    compile: bool | None = None,
 ) -> dict:
-    """Load ``checkpoint``, score it on ``data`` (see ``evaluate``), write JSON to ``out``."""
+    """Load ``checkpoint``, score it on ``data`` (see ``evaluate``), write JSON to ``out``.
+    ``compile``: as ``mmllm.load``'s (None: when the number of records pays for it)."""
     model = load_model(checkpoint).eval()
     if quantize is not None:
         model = quantize_model(model, quantize)
     elif torch.cuda.is_available():
         model.cuda()
+    else:
+        pack_linears(model)
     scores = evaluate(
         model,
         load_tokenizer(checkpoint),
@@ -170,6 +177,7 @@ def run_eval(
         drop=drop,
         oracle=oracle,
         repetition_controls=repetition_controls,
+        compile=compile,
     )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
