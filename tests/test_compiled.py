@@ -189,3 +189,24 @@ def test_compiling_is_automatic_only_for_jobs_that_pay_for_it(tiny_checkpoint, m
         assert parser.parse_args(command).compile is None
         assert parser.parse_args([*command, "--no-compile"]).compile is False
         assert parser.parse_args([*command, "--compile"]).compile is True
+
+
+@needs_compiler
+def test_the_default_models_copy_path_compiles_once_and_keeps_its_captions():
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parent.parent / "demos" / "examples"
+    photos = [examples / "cat.jpg", examples / "coffee.jpg", examples / "shapes1.png"]
+    eager = mmllm.load(device="cpu", compile=False)
+    compiled = mmllm.load(device="cpu", compile=False)
+    compiled.model.compile_decoding(options={})  # inductor's defaults: compiles faster
+    torch._dynamo.reset()
+    want = [str(t) for t in eager.caption(photos, batch_size=3, max_new_tokens=16)]
+    assert [str(t) for t in compiled.caption(photos, batch_size=3, max_new_tokens=16)] == want
+    steps = compiled.model.decoder.compiled.step.shapes
+    assert len(steps) == 1 and all(key[-1] for key in steps)  # one graph, with the copy path
+    # another set of photos: other recognitions, other media lengths, the same padded graph
+    again = [examples / "coffee.jpg", examples / "cat.jpg", examples / "shapes2.png"]
+    want = [str(t) for t in eager.caption(again, batch_size=3, max_new_tokens=16)]
+    assert [str(t) for t in compiled.caption(again, batch_size=3, max_new_tokens=16)] == want
+    assert compiled.model.decoder.compiled.step.shapes == steps
