@@ -27,10 +27,12 @@ share one compiled pass; the image encoder and projector compile per batch of im
 (they depend on which rows hold which items; compiled, the keys/values took 2.5 ms a batch
 of 8 against 2.8 eager).
 
-Each part compiles once per shape: batch size, prompt bucket, media length (and once for text
-without media); later requests of a known shape reuse it (past
-``torch._dynamo.config.recompile_limit``, 8 shapes of a part, new ones run eagerly). Compiling
-takes a minute or more on a small CPU, so it is opt-in: ``MultimodalLM.compile_decoding()``,
+Each part compiles once per shape: batch size, prompt bucket, media length (padded to a
+multiple of :data:`MEDIA_BUCKET`; once more for text without media); later requests of a known
+shape reuse it (past ``torch._dynamo.config.recompile_limit``, 8 shapes of a part, new ones run
+eagerly). :class:`CompiledModel` holds the compiled parts: generation and media encoding take it
+as an argument, and nothing is stored on the model. Compiling takes a minute or more on a small
+CPU, so it happens when a job pays for it (:func:`worth_compiling`), or when asked:
 ``mmllm.load(..., compile=True)``, ``--compile`` on the CLI. Greedy output is the same as eager
 decoding's (tested); beam search and audio encoding stay eager. The weights are frozen into the
 compiled code: compile a model that is done training, and compile again after changing its
@@ -338,3 +340,18 @@ class CompiledImages:
 
     def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.compiled(tensor_shape(pixels), pixels)
+
+
+class CompiledModel:
+    """A model's compiled parts, the engine generation and media encoding are handed:
+    ``decoding`` (prompt pass and decode step) and ``images`` (image encoder and projector, or
+    None for a model without images). Each part compiles on its first call with a new shape;
+    nothing is stored on the model. For inference only: the weights are frozen into the code,
+    so compile again after changing them."""
+
+    def __init__(self, model: nn.Module, options: dict | None = None):
+        check_compiler(next(model.parameters()).device)
+        self.decoding = CompiledDecoding(model.decoder, options)
+        self.images = None
+        if model.image_encoder is not None:
+            self.images = CompiledImages(model.image_encoder, model.image_projector, options)

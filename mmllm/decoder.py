@@ -68,7 +68,6 @@ class Decoder(nn.Module):
         for module in self.modules():  # every per-token matrix product: see column_major_
             if isinstance(module, nn.Linear):
                 column_major_(module)
-        self.compiled = None  # a mmllm.compiled.CompiledDecoding, set by compile_decoding()
         # layer -> index of its cross-attention K/V in MediaContext.kv (None: no cross-attn)
         self.cross_slot = [
             self.cross_layers.index(i) if i in self.cross_layers else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,6 +20,9 @@ from mmllm.errors import GenerationError
 from mmllm.model import MultimodalLM
 from mmllm.packed import packed_for
 from mmllm.repetition import RepetitionGuard
+
+if TYPE_CHECKING:
+    from mmllm.compiled import CompiledModel
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,7 @@ def stream_ids(
     pad_id: int,
     suppress_ids: tuple[int, ...] = (),
     guard: RepetitionGuard | None = None,
+    compiled: CompiledModel | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Continue left-padded prompts ``(B, T)`` one step at a time.
 
@@ -140,16 +145,18 @@ def stream_ids(
     ``guard``'s repetition masks; their ``log_softmax`` gives the log-probabilities); a row
     that has emitted EOS yields ``pad_id`` afterwards. Stops when every row is done or after
     ``max_new_tokens``. ``suppress_ids`` (e.g. padding and prompt markers) are never generated.
+    ``compiled``: run the prompt pass and the steps through its compiled decoding
+    (``mmllm.compiled``); else eagerly, on packed weights where they apply (``mmllm.packed``).
     """
-    compiled = model.decoder.compiled  # None unless model.compile_decoding() was called
-    if compiled is not None:  # prompts of similar lengths share one compiled prompt pass
+    decoding = compiled.decoding if compiled is not None else None
+    if decoding is not None:  # prompts of similar lengths share one compiled prompt pass
         longest = model.config.decoder.max_seq_len - sampling.max_new_tokens
-        token_ids, attention_mask = compiled.bucketed(token_ids, attention_mask, pad_id, longest)
-        context = compiled.padded_media(context)
+        token_ids, attention_mask = decoding.bucketed(token_ids, attention_mask, pad_id, longest)
+        context = decoding.padded_media(context)
     B, T = token_ids.shape
     device = token_ids.device
-    packed = packed_for(model.decoder) if compiled is None else None  # None: the modules
-    bucket = compiled.cache_bucket if compiled is not None else 1
+    packed = packed_for(model.decoder) if decoding is None else None  # None: the modules
+    bucket = decoding.cache_bucket if decoding is not None else 1
     cache, full_mask = start_decode(model, attention_mask, sampling.max_new_tokens, bucket)
     generator = None
     if sampling.seed is not None:
@@ -157,9 +164,9 @@ def stream_ids(
     done = torch.zeros(B, dtype=torch.bool, device=device)
     mask = decode_mask(full_mask)
     with autocast_for(device):
-        if compiled is not None:
+        if decoding is not None:
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # as hidden() counts
-            logits = compiled.prompt(token_ids, positions, full_mask, cache, context)
+            logits = decoding.prompt(token_ids, positions, full_mask, cache, context)
         else:
             hidden = model.decoder.hidden(token_ids, context, _upto(mask, T), cache=cache)
             logits = model.decoder.logits(hidden[:, -1])  # the head at the last position only
@@ -181,9 +188,9 @@ def stream_ids(
         if bool(done.all()) or step + 1 == sampling.max_new_tokens:
             return
         with autocast_for(device):
-            if compiled is not None:
+            if decoding is not None:
                 positions = first_position + step
-                logits = compiled(next_ids, positions, T + step, full_mask, cache, context)
+                logits = decoding(next_ids, positions, T + step, full_mask, cache, context)
             elif packed is not None:
                 step_mask = _upto(mask, T + step + 1)
                 positions = first_position + step
@@ -207,6 +214,7 @@ def generate_ids(
     suppress_ids: tuple[int, ...] = (),
     guard: RepetitionGuard | None = None,
     logprobs: torch.Tensor | None = None,
+    compiled: CompiledModel | None = None,
 ) -> torch.Tensor:
     """All new ids ``(B, max_new_tokens)`` of ``stream_ids``, ``pad_id``-filled after each EOS.
     ``logprobs`` ``(B, max_new_tokens)``, if given, is filled with each picked token's
@@ -218,7 +226,16 @@ def generate_ids(
         device=token_ids.device,
     )
     steps = stream_ids(
-        model, token_ids, attention_mask, context, sampling, eos_id, pad_id, suppress_ids, guard
+        model,
+        token_ids,
+        attention_mask,
+        context,
+        sampling,
+        eos_id,
+        pad_id,
+        suppress_ids,
+        guard,
+        compiled,
     )
     done = torch.zeros(token_ids.shape[0], dtype=torch.bool, device=token_ids.device)
     for step, (next_ids, logits) in enumerate(steps):

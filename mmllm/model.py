@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,9 @@ from mmllm.lora import add_lora
 from mmllm.media import AUDIO, IMAGE, MediaBatch, MediaPacker
 from mmllm.projector import build_projector
 from mmllm.recognition import RecognitionTokens
+
+if TYPE_CHECKING:
+    from mmllm.compiled import CompiledModel
 
 IGNORE_INDEX = -100
 
@@ -65,33 +69,20 @@ class MultimodalLM(nn.Module):
             RecognitionTokens(dim) if config.recognizer and self.image_encoder else None
         )
         self.decoder = Decoder(config.decoder)
-        self.compiled_images = None  # a mmllm.compiled.CompiledImages, set by compile_decoding()
         if config.lora is not None:
             add_lora(self.decoder, config.lora)
 
-    def compile_decoding(self, options: dict | None = None) -> MultimodalLM:
-        """Generate through a compiled fixed-shape decode step and prompt pass, and encode
-        images through a compiled encoder (``mmllm.compiled``): a minute or more to compile per
-        batch size, prompt bucket and media length, then each step ~3x faster on a CPU at batch
-        1. For inference: the weights are frozen into the compiled code (the compiled encoder
-        runs only where gradients are off). ``options``: inductor settings instead of
-        ``mmllm.compiled.COMPILE_OPTIONS``. Returns the model."""
-        from mmllm.compiled import CompiledDecoding, CompiledImages, check_compiler
-
-        check_compiler(next(self.parameters()).device)
-        self.decoder.compiled = CompiledDecoding(self.decoder, options)
-        if self.image_encoder is not None:
-            self.compiled_images = CompiledImages(self.image_encoder, self.image_projector, options)
-        return self
-
-    def encode_media(self, media: MediaBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """All items of the batch -> media ``(B, N_media, D)`` and mask ``(B, N_media)``."""
+    def encode_media(
+        self, media: MediaBatch, compiled: CompiledModel | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All items of the batch -> media ``(B, N_media, D)`` and mask ``(B, N_media)``;
+        images through ``compiled.images`` when given (``mmllm.compiled``; inference only)."""
         pieces = []
         if media.pixels is not None:
             if self.image_encoder is None:
                 raise InputError("this model has no image encoder; it cannot take images")
-            if self.compiled_images is not None and not torch.is_grad_enabled():
-                tokens, mask = self.compiled_images(media.pixels)
+            if compiled is not None and compiled.images is not None:
+                tokens, mask = compiled.images(media.pixels)
             else:
                 tokens, mask = self.image_projector(*self.image_encoder(media.pixels))
             if self.recognition is not None:
@@ -110,11 +101,13 @@ class MultimodalLM(nn.Module):
             pieces.append((AUDIO, tokens, mask, media.audio_index))
         return self.media_packer(pieces, media.batch_size)
 
-    def prepare_media(self, media: MediaBatch | None) -> MediaContext | None:
+    def prepare_media(
+        self, media: MediaBatch | None, compiled: CompiledModel | None = None
+    ) -> MediaContext | None:
         """Encode media and compute every cross-attention layer's K/V: once per request."""
         if media is None or media.is_empty:
             return None
-        return self.context_for(*self.encode_media(media), media)
+        return self.context_for(*self.encode_media(media, compiled), media)
 
     def context_for(
         self, tokens: torch.Tensor, mask: torch.Tensor, media: MediaBatch

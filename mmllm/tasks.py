@@ -27,7 +27,7 @@ from mmllm.checkpoint import (  # noqa: F401  (resolve_checkpoint: part of the A
     load_tokenizer,
     resolve_checkpoint,
 )
-from mmllm.compiled import worth_compiling
+from mmllm.compiled import CompiledModel, worth_compiling
 from mmllm.confidence import (
     STATS_FILE,
     Calibration,
@@ -157,8 +157,6 @@ def load(
         model = quantize_model(model, quantize)
     else:
         pack_linears(model)  # large fp32 CPU products through oneDNN (mmllm.packed)
-    if compile:
-        model.compile_decoding()
     calibration = Calibration.load(folder)
     distance = MediaDistance.load(folder / STATS_FILE) if (folder / STATS_FILE).is_file() else None
     return MMLLM(
@@ -192,6 +190,7 @@ class MMLLM:
         ``compile``: when to compile decoding (see :func:`load`, :meth:`expect`)."""
         self.model = model
         self.compile = compile
+        self.compiled = CompiledModel(model) if compile else None  # compiles on first use
         self.tokenizer = tokenizer
         self.truncate_audio = truncate_audio
         self.calibration = calibration
@@ -215,10 +214,9 @@ class MMLLM:
         """Announce a job of ``items`` inputs: with ``compile=None`` decoding is compiled from
         ``mmllm.compiled.AUTO_COMPILE_MIN_ITEMS`` inputs on (where a compiler is at hand), with
         True always, with False never. Returns whether decoding is compiled."""
-        compiled = self.model.decoder.compiled is not None
-        if not compiled and worth_compiling(self.compile, items, self.model):
-            self.model.compile_decoding()
-        return self.model.decoder.compiled is not None
+        if self.compiled is None and worth_compiling(self.compile, items, self.model):
+            self.compiled = CompiledModel(self.model)
+        return self.compiled is not None
 
     def caption(
         self,
@@ -459,6 +457,7 @@ class MMLLM:
             tok.pad_id,
             tok.never_generated,
             self._guard(sampling),
+            self.compiled,
         )
         for next_ids, logits in _each_in_inference_mode(steps):
             token = int(next_ids[0])
@@ -588,6 +587,7 @@ class MMLLM:
             tok.never_generated,
             self._guard(sampling),
             logprobs,
+            self.compiled,
         )
 
     def _encode(self, media: MediaBatch | None, rows: int):
@@ -598,7 +598,7 @@ class MMLLM:
         if media is None or media.is_empty:
             return None, distance, [None] * rows
         with torch.inference_mode(), autocast_for(self.device):
-            tokens, mask = self.model.encode_media(media)
+            tokens, mask = self.model.encode_media(media, self.compiled)
             context = self.model.context_for(tokens, mask, media)
         has_image = torch.zeros(rows, dtype=torch.bool)
         has_audio = torch.zeros(rows, dtype=torch.bool)

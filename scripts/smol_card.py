@@ -113,7 +113,9 @@ def caption_latency(
             media = api._media([[image]], [[]])
             context, _, _ = api._encode(media, 1)
             ids, mask = api._prompt_batch(["describe the image:"])
-            out = generate_ids(api.model, ids, mask, context, sampling, eos_id=-1, pad_id=0)
+            out = generate_ids(
+                api.model, ids, mask, context, sampling, -1, 0, compiled=api.compiled
+            )
         assert out.shape[1] == 32
         return time.perf_counter() - start
 

@@ -12,6 +12,7 @@ from mmllm.cache import KVCache
 from mmllm.compiled import (
     CACHE_BUCKET,
     PROMPT_BUCKET,
+    CompiledModel,
     bucketed,
     check_compiler,
     has_compiler,
@@ -39,8 +40,8 @@ def test_compiled_greedy_equals_eager_and_compiles_once_per_shape(tiny_checkpoin
     eager = mmllm.load(tiny_checkpoint, device="cpu")
     compiled = mmllm.load(tiny_checkpoint, device="cpu")
     # inductor's default settings: the same fixed-shape step, compiled faster than max-autotune
-    compiled.model.compile_decoding(options={})
-    compiled.model.decoder.compiled.cache_bucket = 8  # a cache shorter than the context
+    compiled.compiled = CompiledModel(compiled.model, options={})
+    compiled.compiled.decoding.cache_bucket = 8  # a cache shorter than the context
     prompts = [r.prompt + " please" * i for i, r in enumerate(records)]  # ragged: left padding
     images = [r.images for r in records]
     audio = [r.audio if i % 2 else [] for i, r in enumerate(records)]  # some rows without audio
@@ -50,10 +51,10 @@ def test_compiled_greedy_equals_eager_and_compiles_once_per_shape(tiny_checkpoin
     got = compiled.generate_batch(prompts, images, audio, sampling)
     assert got == want
     assert len(set(got)) > 1  # the rows really differ
-    decoding = compiled.model.decoder.compiled
+    decoding = compiled.compiled.decoding
     # the prompt pass, the decode step and the image encoder all ran compiled
     assert decoding.prompt_step.shapes and decoding.step.shapes
-    assert compiled.model.compiled_images.compiled.shapes
+    assert compiled.compiled.images.compiled.shapes
     context = compiled.model.config.decoder.max_seq_len
     assert all(key[2][0][2] < context for key in decoding.step.shapes)  # the cache's length
     frames = torch._dynamo.utils.counters["frames"]["ok"]
@@ -170,7 +171,12 @@ def test_compiling_is_automatic_only_for_jobs_that_pay_for_it(tiny_checkpoint, m
 
     api = mmllm.load(tiny_checkpoint, device="cpu")  # compile=None: automatic
     calls = []
-    monkeypatch.setattr(api.model, "compile_decoding", lambda: calls.append(1))
+
+    class Recorded:
+        def __init__(self, model):
+            calls.append(1)
+
+    monkeypatch.setattr("mmllm.tasks.CompiledModel", Recorded)
     monkeypatch.setattr(compiled_module, "has_compiler", lambda: True)
     threshold = compiled_module.AUTO_COMPILE_MIN_ITEMS
     assert not api.expect(1) and not api.expect(threshold - 1) and calls == []
@@ -179,7 +185,7 @@ def test_compiling_is_automatic_only_for_jobs_that_pay_for_it(tiny_checkpoint, m
     api.compile = False  # --no-compile: never
     api.expect(10 * threshold)
     assert calls == [1]
-    api.compile = True  # --compile: even for one input
+    api.compile, api.compiled = True, None  # --compile: even for one input
     api.expect(1)
     assert calls == [1, 1]
     monkeypatch.setattr(compiled_module, "has_compiler", lambda: False)
@@ -199,14 +205,14 @@ def test_the_default_models_copy_path_compiles_once_and_keeps_its_captions():
     photos = [examples / "cat.jpg", examples / "coffee.jpg", examples / "shapes1.png"]
     eager = mmllm.load(device="cpu", compile=False)
     compiled = mmllm.load(device="cpu", compile=False)
-    compiled.model.compile_decoding(options={})  # inductor's defaults: compiles faster
+    compiled.compiled = CompiledModel(compiled.model, options={})  # inductor's defaults
     torch._dynamo.reset()
     want = [str(t) for t in eager.caption(photos, batch_size=3, max_new_tokens=16)]
     assert [str(t) for t in compiled.caption(photos, batch_size=3, max_new_tokens=16)] == want
-    steps = compiled.model.decoder.compiled.step.shapes
+    steps = compiled.compiled.decoding.step.shapes
     assert len(steps) == 1 and all(key[-1] for key in steps)  # one graph, with the copy path
     # another set of photos: other recognitions, other media lengths, the same padded graph
     again = [examples / "coffee.jpg", examples / "cat.jpg", examples / "shapes2.png"]
     want = [str(t) for t in eager.caption(again, batch_size=3, max_new_tokens=16)]
     assert [str(t) for t in compiled.caption(again, batch_size=3, max_new_tokens=16)] == want
-    assert compiled.model.decoder.compiled.step.shapes == steps
+    assert compiled.compiled.decoding.step.shapes == steps

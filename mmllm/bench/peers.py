@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from encoders import ImageEncoderConfig
+from mmllm.compiled import CompiledModel
 from mmllm.config import DecoderConfig, MMConfig
 from mmllm.generate import SamplingConfig, generate_ids
 from mmllm.media import MediaBatch
@@ -65,26 +66,31 @@ class Workload:
         return count(self.model)
 
 
-def build_ours(config: MMConfig, quantize: str | None = None) -> Workload:
+def build_ours(config: MMConfig, quantize: str | None = None, compile: bool = False) -> Workload:
+    """Our model as ``mmllm.load`` prepares it (packed weights, or int8); ``compile``: through
+    compiled decoding, which compiles in the first (warm-up) calls."""
     torch.manual_seed(0)
     model = MultimodalLM(config).eval()
     if quantize:
         model = quantize_model(model, quantize)
     else:
         pack_linears(model)  # as mmllm.load does
+    compiled = CompiledModel(model) if compile else None
 
     def inputs(pixels: torch.Tensor):
         B = pixels.shape[0]
         token_ids = torch.full((B, PROMPT_TOKENS), 5, dtype=torch.long, device=pixels.device)
         mask = torch.ones_like(token_ids, dtype=torch.bool)
         media = MediaBatch(B, pixels=pixels, image_index=torch.arange(B, device=pixels.device))
-        return token_ids, mask, model.prepare_media(media)
+        return token_ids, mask, model.prepare_media(media, compiled)
 
     @torch.inference_mode()
     def run(pixels: torch.Tensor, new_tokens: int) -> torch.Tensor:
         token_ids, mask, context = inputs(pixels)
         sampling = SamplingConfig(max_new_tokens=new_tokens)
-        return generate_ids(model, token_ids, mask, context, sampling, eos_id=-1, pad_id=0)
+        return generate_ids(
+            model, token_ids, mask, context, sampling, eos_id=-1, pad_id=0, compiled=compiled
+        )
 
     @torch.inference_mode()
     def prefill(pixels: torch.Tensor) -> torch.Tensor:
@@ -235,11 +241,12 @@ def build_llava(config: MMConfig, target: int) -> Workload:
     return Workload("LlavaForConditionalGeneration", model, run, prefill, img.image_size)
 
 
-def build(side: str, size: str, quantize: str | None = None) -> Workload:
-    """The workload of ``side`` (ours, ved, llava) at ``size``; peers match our parameters."""
+def build(side: str, size: str, quantize: str | None = None, compile: bool = False) -> Workload:
+    """The workload of ``side`` (ours, ved, llava) at ``size``; peers match our parameters.
+    ``compile``: ours through compiled decoding."""
     config = SIZES[size]
     if side == "ours":
-        return build_ours(config, quantize)
+        return build_ours(config, quantize, compile)
     ours = build_ours(config)
     if side == "ved":
         return build_ved(config, ours.parameters)

@@ -307,7 +307,7 @@ def run_bench(
     compile: bool = False,
 ) -> dict:
     """Every measurement of ``mmllm bench`` (see the module docstring); ``compile``: our side
-    generates through compiled decoding (``MultimodalLM.compile_decoding``), compiled during
+    generates through compiled decoding (``mmllm.compiled.CompiledModel``), compiled during
     warm-up. The int8 comparison stays eager on both sides."""
     threads = threads or torch.get_num_threads()
     if quick:

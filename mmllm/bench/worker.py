@@ -63,11 +63,9 @@ def main() -> None:
     device = torch.device(args.device)
     _reset_peak()  # torch and transformers imported, no model yet: count from here
     baseline_mb = _status_mb("VmRSS")
-    workload = build(args.side, args.size, args.quantize)
+    workload = build(args.side, args.size, args.quantize, args.compile)  # compiles in warm-up
     if device.type == "cuda":
         workload.model.to(device=device, dtype=torch.bfloat16)
-    if args.compile:
-        workload.model.compile_decoding()  # compiles lazily: in the first (warm-up) calls
     size = workload.image_size
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     info = {"parameters": workload.parameters, "name": workload.name, "compiled": args.compile}
