@@ -140,6 +140,11 @@ class Product:
         return torch.addmm(add, x, self.transposed, alpha=scale)
 
 
+def doubled(weight: torch.Tensor) -> torch.Tensor:
+    """An RMSNorm gain ``(D,)`` as the gain of :meth:`PackedDecoder._norm`'s LayerNorm ``(2D,)``."""
+    return torch.cat([weight, weight]).contiguous()
+
+
 def rotate_half_rows(weight: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
     """Rows ``(heads * head_dim, ...)`` of a query/key product rearranged so that its output is
     ``rotate_half`` of the original's, per head: ``[-second half, first half]``."""
@@ -170,16 +175,16 @@ class PackedLayer:
             bias = torch.cat([q_bias, k_bias, _bias_or_zeros(v), q_turned, k_turned])
         self.qkv = Product(torch.cat(rows), bias)
         self.o = Product(sa.o_proj.weight)
-        self.input_norm = block.input_layernorm.weight
+        self.input_norm = doubled(block.input_layernorm.weight)
         self.cross = hasattr(block, "cross_attn")
         if self.cross:
             ca = block.cross_attn
-            self.cross_norm = block.cross_attn_layernorm.weight
+            self.cross_norm = doubled(block.cross_attn_layernorm.weight)
             self.cross_q = Product(ca.q_proj.weight)
-            self.cross_q_norm = None if ca.q_norm is None else ca.q_norm.weight
+            self.cross_q_norm = None if ca.q_norm is None else doubled(ca.q_norm.weight)
             self.cross_o = Product(ca.o_proj.weight)
             self.cross_scale = float(torch.tanh(ca.gate))
-        self.post_norm = block.post_attention_layernorm.weight
+        self.post_norm = doubled(block.post_attention_layernorm.weight)
         self.gate_up = Product(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))
         self.down = Product(mlp.down_proj.weight)
 
@@ -201,12 +206,18 @@ class PackedDecoder:
             head = decoder.embed_tokens if decoder.lm_head is None else decoder.lm_head
             self.head = Product(head.weight)
         self.embed = decoder.embed_tokens.weight
-        self.final_norm = decoder.norm.weight
+        self.final_norm = doubled(decoder.norm.weight)
         self.cos, self.sin = decoder.rotary.cos, decoder.rotary.sin  # (T_max, hd)
         self.cross_slot = decoder.cross_slot
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, weight.shape, weight, self.eps)
+        """RMSNorm of ``x`` ``(..., D)`` with gain ``weight`` from :func:`doubled`, as a
+        LayerNorm of ``[x, -x]``: its mean is 0 and its variance is ``mean(x^2)``, so it is
+        ``x / sqrt(mean(x^2) + eps)``, in one fused op (PyTorch's CPU ``rms_norm`` is several:
+        ~7 us a call at batch 1 against ~3.5 us for the concatenation and the LayerNorm)."""
+        D = x.shape[-1]
+        both = torch.cat([x, -x], -1)
+        return torch.layer_norm(both, weight.shape, weight, None, self.eps)[..., :D]
 
     def step(
         self,
