@@ -9,8 +9,12 @@ Two measured parts, multiplied:
   in-domain versus out-of-domain inputs (noise, blank frames, silence, photos the model never
   saw), says how likely the input is in domain (``MediaDistance``);
 - **right if in domain**: a logistic regression on the output's own token log-probabilities
-  (mean and minimum; for answers the answer's probability), fitted per kind of output
-  (caption, answer) on in-domain held-out data where right and wrong are known.
+  (mean and minimum; for answers the answer's probability) and the kind of input, fitted per
+  kind of output (caption, answer) on in-domain held-out data where right and wrong are known.
+  For a model that reads real photos, an image nearer the photos' statistics than the
+  synthetic pictures' is a kind of its own (``MediaDistance.assign``): the model is right
+  about most synthetic scenes and fewer than half of the photos, and one curve for both made
+  it under-confident on the one and over-confident on the other.
 
 An out-of-domain input is taken to be answered wrongly, so ``confidence = in_domain * right``.
 ``scripts/calibrate.py`` fits both on one half of the held-out data, measures the expected
@@ -30,9 +34,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from encoders.recognizers import COCO_OFFSET
+from mmllm.media import MediaBatch
+
 CALIBRATION_FILE, STATS_FILE = "calibration.json", "media_stats.safetensors"
 SHRINK = 0.1  # covariance shrinkage towards its diagonal: stable with few samples
 KINDS = ("image", "audio", "image+audio")
+# an image nearer the real photos' statistics than the synthetic pictures' (for a model that
+# reads photos): its own kind, with its own distance unit and intercepts
+PHOTO = "photo"
 
 
 def media_kind(has_image: bool, has_audio: bool) -> str | None:
@@ -42,9 +52,28 @@ def media_kind(has_image: bool, has_audio: bool) -> str | None:
 
 
 def kind_features(kinds: list[str | None]) -> np.ndarray:
-    """Each input's kind as indicators ``(n, 2)``: audio only, image and audio (a model is
-    surer of some kinds of input than of others)."""
-    return np.array([[k == "audio", k == "image+audio"] for k in kinds], dtype=np.float64)
+    """Each input's kind as indicators ``(n, 3)``: audio only, image and audio, a photo (a
+    model is surer of some kinds of input than of others)."""
+    rows = [[k == "audio", k == "image+audio", k == PHOTO] for k in kinds]
+    return np.array(rows, dtype=np.float64).reshape(len(kinds), 3)
+
+
+def recognition_features(media: MediaBatch | None, rows: int) -> np.ndarray:
+    """How sure the recognizers were about each row's pictures ``(rows, 2)``: the top ImageNet
+    class probability and the top COCO object score (0 without recognitions). Real photos the
+    teachers know score high; noise, blank frames and clip art do not."""
+    out = np.zeros((rows, 2))
+    if media is None or media.recognitions is None or media.image_index is None:
+        return out
+    found = media.recognitions.detach().float().cpu()  # (n_images, K, 6): label, score, box
+    real = media.recognition_mask.detach().cpu()
+    is_object = found[..., 0] >= COCO_OFFSET
+    for column, which in ((0, ~is_object), (1, is_object)):
+        scores = torch.where(real & which, found[..., 1], torch.zeros(()))
+        best = scores.amax(-1) if scores.shape[-1] else torch.zeros(len(found))
+        for image, row in enumerate(media.image_index.cpu().tolist()):
+            out[row, column] = max(out[row, column], float(best[image]))
+    return out
 
 
 def pooled_tokens(media: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -134,6 +163,22 @@ class MediaDistance:
             if rows:
                 entry["median"] = _distance(pooled[rows].double(), entry).median().reshape(1)
 
+    def assign(
+        self, pooled: torch.Tensor, kinds: list[str | None]
+    ) -> tuple[torch.Tensor, list[str | None]]:
+        """Distances ``(B,)`` as :meth:`__call__`, and the kinds with each image that lies
+        nearer the photos' statistics than the synthetic pictures' (in their own units) made
+        a :data:`PHOTO` (where there are photo statistics)."""
+        kinds = list(kinds)
+        distance = self(pooled, kinds)
+        rows = [i for i, k in enumerate(kinds) if k == "image"]
+        if PHOTO in self.stats and rows:
+            as_photo = self(pooled[rows], [PHOTO] * len(rows))
+            for j, i in enumerate(rows):
+                if as_photo[j] < distance[i]:
+                    kinds[i], distance[i] = PHOTO, as_photo[j]
+        return distance, kinds
+
     def __call__(self, pooled: torch.Tensor, kinds: list[str | None]) -> torch.Tensor:
         """pooled ``(B, D)`` of inputs of ``kinds`` -> distances ``(B,)`` in units of the
         in-domain median (0 for a text-only row; inf for a kind never seen in training)."""
@@ -164,17 +209,55 @@ class MediaDistance:
         return cls(stats)
 
 
-def in_domain_features(distance: np.ndarray, kinds: list[str | None]) -> np.ndarray:
-    """Distances ``(n,)`` and kinds -> the in-domain curve's features ``(n, 3)``."""
-    d = np.log(np.clip(np.asarray(distance, np.float64), 1e-6, 1e12))[:, None]
-    return np.concatenate([d, kind_features(kinds)], 1)
+def log_distance(distance: np.ndarray) -> np.ndarray:
+    """Distances ``(n,)`` (``MediaDistance``) -> their logarithms ``(n, 1)``, kept finite."""
+    return np.log(np.clip(np.asarray(distance, np.float64), 1e-6, 1e12))[:, None]
 
 
-def in_domain_prob(curve: Logistic, distance: np.ndarray, kinds: list[str | None]) -> np.ndarray:
+def _recognized(recognized: np.ndarray | None, n: int) -> np.ndarray:
+    return np.zeros((n, 2)) if recognized is None else np.asarray(recognized, np.float64)
+
+
+def _photo_slopes(columns: np.ndarray, kinds: list[str | None]) -> np.ndarray:
+    """``columns`` ``(n, k)`` again, zero except for photos: photos get their own slopes (noise,
+    clip art and blank frames can lie nearer the photos than the synthetic pictures too)."""
+    return columns * np.array([[k == PHOTO] for k in kinds], np.float64).reshape(-1, 1)
+
+
+def in_domain_features(
+    distance: np.ndarray, kinds: list[str | None], recognized: np.ndarray | None = None
+) -> np.ndarray:
+    """Distances ``(n,)``, kinds and ``recognition_features`` -> the in-domain curve's
+    features ``(n, 9)``: log distance, kind, recognizers, then the photos' own slopes."""
+    evidence = np.concatenate([log_distance(distance), _recognized(recognized, len(kinds))], 1)
+    parts = [evidence[:, :1], kind_features(kinds), evidence[:, 1:]]
+    return np.concatenate([*parts, _photo_slopes(evidence, kinds)], 1)
+
+
+def caption_features(
+    features: np.ndarray,
+    distance: np.ndarray,
+    kinds: list[str | None],
+    recognized: np.ndarray | None = None,
+) -> np.ndarray:
+    """A joint caption curve's features ``(n, 11)``: token features ``(n, 2)``, the kind of
+    input, the log distance and the recognizers' certainty, then the photos' own slopes on
+    those three."""
+    evidence = np.concatenate([log_distance(distance), _recognized(recognized, len(kinds))], 1)
+    parts = [np.asarray(features, np.float64), kind_features(kinds), evidence]
+    return np.concatenate([*parts, _photo_slopes(evidence, kinds)], 1)
+
+
+def in_domain_prob(
+    curve: Logistic,
+    distance: np.ndarray,
+    kinds: list[str | None],
+    recognized: np.ndarray | None = None,
+) -> np.ndarray:
     """Distances ``(n,)`` (``MediaDistance``) of inputs of ``kinds`` -> the probability that
     each is in domain (0 for a kind of input never trained on; 1 for text alone)."""
     d = np.asarray(distance, np.float64)
-    p = curve(in_domain_features(d, kinds))
+    p = curve(in_domain_features(d, kinds, recognized))
     p = np.where(np.isfinite(d), p, 0.0)
     return np.where([k is None for k in kinds], 1.0, p)
 
@@ -189,29 +272,46 @@ class Calibration:
     """The fitted parts (see the module docstring) and the threshold ``mmllm alt-text`` uses
     by default; ``measured`` keeps the figures of the fit (ECE, AUROC, sizes)."""
 
-    in_domain: Logistic  # features: log distance, kind_features
-    caption: Logistic  # features: mean, min token log-probability, kind_features
-    answer: Logistic  # features: log answer probability, kind_features
+    in_domain: Logistic  # in_domain_features (9)
+    caption: Logistic  # caption_features (11), or 7 of them if not joint
+    answer: Logistic  # answer_features (8)
     alt_text_threshold: float
     measured: dict
+    # the caption curve reads the log distance itself and is fitted on in-domain and
+    # out-of-domain captions together, instead of being multiplied by the in-domain probability
+    joint_caption: bool = False
 
-    def in_domain_prob(self, distance: np.ndarray, kinds: list[str | None]) -> np.ndarray:
-        return in_domain_prob(self.in_domain, distance, kinds)
+    def in_domain_prob(
+        self, distance: np.ndarray, kinds: list[str | None], recognized: np.ndarray | None = None
+    ) -> np.ndarray:
+        return in_domain_prob(self.in_domain, distance, kinds, recognized)
 
     def caption_confidence(
-        self, features: np.ndarray, distance: np.ndarray, kinds: list[str | None]
+        self,
+        features: np.ndarray,
+        distance: np.ndarray,
+        kinds: list[str | None],
+        recognized: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Token features ``(n, 2)`` (``token_features``), distances ``(n,)`` -> ``(n,)``."""
-        x = np.concatenate([np.asarray(features, np.float64), kind_features(kinds)], 1)
-        return self.caption(x) * self.in_domain_prob(distance, kinds)
+        """Token features ``(n, 2)`` (``token_features``), distances ``(n,)``, kinds and
+        ``recognition_features`` ``(n, 2)`` -> ``(n,)``."""
+        x = caption_features(features, distance, kinds, recognized)
+        if self.joint_caption:
+            return self.caption(x)
+        x = x[:, [0, 1, 2, 3, 4, 6, 7]]  # no distance terms: they are in the in-domain factor
+        return self.caption(x) * self.in_domain_prob(distance, kinds, recognized)
 
     def answer_confidence(
-        self, prob: np.ndarray, distance: np.ndarray, kinds: list[str | None]
+        self,
+        prob: np.ndarray,
+        distance: np.ndarray,
+        kinds: list[str | None],
+        recognized: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Answer probabilities ``(n,)``, distances ``(n,)`` -> ``(n,)``."""
-        logp = np.log(np.maximum(np.asarray(prob, np.float64), 1e-12))[:, None]
-        x = np.concatenate([logp, kind_features(kinds)], 1)
-        return self.answer(x) * self.in_domain_prob(distance, kinds)
+        """Answer probabilities ``(n,)``, distances ``(n,)``, kinds, ``recognition_features``
+        -> ``(n,)``."""
+        x = answer_features(prob, kinds, recognized)
+        return self.answer(x) * self.in_domain_prob(distance, kinds, recognized)
 
     def save(self, folder: Path) -> None:
         (folder / CALIBRATION_FILE).write_text(json.dumps(asdict(self), indent=1) + "\n")
@@ -222,13 +322,33 @@ class Calibration:
         if not file.is_file():
             return None
         data = json.loads(file.read_text())
+        # calibrations fitted before the photo kind and the recognition features have fewer
+        # weights (the new features come last): 0 for each
+        joint = bool(data.get("joint_caption", False))
+        sizes = {"in_domain": 9, "caption": 11 if joint else 7, "answer": 8}
         parts = {
-            k: Logistic(tuple(data[k]["weights"]), data[k]["bias"])
-            for k in ("in_domain", "caption", "answer")
+            k: Logistic(_padded(data[k]["weights"], n), data[k]["bias"]) for k, n in sizes.items()
         }
         return cls(
-            **parts, alt_text_threshold=data["alt_text_threshold"], measured=data["measured"]
+            **parts,
+            alt_text_threshold=data["alt_text_threshold"],
+            measured=data["measured"],
+            joint_caption=joint,
         )
+
+
+def answer_features(
+    prob: np.ndarray, kinds: list[str | None], recognized: np.ndarray | None = None
+) -> np.ndarray:
+    """An answer curve's features ``(n, 8)``: log answer probability, kind, recognizers, and
+    the photos' own slopes on the recognizers."""
+    logp = np.log(np.maximum(np.asarray(prob, np.float64), 1e-12))[:, None]
+    seen = _recognized(recognized, len(kinds))
+    return np.concatenate([logp, kind_features(kinds), seen, _photo_slopes(seen, kinds)], 1)
+
+
+def _padded(weights: list[float], n: int) -> tuple[float, ...]:
+    return tuple(weights) + (0.0,) * (n - len(weights))
 
 
 def expected_calibration_error(confidence: np.ndarray, right: np.ndarray, bins: int = 10) -> float:

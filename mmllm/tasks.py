@@ -34,6 +34,7 @@ from mmllm.confidence import (
     MediaDistance,
     media_kind,
     pooled_tokens,
+    recognition_features,
     token_features,
 )
 from mmllm.errors import ConfigError, GenerationError, InputError, TextError
@@ -349,13 +350,13 @@ class MMLLM:
             )
         images = [image] if image is not None else []
         clips = [audio] if audio is not None else []
-        context, distance, kinds = self._encode(self._media([images], [clips]), 1)
+        context, distance, kinds, recognized = self._encode(self._media([images], [clips]), 1)
         if choices:
             scored = self._score(prompt, list(choices), context)
         else:
             scored = self._top_answers(prompt, context, n_alternatives + 1)
         best, *rest = scored
-        confidence, calibrated = self._answer_confidence(best[1], distance, kinds)
+        confidence, calibrated = self._answer_confidence(best[1], distance, kinds, recognized)
         abstained = _below(confidence, min_confidence)
         text = UNSURE if abstained else best[0]
         return Answer(
@@ -441,9 +442,10 @@ class MMLLM:
         """``stream``; ``scores``, if given, collects what the text's confidence needs."""
         stop = [valid_text(s, "stop string") for s in stop]
         token_ids, mask = self._prompt_batch([prompt])
-        context, distance, kinds = self._encode(self._media([list(images)], [list(audio)]), 1)
+        media = self._media([list(images)], [list(audio)])
+        context, distance, kinds, recognized = self._encode(media, 1)
         if scores is not None:
-            scores.distance, scores.kinds = distance, kinds
+            scores.distance, scores.kinds, scores.recognized = distance, kinds, recognized
         ids: list[int] = []
         sent = ""
         tok = self.tokenizer
@@ -488,7 +490,7 @@ class MMLLM:
         """A streamed text with its confidence (from what ``_stream`` recorded)."""
         features = token_features(scores.logprobs)
         confidence, calibrated = self._caption_confidence(
-            np.array([features]), scores.distance, scores.kinds
+            np.array([features]), scores.distance, scores.kinds, scores.recognized
         )
         return ScoredText(text, confidence[0], calibrated, None, tuple(features))
 
@@ -526,7 +528,7 @@ class MMLLM:
         tok = self.tokenizer
         logprobs = torch.zeros(len(prompts), sampling.max_new_tokens, device=self.device)
         with torch.inference_mode():
-            context, distance, kinds = self._encode(media, len(prompts))
+            context, distance, kinds, recognized = self._encode(media, len(prompts))
             if num_beams == 1:
                 new = self._generate(token_ids, mask, context, sampling, logprobs)
             else:
@@ -547,7 +549,9 @@ class MMLLM:
         for ids, logp in zip(new.tolist(), logprobs.tolist(), strict=True):
             n = ids.index(tok.eos_id) + 1 if tok.eos_id in ids else len(ids)
             features.append(token_features(logp[:n]))
-        confidence, calibrated = self._caption_confidence(np.array(features), distance, kinds)
+        confidence, calibrated = self._caption_confidence(
+            np.array(features), distance, kinds, recognized
+        )
         return [
             ScoredText(tok.decode(row), c, calibrated, token_scores=tuple(f))
             for row, c, f in zip(new.tolist(), confidence, features, strict=True)
@@ -593,10 +597,11 @@ class MMLLM:
     def _encode(self, media: MediaBatch | None, rows: int):
         """Encode media once for a request (under bf16 autocast on CUDA): the cross-attention
         context, each row's distance from the model's training inputs (``MediaDistance``; 0
-        without one) and its kind of input (``media_kind``)."""
-        distance = np.zeros(rows)
+        without one), its kind of input (``media_kind``, ``MediaDistance.assign``) and how sure
+        the recognizers were (``recognition_features``)."""
+        distance, recognized = np.zeros(rows), recognition_features(media, rows)
         if media is None or media.is_empty:
-            return None, distance, [None] * rows
+            return None, distance, [None] * rows, recognized
         with torch.inference_mode(), autocast_for(self.device):
             tokens, mask = self.model.encode_media(media, self.compiled)
             context = self.model.context_for(tokens, mask, media)
@@ -608,22 +613,29 @@ class MMLLM:
             has_audio[media.audio_index.cpu()] = True
         kinds = [media_kind(bool(i), bool(a)) for i, a in zip(has_image, has_audio, strict=True)]
         if self.media_distance is not None:
-            distance = self.media_distance(pooled_tokens(tokens.float(), mask), kinds).numpy()
-        return context, distance, kinds
+            pooled = pooled_tokens(tokens.float(), mask)
+            found, kinds = self.media_distance.assign(pooled, kinds)
+            distance = found.numpy()
+        return context, distance, kinds, recognized
 
-    def _caption_confidence(self, features: np.ndarray, distance: np.ndarray, kinds):
-        """Token features ``(n, 2)``, media distances ``(n,)`` and kinds -> confidences, and
-        whether they are calibrated."""
+    def _caption_confidence(self, features: np.ndarray, distance: np.ndarray, kinds, recognized):
+        """Token features ``(n, 2)`` and what ``_encode`` found -> confidences, and whether
+        they are calibrated."""
         if self.calibration is None:
             return np.exp(features[:, 0]).tolist(), False
-        return self.calibration.caption_confidence(features, distance, kinds).tolist(), True
+        confidence = self.calibration.caption_confidence(features, distance, kinds, recognized)
+        return confidence.tolist(), True
 
-    def _answer_confidence(self, prob: float, distance: np.ndarray, kinds) -> tuple[float, bool]:
-        """An answer's probability, its media's distance ``(1,)`` and kind -> its confidence,
-        and whether it is calibrated."""
+    def _answer_confidence(
+        self, prob: float, distance: np.ndarray, kinds, recognized
+    ) -> tuple[float, bool]:
+        """An answer's probability and what ``_encode`` found -> its confidence, and whether
+        it is calibrated."""
         if self.calibration is None:
             return prob, False
-        confidence = self.calibration.answer_confidence(np.array([prob]), distance, kinds)
+        confidence = self.calibration.answer_confidence(
+            np.array([prob]), distance, kinds, recognized
+        )
         return float(confidence[0]), True
 
     @torch.inference_mode()
@@ -737,11 +749,12 @@ class TextStream:
 @dataclass
 class _StreamScores:
     """What ``MMLLM._stream`` records for a confidence: each picked token's log-probability
-    (EOS included) and the media's distance ``(1,)`` and kind."""
+    (EOS included), and the media's distance ``(1,)``, kind and recognizers' certainty."""
 
     logprobs: list[float] = field(default_factory=list)
     distance: np.ndarray = field(default_factory=lambda: np.zeros(1))
     kinds: list[str | None] = field(default_factory=lambda: [None])
+    recognized: np.ndarray = field(default_factory=lambda: np.zeros((1, 2)))
 
 
 def _below(confidence: float, min_confidence: float | None) -> bool:

@@ -35,17 +35,20 @@ from tqdm import tqdm
 import mmllm
 from mmllm.checkpoint import resolve_checkpoint
 from mmllm.confidence import (
+    PHOTO,
     STATS_FILE,
     Calibration,
     Logistic,
     MediaDistance,
+    answer_features,
     auroc,
+    caption_features,
     expected_calibration_error,
     in_domain_features,
     in_domain_prob,
-    kind_features,
     media_kind,
     pooled_tokens,
+    recognition_features,
 )
 from mmllm.data.jsonl import read_jsonl
 from mmllm.data.sources import build_source
@@ -58,7 +61,13 @@ ALT_TEXT_PRECISION = 0.9  # share of written alt texts that must be right
 
 
 def kind_of(record) -> str:
+    """The kind of a record's media (image, audio, image+audio)."""
     return media_kind(bool(record.images), bool(record.audio))
+
+
+def fitted_kind(record) -> str:
+    """The kind whose statistics a record's media belong to: real photos are their own."""
+    return PHOTO if (record.category or "").startswith("photo/") else kind_of(record)
 
 
 def is_right(record, text: str) -> bool:
@@ -78,16 +87,18 @@ def photo_folds(records) -> np.ndarray:
     return np.array([(0, 2, 1, 2)[group[str(r.images[0])] % 4] for r in records])
 
 
-def pooled(api, records, batch: int = 32) -> np.ndarray:
-    """Each record's mean media token ``(n, D)`` (what ``MediaDistance`` scores)."""
-    out = []
+def pooled(api, records, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Each record's mean media token ``(n, D)`` (what ``MediaDistance`` scores) and how sure
+    the recognizers were ``(n, 2)`` (``recognition_features``)."""
+    out, recognized = [], []
     for start in tqdm(range(0, len(records), batch), desc="media", unit="batch"):
         chunk = records[start : start + batch]
         media = api._media([r.images for r in chunk], [r.audio for r in chunk])
         with torch.inference_mode():
             tokens, mask = api.model.encode_media(media)
         out.append(pooled_tokens(tokens.float(), mask).numpy())
-    return np.concatenate(out)
+        recognized.append(recognition_features(media, len(chunk)))
+    return np.concatenate(out), np.concatenate(recognized)
 
 
 def captions(api, records, batch: int = 32) -> tuple[list[str], np.ndarray]:
@@ -166,8 +177,8 @@ def main() -> None:
     train = [train[i] for i in range(args.n_train)]
     stats_photos = {str(r.images[0]): r for r, f in zip(photos, folds, strict=True) if f == 0}
     train += list(stats_photos.values())
-    train_pooled = pooled(api, train)
-    kinds = np.array([kind_of(r) for r in train])
+    train_pooled, _ = pooled(api, train)
+    kinds = np.array([fitted_kind(r) for r in train])
     distance = MediaDistance.fit(
         {k: torch.from_numpy(train_pooled[kinds == k]) for k in sorted(set(kinds))}
     )
@@ -177,26 +188,32 @@ def main() -> None:
     held += [r for r, f in zip(photos, folds, strict=True) if f > 0]
     stress = [r for r in read_jsonl(args.stress) if not (photos and r.category == "stress/photo")]
 
-    def distances(records, vectors):
-        return distance(torch.from_numpy(vectors), [kind_of(r) for r in records]).numpy()
+    def distances(records, vectors):  # and the kinds as assigned (as at inference)
+        found, assigned = distance.assign(torch.from_numpy(vectors), [kind_of(r) for r in records])
+        return found.numpy(), assigned
 
     fold_h = np.concatenate([np.arange(args.n) % 2 + 1, folds[folds > 0]])
     fit_h, test_h = fold_h == 1, fold_h == 2
-    held_pooled = pooled(api, held)
+    held_pooled, r_held = pooled(api, held)
     distance.set_units(
         torch.from_numpy(held_pooled[fit_h]),
-        [kind_of(r) for r, f in zip(held, fit_h, strict=True) if f],
+        [fitted_kind(r) for r, f in zip(held, fit_h, strict=True) if f],
     )
-    d_held, d_stress = distances(held, held_pooled), distances(stress, pooled(api, stress))
+    d_held, held_kinds = distances(held, held_pooled)
+    stress_pooled, r_stress = pooled(api, stress)
+    d_stress, stress_kinds = distances(stress, stress_pooled)
     fit_s, test_s = np.arange(len(stress)) % 2 == 0, np.arange(len(stress)) % 2 == 1
-    held_kinds, stress_kinds = [kind_of(r) for r in held], [kind_of(r) for r in stress]
     x = np.concatenate(
         [
             in_domain_features(
-                d_held[fit_h], [k for k, f in zip(held_kinds, fit_h, strict=True) if f]
+                d_held[fit_h],
+                [k for k, f in zip(held_kinds, fit_h, strict=True) if f],
+                r_held[fit_h],
             ),
             in_domain_features(
-                d_stress[fit_s], [k for k, f in zip(stress_kinds, fit_s, strict=True) if f]
+                d_stress[fit_s],
+                [k for k, f in zip(stress_kinds, fit_s, strict=True) if f],
+                r_stress[fit_s],
             ),
         ]
     )
@@ -218,24 +235,25 @@ def main() -> None:
     )
 
     cap_fit, vqa_fit = fit_h[cap_idx], fit_h[vqa_idx]
-    cap_kinds = [kind_of(r) for r in cap_records]
-    vqa_kinds = [kind_of(r) for r in vqa_records]
-    cap_x = np.concatenate([cap_feat, kind_features(cap_kinds)], 1)
-    p_cap = in_domain_prob(in_domain, d_held[cap_idx], cap_kinds)
-    p_vqa = in_domain_prob(in_domain, d_held[vqa_idx], vqa_kinds)
-    caption_curve = Logistic.fit(cap_x[cap_fit], cap_right[cap_fit], scale=p_cap[cap_fit])
-    vqa_x = np.concatenate(
-        [np.log(np.maximum(vqa_prob, 1e-12))[:, None], kind_features(vqa_kinds)], 1
+    cap_kinds = [held_kinds[i] for i in cap_idx]
+    vqa_kinds = [held_kinds[i] for i in vqa_idx]
+    p_vqa = in_domain_prob(in_domain, d_held[vqa_idx], vqa_kinds, r_held[vqa_idx])
+    # captions: one curve over token scores, kind and distance, fitted on in-domain captions
+    # (right or wrong) and out-of-domain ones (wrong) together
+    cap_x = caption_features(cap_feat, d_held[cap_idx], cap_kinds, r_held[cap_idx])
+    stress_x = caption_features(stress_feat, d_stress, stress_kinds, r_stress)
+    caption_curve = Logistic.fit(
+        np.concatenate([cap_x[cap_fit], stress_x[fit_s]]),
+        np.concatenate([cap_right[cap_fit], np.zeros(fit_s.sum())]),
     )
+    vqa_x = answer_features(vqa_prob, vqa_kinds, r_held[vqa_idx])
     answer_curve = Logistic.fit(vqa_x[vqa_fit], vqa_right[vqa_fit], scale=p_vqa[vqa_fit])
-    calibration = Calibration(in_domain, caption_curve, answer_curve, 1.0, {})
+    calibration = Calibration(in_domain, caption_curve, answer_curve, 1.0, {}, joint_caption=True)
 
     d_cap, d_vqa = d_held[cap_idx], d_held[vqa_idx]
-    cap_conf = calibration.caption_confidence(cap_feat, d_cap, cap_kinds)
-    vqa_conf = calibration.answer_confidence(vqa_prob, d_vqa, vqa_kinds)
-    stress_conf = calibration.caption_confidence(
-        stress_feat, d_stress, [kind_of(r) for r in stress]
-    )
+    cap_conf = calibration.caption_confidence(cap_feat, d_cap, cap_kinds, r_held[cap_idx])
+    vqa_conf = calibration.answer_confidence(vqa_prob, d_vqa, vqa_kinds, r_held[vqa_idx])
+    stress_conf = calibration.caption_confidence(stress_feat, d_stress, stress_kinds, r_stress)
     # the alt-text threshold: the lowest at which written captions are right often enough
     pool_conf = np.concatenate([cap_conf[cap_fit], stress_conf[fit_s]])
     pool_right = np.concatenate([cap_right[cap_fit], np.zeros(fit_s.sum())])
@@ -278,8 +296,8 @@ def main() -> None:
         for p, r in zip(cap_text, cap_records, strict=True)
         if not r.accept
     ]
-    p_held = calibration.in_domain_prob(d_held, held_kinds)
-    p_stress = calibration.in_domain_prob(d_stress, stress_kinds)
+    p_held = calibration.in_domain_prob(d_held, held_kinds, r_held)
+    p_stress = calibration.in_domain_prob(d_stress, stress_kinds, r_stress)
     measured = {
         "ece": ece,
         "in_domain_auroc": auroc(p_held[test_h], p_stress[test_s]),
@@ -301,7 +319,9 @@ def main() -> None:
         "hallucination": {"rate": float(np.mean(hallucination)), "n": len(hallucination)},
         "sizes": {"held_out": len(held), "stress": len(stress), "train_inputs": len(train)},
     }
-    calibration = Calibration(in_domain, caption_curve, answer_curve, threshold, measured)
+    calibration = Calibration(
+        in_domain, caption_curve, answer_curve, threshold, measured, joint_caption=True
+    )
     calibration.save(folder)
     distance.save(folder / STATS_FILE)
     (args.out / "report.json").write_text(json.dumps(measured, indent=1) + "\n")

@@ -8,14 +8,17 @@ import torch
 from PIL import Image
 
 import mmllm
-from mmllm import InputError
+from encoders.recognizers import COCO_OFFSET
+from mmllm import InputError, MediaBatch
 from mmllm.confidence import (
+    PHOTO,
     Calibration,
     Logistic,
     MediaDistance,
     auroc,
     expected_calibration_error,
     in_domain_prob,
+    recognition_features,
 )
 from mmllm.tasks import UNSURE, ScoredText
 
@@ -53,8 +56,63 @@ def test_media_distance_is_larger_off_the_training_inputs(tmp_path):
     assert np.median(near_d) == pytest.approx(1.0, abs=0.05)
     assert auroc(-near_d, -far_d) > 0.99
     assert stats(held[:1], ["audio"]).item() == float("inf")  # a kind never trained on
-    curve = Logistic((-10.0, 0.0, 0.0), 5.0)
+    curve = Logistic((-10.0,) + (0.0,) * 8, 5.0)
     assert in_domain_prob(curve, np.array([np.inf, 1.0]), ["audio", None]).tolist() == [0.0, 1.0]
+
+
+def test_images_nearer_the_photos_statistics_are_photos(tmp_path):
+    rng = torch.Generator().manual_seed(0)
+    synthetic = torch.randn(400, 8, generator=rng)
+    photos = torch.randn(400, 8, generator=rng) + 4
+    stats = MediaDistance.fit({"image": synthetic, PHOTO: photos})
+    stats.set_units(torch.cat([synthetic, photos]), ["image"] * 400 + [PHOTO] * 400)
+    new = torch.cat([torch.randn(5, 8, generator=rng), torch.randn(5, 8, generator=rng) + 4])
+    distance, kinds = stats.assign(new, ["image"] * 10)
+    assert kinds == ["image"] * 5 + [PHOTO] * 5
+    assert float(distance.max()) < 3  # each measured against its own statistics
+    assert stats.assign(new[:2], ["audio", None])[1] == ["audio", None]  # images only
+    # a calibration fitted before the photo kind reads with no weight for it
+    old = [Logistic((-1.0, 0.0, 0.0), 1.0), Logistic((1.0,) * 4, 0.0), Logistic((1.0,) * 3, 0.0)]
+    Calibration(*old, 0.5, {}).save(tmp_path)
+    loaded = Calibration.load(tmp_path)
+    assert loaded.caption.weights == (1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0)
+    assert loaded.in_domain.weights == (-1.0,) + (0.0,) * 8
+
+
+def test_a_joint_caption_curve_reads_the_distance_and_survives_a_save(tmp_path):
+    joint = Calibration(
+        Logistic((-1.0,) + (0.0,) * 8, 1.0),
+        # ..., photo, log distance, top class, top object, the photos' own three slopes
+        Logistic((1.0, 0.0, 0.0, 0.0, -1.0, -2.0, 2.0, 0.0, 0.0, 0.0, 0.0), 3.0),
+        Logistic((1.0,) + (0.0,) * 7, 0.0),
+        0.5,
+        {},
+        joint_caption=True,
+    )
+    joint.save(tmp_path)
+    loaded = Calibration.load(tmp_path)
+    assert loaded == joint
+    features = np.array([[-0.1, -0.5]] * 3)
+    near_far = loaded.caption_confidence(
+        features, np.array([1.0, 4.0, 1.0]), ["image"] * 2 + [PHOTO]
+    )
+    assert near_far[0] > near_far[1]  # farther from the training inputs: less sure
+    assert near_far[0] > near_far[2]  # a photo: its own intercept
+    sure = loaded.caption_confidence(features[2:], np.ones(1), [PHOTO], np.array([[0.9, 0.0]]))
+    assert sure[0] > near_far[2]  # a photo the recognizers are sure of
+
+
+def test_recognition_features_take_each_rows_surest_class_and_object():
+    rows = [
+        torch.tensor([[281, 0.7, 0, 0, 1, 1], [COCO_OFFSET + 17, 0.9, 0, 0, 1, 1]]),
+        torch.tensor([[3, 0.2, 0, 0, 1, 1], [COCO_OFFSET + 1, 0.0, 0, 0, 0, 0]]),
+        torch.tensor([[5, 0.4, 0, 0, 1, 1]]),
+    ]
+    images = [[torch.zeros(3, 8, 8)], [torch.zeros(3, 8, 8)] * 2, []]
+    batch = MediaBatch.from_lists(images=images, recognitions=[[rows[0]], rows[1:], []])
+    found = recognition_features(batch, 3)
+    assert np.allclose(found, [[0.7, 0.9], [0.4, 0.0], [0.0, 0.0]])
+    assert recognition_features(None, 2).tolist() == [[0.0, 0.0], [0.0, 0.0]]
 
 
 def test_scored_text_is_a_str_that_abstains_below_its_threshold():
@@ -71,9 +129,9 @@ def calibrated(tiny_checkpoint, tmp_path_factory):
     """The random tiny checkpoint with a calibration whose curves are known."""
     api = mmllm.load(tiny_checkpoint, device="cpu")
     api.calibration = Calibration(
-        in_domain=Logistic((-10.0, 0.0, 0.0), 5.0),
-        caption=Logistic((1.0, 0.0, 0.0, 0.0), 2.0),
-        answer=Logistic((1.0, 0.0, 0.0), 2.0),
+        in_domain=Logistic((-10.0,) + (0.0,) * 8, 5.0),
+        caption=Logistic((1.0,) + (0.0,) * 6, 2.0),
+        answer=Logistic((1.0,) + (0.0,) * 7, 2.0),
         alt_text_threshold=0.5,
         measured={},
     )
