@@ -164,6 +164,13 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=2000, help="training inputs for the stats")
     parser.add_argument("--photos", help="real photos with acceptable nouns, as a domain")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--caption-curve",
+        choices=["joint", "product"],
+        default="joint",
+        help="captions' confidence: one curve with the out-of-domain captions (joint), or a "
+        "curve on in-domain captions times the in-domain probability (product)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -238,17 +245,24 @@ def main() -> None:
     cap_kinds = [held_kinds[i] for i in cap_idx]
     vqa_kinds = [held_kinds[i] for i in vqa_idx]
     p_vqa = in_domain_prob(in_domain, d_held[vqa_idx], vqa_kinds, r_held[vqa_idx])
-    # captions: one curve over token scores, kind and distance, fitted on in-domain captions
-    # (right or wrong) and out-of-domain ones (wrong) together
+    # captions, joint: one curve over token scores, kind and distance, fitted on in-domain
+    # captions (right or wrong) and out-of-domain ones (wrong) together; product: a curve on
+    # in-domain captions alone, times the in-domain probability (as answers)
     cap_x = caption_features(cap_feat, d_held[cap_idx], cap_kinds, r_held[cap_idx])
     stress_x = caption_features(stress_feat, d_stress, stress_kinds, r_stress)
-    caption_curve = Logistic.fit(
-        np.concatenate([cap_x[cap_fit], stress_x[fit_s]]),
-        np.concatenate([cap_right[cap_fit], np.zeros(fit_s.sum())]),
-    )
+    joint = args.caption_curve == "joint"
+    if joint:
+        caption_curve = Logistic.fit(
+            np.concatenate([cap_x[cap_fit], stress_x[fit_s]]),
+            np.concatenate([cap_right[cap_fit], np.zeros(fit_s.sum())]),
+        )
+    else:
+        p_cap = in_domain_prob(in_domain, d_held[cap_idx], cap_kinds, r_held[cap_idx])
+        product_x = cap_x[:, [0, 1, 2, 3, 4, 6, 7]]
+        caption_curve = Logistic.fit(product_x[cap_fit], cap_right[cap_fit], scale=p_cap[cap_fit])
     vqa_x = answer_features(vqa_prob, vqa_kinds, r_held[vqa_idx])
     answer_curve = Logistic.fit(vqa_x[vqa_fit], vqa_right[vqa_fit], scale=p_vqa[vqa_fit])
-    calibration = Calibration(in_domain, caption_curve, answer_curve, 1.0, {}, joint_caption=True)
+    calibration = Calibration(in_domain, caption_curve, answer_curve, 1.0, {}, joint_caption=joint)
 
     d_cap, d_vqa = d_held[cap_idx], d_held[vqa_idx]
     cap_conf = calibration.caption_confidence(cap_feat, d_cap, cap_kinds, r_held[cap_idx])
@@ -320,7 +334,7 @@ def main() -> None:
         "sizes": {"held_out": len(held), "stress": len(stress), "train_inputs": len(train)},
     }
     calibration = Calibration(
-        in_domain, caption_curve, answer_curve, threshold, measured, joint_caption=True
+        in_domain, caption_curve, answer_curve, threshold, measured, joint_caption=joint
     )
     calibration.save(folder)
     distance.save(folder / STATS_FILE)
