@@ -22,6 +22,7 @@ modules.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import weakref
 from collections.abc import Iterator
 
@@ -39,18 +40,18 @@ MAX_PACKED_BYTES = 256 * 2**20
 ONEDNN_MIN_MACS = 1_000_000
 
 
-_ENABLED = [True]
+_ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("mmllm_packed", default=True)
 
 
 @contextlib.contextmanager
 def disabled() -> Iterator[None]:
-    """Inside the block, the modules' own ops only (e.g. to count FLOPs with PyTorch's
-    counter, which does not see oneDNN's products)."""
-    _ENABLED.append(False)
+    """Inside the block (this thread or task), the modules' own ops only: e.g. to count FLOPs
+    with PyTorch's counter, which does not see oneDNN's products."""
+    token = _ENABLED.set(False)
     try:
         yield
     finally:
-        _ENABLED.pop()
+        _ENABLED.reset(token)
 
 
 def onednn_available() -> bool:
@@ -83,7 +84,7 @@ class PackedLinear(nn.Linear):
             or x.dtype != torch.float32
             or weight.dtype != torch.float32
             or torch.compiler.is_compiling()
-            or not _ENABLED[-1]
+            or not _ENABLED.get()
             or x.numel() * self.out_features < ONEDNN_MIN_MACS
             or not onednn_available()
         ):
@@ -290,7 +291,7 @@ def packable(decoder: nn.Module) -> bool:
     gradients, CPU, fp32, plain ``nn.Linear`` products, at most :data:`MAX_PACKED_BYTES`."""
     if decoder.training or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
         return False
-    if not _ENABLED[-1]:
+    if not _ENABLED.get():
         return False
     weight = decoder.embed_tokens.weight
     if weight.device.type != "cpu" or weight.dtype != torch.float32:
