@@ -7,10 +7,10 @@ cut it (measurements: ``docs/performance.md``):
   encoder's, the prompt pass's) run through oneDNN's GEMM on a weight packed once, the op
   inductor uses for frozen weights; :func:`pack_linears` puts it in place when a model is
   loaded for inference. Below ~1M multiply-adds the plain GEMM's lower fixed cost wins.
-- :class:`PackedDecoder`, the decode step as one function over rearranged weights: q, k, v and
-  the "rotate half" of q and k in one product (rotary positions become one multiply-add),
-  gate and up in one product, each residual add inside its output product (``addmm``), the
-  cross-attention's ``tanh(gate)`` as that product's scale.
+- :class:`PackedDecoder`, the decode step as one function over rearranged weights: q, k and v
+  in one product, gate and up in one product, each residual add inside its output product
+  (``addmm``), the cross-attention's ``tanh(gate)`` as that product's scale, and each RMSNorm
+  as one fused LayerNorm (:meth:`PackedDecoder._norm`).
 
 It computes the modules' function to float rounding (tested: logits within 1e-4, the same
 greedy ids). :func:`packed_for` builds it for a decoder in evaluation without gradients, on a
@@ -146,14 +146,6 @@ def doubled(weight: torch.Tensor) -> torch.Tensor:
     return torch.cat([weight, weight]).contiguous()
 
 
-def rotate_half_rows(weight: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
-    """Rows ``(heads * head_dim, ...)`` of a query/key product rearranged so that its output is
-    ``rotate_half`` of the original's, per head: ``[-second half, first half]``."""
-    w = weight.reshape(heads, head_dim, *weight.shape[1:])
-    half = head_dim // 2
-    return torch.cat([-w[:, half:], w[:, :half]], dim=1).reshape(weight.shape)
-
-
 def _bias_or_zeros(linear: nn.Linear) -> torch.Tensor:
     return linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
 
@@ -161,19 +153,13 @@ def _bias_or_zeros(linear: nn.Linear) -> torch.Tensor:
 class PackedLayer:
     """One decoder block's weights, rearranged (see the module docstring)."""
 
-    def __init__(self, block: nn.Module, n_heads: int, n_kv_heads: int, head_dim: int):
+    def __init__(self, block: nn.Module):
         sa, mlp = block.self_attn, block.mlp
         q, k, v = sa.q_proj, sa.k_proj, sa.v_proj
-        # one product: q, k, v, then rotate_half(q), rotate_half(k)
-        rows = [q.weight, k.weight, v.weight]
-        rows += [rotate_half_rows(q.weight, n_heads, head_dim)]
-        rows += [rotate_half_rows(k.weight, n_kv_heads, head_dim)]
+        rows = [q.weight, k.weight, v.weight]  # one product: q, k, v
         bias = None
         if q.bias is not None:
-            q_bias, k_bias = _bias_or_zeros(q), _bias_or_zeros(k)
-            q_turned = rotate_half_rows(q_bias, n_heads, head_dim)
-            k_turned = rotate_half_rows(k_bias, n_kv_heads, head_dim)
-            bias = torch.cat([q_bias, k_bias, _bias_or_zeros(v), q_turned, k_turned])
+            bias = torch.cat([_bias_or_zeros(q), _bias_or_zeros(k), _bias_or_zeros(v)])
         self.qkv = Product(torch.cat(rows), bias)
         self.o = Product(sa.o_proj.weight)
         self.input_norm = doubled(block.input_layernorm.weight)
@@ -200,10 +186,7 @@ class PackedDecoder:
         self.head_dim = cfg.attn_head_dim
         self.version = weights_version(decoder)
         with torch.no_grad():
-            self.layers = [
-                PackedLayer(block, self.n_heads, self.n_kv_heads, self.head_dim)
-                for block in decoder.layers
-            ]
+            self.layers = [PackedLayer(block) for block in decoder.layers]
             head = decoder.embed_tokens if decoder.lm_head is None else decoder.lm_head
             self.head = Product(head.weight)
         self.embed = decoder.embed_tokens.weight
@@ -235,8 +218,7 @@ class PackedDecoder:
         """
         B = token_ids.shape[0]
         H, Hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
-        n_qk = (H + Hkv) * hd
-        splits, heads, qk_shape = [n_qk, Hkv * hd, n_qk], [H, Hkv], (B, H + Hkv, 1, hd)
+        splits, heads, half = [(H + Hkv) * hd, Hkv * hd], [H, Hkv], hd // 2
         cos = self.cos[positions].view(B, 1, 1, hd)  # (B, 1, 1, hd): each row's own position
         sin = self.sin[positions].view(B, 1, 1, hd)
         past = cache.length
@@ -245,9 +227,10 @@ class PackedDecoder:
         mask = None if attention_mask is None else attention_mask[:, None, None, :]
         x = F.embedding(token_ids, self.embed)  # (B, D)
         for i, layer in enumerate(self.layers):
-            y = layer.qkv(self._norm(x, layer.input_norm))
-            qk, v, qk_rotated = y.split(splits, 1)  # (B, (H + Hkv) hd), (B, Hkv hd), ...
-            qk = torch.addcmul(qk.view(B, H + Hkv, 1, hd) * cos, qk_rotated.view(qk_shape), sin)
+            qk, v = layer.qkv(self._norm(x, layer.input_norm)).split(splits, 1)
+            qk = qk.view(B, H + Hkv, 1, hd)  # queries and keys rotated together
+            turned = torch.cat([-qk[..., half:], qk[..., :half]], -1)  # rotate_half
+            qk = torch.addcmul(qk * cos, turned, sin)
             q, k = qk.split(heads, 1)  # (B, H, 1, hd), (B, Hkv, 1, hd)
             keys, values = cache.layers[i]
             keys.narrow(2, past, 1).copy_(k)
