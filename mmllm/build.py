@@ -283,11 +283,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_build_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``build`` to the ``mmllm`` command's subparsers."""
+def add_build_parser(
+    subparsers: argparse._SubParsersAction, help: str | None = None
+) -> argparse.ArgumentParser:
+    """Add ``build`` to the ``mmllm`` command's subparsers (``help``: its line in the list)."""
     parser = subparsers.add_parser(
         "build",
-        help="assemble a model from pretrained parts (any part left out: ours, untrained)",
+        help=help,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n")[2],
         epilog="examples:\n"

@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import typing
+from collections.abc import Collection
 from pathlib import Path
 from types import ModuleType
 
@@ -401,16 +402,23 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from mmllm.train.config import TrainConfig
+BUILD_HELP = "assemble a model from pretrained parts (any part left out: ours, untrained)"
 
+
+def build_parser(words: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The ``mmllm`` parser. ``words``: the command line's words, if known; then the ``train``
+    and ``build`` commands get their full flags only when named, so that ``mmllm --help`` and
+    the other commands import neither the training configuration nor the model builder."""
     parser = argparse.ArgumentParser(prog="mmllm", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from mmllm.build import add_build_parser
+    if words is None or "build" in words:
+        from mmllm.build import add_build_parser
 
-    add_build_parser(sub)
+        add_build_parser(sub, BUILD_HELP)
+    else:
+        sub.add_parser("build", help=BUILD_HELP)
 
     train = sub.add_parser(
         "train",
@@ -432,7 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a named recipe (tiny, smol): makes what it needs first, then trains (flags override)",
     )
-    _add_dataclass_flags(train, TrainConfig, skip={"model"})
+    if words is None or "train" in words:
+        from mmllm.train.config import TrainConfig
+
+        _add_dataclass_flags(train, TrainConfig, skip={"model"})
     train.set_defaults(func=cmd_train)
 
     raw = argparse.RawDescriptionHelpFormatter
@@ -633,7 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(set(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     try:

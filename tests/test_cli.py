@@ -81,3 +81,21 @@ def test_caption_audio_file(tiny_checkpoint, tmp_path, capsys):
     sf.write(tmp_path / "tone.wav", 0.3 * np.sin(np.arange(16000) * 0.3), 16000)
     code = main(["caption", str(tmp_path / "tone.wav"), "--checkpoint", str(tiny_checkpoint)])
     assert code == 0 and capsys.readouterr().out.strip()
+
+
+def test_help_imports_no_training_module_nor_the_builder():
+    import subprocess
+    import sys
+
+    for command in (["--help"], ["caption", "--help"]):
+        out = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "mmllm.cli", *command],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines()}
+        assert "mmllm.tasks" in imported  # the run itself is measured (cli runs as __main__)
+        heavy = {m for m in imported if m.startswith(("mmllm.train", "mmllm.build"))}
+        assert not heavy, heavy
+        assert "mmllm.data.synthetic" not in imported
