@@ -9,6 +9,7 @@ model.caption(["a.png", "b.png"], batch_size=8)            # -> list[str]
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Iterator, Sequence
@@ -55,6 +56,8 @@ from mmllm.prompts import caption_prompt
 from mmllm.quantize import quantize as quantize_model
 from mmllm.speech import Listener, speech_caption
 from mmllm.tokenizer import Tokenizer, valid_text
+
+log = logging.getLogger(__name__)
 
 FILLER = re.compile(r"^(an?\s+)?(image|picture|photo|photograph|drawing)\s+(of|showing)\s+", re.I)
 
@@ -217,6 +220,12 @@ class MMLLM:
         True always, with False never. Returns whether decoding is compiled."""
         if self.compiled is None and worth_compiling(self.compile, items, self.model):
             self.compiled = CompiledModel(self.model)
+            if self.compile is None:  # say why the first batch takes a while
+                log.warning(
+                    "%d inputs: compiling decoding once (a minute or more on a small CPU; "
+                    "compile=False / --no-compile turns this off)",
+                    items,
+                )
         return self.compiled is not None
 
     def caption(

@@ -165,7 +165,7 @@ def test_compiled_cache_is_sized_to_the_request_in_buckets(tiny_checkpoint):
         start_decode(model, prompt_mask, context - 9, bucket=CACHE_BUCKET)
 
 
-def test_compiling_is_automatic_only_for_jobs_that_pay_for_it(tiny_checkpoint, monkeypatch):
+def test_compiling_is_automatic_only_for_jobs_that_pay_for_it(tiny_checkpoint, monkeypatch, caplog):
     import mmllm.compiled as compiled_module
     from mmllm.cli import build_parser
 
@@ -182,6 +182,7 @@ def test_compiling_is_automatic_only_for_jobs_that_pay_for_it(tiny_checkpoint, m
     assert not api.expect(1) and not api.expect(threshold - 1) and calls == []
     api.expect(threshold)
     assert calls == [1]
+    assert f"{threshold} inputs: compiling decoding once" in caplog.text  # the wait is explained
     api.compile = False  # --no-compile: never
     api.expect(10 * threshold)
     assert calls == [1]
