@@ -118,15 +118,17 @@ class Product:
         self.transposed = weight.t().contiguous()  # (in, out): what torch.mm reads fastest
         self.bias = None if bias is None else bias.contiguous()
         self.onednn_rows = None  # M from which oneDNN is faster, None: never
+        self.packed = None  # oneDNN's copy, made on first use: batch 1 may never need it
         if onednn_available():
             self.onednn_rows = max(1, -(-ONEDNN_MIN_MACS // (out_features * in_features)))
-            self.packed = onednn_pack(weight)
 
     def __call__(
         self, x: torch.Tensor, add: torch.Tensor | None = None, scale: float = 1.0
     ) -> torch.Tensor:
         """``scale * (x @ weight.T + bias) + add`` for ``x`` ``(M, in)`` -> ``(M, out)``."""
         if self.onednn_rows is not None and x.shape[0] >= self.onednn_rows:
+            if self.packed is None:
+                self.packed = onednn_pack(self.transposed.t())
             y = onednn_linear(x, self.packed, self.bias)
             if scale != 1.0:
                 y = y.mul_(scale)
