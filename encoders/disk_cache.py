@@ -71,7 +71,7 @@ def write_atomically(target: Path, build: Callable[[Path], None]) -> Path:
         built = work / "entry"
         build(built)
         try:
-            os.replace(built, target) if built.is_file() else built.rename(target)
+            os.replace(built, target)  # a file replaces; a folder fails if one is there
         except OSError:  # a folder another process renamed into place first
             if not target.exists():
                 raise

@@ -55,6 +55,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from encoders.disk_cache import use_for_inductor
 from mmllm.cache import KVCache, MediaContext
 from mmllm.errors import ConfigError
+from mmllm.quantize import is_quantized
 
 # torch.compile's inductor settings: its "max-autotune-no-cudagraphs" mode
 COMPILE_OPTIONS = {"max_autotune": True, "coordinate_descent_tuning": True}
@@ -95,7 +96,7 @@ def can_compile(model: nn.Module) -> bool:
     weight = next(model.parameters())
     if weight.device.type == "cpu" and not has_compiler():
         return False
-    return not any("quantized" in type(m).__module__ for m in model.modules())
+    return not is_quantized(model)
 
 
 def worth_compiling(setting: bool | None, items: int, model: nn.Module) -> bool:

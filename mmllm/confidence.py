@@ -16,7 +16,10 @@ Two measured parts, multiplied:
   about most synthetic scenes and fewer than half of the photos, and one curve for both made
   it under-confident on the one and over-confident on the other.
 
-An out-of-domain input is taken to be answered wrongly, so ``confidence = in_domain * right``.
+An out-of-domain input is taken to be answered wrongly, so ``confidence = in_domain * right``;
+captions may instead have one joint curve over their token scores, kind, distance and the
+recognizers' certainty, fitted on in-domain and out-of-domain captions together
+(``Calibration.joint_caption``).
 ``scripts/calibrate.py`` fits both on one half of the held-out data, measures the expected
 calibration error and the separation (AUROC) on the other half, and stores the result with
 the checkpoint (``calibration.json``, ``media_stats.safetensors``). A checkpoint without them
@@ -62,18 +65,18 @@ def recognition_features(media: MediaBatch | None, rows: int) -> np.ndarray:
     """How sure the recognizers were about each row's pictures ``(rows, 2)``: the top ImageNet
     class probability and the top COCO object score (0 without recognitions). Real photos the
     teachers know score high; noise, blank frames and clip art do not."""
-    out = np.zeros((rows, 2))
-    if media is None or media.recognitions is None or media.image_index is None:
-        return out
-    found = media.recognitions.detach().float().cpu()  # (n_images, K, 6): label, score, box
+    out = torch.zeros(rows, 2, dtype=torch.float64)
+    if media is None or media.recognitions is None or media.recognitions.shape[1] == 0:
+        return out.numpy()
+    found = media.recognitions.detach().double().cpu()  # (n_images, K, 6): label, score, box
     real = media.recognition_mask.detach().cpu()
     is_object = found[..., 0] >= COCO_OFFSET
-    for column, which in ((0, ~is_object), (1, is_object)):
-        scores = torch.where(real & which, found[..., 1], torch.zeros(()))
-        best = scores.amax(-1) if scores.shape[-1] else torch.zeros(len(found))
-        for image, row in enumerate(media.image_index.cpu().tolist()):
-            out[row, column] = max(out[row, column], float(best[image]))
-    return out
+    best = torch.stack(  # (n_images, 2): each picture's surest class and surest object
+        [torch.where(real & kind, found[..., 1], 0.0).amax(-1) for kind in (~is_object, is_object)],
+        -1,
+    )
+    index = media.image_index.cpu()[:, None].expand(-1, 2)  # each picture's row
+    return out.scatter_reduce_(0, index, best, reduce="amax").numpy()
 
 
 def pooled_tokens(media: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -224,12 +227,19 @@ def _photo_slopes(columns: np.ndarray, kinds: list[str | None]) -> np.ndarray:
     return columns * np.array([[k == PHOTO] for k in kinds], np.float64).reshape(-1, 1)
 
 
+def _evidence(
+    distance: np.ndarray, kinds: list[str | None], recognized: np.ndarray | None
+) -> np.ndarray:
+    """What the media say, beside the kind ``(n, 3)``: log distance, recognizers' certainty."""
+    return np.concatenate([log_distance(distance), _recognized(recognized, len(kinds))], 1)
+
+
 def in_domain_features(
     distance: np.ndarray, kinds: list[str | None], recognized: np.ndarray | None = None
 ) -> np.ndarray:
     """Distances ``(n,)``, kinds and ``recognition_features`` -> the in-domain curve's
     features ``(n, 9)``: log distance, kind, recognizers, then the photos' own slopes."""
-    evidence = np.concatenate([log_distance(distance), _recognized(recognized, len(kinds))], 1)
+    evidence = _evidence(distance, kinds, recognized)
     parts = [evidence[:, :1], kind_features(kinds), evidence[:, 1:]]
     return np.concatenate([*parts, _photo_slopes(evidence, kinds)], 1)
 
@@ -239,12 +249,19 @@ def caption_features(
     distance: np.ndarray,
     kinds: list[str | None],
     recognized: np.ndarray | None = None,
+    joint: bool = True,
 ) -> np.ndarray:
-    """A joint caption curve's features ``(n, 11)``: token features ``(n, 2)``, the kind of
+    """A caption curve's features. Joint ``(n, 11)``: token features ``(n, 2)``, the kind of
     input, the log distance and the recognizers' certainty, then the photos' own slopes on
-    those three."""
-    evidence = np.concatenate([log_distance(distance), _recognized(recognized, len(kinds))], 1)
-    parts = [np.asarray(features, np.float64), kind_features(kinds), evidence]
+    those three. Not joint ``(n, 7)``: token features, kind and the recognizers' certainty
+    (the distance is in the in-domain factor the curve is multiplied by)."""
+    tokens = np.asarray(features, np.float64)
+    if not joint:
+        return np.concatenate(
+            [tokens, kind_features(kinds), _recognized(recognized, len(kinds))], 1
+        )
+    evidence = _evidence(distance, kinds, recognized)
+    parts = [tokens, kind_features(kinds), evidence]
     return np.concatenate([*parts, _photo_slopes(evidence, kinds)], 1)
 
 
@@ -295,10 +312,9 @@ class Calibration:
     ) -> np.ndarray:
         """Token features ``(n, 2)`` (``token_features``), distances ``(n,)``, kinds and
         ``recognition_features`` ``(n, 2)`` -> ``(n,)``."""
-        x = caption_features(features, distance, kinds, recognized)
+        x = caption_features(features, distance, kinds, recognized, self.joint_caption)
         if self.joint_caption:
             return self.caption(x)
-        x = x[:, [0, 1, 2, 3, 4, 6, 7]]  # no distance terms: they are in the in-domain factor
         return self.caption(x) * self.in_domain_prob(distance, kinds, recognized)
 
     def answer_confidence(

@@ -187,18 +187,15 @@ def stream_ids(
         done |= next_ids == eos_id
         if bool(done.all()) or step + 1 == sampling.max_new_tokens:
             return
+        positions, step_mask = first_position + step, _upto(mask, T + step + 1)
         with autocast_for(device):
             if decoding is not None:
-                positions = first_position + step
                 logits = decoding(next_ids, positions, T + step, full_mask, cache, context)
             elif packed is not None:
-                step_mask = _upto(mask, T + step + 1)
-                positions = first_position + step
                 logits, hidden = packed.step(next_ids, positions, cache, step_mask, context)
                 if context is not None:
                     logits = context.adjust_logits(logits, hidden, next_ids)
             else:
-                step_mask = _upto(mask, T + step + 1)
                 logits = model.decoder(next_ids[:, None], context, step_mask, cache=cache)[:, -1]
 
 

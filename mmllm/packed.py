@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import weakref
 from collections.abc import Iterator
 
@@ -31,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmllm.cache import KVCache, MediaContext
+from mmllm.layers import apply_rotary
+from mmllm.quantize import is_quantized
 
 # decoders above this many bytes of weights keep the module path: the packed copies would cost
 # as much memory again (they are for small models, where the per-op overhead dominates)
@@ -54,6 +57,7 @@ def disabled() -> Iterator[None]:
         _ENABLED.reset(token)
 
 
+@functools.cache
 def onednn_available() -> bool:
     """Whether this PyTorch build has oneDNN's prepacked fp32 linear (x86 and most arm64)."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -145,7 +149,7 @@ class Product:
 
 def doubled(weight: torch.Tensor) -> torch.Tensor:
     """An RMSNorm gain ``(D,)`` as the gain of :meth:`PackedDecoder._norm`'s LayerNorm ``(2D,)``."""
-    return torch.cat([weight, weight]).contiguous()
+    return torch.cat([weight, weight])
 
 
 def _bias_or_zeros(linear: nn.Linear) -> torch.Tensor:
@@ -220,7 +224,7 @@ class PackedDecoder:
         """
         B = token_ids.shape[0]
         H, Hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
-        splits, heads, half = [(H + Hkv) * hd, Hkv * hd], [H, Hkv], hd // 2
+        splits, heads = [(H + Hkv) * hd, Hkv * hd], [H, Hkv]
         cos = self.cos[positions].view(B, 1, 1, hd)  # (B, 1, 1, hd): each row's own position
         sin = self.sin[positions].view(B, 1, 1, hd)
         past = cache.length
@@ -230,9 +234,7 @@ class PackedDecoder:
         x = F.embedding(token_ids, self.embed)  # (B, D)
         for i, layer in enumerate(self.layers):
             qk, v = layer.qkv(self._norm(x, layer.input_norm)).split(splits, 1)
-            qk = qk.view(B, H + Hkv, 1, hd)  # queries and keys rotated together
-            turned = torch.cat([-qk[..., half:], qk[..., :half]], -1)  # rotate_half
-            qk = torch.addcmul(qk * cos, turned, sin)
+            qk = apply_rotary(qk.view(B, H + Hkv, 1, hd), cos, sin)  # queries and keys together
             q, k = qk.split(heads, 1)  # (B, H, 1, hd), (B, Hkv, 1, hd)
             keys, values = cache.layers[i]
             keys.narrow(2, past, 1).copy_(k)
@@ -283,11 +285,11 @@ def packable(decoder: nn.Module) -> bool:
         return False
     if sum(p.numel() * p.element_size() for p in decoder.parameters()) > MAX_PACKED_BYTES:
         return False
-    linears = [m for m in decoder.modules() if isinstance(m, nn.Linear)]
-    if any(type(m) not in (nn.Linear, PackedLinear) for m in linears):
-        return False
-    quantized = [m for m in decoder.modules() if "quantized" in type(m).__module__]
-    return not quantized and decoder.config.attn_head_dim % 2 == 0
+    wrapped = any(
+        isinstance(m, nn.Linear) and type(m) not in (nn.Linear, PackedLinear)
+        for m in decoder.modules()
+    )
+    return not wrapped and not is_quantized(decoder) and decoder.config.attn_head_dim % 2 == 0
 
 
 def packed_for(decoder: nn.Module) -> PackedDecoder | None:

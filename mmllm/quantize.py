@@ -29,3 +29,8 @@ def quantize(model: nn.Module, kind: str) -> nn.Module:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated")
         return torch.ao.quantization.quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether any layer of ``model`` is one of ``quantize``'s (torch's quantized modules)."""
+    return any("quantized" in type(m).__module__ for m in model.modules())

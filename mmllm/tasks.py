@@ -359,13 +359,13 @@ class MMLLM:
             )
         images = [image] if image is not None else []
         clips = [audio] if audio is not None else []
-        context, distance, kinds, recognized = self._encode(self._media([images], [clips]), 1)
+        context, evidence = self._encode(self._media([images], [clips]), 1)
         if choices:
             scored = self._score(prompt, list(choices), context)
         else:
             scored = self._top_answers(prompt, context, n_alternatives + 1)
         best, *rest = scored
-        confidence, calibrated = self._answer_confidence(best[1], distance, kinds, recognized)
+        confidence, calibrated = self._answer_confidence(best[1], evidence)
         abstained = _below(confidence, min_confidence)
         text = UNSURE if abstained else best[0]
         return Answer(
@@ -451,10 +451,9 @@ class MMLLM:
         """``stream``; ``scores``, if given, collects what the text's confidence needs."""
         stop = [valid_text(s, "stop string") for s in stop]
         token_ids, mask = self._prompt_batch([prompt])
-        media = self._media([list(images)], [list(audio)])
-        context, distance, kinds, recognized = self._encode(media, 1)
+        context, evidence = self._encode(self._media([list(images)], [list(audio)]), 1)
         if scores is not None:
-            scores.distance, scores.kinds, scores.recognized = distance, kinds, recognized
+            scores.evidence = evidence
         ids: list[int] = []
         sent = ""
         tok = self.tokenizer
@@ -498,9 +497,7 @@ class MMLLM:
     def _scored(self, text: str, scores: _StreamScores) -> ScoredText:
         """A streamed text with its confidence (from what ``_stream`` recorded)."""
         features = token_features(scores.logprobs)
-        confidence, calibrated = self._caption_confidence(
-            np.array([features]), scores.distance, scores.kinds, scores.recognized
-        )
+        confidence, calibrated = self._caption_confidence(np.array([features]), scores.evidence)
         return ScoredText(text, confidence[0], calibrated, None, tuple(features))
 
     def plan(
@@ -537,7 +534,7 @@ class MMLLM:
         tok = self.tokenizer
         logprobs = torch.zeros(len(prompts), sampling.max_new_tokens, device=self.device)
         with torch.inference_mode():
-            context, distance, kinds, recognized = self._encode(media, len(prompts))
+            context, evidence = self._encode(media, len(prompts))
             if num_beams == 1:
                 new = self._generate(token_ids, mask, context, sampling, logprobs)
             else:
@@ -558,9 +555,7 @@ class MMLLM:
         for ids, logp in zip(new.tolist(), logprobs.tolist(), strict=True):
             n = ids.index(tok.eos_id) + 1 if tok.eos_id in ids else len(ids)
             features.append(token_features(logp[:n]))
-        confidence, calibrated = self._caption_confidence(
-            np.array(features), distance, kinds, recognized
-        )
+        confidence, calibrated = self._caption_confidence(np.array(features), evidence)
         return [
             ScoredText(tok.decode(row), c, calibrated, token_scores=tuple(f))
             for row, c, f in zip(new.tolist(), confidence, features, strict=True)
@@ -605,12 +600,10 @@ class MMLLM:
 
     def _encode(self, media: MediaBatch | None, rows: int):
         """Encode media once for a request (under bf16 autocast on CUDA): the cross-attention
-        context, each row's distance from the model's training inputs (``MediaDistance``; 0
-        without one), its kind of input (``media_kind``, ``MediaDistance.assign``) and how sure
-        the recognizers were (``recognition_features``)."""
+        context, and what a confidence reads of each row's media (:class:`_Evidence`)."""
         distance, recognized = np.zeros(rows), recognition_features(media, rows)
         if media is None or media.is_empty:
-            return None, distance, [None] * rows, recognized
+            return None, _Evidence(distance, [None] * rows, recognized)
         with torch.inference_mode(), autocast_for(self.device):
             tokens, mask = self.model.encode_media(media, self.compiled)
             context = self.model.context_for(tokens, mask, media)
@@ -625,26 +618,22 @@ class MMLLM:
             pooled = pooled_tokens(tokens.float(), mask)
             found, kinds = self.media_distance.assign(pooled, kinds)
             distance = found.numpy()
-        return context, distance, kinds, recognized
+        return context, _Evidence(distance, kinds, recognized)
 
-    def _caption_confidence(self, features: np.ndarray, distance: np.ndarray, kinds, recognized):
+    def _caption_confidence(self, features: np.ndarray, evidence: _Evidence):
         """Token features ``(n, 2)`` and what ``_encode`` found -> confidences, and whether
         they are calibrated."""
         if self.calibration is None:
             return np.exp(features[:, 0]).tolist(), False
-        confidence = self.calibration.caption_confidence(features, distance, kinds, recognized)
+        confidence = self.calibration.caption_confidence(features, *evidence.parts())
         return confidence.tolist(), True
 
-    def _answer_confidence(
-        self, prob: float, distance: np.ndarray, kinds, recognized
-    ) -> tuple[float, bool]:
+    def _answer_confidence(self, prob: float, evidence: _Evidence) -> tuple[float, bool]:
         """An answer's probability and what ``_encode`` found -> its confidence, and whether
         it is calibrated."""
         if self.calibration is None:
             return prob, False
-        confidence = self.calibration.answer_confidence(
-            np.array([prob]), distance, kinds, recognized
-        )
+        confidence = self.calibration.answer_confidence(np.array([prob]), *evidence.parts())
         return float(confidence[0]), True
 
     @torch.inference_mode()
@@ -756,14 +745,30 @@ class TextStream:
 
 
 @dataclass
+class _Evidence:
+    """What a confidence reads of each row's media (``MMLLM._encode``): the distance from the
+    model's training inputs ``(n,)`` (``MediaDistance``; 0 without one), the kind of input
+    (``media_kind``, ``MediaDistance.assign``) and how sure the recognizers were ``(n, 2)``
+    (``recognition_features``)."""
+
+    distance: np.ndarray
+    kinds: list[str | None]
+    recognized: np.ndarray
+
+    def parts(self) -> tuple[np.ndarray, list[str | None], np.ndarray]:
+        """In the order ``Calibration``'s confidences take them."""
+        return self.distance, self.kinds, self.recognized
+
+
+@dataclass
 class _StreamScores:
     """What ``MMLLM._stream`` records for a confidence: each picked token's log-probability
-    (EOS included), and the media's distance ``(1,)``, kind and recognizers' certainty."""
+    (EOS included) and what ``_encode`` found of the media."""
 
     logprobs: list[float] = field(default_factory=list)
-    distance: np.ndarray = field(default_factory=lambda: np.zeros(1))
-    kinds: list[str | None] = field(default_factory=lambda: [None])
-    recognized: np.ndarray = field(default_factory=lambda: np.zeros((1, 2)))
+    evidence: _Evidence = field(
+        default_factory=lambda: _Evidence(np.zeros(1), [None], np.zeros((1, 2)))
+    )
 
 
 def _below(confidence: float, min_confidence: float | None) -> bool:

@@ -258,7 +258,9 @@ def main() -> None:
         )
     else:
         p_cap = in_domain_prob(in_domain, d_held[cap_idx], cap_kinds, r_held[cap_idx])
-        product_x = cap_x[:, [0, 1, 2, 3, 4, 6, 7]]
+        product_x = caption_features(
+            cap_feat, d_held[cap_idx], cap_kinds, r_held[cap_idx], joint=False
+        )
         caption_curve = Logistic.fit(product_x[cap_fit], cap_right[cap_fit], scale=p_cap[cap_fit])
     vqa_x = answer_features(vqa_prob, vqa_kinds, r_held[vqa_idx])
     answer_curve = Logistic.fit(vqa_x[vqa_fit], vqa_right[vqa_fit], scale=p_vqa[vqa_fit])

@@ -111,7 +111,7 @@ def caption_latency(
         start = time.perf_counter()
         with torch.inference_mode():
             media = api._media([[image]], [[]])
-            context, *_ = api._encode(media, 1)
+            context, _ = api._encode(media, 1)
             ids, mask = api._prompt_batch(["describe the image:"])
             out = generate_ids(
                 api.model, ids, mask, context, sampling, -1, 0, compiled=api.compiled

@@ -24,20 +24,16 @@ from pathlib import Path
 
 MEASURE_MEMORY = r"""
 import json, sys
-from pathlib import Path
-def status(field):
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
 import mmllm
 from encoders import recognizers
-after_imports = status("VmRSS")
-Path("/proc/self/clear_refs").write_text("5")  # restart the peak count
+from mmllm.bench.worker import reset_peak, status_mb
+after_imports = status_mb("VmRSS")
+reset_peak()
 api = mmllm.load(device="cpu")
 text = api.caption(sys.argv[1])
 model_mb = 4 * sum(p.numel() for p in api.model.parameters()) / 2**20
 print(json.dumps({"text": str(text), "after_imports_mb": after_imports,
-                  "peak_mb": status("VmHWM"), "model_fp32_mb": model_mb}))
+                  "peak_mb": status_mb("VmHWM"), "model_fp32_mb": model_mb}))
 """
 
 

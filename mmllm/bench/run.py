@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from mmllm.bench.peers import SIZES
+from mmllm.bench.peers import SIZES, build_ours
 from mmllm.model import MultimodalLM
+from mmllm.packed import disabled
 
 PEERS = {"ved": "VisionEncoderDecoderModel", "llava": "LlavaForConditionalGeneration"}
 # seconds of quiet before each timed command: a process that has just finished leaves its
@@ -215,11 +217,6 @@ def decode_rate(summary: dict, new_tokens: int, side: str) -> float:
 def caption_flops(size: str, batch: int, new_tokens: int) -> float:
     """Floating-point operations of one ``batch``-image caption of exactly ``new_tokens`` tokens
     by our model (PyTorch's counter, on the modules' own ops: products, attention, convolution)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from mmllm.bench.peers import build_ours
-    from mmllm.packed import disabled
-
     workload = build_ours(SIZES[size])
     size_px = workload.image_size
     pixels = torch.randn(batch, 3, size_px, size_px, generator=torch.Generator().manual_seed(0))

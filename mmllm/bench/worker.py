@@ -29,7 +29,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _status_mb(field: str) -> float:
+def status_mb(field: str) -> float:
     """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) from /proc, in MB; nan if absent."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -40,7 +40,7 @@ def _status_mb(field: str) -> float:
     return float("nan")
 
 
-def _reset_peak() -> None:
+def reset_peak() -> None:
     """Restart the peak-RSS count (Linux: writing 5 to clear_refs resets VmHWM)."""
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
@@ -61,8 +61,8 @@ def main() -> None:
     import transformers  # noqa: F401  (imported before the baseline, like the peers need)
 
     device = torch.device(args.device)
-    _reset_peak()  # torch and transformers imported, no model yet: count from here
-    baseline_mb = _status_mb("VmRSS")
+    reset_peak()  # torch and transformers imported, no model yet: count from here
+    baseline_mb = status_mb("VmRSS")
     workload = build(args.side, args.size, args.quantize, args.compile)  # compiles in warm-up
     if device.type == "cuda":
         workload.model.to(device=device, dtype=torch.bfloat16)
@@ -90,7 +90,7 @@ def main() -> None:
             _sync(device)
             result = {"seconds": time.perf_counter() - start}
         elif cmd["op"] == "rss":
-            result = {"peak_rss_mb": _rss_mb(), "model_rss_mb": _status_mb("VmHWM") - baseline_mb}
+            result = {"peak_rss_mb": _rss_mb(), "model_rss_mb": status_mb("VmHWM") - baseline_mb}
             if device.type == "cuda":
                 result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
         else:

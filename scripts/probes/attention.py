@@ -41,7 +41,7 @@ def cross_attention(mm: MMLLM, question: str, image: Any = None, audio: Any = No
     )
     if media is None:
         raise InputError("cross-attention needs an image or a clip to look at")
-    context, *_ = mm._encode(media, 1)
+    context, _ = mm._encode(media, 1)
     token_ids, mask = mm._prompt_batch([question.strip()])
     maps: list[torch.Tensor] = []
 
