@@ -18,7 +18,7 @@ from mmllm.errors import (
     TextError,
 )
 from mmllm.media import MediaBatch
-from mmllm.model import LMOutput, MultimodalLM
+from mmllm.model import MultimodalLM
 from mmllm.tasks import MMLLM, Answer, ScoredText, load
 from mmllm.tokenizer import Tokenizer
 
@@ -35,7 +35,6 @@ __all__ = [
     "GenerationError",
     "ImageError",
     "InputError",
-    "LMOutput",
     "MMConfig",
     "MMLLMError",
     "MediaBatch",

@@ -39,10 +39,15 @@ class DecoderBlock(nn.Module):
         layer: int,
         media: MediaContext | None,
         media_kv: tuple[torch.Tensor, torch.Tensor] | None,
+        cross_queries: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """``cross_queries``: see ``Decoder.hidden``."""
         x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, layer)
         if media is not None and media_kv is not None:
-            x = x + self.cross_attn(self.cross_attn_layernorm(x), media_kv, media)
+            query = self.cross_attn_layernorm(x)
+            if cross_queries is not None:
+                cross_queries.append(query)
+            x = x + self.cross_attn(query, media_kv, media)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -119,12 +124,15 @@ class Decoder(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        cross_queries: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Final (normed) hidden states ``(B, T, D)`` for ``token_ids`` ``(B, T)``.
 
         attention_mask: ``(B, T_past + T)``, True for real tokens (left padding is False).
         position_ids: ``(B, T)``; by default counted over the real tokens of each row.
         cache: filled in place with this call's keys/values, then advanced by T.
+        cross_queries: a list to receive, per cross-attention layer in order, the normed states
+        ``(B, T, D)`` it queries the media with (what training's attention loss reads).
         """
         B, T = token_ids.shape
         past = cache.length if cache is not None else 0
@@ -142,7 +150,7 @@ class Decoder(nn.Module):
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
         rope = self.rotary(position_ids, dtype)
         mask = causal_mask(attention_mask, T, past + T, token_ids.device)
-        x = self.blocks(x, rope, mask, cache, media)
+        x = self.blocks(x, rope, mask, cache, media, cross_queries)
         if cache is not None:
             cache.advance(T)
         return self.norm(x)
@@ -154,13 +162,14 @@ class Decoder(nn.Module):
         mask: torch.Tensor | None,
         cache,
         media: MediaContext | None,
+        cross_queries: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Embedded tokens ``(B, T, D)`` through every block (unnormed); ``cache``: anything
         with ``update(layer, k, v)`` (``KVCache``, ``mmllm.compiled.SlotCache``) or None."""
         for i, block in enumerate(self.layers):
             slot = self.cross_slot[i]
             media_kv = media.kv[slot] if media is not None and slot is not None else None
-            x = block(x, rope, mask, cache, i, media, media_kv)
+            x = block(x, rope, mask, cache, i, media, media_kv, cross_queries)
         return x
 
 

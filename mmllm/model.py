@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from encoders import build_audio_encoder, build_image_encoder
@@ -17,7 +15,6 @@ from mmllm.cache import KVCache, MediaContext
 from mmllm.config import MMConfig
 from mmllm.decoder import Decoder
 from mmllm.errors import InputError
-from mmllm.grouping import length_groups
 from mmllm.lora import add_lora
 from mmllm.media import AUDIO, IMAGE, MediaBatch, MediaPacker
 from mmllm.projector import build_projector
@@ -25,16 +22,6 @@ from mmllm.recognition import RecognitionTokens
 
 if TYPE_CHECKING:
     from mmllm.compiled import CompiledModel
-
-IGNORE_INDEX = -100
-
-
-@dataclass
-class LMOutput:
-    """logits ``(B, T, V)``; loss: mean next-token cross-entropy on labelled positions, or None."""
-
-    logits: torch.Tensor
-    loss: torch.Tensor | None = None
 
 
 class MultimodalLM(nn.Module):
@@ -77,6 +64,14 @@ class MultimodalLM(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All items of the batch -> media ``(B, N_media, D)`` and mask ``(B, N_media)``;
         images through ``compiled.images`` when given (``mmllm.compiled``; inference only)."""
+        return self.media_packer(self.media_pieces(media, compiled), media.batch_size)
+
+    def media_pieces(
+        self, media: MediaBatch, compiled: CompiledModel | None = None
+    ) -> list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Each modality's items, before packing: ``(kind, tokens (n, N, D), mask (n, N),
+        sample index (n,))``; an image's tokens are its projected cells (in grid order), then
+        its recognition tokens."""
         pieces = []
         if media.pixels is not None:
             if self.image_encoder is None:
@@ -99,7 +94,7 @@ class MultimodalLM(nn.Module):
                 *self.audio_encoder(media.waveform, media.audio_lengths)
             )
             pieces.append((AUDIO, tokens, mask, media.audio_index))
-        return self.media_packer(pieces, media.batch_size)
+        return pieces
 
     def prepare_media(
         self, media: MediaBatch | None, compiled: CompiledModel | None = None
@@ -146,95 +141,13 @@ class MultimodalLM(nn.Module):
         token_ids: torch.Tensor,
         media: MediaBatch | MediaContext | None = None,
         attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
         cache: KVCache | None = None,
-        labelled_logits_only: bool = False,
-        loss_per_example: bool = False,
-        length_groups: int = 1,
-    ) -> LMOutput:
-        """token_ids ``(B, T)``; labels ``(B, T)`` aligned with token_ids (shifted inside),
-        ``IGNORE_INDEX`` where no loss is taken. ``labelled_logits_only`` (training): logits
-        ``(N, V)`` only at the N positions that predict a label, sparing the LM head's cost on
-        prompts and padding; the loss is the same. ``loss_per_example`` (with it): each sample's
-        labelled tokens weigh 1/their count, so a one-word answer counts as much as a caption.
-        ``length_groups`` (with it, for right-padded batches of ``MediaBatch``): the decoder
-        runs on up to this many groups of rows of similar length, each cut to its longest
-        labelled row (and its media to its longest), so it computes little padding; the loss
-        and gradients are the same up to rounding (``mmllm.grouping``)."""
-        if labelled_logits_only and labels is not None:
-            grouped = length_groups > 1 and attention_mask is None and cache is None
-            parts = []  # (logits (N, V), targets (N,), weights (N,)) per group of rows
-            if grouped and not isinstance(media, MediaContext):
-                parts = self._grouped_logits(token_ids, media, labels, length_groups)
-            if not parts:  # one group (or no row has a label)
-                context = media if isinstance(media, MediaContext) else self.prepare_media(media)
-                hidden = self.decoder.hidden(token_ids, context, attention_mask, cache=cache)
-                parts = [self._labelled_logits(hidden, token_ids, labels, context)]
-            logits, targets, weights = (torch.cat(t) for t in zip(*parts, strict=True))
-            if not loss_per_example:
-                return LMOutput(logits=logits, loss=F.cross_entropy(logits.float(), targets))
-            per_token = F.cross_entropy(logits.float(), targets, reduction="none")  # (N,)
-            examples = (labels[:, 1:] != IGNORE_INDEX).any(1).sum().clamp(min=1)
-            return LMOutput(logits=logits, loss=(per_token * weights).sum() / examples)
+    ) -> torch.Tensor:
+        """token_ids ``(B, T)`` with their media (raw, or already ``prepare_media``'d) ->
+        logits ``(B, T, V)``. attention_mask ``(B, T_past + T)``: False on left padding; cache:
+        filled in place (``Decoder.hidden``). Training losses: ``mmllm.train.loss``."""
         context = media if isinstance(media, MediaContext) else self.prepare_media(media)
-        logits = self.decoder(token_ids, context, attention_mask, cache=cache)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(),
-                labels[:, 1:].flatten(),
-                ignore_index=IGNORE_INDEX,
-            )
-        return LMOutput(logits=logits, loss=loss)
-
-    def _labelled_logits(
-        self,
-        hidden: torch.Tensor,
-        token_ids: torch.Tensor,
-        labels: torch.Tensor,
-        context: MediaContext | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """hidden ``(B, T, D)`` of token_ids ``(B, T)``, labels ``(B, T)`` -> the logits
-        ``(N, V)`` at the N positions that predict a label, those labels ``(N,)`` and each
-        one's 1 / its row's label count."""
-        targets = labels[:, 1:]
-        keep = targets != IGNORE_INDEX  # (B, T-1)
-        states = hidden[:, :-1][keep]  # (N, D)
-        logits = self.decoder.logits(states)  # (N, V)
-        if context is not None:
-            previous = token_ids[:, :-1][keep]  # (N,): the token each position reads last
-            logits = context.adjust_logits(logits, states, previous, keep.nonzero()[:, 0])
-        counts = keep.sum(1, keepdim=True)  # (B, 1)
-        weights = (1.0 / counts.clamp(min=1)).expand_as(keep)[keep]  # (N,)
-        return logits, targets[keep], weights
-
-    def _grouped_logits(
-        self, token_ids: torch.Tensor, media: MediaBatch | None, labels: torch.Tensor, groups: int
-    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """``_labelled_logits`` of each length group of rows (see ``forward``); the media are
-        encoded once for the whole batch, their cross-attention keys/values per group."""
-        labelled = labels != IGNORE_INDEX
-        positions = torch.arange(labels.shape[1], device=labels.device)
-        # a row needs its tokens up to its last label (0: no label, no loss: the row is left out)
-        lengths = torch.where(labelled, positions + 1, 0).amax(1)  # (B,)
-        encoded = None if media is None or media.is_empty else self.encode_media(media)
-        bias = None  # the whole batch's word bias, computed once for every group
-        if encoded is not None and self.recognition is not None:
-            bias = self.with_word_bias(MediaContext.of([], encoded[1]), media).word_bias
-        parts = []
-        for rows in length_groups(lengths, groups):
-            n = int(lengths[rows].max())
-            context = None
-            if encoded is not None:
-                tokens, mask = encoded[0][rows], encoded[1][rows]  # media are left-aligned
-                n_media = max(1, int(mask.sum(1).max()))
-                context = self.decoder.prepare_media(tokens[:, :n_media], mask[:, :n_media])
-                context = self.with_word_bias(dataclasses.replace(context, rows=rows), media, bias)
-            hidden = self.decoder.hidden(token_ids[rows, :n], context)
-            parts.append(
-                self._labelled_logits(hidden, token_ids[rows, :n], labels[rows, :n], context)
-            )
-        return parts
+        return self.decoder(token_ids, context, attention_mask, cache=cache)
 
 
 def projected_positions(config: MMConfig) -> torch.Tensor | None:

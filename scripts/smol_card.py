@@ -78,7 +78,7 @@ def text_only_checks(model, tokenizer, hf, max_new_tokens: int = 40) -> dict:
         rows.append({"prompt": prompt, "ours": ours, "base": base, "identical": ours == base})
     ids = torch.tensor([tokenizer.encode(FIXED_TEXT)])
     with torch.inference_mode():
-        ours_nll = torch.nn.functional.cross_entropy(model(ids).logits[0, :-1], ids[0, 1:])
+        ours_nll = torch.nn.functional.cross_entropy(model(ids)[0, :-1], ids[0, 1:])
         base_nll = torch.nn.functional.cross_entropy(hf(ids).logits[0, :-1].float(), ids[0, 1:])
     ours_ppl, base_ppl = math.exp(float(ours_nll)), math.exp(float(base_nll))
     return {

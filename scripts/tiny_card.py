@@ -135,7 +135,7 @@ def training_lines(stages: list[tuple[dict, list[dict]]]) -> list[str]:
         if config.get("patch_weight"):
             extras = (
                 f"; plus {config['patch_weight']} x a per-token image loss (`--patch-weight`, "
-                "`mmllm.train.patch_loss`): a linear head on each projected image token "
+                "`mmllm.train.aux_losses`): a linear head on each projected image token "
                 "predicts what its patch shows, so the tokens cross-attention reads keep "
                 "those facts; the head is dropped"
             )

@@ -5,8 +5,13 @@ import torch
 
 from mmllm import MediaBatch, MediaLimitError, MultimodalLM
 from mmllm.checkpoint import load_model, save_checkpoint
-from mmllm.model import IGNORE_INDEX
-from tests.conftest import flat_grads, make_media, open_gates, tiny_config
+from mmllm.data.collate import IGNORE_INDEX
+from mmllm.train.loss import TrainingLoss
+from tests.conftest import make_media, open_gates, tiny_config
+
+
+def training_loss(model, token_ids, media, labels) -> torch.Tensor:
+    return TrainingLoss(model)(token_ids, media, labels)["loss"]
 
 
 @pytest.fixture(params=[False, True], ids=["plain", "qk_norm"])
@@ -16,36 +21,35 @@ def config(request):
 
 
 def test_logits_shape(model, media, token_ids):
-    out = model(token_ids, media)
-    assert out.logits.shape == (3, 12, 64) and out.loss is None
+    assert model(token_ids, media).shape == (3, 12, 64)
 
 
 def test_causality(model, media, token_ids):
     open_gates(model)
     changed = token_ids.clone()
     changed[:, 7:] = (changed[:, 7:] + 5) % 64
-    before = model(token_ids, media).logits[:, :7]
-    after = model(changed, media).logits[:, :7]
+    before = model(token_ids, media)[:, :7]
+    after = model(changed, media)[:, :7]
     torch.testing.assert_close(before, after)
 
 
 def test_gates_at_zero_make_media_invisible(model, media, token_ids):
-    with_media = model(token_ids, media).logits
-    without = model(token_ids).logits
+    with_media = model(token_ids, media)
+    without = model(token_ids)
     assert torch.equal(with_media, without)
 
 
 def test_open_gates_make_media_visible(model, media, token_ids):
     open_gates(model)
-    assert not torch.allclose(model(token_ids, media).logits[0], model(token_ids).logits[0])
+    assert not torch.allclose(model(token_ids, media)[0], model(token_ids)[0])
 
 
 def test_media_of_one_sample_never_affects_another(model, token_ids):
     open_gates(model)
-    base = model(token_ids, make_media(seed=0)).logits
+    base = model(token_ids, make_media(seed=0))
     other = make_media(seed=0)
     other.pixels[1:] = torch.randn_like(other.pixels[1:])  # only sample 1's images change
-    changed = model(token_ids, other).logits
+    changed = model(token_ids, other)
     torch.testing.assert_close(base[0], changed[0])
     torch.testing.assert_close(base[2], changed[2])
     assert not torch.allclose(base[1], changed[1])
@@ -53,24 +57,24 @@ def test_media_of_one_sample_never_affects_another(model, token_ids):
 
 def test_sample_without_media_equals_text_only(model, media, token_ids):
     open_gates(model)
-    torch.testing.assert_close(model(token_ids, media).logits[2], model(token_ids).logits[2])
+    torch.testing.assert_close(model(token_ids, media)[2], model(token_ids)[2])
 
 
 def test_kv_cache_prefill_then_steps_equals_full_forward(model, media, token_ids):
     open_gates(model)
-    full = model(token_ids, media).logits
+    full = model(token_ids, media)
     context = model.prepare_media(media)
     cache = model.decoder.new_cache(3, 16, torch.device("cpu"), torch.float32)
-    steps = [model(token_ids[:, :8], context, cache=cache).logits]
+    steps = [model(token_ids[:, :8], context, cache=cache)]
     for t in range(8, 12):
-        steps.append(model(token_ids[:, t : t + 1], context, cache=cache).logits)
+        steps.append(model(token_ids[:, t : t + 1], context, cache=cache))
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
 
 
 def test_kv_cache_with_left_padding_equals_unpadded_row(model, media, token_ids):
     open_gates(model)
     short = token_ids[:1, 3:]  # row 0 without its first 3 tokens
-    alone = model(short, MediaBatch.from_lists([[media.pixels[0]]], [[media.waveform[0]]])).logits
+    alone = model(short, MediaBatch.from_lists([[media.pixels[0]]], [[media.waveform[0]]]))
     padded = token_ids[:1].clone()
     padded[:, :3] = 0
     mask = torch.ones_like(padded, dtype=torch.bool)
@@ -78,9 +82,9 @@ def test_kv_cache_with_left_padding_equals_unpadded_row(model, media, token_ids)
     one = MediaBatch.from_lists([[media.pixels[0]]], [[media.waveform[0]]])
     context = model.prepare_media(one)
     cache = model.decoder.new_cache(1, 16, torch.device("cpu"), torch.float32)
-    logits = [model(padded[:, :6], context, mask[:, :6], cache=cache).logits[:, 3:]]
+    logits = [model(padded[:, :6], context, mask[:, :6], cache=cache)[:, 3:]]
     for t in range(6, 12):
-        logits.append(model(padded[:, t : t + 1], context, mask[:, : t + 1], cache=cache).logits)
+        logits.append(model(padded[:, t : t + 1], context, mask[:, : t + 1], cache=cache))
     torch.testing.assert_close(torch.cat(logits, dim=1), alone, rtol=1e-5, atol=1e-5)
 
 
@@ -93,7 +97,7 @@ def test_too_many_media_items_is_a_typed_error(model, token_ids):
 def test_every_trainable_parameter_gets_a_gradient(model, media, token_ids):
     open_gates(model)
     model.train()
-    model(token_ids, media, labels=token_ids).loss.backward()
+    training_loss(model, token_ids, media, token_ids).backward()
     no_grad = [
         name
         for name, p in model.named_parameters()
@@ -104,7 +108,7 @@ def test_every_trainable_parameter_gets_a_gradient(model, media, token_ids):
 
 def test_gates_learn_from_zero(model, media, token_ids):
     model.train()
-    model(token_ids, media, labels=token_ids).loss.backward()
+    training_loss(model, token_ids, media, token_ids).backward()
     gates = [model.decoder.layers[i].cross_attn.gate.grad for i in model.decoder.cross_layers]
     assert all(g is not None and g.abs().item() > 0 for g in gates)
 
@@ -119,7 +123,7 @@ def test_overfit_one_image_audio_text_batch():
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None
     for _ in range(80):
-        loss = model(token_ids, media, labels=labels).loss
+        loss = training_loss(model, token_ids, media, labels)
         first = first if first is not None else loss.item()
         optimizer.zero_grad()
         loss.backward()
@@ -131,10 +135,10 @@ def test_overfit_one_image_audio_text_batch():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bf16_autocast_forward_matches_fp32(model, media, token_ids):
     open_gates(model)
-    reference = model(token_ids, media).logits
+    reference = model(token_ids, media)
     cuda_model = model.cuda()
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        logits = cuda_model(token_ids.cuda(), media.to("cuda")).logits
+        logits = cuda_model(token_ids.cuda(), media.to("cuda"))
     torch.testing.assert_close(logits.float().cpu(), reference, rtol=0.05, atol=0.05)
 
 
@@ -143,7 +147,7 @@ def test_gate_init_opens_the_gates_from_the_start(media, token_ids):
     model = MultimodalLM(tiny_config(gate_init=1.0)).eval()
     gates = [model.decoder.layers[i].cross_attn.gate.item() for i in model.decoder.cross_layers]
     assert gates == [1.0] * len(gates)
-    assert not torch.allclose(model(token_ids, media).logits[0], model(token_ids).logits[0])
+    assert not torch.allclose(model(token_ids, media)[0], model(token_ids)[0])
 
 
 def test_fixed_gates_are_buffers_that_never_train():
@@ -151,53 +155,6 @@ def test_fixed_gates_are_buffers_that_never_train():
     names = {n for n, _ in model.named_parameters()}
     assert not any(n.endswith("cross_attn.gate") for n in names)
     assert model.state_dict()["decoder.layers.0.cross_attn.gate"].item() == 1.0
-
-
-def test_labelled_logits_only_gives_the_same_loss_and_gradients(model, media, token_ids):
-    open_gates(model.train())
-    labels = token_ids.clone()
-    labels[:, :5] = IGNORE_INDEX  # the prompt
-    labels[2, 9:] = IGNORE_INDEX  # padding
-    losses, grads = [], []
-    for only in (False, True):
-        model.zero_grad()
-        loss = model(token_ids, media, labels=labels, labelled_logits_only=only).loss
-        loss.backward()
-        losses.append(loss.detach())
-        grads.append(flat_grads(model))
-    assert torch.allclose(losses[0], losses[1], atol=1e-6)
-    assert torch.allclose(grads[0], grads[1], atol=1e-6)
-
-
-@pytest.mark.parametrize("per_example", [False, True], ids=["per_token", "per_example"])
-def test_length_groups_give_the_same_loss_and_gradients(model, media, token_ids, per_example):
-    open_gates(model.train())
-    labels = token_ids.clone()
-    labels[:, :5] = IGNORE_INDEX  # the prompt
-    labels[0, 7:] = IGNORE_INDEX  # right padding: rows of 7, 12 and 9 tokens
-    labels[2, 9:] = IGNORE_INDEX
-    losses, grads = [], []
-    for groups in (1, 2, 3):
-        model.zero_grad()
-        kwargs = dict(labelled_logits_only=True, loss_per_example=per_example)
-        loss = model(token_ids, media, labels=labels, length_groups=groups, **kwargs).loss
-        loss.backward()
-        losses.append(loss.detach())
-        grads.append(flat_grads(model))
-    for loss, grad in zip(losses[1:], grads[1:], strict=True):
-        torch.testing.assert_close(loss, losses[0])
-        torch.testing.assert_close(grad, grads[0], atol=1e-6, rtol=1e-4)
-
-
-def test_length_groups_cut_where_the_fewest_positions_are_computed():
-    from mmllm.grouping import length_groups
-
-    lengths = torch.tensor([30, 5, 0, 6, 31, 5])
-    groups = [g.tolist() for g in length_groups(lengths, 2)]
-    assert groups == [[1, 5, 3], [0, 4]]  # 3 x 6 + 2 x 31 positions; row 2 (no label) in none
-    assert [g.tolist() for g in length_groups(lengths, 1)] == [[1, 5, 3, 0, 4]]
-    assert len(length_groups(torch.tensor([4, 4, 4]), 3)) == 1  # equal rows: one group
-    assert length_groups(torch.tensor([0, 0]), 2) == []
 
 
 def with_media_extras(image_positions: bool = True, null_tokens: int = 2) -> MultimodalLM:
@@ -236,24 +193,7 @@ def test_image_positions_tell_identical_patches_apart(token_ids):
 
 def test_media_extras_keep_rows_without_media_equal_to_text_only(media, token_ids):
     model = with_media_extras()
-    torch.testing.assert_close(model(token_ids, media).logits[2], model(token_ids).logits[2])
-
-
-def test_loss_per_example_weighs_each_sample_equally(model, media, token_ids):
-    open_gates(model)
-    labels = token_ids.clone()
-    labels[:, :5] = IGNORE_INDEX
-    labels[0, 7:] = IGNORE_INDEX  # sample 0: 2 labelled tokens; the others: 7
-    logits = model(token_ids, media).logits[:, :-1]
-    per_sample = [
-        torch.nn.functional.cross_entropy(logits[b], labels[b, 1:], ignore_index=IGNORE_INDEX)
-        for b in range(3)
-    ]
-    kwargs = dict(labels=labels, labelled_logits_only=True)
-    loss = model(token_ids, media, loss_per_example=True, **kwargs).loss
-    torch.testing.assert_close(loss, torch.stack(per_sample).mean())
-    token_mean = model(token_ids, media, **kwargs).loss
-    assert not torch.allclose(loss, token_mean)
+    torch.testing.assert_close(model(token_ids, media)[2], model(token_ids)[2])
 
 
 def test_media_extras_survive_a_checkpoint(tmp_path, media, token_ids):
@@ -262,7 +202,7 @@ def test_media_extras_survive_a_checkpoint(tmp_path, media, token_ids):
     save_checkpoint(model, tmp_path / "ck")
     loaded = load_model(tmp_path / "ck").eval()
     assert loaded.config.projector == model.config.projector
-    torch.testing.assert_close(loaded(token_ids, media).logits, model(token_ids, media).logits)
+    torch.testing.assert_close(loaded(token_ids, media), model(token_ids, media))
 
 
 def test_projected_image_positions_add_a_fixed_table_that_the_config_rebuilds(
@@ -273,7 +213,7 @@ def test_projected_image_positions_add_a_fixed_table_that_the_config_rebuilds(
 
     torch.manual_seed(0)
     base = open_gates(MultimodalLM(tiny_config()).eval())
-    keys, plain = set(base.state_dict()), base(token_ids, media).logits
+    keys, plain = set(base.state_dict()), base(token_ids, media)
     model = MultimodalLM(with_position_tables(tiny_config(), projected=2.0)).eval()
     model.load_state_dict(base.state_dict())  # the table adds no weights
     table = model.media_packer.fixed_image_positions  # (N_img, D): one row per token
@@ -285,16 +225,16 @@ def test_projected_image_positions_add_a_fixed_table_that_the_config_rebuilds(
         [(IMAGE, same, torch.ones(1, n, dtype=torch.bool), torch.tensor([0]))], 1
     )
     torch.testing.assert_close(packed[0] - packed[0, :1], table - table[:1])
-    moved = model(token_ids, media).logits
+    moved = model(token_ids, media)
     assert not torch.allclose(moved[0], plain[0], atol=1e-4)  # rows with images change
     torch.testing.assert_close(moved[2], plain[2])  # the row without media does not
     assert set(model.state_dict()) == keys  # never saved: rebuilt from the config
     save_checkpoint(model, tmp_path / "ck")
     loaded = load_model(tmp_path / "ck").eval()
     assert loaded.config.projector.fixed_image_positions == 2.0
-    torch.testing.assert_close(loaded(token_ids, media).logits, moved)
+    torch.testing.assert_close(loaded(token_ids, media), moved)
     without = load_model(tmp_path / "ck", config=with_position_tables(loaded.config, projected=0))
-    torch.testing.assert_close(without.eval()(token_ids, media).logits, plain)
+    torch.testing.assert_close(without.eval()(token_ids, media), plain)
 
 
 def test_projected_image_positions_need_the_mlp_projector_and_a_scale_of_at_least_0():

@@ -27,6 +27,7 @@ from mmllm.generate import SamplingConfig, generate_ids
 from mmllm.pretrained import PretrainedImage, build_from_pretrained
 from mmllm.pretrained_lm import load_lm_weights, load_pretrained_decoder, read_hf_lm
 from mmllm.tokenizer import SpecialTokens
+from mmllm.train.loss import TrainingLoss
 from tests.conftest import open_gates, randomize
 
 transformers = pytest.importorskip("transformers")
@@ -201,7 +202,7 @@ def test_logits_with_media_and_closed_gates_equal_hf_lm(llama, vit_weights, whis
         images=[[torch.randn(3, 32, 32)], []], audio=[[waveform[0]], [waveform[1, :8000]]]
     )
     with torch.no_grad():
-        assert max_diff(model(token_ids, media).logits, llama[1](token_ids).logits) < 1e-4
+        assert max_diff(model(token_ids, media), llama[1](token_ids).logits) < 1e-4
 
 
 def test_greedy_continuation_with_kv_cache_equals_hf(llama, token_ids):
@@ -399,7 +400,7 @@ def test_assembled_model_round_trips_through_a_checkpoint(
     saved = save_checkpoint(model, tmp_path / "ckpt", tokenizer=tokenizer)
     loaded = load_model(saved).eval()
     with torch.no_grad():
-        assert torch.equal(loaded(token_ids, media).logits, model(token_ids, media).logits)
+        assert torch.equal(loaded(token_ids, media), model(token_ids, media))
     assert loaded.config == model.config
 
 
@@ -415,7 +416,7 @@ def test_every_parameter_of_an_assembled_model_gets_a_gradient(llama, vit_weight
     waveform, _ = clips()
     media = MediaBatch.from_lists(images=[[torch.randn(3, 32, 32)], []], audio=[[], [waveform[0]]])
     token_ids = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(7))
-    model(token_ids, media, labels=token_ids).loss.backward()
+    TrainingLoss(model)(token_ids, media, token_ids)["loss"].backward()
     unused = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
     assert unused == []
 
@@ -468,7 +469,7 @@ def test_smollm2_gguf_logits_and_greedy_answer_equal_transformers():
         text = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
         prompt = torch.tensor([tokenizer.backend.encode(text).ids])
         with torch.no_grad():
-            assert max_diff(model(prompt).logits, hf(prompt).logits) < 1e-3
+            assert max_diff(model(prompt), hf(prompt).logits) < 1e-3
             ours = generate_ids(
                 model,
                 prompt,
@@ -490,7 +491,7 @@ def test_smollm2_gguf_logits_and_greedy_answer_equal_transformers():
     with torch.no_grad():
         nll = [
             torch.nn.functional.cross_entropy(logits[0, :-1].float(), ids[0, 1:])
-            for logits in (model(ids).logits, hf(ids).logits)
+            for logits in (model(ids), hf(ids).logits)
         ]
     ours_ppl, theirs_ppl = (float(torch.exp(x)) for x in nll)
     print(f"perplexity ours {ours_ppl:.4f} transformers {theirs_ppl:.4f}")

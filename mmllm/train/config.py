@@ -73,7 +73,7 @@ class TrainConfig:
         default=0.0,
         metadata={
             "help": "> 0: a linear head also predicts what each projected image token's patch "
-            "shows, for synthetic images (mmllm.train.patch_loss); its loss weighs this much"
+            "shows, for synthetic images (mmllm.train.aux_losses); its loss weighs this much"
         },
     )
     attend_weight: float = field(
@@ -81,7 +81,7 @@ class TrainConfig:
         metadata={
             "help": "> 0: for synthetic image questions that name shapes, cross-attention at the "
             "answer's first position is pulled onto those shapes' tokens (mmllm.train."
-            "patch_loss); that loss weighs this much"
+            "aux_losses); that loss weighs this much"
         },
     )
     length_groups: int = field(
@@ -89,7 +89,7 @@ class TrainConfig:
         metadata={
             "help": "the decoder runs each batch as up to this many groups of rows of similar "
             "length, each padded only to its own longest (the same loss, up to rounding; "
-            "mmllm.grouping); 1: the whole batch at once"
+            "mmllm.train.grouping); 1: the whole batch at once"
         },
     )
     replay: float | None = field(

@@ -8,7 +8,7 @@ pretrain the image encoder on scene-graph targets into ``OUT/image-pretrain`` (u
 are there; ``mmllm.train.image_pretrain``), train the whole model from it into ``OUT/stage1``
 (a high learning rate), continue from that checkpoint into ``OUT/stage2`` (a lower learning rate,
 a new data seed, the first stage's weakest questions more often, and the two extra losses of
-``mmllm.train.patch_loss``: ``patch_weight``, per-token image targets, and ``attend_weight``,
+``mmllm.train.aux_losses``: ``patch_weight``, per-token image targets, and ``attend_weight``,
 cross-attention pulled onto the shapes a question names), then four short ones: counting
 questions alone, the decoder only, into ``OUT/stage3``; everything again into ``OUT/stage4``;
 the binding questions (relations, presence) alone, the decoder only, into ``OUT/stage5``; and

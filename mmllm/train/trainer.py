@@ -48,9 +48,10 @@ from mmllm.lora import enable_lora
 from mmllm.model import MultimodalLM
 from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import tokenizer_for_records
-from mmllm.train import forgetting, patch_loss
+from mmllm.train import aux_losses, forgetting
 from mmllm.train.config import TrainConfig, lr_scales
 from mmllm.train.forgetting import Scorer
+from mmllm.train.loss import TrainingLoss
 from mmllm.train.optim import adamw, lr_at
 from mmllm.train.plot import plot_metrics
 from mmllm.train.replay import (
@@ -195,15 +196,19 @@ def _train(
         )
         (out / BEFORE_JSON).write_text(json.dumps(before, indent=2) + "\n")
     trainable = set_trainable(model, cfg.stage)
-    trained, head, image_targets = model, None, None  # what gives the loss; image-loss parts
+    head, image_targets = None, None  # the image losses' head and targets (aux_losses)
     if cfg.patch_weight or cfg.attend_weight:
-        grid = patch_loss.token_grid(model)
-        head = patch_loss.PatchHead(model.config.decoder.dim).to(device)
+        grid = aux_losses.token_grid(model)
+        head = aux_losses.PatchHead(model.config.decoder.dim).to(device)
         if resume:
-            patch_loss.load_head(head, ckpt)
-        trained = patch_loss.WithImageLosses(model, head, cfg.patch_weight, cfg.attend_weight)
-        image_targets = functools.partial(patch_loss.image_targets, grid=grid)
-    named = [(n, p) for n, p in trained.named_parameters() if p.requires_grad]
+            aux_losses.load_head(head, ckpt)
+        image_targets = functools.partial(aux_losses.image_targets, grid=grid)
+    trained = TrainingLoss(
+        model, cfg.loss_per_example, cfg.length_groups, head, cfg.patch_weight, cfg.attend_weight
+    )
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if head is not None:  # after the model's, as before: saved optimizer states still fit
+        named += [(f"patch_head.{n}", p) for n, p in head.named_parameters()]
     optimizer = adamw(
         named, cfg.lr, cfg.weight_decay, fused=device.type == "cuda", scales=lr_scales(cfg.lr_scale)
     )
@@ -252,22 +257,12 @@ def _train(
             batch = batch.to(device)
             sync = i == len(micro_batches) - 1 or world == 1
             ctx = ddp.no_sync() if not sync else contextlib.nullcontext()
-            extra = {} if image_targets is None else {"patch_targets": batch.patch_targets}
             with ctx, torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                loss = ddp(
-                    batch.token_ids,
-                    batch.media,
-                    labels=batch.labels,
-                    labelled_logits_only=True,
-                    loss_per_example=cfg.loss_per_example,
-                    length_groups=cfg.length_groups,
-                    **extra,
-                ).loss
-                (loss / len(micro_batches)).backward()
-            total += loss.item() / len(micro_batches)
-            if image_targets is not None:
-                patch_total += trained.last_patch_loss / len(micro_batches)
-                attend_total += trained.last_attend_loss / len(micro_batches)
+                losses = ddp(batch.token_ids, batch.media, batch.labels, batch.patch_targets)
+                (losses["loss"] / len(micro_batches)).backward()
+            total += losses["loss"].item() / len(micro_batches)
+            patch_total += losses["patch"].item() / len(micro_batches)
+            attend_total += losses["attend"].item() / len(micro_batches)
         grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -463,7 +458,7 @@ def _save(model, head, tokenizer, optimizer, ckpt, step, elapsed, cfg, rank, wor
             write_training_data(folder, learnt)
             save_train_state(folder, optimizer, info)
             if head is not None:
-                patch_loss.save_head(head, folder)
+                aux_losses.save_head(head, folder)
 
         save_checkpoint(model, ckpt, tokenizer=tokenizer, extra=extra)
         plot_metrics(ckpt.parent / "metrics.jsonl", ckpt.parent / "metrics.png")

@@ -43,21 +43,13 @@ def cross_attention(mm: MMLLM, question: str, image: Any = None, audio: Any = No
         raise InputError("cross-attention needs an image or a clip to look at")
     context, _ = mm._encode(media, 1)
     token_ids, mask = mm._prompt_batch([question.strip()])
-    maps: list[torch.Tensor] = []
-
-    def record(module, args, _output):
-        maps.append(module.attention_weights(*args)[0, :, -1].float())
-
-    hooks = [
-        layer.cross_attn.register_forward_hook(record)
-        for layer in mm.model.decoder.layers
-        if hasattr(layer, "cross_attn")
-    ]
-    try:
-        mm.model(token_ids, context, mask)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    queries: list[torch.Tensor] = []  # per cross-attention layer, the states it queries with
+    mm.model.decoder.hidden(token_ids, context, mask, cross_queries=queries)
+    decoder = mm.model.decoder
+    maps = []
+    for i, query, kv in zip(decoder.cross_layers, queries, context.kv, strict=True):
+        weights = decoder.layers[i].cross_attn.attention_weights(query, kv, context)
+        maps.append(weights[0, :, -1].float())  # (H, N_media)
     return maps
 
 
@@ -147,8 +139,8 @@ def named_shares(mm: MMLLM, n: int, seed: int = 0) -> list[dict]:
 
     from mmllm.data.sources import build_source
     from mmllm.eval.metrics import normalize_answer
+    from mmllm.train.aux_losses import token_grid
     from mmllm.train.image_pretrain import patch_shapes
-    from mmllm.train.patch_loss import token_grid
 
     grid = token_grid(mm.model)
     source = build_source(SYNTHETIC_IMAGE_QUESTIONS, seed=seed)

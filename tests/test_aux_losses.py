@@ -1,4 +1,4 @@
-"""Per-token image targets during the main training (``mmllm train --patch-weight``)."""
+"""The main training's image losses (``mmllm train --patch-weight / --attend-weight``)."""
 
 import dataclasses
 import json
@@ -16,16 +16,16 @@ from mmllm.data.sources import SyntheticSource, build_source
 from mmllm.errors import CheckpointError, ConfigError
 from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer
-from mmllm.train.image_pretrain import IGNORE, PATCH_GROUPS, patch_shapes, patch_targets
-from mmllm.train.patch_loss import (
+from mmllm.train.aux_losses import (
     HEAD_FILE,
     NAMED,
     TARGET_GROUPS,
     PatchHead,
-    WithImageLosses,
     image_targets,
     token_grid,
 )
+from mmllm.train.image_pretrain import IGNORE, PATCH_GROUPS, patch_shapes, patch_targets
+from mmllm.train.loss import TrainingLoss
 from mmllm.train.trainer import train
 from tests.conftest import flat_grads, tiny_config
 from tests.test_train import small_run, weights
@@ -105,11 +105,11 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
         for layer in model.decoder.layers
         if hasattr(layer, "cross_attn")
     ]
-    wrapped = WithImageLosses(model, PatchHead(config.decoder.dim), weight=0.0, attend_weight=1.0)
+    wrapped = TrainingLoss(
+        model, head=PatchHead(config.decoder.dim), patch_weight=0.0, attend_weight=1.0
+    )
     with torch.no_grad():
-        wrapped(
-            batch.token_ids, batch.media, labels=batch.labels, patch_targets=batch.patch_targets
-        )
+        losses = wrapped(batch.token_ids, batch.media, batch.labels, batch.patch_targets)
     for hook in hooks:
         hook.remove()
     assert all(len(r.images) == 1 for r in records)  # image row b is sample b
@@ -128,20 +128,14 @@ def test_attend_loss_is_minus_log_the_attention_share_on_the_named_shapes():
                 group = 2 if two and h >= half else 1
                 logs.append(-head[named == group].sum().clamp_min(1e-6).log())
     assert len(logs) >= len(maps) * 4 * maps[0].shape[1] and relations  # several name shapes
-    assert wrapped.last_attend_loss == pytest.approx(float(torch.stack(logs).mean()), rel=1e-5)
+    assert float(losses["attend"]) == pytest.approx(float(torch.stack(logs).mean()), rel=1e-5)
 
 
-def in_groups(wrapped: WithImageLosses, batch: TrainBatch, groups: int):
-    """``wrapped``'s output on ``batch``, its rows run through the decoder in ``groups``
+def in_groups(wrapped: TrainingLoss, batch: TrainBatch, groups: int) -> dict:
+    """``wrapped``'s losses on ``batch``, its rows run through the decoder in ``groups``
     length groups."""
-    return wrapped(
-        batch.token_ids,
-        batch.media,
-        labels=batch.labels,
-        patch_targets=batch.patch_targets,
-        labelled_logits_only=True,
-        length_groups=groups,
-    )
+    wrapped.length_groups = groups
+    return wrapped(batch.token_ids, batch.media, batch.labels, batch.patch_targets)
 
 
 def test_a_length_group_without_named_questions_and_with_fewer_media_tokens_is_skipped():
@@ -155,11 +149,12 @@ def test_a_length_group_without_named_questions_and_with_fewer_media_tokens_is_s
     short = Record("describe the sound:", "silence, a long quiet pause", audio=[clip])
     only_images = "image_vqa=1&audio_vqa=0&both_vqa=0&image_caption=0&audio_caption=0"
     records, batch = synthetic_batch(model, f"synthetic:train?{only_images}", 8, (short,))
-    wrapped = WithImageLosses(model, PatchHead(config.decoder.dim), weight=0.5, attend_weight=1.0)
+    wrapped = TrainingLoss(
+        model, head=PatchHead(config.decoder.dim), patch_weight=0.5, attend_weight=1.0
+    )
     attend = []
     for groups in (1, len(records)):  # then the clip's row is a group of its own
-        in_groups(wrapped, batch, groups)
-        attend.append(wrapped.last_attend_loss)
+        attend.append(float(in_groups(wrapped, batch, groups)["attend"]))
     assert attend[0] > 0 and attend[1] == pytest.approx(attend[0], rel=1e-5)
 
 
@@ -168,13 +163,15 @@ def test_length_groups_give_the_same_losses_and_gradients_with_the_image_losses(
     config = tiny_config(vocab_size=320)
     model = MultimodalLM(config).train()
     _, batch = synthetic_batch(model, "synthetic:train")  # images, sounds, both, captions
-    wrapped = WithImageLosses(model, PatchHead(config.decoder.dim), weight=0.5, attend_weight=1.0)
+    wrapped = TrainingLoss(
+        model, head=PatchHead(config.decoder.dim), patch_weight=0.5, attend_weight=1.0
+    )
     results = []
     for groups in (1, 3):
         wrapped.zero_grad()
-        loss = in_groups(wrapped, batch, groups).loss
-        loss.backward()
-        results.append((loss.detach(), wrapped.last_attend_loss, flat_grads(wrapped)))
+        losses = in_groups(wrapped, batch, groups)
+        losses["loss"].backward()
+        results.append((losses["loss"].detach(), float(losses["attend"]), flat_grads(wrapped)))
     (loss1, attend1, grads1), (loss3, attend3, grads3) = results
     assert attend1 > 0
     assert attend3 == pytest.approx(attend1, rel=1e-5)
@@ -220,7 +217,7 @@ def test_resuming_without_the_head_is_a_clear_error(tmp_path):
 
 
 def test_a_head_saved_with_other_targets_is_a_clear_error(tmp_path):
-    from mmllm.train.patch_loss import load_head, save_head
+    from mmllm.train.aux_losses import load_head, save_head
 
     save_head(PatchHead(16), tmp_path)  # another width: as if saved with other targets
     with pytest.raises(CheckpointError, match="does not fit this version's patch head"):
