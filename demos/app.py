@@ -32,8 +32,15 @@ from typing import Any
 import gradio as gr
 
 import mmllm
+from mmllm.cli import main as mmllm_main
+from mmllm.data.synthetic import SAMPLE_RATE, SyntheticWorld
 from mmllm.errors import CheckpointError, InputError, MMLLMError, TextError
-from mmllm.tasks import DEFAULT_CHECKPOINT, alt_text_from_caption, checkpoint_dirs
+from mmllm.tasks import (
+    DEFAULT_CHECKPOINT,
+    alt_text_from_caption,
+    checkpoint_dirs,
+    resolve_checkpoint,
+)
 
 log = logging.getLogger("mmllm.demo")
 
@@ -61,7 +68,6 @@ def find_checkpoints(extra: Sequence[str | Path] = ()) -> dict[str, str]:
     A passed entry is a folder or the bare name of a shipped checkpoint; one that is neither
     raises :class:`CheckpointError`.
     """
-    from mmllm.tasks import resolve_checkpoint
 
     found: dict[str, str] = {}
     seen: set[Path] = set()
@@ -125,8 +131,6 @@ def make_examples(folder: Path, n_synthetic: int = 2) -> list[list[Any]]:
     few fresh scenes and clips from the synthetic world (with their own questions), in ``folder``.
     """
     import soundfile as sf
-
-    from mmllm.data.synthetic import SAMPLE_RATE, SyntheticWorld
 
     folder.mkdir(parents=True, exist_ok=True)
     rows: list[list[Any]] = []
@@ -511,7 +515,6 @@ def serve(
 
 def main(argv: list[str] | None = None) -> int:
     """``python demos/app.py [flags]`` is ``mmllm demo [flags]``."""
-    from mmllm.cli import main as mmllm_main
 
     return mmllm_main(["demo", *(sys.argv[1:] if argv is None else argv)])
 

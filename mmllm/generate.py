@@ -20,6 +20,7 @@ from mmllm.errors import GenerationError
 from mmllm.model import MultimodalLM
 from mmllm.packed import packed_for
 from mmllm.repetition import RepetitionGuard
+from mmllm.tokenizer import StopTokens
 
 if TYPE_CHECKING:
     from mmllm.compiled import CompiledModel
@@ -133,9 +134,8 @@ def stream_ids(
     attention_mask: torch.Tensor,
     context: MediaContext | None,
     sampling: SamplingConfig,
-    eos_id: int,
-    pad_id: int,
-    suppress_ids: tuple[int, ...] = (),
+    stops: StopTokens,
+    *,
     guard: RepetitionGuard | None = None,
     compiled: CompiledModel | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -143,11 +143,13 @@ def stream_ids(
 
     Yields ``(next_ids (B,), logits (B, V))`` per step (the logits after suppression and the
     ``guard``'s repetition masks; their ``log_softmax`` gives the log-probabilities); a row
-    that has emitted EOS yields ``pad_id`` afterwards. Stops when every row is done or after
-    ``max_new_tokens``. ``suppress_ids`` (e.g. padding and prompt markers) are never generated.
+    that has emitted ``stops.eos`` yields ``stops.pad`` afterwards. Stops when every row is
+    done or after ``max_new_tokens``. ``stops.never`` (e.g. padding and prompt markers) are
+    never generated.
     ``compiled``: run the prompt pass and the steps through its compiled decoding
     (``mmllm.compiled``); else eagerly, on packed weights where they apply (``mmllm.packed``).
     """
+    eos_id, pad_id, suppress_ids = stops.eos, stops.pad, stops.never
     decoding = compiled.decoding if compiled is not None else None
     if decoding is not None:  # prompts of similar lengths share one compiled prompt pass
         longest = model.config.decoder.max_seq_len - sampling.max_new_tokens
@@ -206,41 +208,27 @@ def generate_ids(
     attention_mask: torch.Tensor,
     context: MediaContext | None,
     sampling: SamplingConfig,
-    eos_id: int,
-    pad_id: int,
-    suppress_ids: tuple[int, ...] = (),
+    stops: StopTokens,
+    *,
     guard: RepetitionGuard | None = None,
     logprobs: torch.Tensor | None = None,
     compiled: CompiledModel | None = None,
 ) -> torch.Tensor:
-    """All new ids ``(B, max_new_tokens)`` of ``stream_ids``, ``pad_id``-filled after each EOS.
+    """All new ids ``(B, max_new_tokens)`` of ``stream_ids``, ``stops.pad``-filled after EOS.
     ``logprobs`` ``(B, max_new_tokens)``, if given, is filled with each picked token's
     log-probability (0 after EOS)."""
-    out = torch.full(
-        (token_ids.shape[0], sampling.max_new_tokens),
-        pad_id,
-        dtype=torch.long,
-        device=token_ids.device,
-    )
+    B, device = token_ids.shape[0], token_ids.device
+    out = torch.full((B, sampling.max_new_tokens), stops.pad, dtype=torch.long, device=device)
     steps = stream_ids(
-        model,
-        token_ids,
-        attention_mask,
-        context,
-        sampling,
-        eos_id,
-        pad_id,
-        suppress_ids,
-        guard,
-        compiled,
+        model, token_ids, attention_mask, context, sampling, stops, guard=guard, compiled=compiled
     )
-    done = torch.zeros(token_ids.shape[0], dtype=torch.bool, device=token_ids.device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
     for step, (next_ids, logits) in enumerate(steps):
         out[:, step] = next_ids
         if logprobs is not None:
             picked = logits.float().log_softmax(-1).gather(1, next_ids[:, None])[:, 0]
             logprobs[:, step] = picked.masked_fill(done, 0.0)
-            done |= next_ids == eos_id
+            done |= next_ids == stops.eos
     return out
 
 
@@ -250,11 +238,10 @@ def beam_search_ids(
     token_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     context: MediaContext | None,
+    stops: StopTokens,
+    *,
     num_beams: int,
     max_new_tokens: int,
-    eos_id: int,
-    pad_id: int,
-    suppress_ids: tuple[int, ...] = (),
     guard: RepetitionGuard | None = None,
     logprobs: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -266,6 +253,7 @@ def beam_search_ids(
     """
     if not isinstance(num_beams, int) or num_beams < 1:
         raise GenerationError(f"num_beams must be an integer >= 1, got {num_beams!r}")
+    eos_id, pad_id, suppress_ids = stops.eos, stops.pad, stops.never
     B, T = token_ids.shape
     K, device = num_beams, token_ids.device
     rows = torch.arange(B, device=device).repeat_interleave(K)  # beam b*K+k belongs to row b

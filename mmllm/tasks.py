@@ -463,11 +463,9 @@ class MMLLM:
             mask,
             context,
             sampling,
-            tok.eos_id,
-            tok.pad_id,
-            tok.never_generated,
-            self._guard(sampling),
-            self.compiled,
+            tok.stops,
+            guard=self._guard(sampling),
+            compiled=self.compiled,
         )
         for next_ids, logits in _each_in_inference_mode(steps):
             token = int(next_ids[0])
@@ -543,13 +541,11 @@ class MMLLM:
                     token_ids,
                     mask,
                     context,
-                    num_beams,
-                    sampling.max_new_tokens,
-                    tok.eos_id,
-                    tok.pad_id,
-                    tok.never_generated,
-                    self._guard(sampling),
-                    logprobs,
+                    tok.stops,
+                    num_beams=num_beams,
+                    max_new_tokens=sampling.max_new_tokens,
+                    guard=self._guard(sampling),
+                    logprobs=logprobs,
                 )
         features = []
         for ids, logp in zip(new.tolist(), logprobs.tolist(), strict=True):
@@ -583,19 +579,16 @@ class MMLLM:
     def _generate(
         self, token_ids, mask, context, sampling: SamplingConfig, logprobs=None
     ) -> torch.Tensor:
-        tok = self.tokenizer
         return generate_ids(
             self.model,
             token_ids,
             mask,
             context,
             sampling,
-            tok.eos_id,
-            tok.pad_id,
-            tok.never_generated,
-            self._guard(sampling),
-            logprobs,
-            self.compiled,
+            self.tokenizer.stops,
+            guard=self._guard(sampling),
+            logprobs=logprobs,
+            compiled=self.compiled,
         )
 
     def _encode(self, media: MediaBatch | None, rows: int):

@@ -32,6 +32,16 @@ class SpecialTokens:
     sep: str = "<sep>"
 
 
+@dataclass(frozen=True)
+class StopTokens:
+    """The ids generation treats specially: ``eos`` ends a row, ``pad`` fills it afterwards
+    and ``never`` are never generated (``Tokenizer.stops``)."""
+
+    eos: int
+    pad: int
+    never: tuple[int, ...] = ()
+
+
 def roles_path(tokenizer_file: Path) -> Path:
     """Where the roles of ``tokenizer_file`` are stored: ``<stem>_roles.json`` beside it."""
     return tokenizer_file.with_name(f"{tokenizer_file.stem}_roles.json")
@@ -161,6 +171,11 @@ class Tokenizer:
         """Special tokens a model must never output: padding, begin, and the prompt end (the
         end token itself stays allowed when it doubles as padding)."""
         return tuple(i for i in (self.pad_id, self.bos_id, self.sep_id) if i != self.eos_id)
+
+    @property
+    def stops(self) -> StopTokens:
+        """What generation stops on, pads with and never emits."""
+        return StopTokens(self.eos_id, self.pad_id, self.never_generated)
 
     @property
     def vocab_size(self) -> int:

@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 
 import mmllm
+from mmllm.data.collate import Record
 from mmllm.data.real_photos import export_real_photos
+from mmllm.eval.photos import accepted
 from mmllm.eval.run import evaluate
 
 PINNED_SOURCES = ("skimage", "sklearn", "matplotlib")
@@ -77,8 +79,6 @@ def qtype_table(model: dict, oracle: dict) -> str:
 
 
 def failures(model: dict, n: int = 10) -> str:
-    from mmllm.data.collate import Record
-    from mmllm.eval.photos import accepted
 
     rows = []
     for item in model["_photo_answers"]:

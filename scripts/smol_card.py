@@ -21,11 +21,16 @@ from pathlib import Path
 
 import torch
 
+from mmllm.base_weights import resolve
 from mmllm.checkpoint import load_model, load_tokenizer
 from mmllm.compiled import has_compiler
 from mmllm.config import MMConfig
 from mmllm.errors import CheckpointError
 from mmllm.eval.run import evaluate, markdown_table
+from mmllm.generate import SamplingConfig, generate_ids
+from mmllm.pretrained_lm import load_causal_lm
+from mmllm.tasks import MMLLM, load
+from mmllm.tokenizer import StopTokens
 
 TRAINED_ON = "a 2-core x86_64 CPU (2 threads, fp32), evaluations included"
 PINNED_N = 100  # records of synthetic:heldout the opt-in real-weights test re-scores
@@ -45,8 +50,6 @@ FIXED_TEXT = (
 
 def base_lm(checkpoint: Path) -> torch.nn.Module:
     """The checkpoint's referenced base LM as transformers loads it (GGUF file or folder)."""
-    from mmllm.base_weights import resolve
-    from mmllm.pretrained_lm import load_causal_lm
 
     config = MMConfig.load(checkpoint / "config.json")
     if config.base is None or config.base.lm is None:
@@ -57,7 +60,6 @@ def base_lm(checkpoint: Path) -> torch.nn.Module:
 def text_only_checks(model, tokenizer, hf, max_new_tokens: int = 40) -> dict:
     """Our model with no media vs the base LM ``hf`` in transformers: greedy answers to
     ``TEXT_PROMPTS`` (same token ids in) and the perplexity of ``FIXED_TEXT``."""
-    from mmllm.tasks import MMLLM
 
     api = MMLLM(model, tokenizer)
     rows = []
@@ -100,9 +102,6 @@ def caption_latency(
     prefill."""
     from PIL import Image
 
-    from mmllm.generate import SamplingConfig, generate_ids
-    from mmllm.tasks import load
-
     api = load(checkpoint, device="cpu", quantize=quantize, compile=compile)
     image = Image.new("RGB", (224, 224), "white")
     sampling = SamplingConfig(max_new_tokens=32)
@@ -113,8 +112,9 @@ def caption_latency(
             media = api._media([[image]], [[]])
             context, _ = api._encode(media, 1)
             ids, mask = api._prompt_batch(["describe the image:"])
+            stops = StopTokens(eos=-1, pad=0)  # all 32 tokens, whatever is generated
             out = generate_ids(
-                api.model, ids, mask, context, sampling, -1, 0, compiled=api.compiled
+                api.model, ids, mask, context, sampling, stops, compiled=api.compiled
             )
         assert out.shape[1] == 32
         return time.perf_counter() - start

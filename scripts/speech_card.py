@@ -44,6 +44,8 @@ from mmllm.speech import Listener
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from whisper_reference import hf_transcribe, hf_whisper
 
+from mmllm.processing import resample
+
 ALSA = Path("/usr/share/sounds/alsa")
 LICENSES = Path("/usr/share/common-licenses")
 # held-out voices: dialects and variants the speech adapter never heard (its training voices are
@@ -79,7 +81,6 @@ def speak(text: str, voice: str, rate: int, path: Path) -> Path:
     data, rate_in = sf.read(path, dtype="float32")
     if rate_in != SAMPLE_RATE:
         data = torch.from_numpy(data)
-        from mmllm.processing import resample
 
         data = resample(data, rate_in, SAMPLE_RATE).numpy()
     sf.write(path, data, SAMPLE_RATE)

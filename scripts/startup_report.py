@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from encoders.recognizers import model_dir
+
 MEASURE_MEMORY = r"""
 import json, sys
 import mmllm
@@ -40,7 +42,6 @@ print(json.dumps({"text": str(text), "after_imports_mb": after_imports,
 def recognizer_fp32_mb() -> float:
     """fp32 size of the recognizers' weights: the detector's graph is fp32 already; the int8
     classifier's parameters count 4 bytes each."""
-    from encoders.recognizers import model_dir
 
     folder = model_dir()
     detector = (folder / "frozen_inference_graph.pb").stat().st_size

@@ -13,6 +13,7 @@ from mmllm.generate import SamplingConfig, generate_ids, left_pad, start_decode
 from mmllm.lora import LoRAConfig, add_lora
 from mmllm.packed import PackedLinear, pack_linears, packed_for
 from mmllm.quantize import quantize
+from mmllm.tokenizer import StopTokens
 
 VARIANTS = {
     "grouped-query, cross-attention every 2nd layer": {},
@@ -80,9 +81,10 @@ def test_packed_greedy_ids_equal_the_modules(decoder, monkeypatch):
     token_ids, mask = _ragged_prompts()
     context = model.prepare_media(make_media())
     sampling = SamplingConfig(max_new_tokens=12, repetition_guard=False)
-    got = generate_ids(model, token_ids, mask, context, sampling, eos_id=1, pad_id=0)
+    stops = StopTokens(eos=1, pad=0)
+    got = generate_ids(model, token_ids, mask, context, sampling, stops)
     monkeypatch.setattr(generate, "packed_for", lambda decoder: None)
-    want = generate_ids(model, token_ids, mask, context, sampling, eos_id=1, pad_id=0)
+    want = generate_ids(model, token_ids, mask, context, sampling, stops)
     assert torch.equal(got, want)
     assert len({tuple(row) for row in got.tolist()}) > 1
 

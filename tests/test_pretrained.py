@@ -26,7 +26,7 @@ from mmllm.checkpoint import load_model, load_tokenizer, save_checkpoint
 from mmllm.generate import SamplingConfig, generate_ids
 from mmllm.pretrained import PretrainedImage, build_from_pretrained
 from mmllm.pretrained_lm import load_lm_weights, load_pretrained_decoder, read_hf_lm
-from mmllm.tokenizer import SpecialTokens
+from mmllm.tokenizer import SpecialTokens, StopTokens
 from mmllm.train.loss import TrainingLoss
 from tests.conftest import open_gates, randomize
 
@@ -214,8 +214,7 @@ def test_greedy_continuation_with_kv_cache_equals_hf(llama, token_ids):
         torch.ones_like(prompt, dtype=torch.bool),
         None,
         SamplingConfig(max_new_tokens=8),
-        eos_id=-1,
-        pad_id=0,
+        StopTokens(eos=-1, pad=0),
     )
     ids = prompt
     with torch.no_grad():  # reference: full forward every step, no cache
@@ -476,8 +475,7 @@ def test_smollm2_gguf_logits_and_greedy_answer_equal_transformers():
                 torch.ones_like(prompt, dtype=torch.bool),
                 None,
                 SamplingConfig(max_new_tokens=16),
-                eos_id=tokenizer.eos_id,
-                pad_id=tokenizer.pad_id,
+                StopTokens(tokenizer.eos_id, tokenizer.pad_id),
             )
             theirs = hf.generate(prompt, max_new_tokens=16, do_sample=False)[0, prompt.shape[1] :]
         assert ours[0, : len(theirs)].tolist() == theirs.tolist(), question

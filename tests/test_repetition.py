@@ -94,10 +94,9 @@ def test_guarded_generation_never_degenerates(tiny_checkpoint):
                 p.add_(torch.randn_like(p) * 0.05)
         prompts = torch.tensor([tok.prompt_ids(f"what is {seed}?")])
         mask = torch.ones_like(prompts, dtype=torch.bool)
-        common = (tok.eos_id, tok.pad_id, tok.never_generated)
-        free = generate_ids(model, prompts, mask, None, raw, *common)[0].tolist()
+        free = generate_ids(model, prompts, mask, None, raw, tok.stops)[0].tolist()
         guard = guarded.guard(tok.decode, (tok.eos_id, tok.pad_id))
-        kept = generate_ids(model, prompts, mask, None, guarded, *common, guard)[0].tolist()
+        kept = generate_ids(model, prompts, mask, None, guarded, tok.stops, guard=guard)[0].tolist()
         free_text, kept_text = (
             tok.decode([t for t in ids if t > tok.pad_id]) for ids in (free, kept)
         )

@@ -26,6 +26,7 @@ from mmllm.model import MultimodalLM
 from mmllm.packed import pack_linears
 from mmllm.presets import PRESETS
 from mmllm.quantize import quantize as quantize_model
+from mmllm.tokenizer import StopTokens
 
 SIZES: dict[str, MMConfig] = {
     "small": replace(PRESETS["tiny"], audio=None),  # the shipped model's size, image only
@@ -88,9 +89,8 @@ def build_ours(config: MMConfig, quantize: str | None = None, compile: bool = Fa
     def run(pixels: torch.Tensor, new_tokens: int) -> torch.Tensor:
         token_ids, mask, context = inputs(pixels)
         sampling = SamplingConfig(max_new_tokens=new_tokens)
-        return generate_ids(
-            model, token_ids, mask, context, sampling, eos_id=-1, pad_id=0, compiled=compiled
-        )
+        stops = StopTokens(eos=-1, pad=0)  # never stops early: a fixed length for timing
+        return generate_ids(model, token_ids, mask, context, sampling, stops, compiled=compiled)
 
     @torch.inference_mode()
     def prefill(pixels: torch.Tensor) -> torch.Tensor:

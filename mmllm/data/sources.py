@@ -19,6 +19,7 @@ import numpy as np
 
 from mmllm.data.collate import Record
 from mmllm.data.jsonl import read_jsonl
+from mmllm.data.synthetic import DEFAULT_TASK_MIX, SyntheticWorld
 from mmllm.errors import ConfigError
 
 
@@ -28,7 +29,6 @@ class SyntheticSource:
     def __init__(
         self, split: str = "train", seed: int = 0, image_size: int = 128, weights: str = ""
     ):
-        from mmllm.data.synthetic import DEFAULT_TASK_MIX, SyntheticWorld
 
         changes = _parse_weights(weights)
         tasks = {k: v for k, v in changes.items() if k in DEFAULT_TASK_MIX}

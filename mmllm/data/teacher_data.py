@@ -31,6 +31,7 @@ from tqdm import tqdm
 from encoders.recognizers import COCO_OFFSET, N_CLASSES, Recognizer, to_rgb_array
 from mmllm.data import recognition_text as words
 from mmllm.data.label_words import coco_words, imagenet_words
+from mmllm.data.synthetic import export_jsonl
 from mmllm.errors import DataError
 from mmllm.processing import load_image
 
@@ -133,8 +134,6 @@ def export_teacher_data(
         picked = records_for(name, sample_rows(rng), rng, "teacher_sampled")
         records += [picked[0], picked[1 + int(rng.integers(len(picked) - 1))]]
     if synthetic:
-        from mmllm.data.synthetic import export_jsonl
-
         pool = export_jsonl(out / "synthetic", synthetic, seed=seed + 31, split="train")
         for line in tqdm(pool.read_text().splitlines(), desc="synthetic", unit="rec"):
             record = json.loads(line)

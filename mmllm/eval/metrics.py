@@ -7,6 +7,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from mmllm.data.collate import Record
+from mmllm.data.synthetic import caption_attributes
+from mmllm.data.tuxpaint import main_noun, mentions
 
 NUMBER_WORDS = {
     "none": "0",
@@ -72,7 +74,6 @@ def caption_attributes_match(prediction: str, reference: str, category: str | No
     """Whether ``prediction`` names every colour, shape kind (with its count) and the total count
     of the reference image caption, and nothing else of those; for sounds, the kind of sound,
     pitch, timbre, beep count and direction. Parsed by the synthetic world's caption parser."""
-    from mmllm.data.synthetic import caption_attributes
 
     keys = AUDIO_ATTRIBUTES if category == "audio" else IMAGE_ATTRIBUTES
     pred, ref = caption_attributes(prediction), caption_attributes(reference)
@@ -82,7 +83,6 @@ def caption_attributes_match(prediction: str, reference: str, category: str | No
 def hallucinated(prediction: str, reference: str, category: str | None) -> bool:
     """CHAIR-style: whether a synthetic caption names a shape kind or colour (pictures) or a
     kind of sound (sounds) that the reference, written from the scene, does not have."""
-    from mmllm.data.synthetic import caption_attributes
 
     pred, ref = caption_attributes(prediction), caption_attributes(reference)
     if category == "audio":
@@ -156,7 +156,6 @@ def _bleu_cider(captions: list[tuple[Record, str]], category: str) -> dict:
 def noun_mention_scores(records: Sequence[Record], predictions: Sequence[str]) -> dict:
     """Tux Paint stamps (``mmllm.data.tuxpaint``): the share of generated texts that name the
     main noun of the reference description, per category (``noun/stamp_image``...)."""
-    from mmllm.data.tuxpaint import main_noun, mentions
 
     hits: dict[str, list[int]] = defaultdict(list)
     for record, pred in zip(records, predictions, strict=True):

@@ -39,8 +39,17 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmllm.build import add_build_parser
+from mmllm.data.tuxpaint import DEFAULT_STAMPS, export_tuxpaint
 from mmllm.errors import InputError
 from mmllm.presets import PRESETS
+from mmllm.train.image_pretrain import (
+    PRETRAIN_DIR,
+    WEIGHTS_FILE,
+    ImagePretrainConfig,
+    pretrain_image_encoder,
+)
+from mmllm.train.trainer import CHECKPOINT_DIR, TrainConfig, has_begun, train
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +222,6 @@ def prepare_recipe(name: str, overrides: dict, scorer=None) -> dict:
     recipe = RECIPES[name]
     values = {**recipe.train, **overrides}
     if recipe.tuxpaint and not (Path(recipe.tuxpaint) / "train.jsonl").is_file():
-        from mmllm.data.tuxpaint import DEFAULT_STAMPS, export_tuxpaint
-
         log.info("exporting the Tux Paint stamps to %s", recipe.tuxpaint)
         export_tuxpaint(DEFAULT_STAMPS, Path(recipe.tuxpaint))
     starts_fresh = not {"image_init", "init"} & set(overrides)
@@ -228,8 +235,6 @@ def prepare_recipe(name: str, overrides: dict, scorer=None) -> dict:
     if recipe.build is not None and "init" not in overrides:
         base = Path(values["out"]) / "base"
         if not (base / "config.json").is_file():
-            from mmllm.build import add_build_parser
-
             log.info("building the base model in %s", base)
             parser = argparse.ArgumentParser()
             add_build_parser(parser.add_subparsers(dest="command"))
@@ -242,7 +247,6 @@ def prepare_recipe(name: str, overrides: dict, scorer=None) -> dict:
 def _earlier_stages(recipe: Recipe, values: dict, image_init: str | None, scorer) -> Path:
     """The checkpoint of the recipe's stage before the last, after training (or resuming) the
     earlier stages in order, from the latest one begun; none once the last stage has begun."""
-    from mmllm.train.trainer import CHECKPOINT_DIR, TrainConfig, has_begun, train
 
     dirs = stage_dirs(values["out"], len(recipe.stages))
     if has_begun(values["out"]):
@@ -261,12 +265,6 @@ def _earlier_stages(recipe: Recipe, values: dict, image_init: str | None, scorer
 
 def _pretrained_image_encoder(recipe: Recipe, values: dict) -> Path:
     """The recipe's pretrained image encoder weights, made first unless they exist."""
-    from mmllm.train.image_pretrain import (
-        PRETRAIN_DIR,
-        WEIGHTS_FILE,
-        ImagePretrainConfig,
-        pretrain_image_encoder,
-    )
 
     out = Path(values["out"]) / PRETRAIN_DIR
     if (out / WEIGHTS_FILE).is_file():

@@ -27,9 +27,13 @@ from typing import Any
 
 import torch
 
+from mmllm.data.sources import build_source
 from mmllm.errors import InputError
+from mmllm.eval.metrics import normalize_answer
 from mmllm.processing import load_image
 from mmllm.tasks import MMLLM, load
+from mmllm.train.aux_losses import token_grid
+from mmllm.train.image_pretrain import patch_shapes
 
 
 @torch.inference_mode()
@@ -136,11 +140,6 @@ def named_shares(mm: MMLLM, n: int, seed: int = 0) -> list[dict]:
     ``even`` (the named tokens' share of an even look) and ``shares`` (per cross-attention
     layer, the attention at the answer position on the named tokens, mean over heads)."""
     import numpy as np
-
-    from mmllm.data.sources import build_source
-    from mmllm.eval.metrics import normalize_answer
-    from mmllm.train.aux_losses import token_grid
-    from mmllm.train.image_pretrain import patch_shapes
 
     grid = token_grid(mm.model)
     source = build_source(SYNTHETIC_IMAGE_QUESTIONS, seed=seed)

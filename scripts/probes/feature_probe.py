@@ -32,8 +32,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+import mmllm
+from encoders.hybrid import load_hybrid_encoder
+from mmllm.build import resolve_source
 from mmllm.data.sources import SyntheticSource
 from mmllm.errors import InputError
+from mmllm.processing import ImageProcessor
 
 IMAGE_QUESTIONS = "image_vqa=1&audio_vqa=0&both_vqa=0&image_caption=0&audio_caption=0"
 # the last block of each stride in torchvision's MobileNetV2 ``features``
@@ -52,9 +56,6 @@ class MobileNetFeatures:
     all from one pass."""
 
     def __init__(self, strides: list[int], weights: str):
-        from encoders.hybrid import load_hybrid_encoder
-        from mmllm.build import resolve_source
-        from mmllm.processing import ImageProcessor
 
         for stride in strides:
             if stride not in MOBILENET_STAGE_END:
@@ -79,7 +80,6 @@ class TinyFeatures:
     """Images -> the shipped ``mmllm-tiny`` image encoder's tokens ``{0: (n, N, D)}``."""
 
     def __init__(self):
-        import mmllm
 
         tiny = mmllm.load("mmllm-tiny", device="cpu")
         self.encoder, self.process = tiny.model.image_encoder, tiny.image_processor

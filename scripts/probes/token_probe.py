@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from encoders.image import ImageEncoder
 from mmllm.checkpoint import check_state_dict
 from mmllm.model import MultimodalLM
+from mmllm.tasks import load
 from mmllm.train.image_pretrain import PATCH_GROUPS, SceneBatches
 
 PROBED = tuple(g for g in PATCH_GROUPS if g != "word")  # what a shape's patches show
@@ -104,7 +105,6 @@ def token_probes(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mmllm.tasks import load
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=None, help="folder or name (default: mmllm-tiny)")
