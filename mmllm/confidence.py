@@ -38,7 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from encoders.recognizers import COCO_OFFSET
-from mmllm.media import MediaBatch
+from mmllm.model.media import MediaBatch
 
 CALIBRATION_FILE, STATS_FILE = "calibration.json", "media_stats.safetensors"
 SHRINK = 0.1  # covariance shrinkage towards its diagonal: stable with few samples

@@ -146,7 +146,7 @@ LORA_TARGETS = {
 @dataclass(frozen=True)
 class LoRAConfig:
     """Low-rank adapters (Hu et al., 2021) on the language model's ``targets`` in every block:
-    ``W x + (alpha / rank) B A x`` with ``B`` starting at 0 (see ``mmllm.lora``)."""
+    ``W x + (alpha / rank) B A x`` with ``B`` starting at 0 (see ``mmllm.model.lora``)."""
 
     rank: int = 8
     alpha: float = 16.0
@@ -189,7 +189,7 @@ class WeightsRef:
 @dataclass(frozen=True)
 class BaseWeights:
     """Pretrained parts a checkpoint does not store: each is rebuilt from its reference when
-    the checkpoint loads (``mmllm.base_weights``); ``model.safetensors`` holds the rest."""
+    the checkpoint loads (``mmllm.weights.base_weights``); ``model.safetensors`` holds the rest."""
 
     lm: WeightsRef | None = None
     image: WeightsRef | None = None

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mmllm.cache import KVCache, MediaContext
 from mmllm.errors import GenerationError
-from mmllm.model import MultimodalLM
+from mmllm.model.cache import KVCache, MediaContext
+from mmllm.model.multimodal import MultimodalLM
 from mmllm.packed import packed_for
 from mmllm.repetition import RepetitionGuard
 from mmllm.tokenizer import StopTokens

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmllm.cache import KVCache, MediaContext
-from mmllm.layers import apply_rotary
+from mmllm.model.cache import KVCache, MediaContext
+from mmllm.model.layers import apply_rotary
 from mmllm.quantize import is_quantized
 
 # decoders above this many bytes of weights keep the module path: the packed copies would cost
@@ -183,7 +183,7 @@ class PackedLayer:
 
 
 class PackedDecoder:
-    """A :class:`mmllm.decoder.Decoder`'s decode step (one token per row) on packed weights."""
+    """A ``Decoder``'s decode step (one token per row) on packed weights."""
 
     def __init__(self, decoder: nn.Module):
         cfg = decoder.config

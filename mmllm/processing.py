@@ -27,7 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from encoders import AudioEncoderConfig, ImageEncoderConfig
 from encoders.recognizers import Recognizer, RecognizerConfig, to_rgb_array
 from mmllm.errors import AudioError, ImageError, InputError
-from mmllm.media import MediaBatch
+from mmllm.model.media import MediaBatch
 
 MAX_IMAGE_PIXELS = 64_000_000
 MAX_AUDIO_SECONDS = 30.0

@@ -20,14 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmllm.cache import MediaContext
-from mmllm.checkpoint import (  # noqa: F401  (resolve_checkpoint: part of the API)
-    DEFAULT_CHECKPOINT,
-    checkpoint_dirs,
-    load_model,
-    load_tokenizer,
-    resolve_checkpoint,
-)
 from mmllm.compiled import CompiledModel, worth_compiling
 from mmllm.confidence import (
     STATS_FILE,
@@ -47,8 +39,9 @@ from mmllm.generate import (
     left_pad,
     stream_ids,
 )
-from mmllm.media import MediaBatch
-from mmllm.model import MultimodalLM
+from mmllm.model.cache import MediaContext
+from mmllm.model.media import MediaBatch
+from mmllm.model.multimodal import MultimodalLM
 from mmllm.packed import pack_linears
 from mmllm.planner import RequestPlan, plan_request
 from mmllm.processing import MediaProcessor
@@ -56,6 +49,13 @@ from mmllm.prompts import caption_prompt
 from mmllm.quantize import quantize as quantize_model
 from mmllm.speech import Listener, speech_caption
 from mmllm.tokenizer import Tokenizer, valid_text
+from mmllm.weights.checkpoint import (  # noqa: F401  (resolve_checkpoint: part of the API)
+    DEFAULT_CHECKPOINT,
+    checkpoint_dirs,
+    load_model,
+    load_tokenizer,
+    resolve_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 

@@ -26,15 +26,15 @@ import torch
 from safetensors.torch import load_file
 
 from encoders.recognizers import COCO_OFFSET, N_LABELS, RecognizerConfig
-from mmllm.base_weights import load_part, part_keys, resolve
-from mmllm.checkpoint import load_tokenizer, save_checkpoint
 from mmllm.config import MMConfig
-from mmllm.copy_words import label_copy_ids, wire_copy_path
 from mmllm.data.label_words import coco_words, imagenet_words
-from mmllm.model import MultimodalLM
-from mmllm.recognition import label_table_from_words, label_word_ids
+from mmllm.model.multimodal import MultimodalLM
+from mmllm.model.recognition import label_table_from_words, label_word_ids
 from mmllm.tasks import resolve_checkpoint
 from mmllm.tokenizer import Tokenizer
+from mmllm.weights.base_weights import load_part, part_keys, resolve
+from mmllm.weights.checkpoint import load_tokenizer, save_checkpoint
+from mmllm.weights.copy_words import label_copy_ids, wire_copy_path
 
 WORD = re.compile(r" ?[A-Za-z][A-Za-z'\-]*")  # a pre-token that is a word
 

@@ -33,7 +33,6 @@ import torch
 from tqdm import tqdm
 
 import mmllm
-from mmllm.checkpoint import resolve_checkpoint
 from mmllm.confidence import (
     PHOTO,
     STATS_FILE,
@@ -56,6 +55,7 @@ from mmllm.eval.degenerate import degenerate_reason
 from mmllm.eval.metrics import caption_attributes_match, hallucinated, normalize_answer
 from mmllm.eval.photos import accepted
 from mmllm.generate import SamplingConfig
+from mmllm.weights.checkpoint import resolve_checkpoint
 
 ALT_TEXT_PRECISION = 0.9  # share of written alt texts that must be right
 

@@ -197,7 +197,7 @@ def render_card(scores: dict, steps: int, parts: str, speech: dict | None = None
 The default model of mmllm. It reads a photo through two real recognizers, an ImageNet-1k
 classifier (its top five classes) and a COCO-80 object detector (its objects with their boxes),
 each class or object one token in the shared space (`encoders/recognizers.py`,
-`mmllm/recognition.py`), beside the cell tokens of mmllm-tiny's synthetic-world image encoder.
+`mmllm/model/recognition.py`), beside the cell tokens of mmllm-tiny's synthetic-world image encoder.
 A small decoder reads them through gated cross-attention and names what they found in
 everyday words ("a photo of a dog (Labrador retriever)"), counts the detector's objects, and
 still captions and answers about the synthetic world (shapes, tones, beeps). Every label word
@@ -265,9 +265,8 @@ fixed rules (`mmllm/data/recognition_text.py`). No photo of the evaluation set w
   misspelt them ("a cat (tacataccat)");
 - run 2: the same with every label word made one token (`build_real.py --word-tokens`).
 
-Two earlier designs on mmllm-smol (SmolLM2-135M frozen, with MobileNetV2 cells) read the same
-recognition tokens but named the wrong thing ("a fish (prawn)" for a rocket) after 3,000 steps,
-and were slower.
+Earlier designs, measured and dropped:
+[docs/lab/2026-12-real-photos.md](../../docs/lab/2026-12-real-photos.md).
 
 {RECIPE}
 

@@ -21,16 +21,16 @@ from pathlib import Path
 
 import torch
 
-from mmllm.base_weights import resolve
-from mmllm.checkpoint import load_model, load_tokenizer
 from mmllm.compiled import has_compiler
 from mmllm.config import MMConfig
 from mmllm.errors import CheckpointError
 from mmllm.eval.run import evaluate, markdown_table
 from mmllm.generate import SamplingConfig, generate_ids
-from mmllm.pretrained_lm import load_causal_lm
 from mmllm.tasks import MMLLM, load
 from mmllm.tokenizer import StopTokens
+from mmllm.weights.base_weights import resolve
+from mmllm.weights.checkpoint import load_model, load_tokenizer
+from mmllm.weights.pretrained_lm import load_causal_lm
 
 TRAINED_ON = "a 2-core x86_64 CPU (2 threads, fp32), evaluations included"
 PINNED_N = 100  # records of synthetic:heldout the opt-in real-weights test re-scores

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from mmllm.checkpoint import load_model, load_tokenizer
 from mmllm.data.sources import SyntheticSource
 from mmllm.eval.metrics import normalize_answer
 from mmllm.eval.run import evaluate, markdown_table
@@ -25,6 +24,7 @@ from mmllm.train.image_pretrain import PATCH_GROUPS, PRETRAIN_DIR, REPORT_FILE
 from mmllm.train.plot import plot_metrics
 from mmllm.train.recipes import stage_dirs
 from mmllm.train.stages import STAGE_NOTES
+from mmllm.weights.checkpoint import load_model, load_tokenizer
 
 PINNED_N = 300  # records of synthetic:heldout the test suite re-scores (tests/test_shipped.py)
 CATEGORIES = ("image", "audio", "both")

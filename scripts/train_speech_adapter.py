@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from encoders.speech import SAMPLE_RATE, SECONDS_PER_TIMESTAMP, WINDOW_SECONDS, whisper_folder
 from mmllm.data.sources import SyntheticSource
-from mmllm.lora import LoRALinear
+from mmllm.model.lora import LoRALinear
 from mmllm.processing import resample
 from mmllm.speech import Listener
 

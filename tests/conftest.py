@@ -9,7 +9,7 @@ import torch
 
 from encoders import AudioEncoderConfig, ImageEncoderConfig
 from mmllm import DecoderConfig, MediaBatch, MMConfig, MultimodalLM, ProjectorConfig
-from mmllm.checkpoint import save_checkpoint
+from mmllm.weights.checkpoint import save_checkpoint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -10,7 +10,6 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from mmllm import MultimodalLM
-from mmllm.checkpoint import load_model
 from mmllm.data.collate import Collator, Record, TrainBatch
 from mmllm.data.sources import SyntheticSource, build_source
 from mmllm.errors import CheckpointError, ConfigError
@@ -27,6 +26,7 @@ from mmllm.train.aux_losses import (
 from mmllm.train.image_pretrain import IGNORE, PATCH_GROUPS, patch_shapes, patch_targets
 from mmllm.train.loss import TrainingLoss
 from mmllm.train.trainer import train
+from mmllm.weights.checkpoint import load_model
 from tests.conftest import flat_grads, tiny_config
 from tests.test_train import small_run, weights
 

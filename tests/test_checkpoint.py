@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mmllm import CheckpointError, ConfigError, MMConfig, Tokenizer
-from mmllm.checkpoint import load_model, save_checkpoint
+from mmllm.weights.checkpoint import load_model, save_checkpoint
 from tests.conftest import open_gates
 
 

@@ -96,6 +96,6 @@ def test_help_imports_no_training_module_nor_the_builder():
         )
         imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines()}
         assert "mmllm.tasks" in imported  # the run itself is measured (cli runs as __main__)
-        heavy = {m for m in imported if m.startswith(("mmllm.train", "mmllm.build"))}
+        heavy = {m for m in imported if m.startswith(("mmllm.train", "mmllm.weights.build"))}
         assert not heavy, heavy
         assert "mmllm.data.synthetic" not in imported

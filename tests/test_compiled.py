@@ -8,7 +8,6 @@ import torch
 
 import mmllm
 from mmllm import ConfigError, GenerationError
-from mmllm.cache import KVCache
 from mmllm.compiled import (
     CACHE_BUCKET,
     PROMPT_BUCKET,
@@ -21,8 +20,9 @@ from mmllm.compiled import (
 )
 from mmllm.config import DecoderConfig
 from mmllm.data.sources import SyntheticSource
-from mmllm.decoder import Decoder
 from mmllm.generate import SamplingConfig, start_decode
+from mmllm.model.cache import KVCache
+from mmllm.model.decoder import Decoder
 
 needs_compiler = pytest.mark.skipif(
     not has_compiler(), reason="torch.compile on the CPU needs a C++ compiler"

@@ -5,10 +5,9 @@ import json
 import pytest
 
 from mmllm import DataError, Tokenizer
-from mmllm.data.collate import Collator, Record
+from mmllm.data.collate import IGNORE_INDEX, Collator, Record
 from mmllm.data.jsonl import IMAGE_CAPTION_PROMPT, read_jsonl
 from mmllm.data.synthetic import export_jsonl
-from mmllm.model import IGNORE_INDEX
 from mmllm.processing import MediaProcessor
 
 

@@ -8,7 +8,7 @@ import torch
 
 from encoders import disk_cache
 from mmllm.cli import main
-from mmllm.pretrained_lm import HFLanguageModel, read_converted_lm, write_lm
+from mmllm.weights.pretrained_lm import HFLanguageModel, read_converted_lm, write_lm
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@
 import torch
 
 from encoders import AudioEncoder, ImageEncoder
-from mmllm.projector import build_projector
+from mmllm.model.projector import build_projector
 from tests.conftest import tiny_config
 
 

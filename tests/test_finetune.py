@@ -7,7 +7,6 @@ import shutil
 
 import pytest
 
-from mmllm.checkpoint import resolve_checkpoint
 from mmllm.data.sources import JsonlSource, build_source
 from mmllm.data.synthetic import export_jsonl
 from mmllm.errors import CheckpointError, ConfigError, InputError
@@ -22,6 +21,7 @@ from mmllm.train.replay import (
     write_training_data,
 )
 from mmllm.train.trainer import train
+from mmllm.weights.checkpoint import resolve_checkpoint
 from tests.test_train import small_run
 
 

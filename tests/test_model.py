@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from mmllm import MediaBatch, MediaLimitError, MultimodalLM
-from mmllm.checkpoint import load_model, save_checkpoint
 from mmllm.data.collate import IGNORE_INDEX
 from mmllm.train.loss import TrainingLoss
+from mmllm.weights.checkpoint import load_model, save_checkpoint
 from tests.conftest import make_media, open_gates, tiny_config
 
 
@@ -177,7 +177,7 @@ def test_null_tokens_join_every_sample_with_media_and_no_other(media):
 
 
 def test_image_positions_tell_identical_patches_apart(token_ids):
-    from mmllm.media import IMAGE
+    from mmllm.model.media import IMAGE
 
     model = with_media_extras(image_positions=True, null_tokens=0)
     n = model.config.image.n_tokens
@@ -209,7 +209,7 @@ def test_projected_image_positions_add_a_fixed_table_that_the_config_rebuilds(
     tmp_path, media, token_ids
 ):
     from mmllm.config import with_position_tables
-    from mmllm.media import IMAGE
+    from mmllm.model.media import IMAGE
 
     torch.manual_seed(0)
     base = open_gates(MultimodalLM(tiny_config()).eval())

@@ -10,7 +10,7 @@ import mmllm.generate as generate
 import mmllm.packed as packed
 from mmllm import MultimodalLM
 from mmllm.generate import SamplingConfig, generate_ids, left_pad, start_decode
-from mmllm.lora import LoRAConfig, add_lora
+from mmllm.model.lora import LoRAConfig, add_lora
 from mmllm.packed import PackedLinear, pack_linears, packed_for
 from mmllm.quantize import quantize
 from mmllm.tokenizer import StopTokens

@@ -22,12 +22,12 @@ from encoders.ctranslate2 import read_ctranslate2
 from encoders.pretrained import WeightsError, load_image_encoder, load_whisper_encoder
 from encoders.whisper import WhisperEncoder
 from mmllm import CheckpointError, ConfigError, InputError, MediaBatch, Tokenizer
-from mmllm.checkpoint import load_model, load_tokenizer, save_checkpoint
 from mmllm.generate import SamplingConfig, generate_ids
-from mmllm.pretrained import PretrainedImage, build_from_pretrained
-from mmllm.pretrained_lm import load_lm_weights, load_pretrained_decoder, read_hf_lm
 from mmllm.tokenizer import SpecialTokens, StopTokens
 from mmllm.train.loss import TrainingLoss
+from mmllm.weights.checkpoint import load_model, load_tokenizer, save_checkpoint
+from mmllm.weights.pretrained import PretrainedImage, build_from_pretrained
+from mmllm.weights.pretrained_lm import load_lm_weights, load_pretrained_decoder, read_hf_lm
 from tests.conftest import open_gates, randomize
 
 transformers = pytest.importorskip("transformers")
@@ -571,7 +571,7 @@ def test_chat_prompt_template_lays_out_the_user_turn_and_round_trips(llama, tmp_
 
 
 def test_short_whisper_window_encodes_each_clip_alone_in_its_window(whisper):
-    from mmllm.pretrained import whisper_window
+    from mmllm.weights.pretrained import whisper_window
 
     full = load_whisper_encoder(whisper[0])
     short = whisper_window(full.config, 0.6)  # 30 of the 100 positions

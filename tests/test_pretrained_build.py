@@ -23,16 +23,17 @@ import mmllm
 from encoders.hf_vision import load_hf_vision_encoder
 from encoders.hybrid import HybridImageEncoder, hybrid_config, load_cnn_weights
 from encoders.image import ImageEncoderConfig
-from mmllm import CheckpointError, Tokenizer, base_weights
-from mmllm.base_weights import package_root, part_keys
-from mmllm.build import add_build_parser
-from mmllm.checkpoint import load_model, save_checkpoint
+from mmllm import CheckpointError, Tokenizer
 from mmllm.config import LoRAConfig
-from mmllm.lora import LoRALinear, enable_lora, merge_lora
-from mmllm.pretrained import PretrainedCNN, PretrainedImage, build_from_pretrained
+from mmllm.model.lora import LoRALinear, enable_lora, merge_lora
 from mmllm.train.aux_losses import HEAD_FILE, token_grid
 from mmllm.train.stages import set_trainable
 from mmllm.train.trainer import TrainConfig, train
+from mmllm.weights import base_weights
+from mmllm.weights.base_weights import package_root, part_keys
+from mmllm.weights.build import add_build_parser
+from mmllm.weights.checkpoint import load_model, save_checkpoint
+from mmllm.weights.pretrained import PretrainedCNN, PretrainedImage, build_from_pretrained
 from tests.conftest import open_gates, randomize
 
 transformers = pytest.importorskip("transformers")

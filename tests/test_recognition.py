@@ -19,13 +19,11 @@ from encoders.recognizers import (
     recognition_rows,
 )
 from mmllm import InputError, MediaBatch, MultimodalLM
-from mmllm.copy_words import copy_word_kinds, label_copy_ids, word_joins
 from mmllm.data import recognition_text as words
 from mmllm.data.jsonl import read_jsonl
 from mmllm.data.label_words import imagenet_words
 from mmllm.errors import DataError
-from mmllm.processing import MediaProcessor
-from mmllm.recognition import (
+from mmllm.model.recognition import (
     ARTICLE_A,
     ARTICLE_AN,
     GLUED,
@@ -36,8 +34,10 @@ from mmllm.recognition import (
     choose_word_bias,
     label_word_ids,
 )
+from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer
 from mmllm.train.loss import TrainingLoss, labelled_logits
+from mmllm.weights.copy_words import copy_word_kinds, label_copy_ids, word_joins
 
 try:
     model_dir()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from mmllm import base_weights
 from mmllm.cli import main as cli
+from mmllm.weights import base_weights
 
 
 def test_setup_installs_the_missing_base_packages_with_their_commands(monkeypatch, capsys):

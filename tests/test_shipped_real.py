@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import mmllm
-from mmllm.checkpoint import DEFAULT_CHECKPOINT, resolve_checkpoint
 from mmllm.eval.run import evaluate
+from mmllm.weights.checkpoint import DEFAULT_CHECKPOINT, resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT / "checkpoints" / "mmllm-real"

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 import mmllm
-from mmllm import CheckpointError, base_weights
+from mmllm import CheckpointError
 from mmllm.eval.run import evaluate
+from mmllm.weights import base_weights
 
 SMOL = Path(__file__).resolve().parent.parent / "checkpoints" / "mmllm-smol"
 TOLERANCE = 0.03

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from mmllm import MultimodalLM
-from mmllm.checkpoint import load_model
 from mmllm.train.optim import lr_at
 from mmllm.train.stages import set_trainable
 from mmllm.train.trainer import TrainConfig, train
+from mmllm.weights.checkpoint import load_model
 from tests.conftest import tiny_config
 
 

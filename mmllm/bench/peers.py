@@ -21,8 +21,8 @@ from encoders import ImageEncoderConfig
 from mmllm.compiled import CompiledModel
 from mmllm.config import DecoderConfig, MMConfig
 from mmllm.generate import SamplingConfig, generate_ids
-from mmllm.media import MediaBatch
-from mmllm.model import MultimodalLM
+from mmllm.model.media import MediaBatch
+from mmllm.model.multimodal import MultimodalLM
 from mmllm.packed import pack_linears
 from mmllm.presets import PRESETS
 from mmllm.quantize import quantize as quantize_model

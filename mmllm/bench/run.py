@@ -24,16 +24,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmllm.bench.peers import SIZES, build_ours
-from mmllm.model import MultimodalLM
+from mmllm.model.multimodal import MultimodalLM
 from mmllm.packed import disabled
 
 PEERS = {"ved": "VisionEncoderDecoderModel", "llava": "LlavaForConditionalGeneration"}
 # seconds of quiet before each timed command: a process that has just finished leaves its
-# OpenMP threads spin-waiting for a few milliseconds, on the cores the next process needs.
-# Measured (batch-8 captions, 2 cores, 7 alternating rounds): with no pause ours took 45-50 ms
-# and VisionEncoderDecoderModel's 107-124 ms; 10 ms apart, 34-38 and 87-91 ms; 200 ms apart,
-# 35-40 and 91-102. Making the threads sleep at once instead (OMP_WAIT_POLICY=PASSIVE) slowed
-# every small kernel: ours 157-170 ms.
+# OpenMP threads spin-waiting for a few milliseconds, on the cores the next process needs
+# (without it both sides read ~30% slow; docs/lab/2026-12-training-notes.md has the figures).
 QUIET_S = 0.05
 TIMED_OPS = ("caption", "ttft")
 

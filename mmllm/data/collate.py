@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mmllm.media import MediaBatch
+from mmllm.model.media import MediaBatch
 from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import Tokenizer
 

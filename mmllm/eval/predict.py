@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from mmllm.data.collate import Record
 from mmllm.generate import SamplingConfig
-from mmllm.model import MultimodalLM
+from mmllm.model.multimodal import MultimodalLM
 from mmllm.tasks import MMLLM
 from mmllm.tokenizer import Tokenizer
 

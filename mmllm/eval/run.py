@@ -9,7 +9,6 @@ import torch
 from tqdm import tqdm
 
 from encoders.recognizers import Recognizer, imagenet_labels, to_rgb_array
-from mmllm.checkpoint import load_model, load_tokenizer
 from mmllm.data.label_words import coco_words
 from mmllm.data.sources import build_source
 from mmllm.eval.degenerate import degenerate_reason
@@ -23,11 +22,12 @@ from mmllm.eval.metrics import (
 )
 from mmllm.eval.photos import accept_scores, oracle_prediction, oracle_text
 from mmllm.eval.predict import predict
-from mmllm.model import MultimodalLM
+from mmllm.model.multimodal import MultimodalLM
 from mmllm.packed import pack_linears
 from mmllm.processing import load_image
 from mmllm.quantize import quantize as quantize_model
 from mmllm.tokenizer import Tokenizer
+from mmllm.weights.checkpoint import load_model, load_tokenizer
 
 
 def score_records(records, predictions) -> dict:

@@ -10,7 +10,7 @@
 Only records whose images have a known scene (the synthetic world) have targets. The head
 trains with the model but is not part of it: it is saved beside the training state
 (``patch_head.safetensors``) for exact resume. Why these exist and what they measured:
-``docs/lab/2026-12-image-losses.md``.
+``docs/lab/2026-12-training-notes.md``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mmllm.cache import MediaContext
 from mmllm.data.collate import IGNORE_INDEX
 from mmllm.errors import CheckpointError, ConfigError
-from mmllm.model import MultimodalLM
+from mmllm.model.cache import MediaContext
+from mmllm.model.multimodal import MultimodalLM
 from mmllm.train.image_pretrain import (
     IGNORE,
     MAX_SHAPES,

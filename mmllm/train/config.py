@@ -111,7 +111,7 @@ class TrainConfig:
             "--heldout) scored before and after, for the forgetting report; 0: no report"
         },
     )
-    lora_rank: int = 0  # > 0: LoRA adapters on the LM (mmllm.lora), trained in every stage
+    lora_rank: int = 0  # > 0: LoRA adapters on the LM (mmllm.model.lora), trained in every stage
     lora_alpha: float = 16.0
     lora_targets: str = "q_proj,v_proj"  # comma-separated, from mmllm.config.LORA_TARGETS
     seed: int = 0

@@ -15,7 +15,7 @@ that shape's centre is, or which word it shows, so each token says what is at it
 circle here"): what cross-attention must find when a question names one object. (With pooled
 targets alone the shipped model's answers ignored the object named, "what color is the star?" got
 the circle's colour; with per-token targets too they still did after 2000 steps until the
-cross-attention got QK-norm, see ``mmllm.attention``.) The heads are thrown away;
+cross-attention got QK-norm, see ``mmllm.model.attention``.) The heads are thrown away;
 ``image_encoder.safetensors`` starts ``mmllm train --image-init``.
 """
 

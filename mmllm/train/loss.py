@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmllm.cache import MediaContext
 from mmllm.data.collate import IGNORE_INDEX
-from mmllm.media import IMAGE, MediaBatch
-from mmllm.model import MultimodalLM
+from mmllm.model.cache import MediaContext
+from mmllm.model.media import IMAGE, MediaBatch
+from mmllm.model.multimodal import MultimodalLM
 from mmllm.train import aux_losses
 from mmllm.train.grouping import length_groups
 from mmllm.train.image_pretrain import patch_cross_entropy

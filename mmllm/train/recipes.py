@@ -39,7 +39,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmllm.build import add_build_parser
 from mmllm.data.tuxpaint import DEFAULT_STAMPS, export_tuxpaint
 from mmllm.errors import InputError
 from mmllm.presets import PRESETS
@@ -50,6 +49,7 @@ from mmllm.train.image_pretrain import (
     pretrain_image_encoder,
 )
 from mmllm.train.trainer import CHECKPOINT_DIR, TrainConfig, has_begun, train
+from mmllm.weights.build import add_build_parser
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,7 @@ SMOL_BUILD = (
 # what every stage of the tiny recipe shares: its batch, its held-out checks, data made by one
 # worker process beside the training (the same batches as in-process, a few % faster on 2 cores),
 # and each batch through the decoder at once: the shipped checkpoint was trained so, and this
-# recipe reproduces it bitwise. Two length groups (a different rounding) ran the whole recipe in
-# 94.4 min, not 99.7, but ended at 90.0% of 5000 held-out image questions, not 96.3%
+# recipe reproduces it bitwise (length groups round differently: docs/lab/2026-12-training-notes.md)
 # a stage continues the one before it: no replay of its data, no forgetting report
 CONTINUE = dict(replay=0.0, forgetting_samples=0)
 TINY_STAGE = dict(

@@ -7,9 +7,9 @@
   packing frozen, so the media tokens stay as they are (LoRA adapters train, if any).
 
 New parts always train: besides the projectors, media packing and cross-attention, these are
-the LoRA adapters of the language model (``*.lora_a``/``*.lora_b``, see ``mmllm.lora``) and the
-layers a CNN hybrid image encoder puts on top of its pretrained CNN (``image_encoder.adapter``),
-and the tokens of the real recognizers' findings (``recognition``).
+the LoRA adapters of the language model (``*.lora_a``/``*.lora_b``, see ``mmllm.model.lora``)
+and the layers a CNN hybrid image encoder puts on top of its pretrained CNN
+(``image_encoder.adapter``), and the tokens of the real recognizers' findings (``recognition``).
 """
 
 from __future__ import annotations

@@ -31,21 +31,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mmllm.checkpoint import (
-    CONFIG_FILE,
-    RUN_CHECKPOINT,
-    check_state_dict,
-    load_model,
-    load_tokenizer,
-    resolve_checkpoint,
-    save_checkpoint,
-)
 from mmllm.config import LoRAConfig, MMConfig, with_position_tables
 from mmllm.data.collate import Collator, TrainBatch
 from mmllm.data.sources import build_source, split_mixture
 from mmllm.errors import InputError
-from mmllm.lora import enable_lora
-from mmllm.model import MultimodalLM
+from mmllm.model.lora import enable_lora
+from mmllm.model.multimodal import MultimodalLM
 from mmllm.processing import MediaProcessor
 from mmllm.tokenizer import tokenizer_for_records
 from mmllm.train import aux_losses, forgetting
@@ -63,6 +54,15 @@ from mmllm.train.replay import (
 )
 from mmllm.train.stages import set_trainable
 from mmllm.train.state import STATE_JSON, load_train_state, save_train_state
+from mmllm.weights.checkpoint import (
+    CONFIG_FILE,
+    RUN_CHECKPOINT,
+    check_state_dict,
+    load_model,
+    load_tokenizer,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = RUN_CHECKPOINT

@@ -34,10 +34,10 @@ from tqdm import tqdm
 
 import mmllm
 from encoders.hybrid import load_hybrid_encoder
-from mmllm.build import resolve_source
 from mmllm.data.sources import SyntheticSource
 from mmllm.errors import InputError
 from mmllm.processing import ImageProcessor
+from mmllm.weights.build import resolve_source
 
 IMAGE_QUESTIONS = "image_vqa=1&audio_vqa=0&both_vqa=0&image_caption=0&audio_caption=0"
 # the last block of each stride in torchvision's MobileNetV2 ``features``

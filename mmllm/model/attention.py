@@ -4,15 +4,11 @@ Both use PyTorch's ``scaled_dot_product_attention`` so CPU and CUDA pick their f
 The cross-attention follows Flamingo (Alayrac et al., 2022): its output is scaled by
 ``tanh(gate)`` with the gate starting at 0 by default, so a fresh model is exactly its language
 model. A model trained from scratch has no language model to protect and starts its gates open
-(``gate_init``), fixed (``train_gates=False``): trained from scratch with learnable gates from
-0, the gates stayed near 0 (|tanh| < 0.05 after 2000 steps) and the model answered from text
-priors alone.
+(``gate_init``), fixed (``train_gates=False``): learnable gates from 0 never opened there.
 
 ``cross_attn_qk_norm`` RMS-normalises the cross-attention's queries and keys per head, each with
-a learned gain (QK-norm: Dehghani et al., 2023; Wortsman et al., 2023): a logit is then a scaled
-cosine, bounded until the gains grow. Without it, a tiny model trained from scratch collapsed its
-cross-attention to one hard choice (entropy 0.00 nats of 4.16) of the same salient high-norm
-tokens whatever the question named, where the softmax passes no gradient to change the choice.
+a learned gain (QK-norm: Dehghani et al., 2023; Wortsman et al., 2023), so that a logit is a
+bounded, scaled cosine and the softmax cannot collapse to one hard choice (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -21,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmllm.cache import KVCache, MediaContext
 from mmllm.config import DecoderConfig
-from mmllm.layers import RMSNorm, apply_rotary
+from mmllm.model.cache import KVCache, MediaContext
+from mmllm.model.layers import RMSNorm, apply_rotary
 
 
 def causal_mask(

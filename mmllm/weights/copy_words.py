@@ -1,6 +1,6 @@
 """Which vocabulary ids spell each recognized label, and how each one joins the text before it.
 
-The copy path (``mmllm.recognition``) puts a recognized label's score on the ids of its words.
+The copy path (``mmllm.model.recognition``) puts a recognized label's score on the ids of its words.
 A word has two first pieces in a byte-level BPE: " cat" after a space and "cat" glued to what
 comes before. Biasing both at every step makes the decoder write "ancat" after "an" or
 "a cat ( cat)" inside brackets. So each id of a label is given a kind:
@@ -22,7 +22,7 @@ import torch
 
 from encoders.recognizers import COCO_OFFSET, N_LABELS
 from mmllm.data.label_words import coco_words, imagenet_words
-from mmllm.recognition import (
+from mmllm.model.recognition import (
     ARTICLE_A,
     ARTICLE_AN,
     GLUED,
@@ -50,7 +50,7 @@ def label_forms() -> list[list[str]]:
 
 def label_copy_ids(tokenizer: Tokenizer) -> list[list[int]]:
     """Each label's word-piece ids, every form after a space and glued (the ``label_words``
-    table ``mmllm.recognition.label_word_ids`` makes)."""
+    table ``mmllm.model.recognition.label_word_ids`` makes)."""
     return [
         [i for text in texts for i in tokenizer.encode(" " + text) + tokenizer.encode(text)]
         for texts in label_forms()

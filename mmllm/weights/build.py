@@ -13,7 +13,7 @@ the ``tiny`` preset's, untrained (``--image none`` / ``--audio none``: no such m
 attention are new; ``mmllm train --init OUT --stage align`` trains them.
 
 The checkpoint stores only the tensors that are not pretrained and references the rest
-(``config.base``, ``mmllm.base_weights``); ``--self-contained`` stores everything.
+(``config.base``, ``mmllm.weights.base_weights``); ``--self-contained`` stores everything.
 ``mmllm.load(OUT)`` then works as for any checkpoint.
 """
 
@@ -25,21 +25,21 @@ from pathlib import Path
 
 from encoders import ImageEncoderConfig
 from encoders.hybrid import CNNS
-from mmllm.base_weights import package_root, part_keys
-from mmllm.checkpoint import save_checkpoint
 from mmllm.config import MMConfig, ProjectorConfig
 from mmllm.data.sources import SyntheticSource
 from mmllm.errors import CheckpointError, InputError
-from mmllm.model import MultimodalLM
+from mmllm.model.multimodal import MultimodalLM
 from mmllm.presets import PRESETS
-from mmllm.pretrained import (
+from mmllm.tokenizer import SpecialTokens, Tokenizer, tokenizer_for_records
+from mmllm.weights.base_weights import package_root, part_keys
+from mmllm.weights.checkpoint import save_checkpoint
+from mmllm.weights.pretrained import (
     PretrainedCNN,
     PretrainedImage,
     build_from_pretrained,
     has_chat_template,
     load_lm_tokenizer,
 )
-from mmllm.tokenizer import SpecialTokens, Tokenizer, tokenizer_for_records
 
 EXIT_OK = 0
 # roles of a ChatML vocabulary (SmolLM2, Qwen2) when the LM lacks our <pad> <bos> <eos> <sep>

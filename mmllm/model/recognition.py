@@ -22,7 +22,7 @@ N_FREQS = 4
 LABEL_WORDS = 16  # word-piece ids kept per label for the copy path
 COPY_SCALE_INIT = 6.0  # softplus(6) ~ 6 logits for a sure label, when the gate is open
 COPY_GATE_INIT = -2.0  # sigmoid(-2) ~ 0.12: the gate starts mostly shut
-# how a label's word-piece id joins the text before it (mmllm.copy_words): the word bias has
+# how a label's word-piece id joins the text before it (mmllm.weights.copy_words): the word bias has
 # one slice per kind, and the token before each position picks SPACED or GLUED
 INNER, SPACED, GLUED = 0, 1, 2
 # what each vocabulary token is to the word after it (``word_joins``, flags): a word after it
@@ -49,8 +49,8 @@ class RecognitionTokens(nn.Module):
     ``copy_gate`` reads a final hidden state and says how much of that bias the next token's
     logits get. Cross-attention learns slowly to spell a new word out of a vector; this lets the
     model name any recognized label from its first training steps. Each id has a kind
-    (``word_kinds``: INNER, SPACED or GLUED, set by ``mmllm.copy_words``), and the bias keeps
-    one slice per kind, so a word's glued form is offered only after an opener
+    (``word_kinds``: INNER, SPACED or GLUED, set by ``mmllm.weights.copy_words``), and the
+    bias keeps one slice per kind, so a word's glued form is offered only after an opener
     (``word_joins``) and its spaced form only after anything else, and after "a" or "an" only
     the words that agree with it (the rule the training texts follow)."""
 
@@ -77,7 +77,8 @@ class RecognitionTokens(nn.Module):
 
     def set_word_forms(self, kinds: torch.Tensor, joins: torch.Tensor) -> None:
         """Each ``label_words`` id's kind ``(N_LABELS, LABEL_WORDS)`` and each vocabulary id's
-        flags ``(V,)`` (OPENS, ARTICLE_A, ARTICLE_AN, VOWEL; ``mmllm.copy_words.word_joins``)."""
+        flags ``(V,)`` (OPENS, ARTICLE_A, ARTICLE_AN, VOWEL; ``copy_words.word_joins`` in
+        ``mmllm.weights``)."""
         device = self.label_words.device
         self.word_kinds = kinds.to(device=device, dtype=torch.int8)
         self.word_joins = joins.to(device=device, dtype=torch.uint8)

@@ -11,14 +11,14 @@ from torch import nn
 
 from encoders import build_audio_encoder, build_image_encoder
 from encoders.image import sincos_grid
-from mmllm.cache import KVCache, MediaContext
 from mmllm.config import MMConfig
-from mmllm.decoder import Decoder
 from mmllm.errors import InputError
-from mmllm.lora import add_lora
-from mmllm.media import AUDIO, IMAGE, MediaBatch, MediaPacker
-from mmllm.projector import build_projector
-from mmllm.recognition import RecognitionTokens
+from mmllm.model.cache import KVCache, MediaContext
+from mmllm.model.decoder import Decoder
+from mmllm.model.lora import add_lora
+from mmllm.model.media import AUDIO, IMAGE, MediaBatch, MediaPacker
+from mmllm.model.projector import build_projector
+from mmllm.model.recognition import RecognitionTokens
 
 if TYPE_CHECKING:
     from mmllm.compiled import CompiledModel

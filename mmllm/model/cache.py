@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mmllm.recognition import choose_word_bias
+from mmllm.model.recognition import choose_word_bias
 
 
 class KVCache:
@@ -86,7 +86,7 @@ class MediaContext:
     attn_mask: torch.Tensor
     keep: torch.Tensor
     rows: torch.Tensor | None = None  # (B,): the batch rows these are (None: all, in order)
-    # a copy path for recognized words (mmllm.recognition): per row a bias over the vocabulary
+    # a copy path for recognized words (mmllm.model.recognition): per row a bias over the vocabulary
     # for each kind of id (B, 3, V), added to the logits times a gate the hidden state sets,
     # (..., D) -> (..., 1); each id's flags towards the next word (V,) choose per position
     word_bias: torch.Tensor | None = None

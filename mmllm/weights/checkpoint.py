@@ -7,7 +7,7 @@ one survives). Loading reads safetensors only (never pickle) and is strict: any 
 unexpected or mis-shaped tensor is reported by name in a ``CheckpointError``.
 
 A config with a ``base`` section stores only the tensors its pretrained parts do not provide;
-those parts are rebuilt from their references on load (``mmllm.base_weights``).
+those parts are rebuilt from their references on load (``mmllm.weights.base_weights``).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mmllm.base_weights import load_trained, trained_state
 from mmllm.config import MMConfig
-from mmllm.copy_words import wire_copy_path
 from mmllm.errors import CheckpointError, ConfigError
-from mmllm.model import MultimodalLM
+from mmllm.model.multimodal import MultimodalLM
 from mmllm.tokenizer import Tokenizer
+from mmllm.weights.base_weights import load_trained, trained_state
+from mmllm.weights.copy_words import wire_copy_path
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, CARD_FILE = (
     "config.json",
@@ -40,10 +40,13 @@ DEFAULT_CHECKPOINT = "mmllm-real"
 RUN_CHECKPOINT = "checkpoint"  # ``mmllm train --out RUN`` saves into RUN/checkpoint
 
 
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # mmllm/weights/checkpoint.py -> the tree
+
+
 def checkpoint_dirs() -> list[Path]:
     """Where shipped checkpoints live: the source tree, then the installed data folder."""
     return [
-        Path(__file__).resolve().parent.parent / "checkpoints",
+        SOURCE_ROOT / "checkpoints",
         Path(sys.prefix) / "share" / "mmllm" / "checkpoints",
     ]
 

