@@ -427,7 +427,9 @@ def plan_document(
     for slot, image in wanted:
         result = captioner.done[image]
         if isinstance(result, Exception):
-            rows.append(Row(str(path), slot.src, slot.line, "error", slot.alt or "", str(result)))
+            rows.append(
+                Row(str(path), slot.src, slot.line, "error", alt=slot.alt or "", note=str(result))
+            )
             continue
         if result.abstained:  # never written: a person should describe this image
             note = captioner.below_note(result)
@@ -437,9 +439,9 @@ def plan_document(
                     slot.src,
                     slot.line,
                     NEEDS_PERSON,
-                    slot.alt or "",
-                    note,
-                    result.confidence,
+                    alt=slot.alt or "",
+                    note=note,
+                    confidence=result.confidence,
                 )
             )
             continue
@@ -448,7 +450,9 @@ def plan_document(
             status = "kept"
         else:
             edits.append((slot, result))
-        rows.append(Row(str(path), slot.src, slot.line, status, result, "", result.confidence))
+        rows.append(
+            Row(str(path), slot.src, slot.line, status, alt=result, confidence=result.confidence)
+        )
     rows.sort(key=lambda r: r.line or 0)
     new = apply(text, edits)
     return (Change(path, text, new) if new != text else None), rows

@@ -78,14 +78,16 @@ def plan_request(
     config: MMConfig,
     images: list[Any],
     audio: list[Any],
-    prompt_tokens: int,
-    max_new_tokens: int,
-    n_parameters: int,
+    *,
+    prompt_tokens: int = 0,
+    max_new_tokens: int = 0,
+    n_parameters: int = 0,
     max_pixels: int = MAX_IMAGE_PIXELS,
     max_seconds: float = MAX_AUDIO_SECONDS,
     truncate: bool = False,
 ) -> RequestPlan:
     """The plan for one sample; raises ``MediaLimitError`` (or a decode error) before any work.
+    With only the media given, it checks the media limits (the text and memory figures are 0).
     ``truncate``: clips longer than the encoder's window will be cut to it (see
     ``AudioProcessor``); only clips over ``max_seconds`` are refused."""
     if len(images) + len(audio) > config.max_media_items:

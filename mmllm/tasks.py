@@ -371,12 +371,12 @@ class MMLLM:
         return Answer(
             text,
             best[1],
-            rest[:n_alternatives],
-            confidence,
-            calibrated,
-            abstained,
-            best[0],
-            question.strip(),
+            alternatives=rest[:n_alternatives],
+            confidence=confidence,
+            calibrated=calibrated,
+            abstained=abstained,
+            guess=best[0],
+            question=question.strip(),
         )
 
     def generate(
@@ -510,9 +510,9 @@ class MMLLM:
             self.model.config,
             list(images),
             list(audio),
-            len(self.tokenizer.prompt_ids(prompt)),
-            max_new_tokens,
-            sum(p.numel() for p in self.model.parameters()),
+            prompt_tokens=len(self.tokenizer.prompt_ids(prompt)),
+            max_new_tokens=max_new_tokens,
+            n_parameters=sum(p.numel() for p in self.model.parameters()),
             truncate=self.truncate_audio,
         )
 
@@ -562,9 +562,7 @@ class MMLLM:
         if not any(images) and not any(audio):
             return None
         for row_images, row_audio in zip(images, audio, strict=True):  # limits, from headers
-            plan_request(
-                self.model.config, row_images, row_audio, 0, 0, 0, truncate=self.truncate_audio
-            )
+            plan_request(self.model.config, row_images, row_audio, truncate=self.truncate_audio)
         batch = self.media_processor(images, audio)
         return batch.to(self.device, dtype=self.model.decoder.embed_tokens.weight.dtype)
 

@@ -165,6 +165,7 @@ def compare(
     new_tokens: int,
     threads: int,
     device: str,
+    *,
     batches: tuple[int, ...],
     compile: bool = False,
 ) -> dict:
@@ -324,7 +325,14 @@ def run_bench(
             "quiet_s": QUIET_S,
         },
         "comparison": compare(
-            size, ["ved", "llava"], rounds, new_tokens, threads, device, (1, 8), compile
+            size,
+            ["ved", "llava"],
+            rounds,
+            new_tokens,
+            threads,
+            device,
+            batches=(1, 8),
+            compile=compile,
         ),
     }
     peer_rates = {}

@@ -591,15 +591,23 @@ class SyntheticWorld:
                 target,
                 "image",
                 "caption",
-                scene,
-                None,
+                scene=scene,
+                clip=None,
             )
         if task == "audio_caption":
             clip = sample_clip(rng)
             audio = synthesize(clip, rng)
             target = clip_caption(clip, rng)
             return Example(
-                None, audio, "caption", AUDIO_CAPTION_PROMPT, target, "audio", "caption", None, clip
+                None,
+                audio,
+                "caption",
+                AUDIO_CAPTION_PROMPT,
+                target,
+                "audio",
+                "caption",
+                scene=None,
+                clip=clip,
             )
         if task == "image_vqa":
             key = _weighted(rng, self.questions["image_vqa"])
@@ -619,7 +627,16 @@ class SyntheticWorld:
                 audio = synthesize(clip, rng)
             named = question_referents(key, fields, scene)
             return Example(
-                image, audio, "vqa", question, answer, "image", QTYPE[key], scene, clip, named
+                image,
+                audio,
+                "vqa",
+                question,
+                answer,
+                "image",
+                QTYPE[key],
+                scene=scene,
+                clip=clip,
+                referents=named,
             )
         if task == "audio_vqa":
             key = _weighted(rng, self.questions["audio_vqa"])
@@ -630,7 +647,9 @@ class SyntheticWorld:
             if rng.random() < DISTRACTOR_P:
                 scene = sample_scene(rng)
                 image = render_scene(scene, rng, size)
-            return Example(image, audio, "vqa", question, answer, "audio", QTYPE[key], scene, clip)
+            return Example(
+                image, audio, "vqa", question, answer, "audio", QTYPE[key], scene=scene, clip=clip
+            )
         key = _weighted(rng, self.questions["both_vqa"])
         for _ in range(_MAX_REDRAWS):
             scene = sample_scene(rng)
@@ -643,7 +662,9 @@ class SyntheticWorld:
         question = self._question(key, rng, fields)
         image = render_scene(scene, rng, size)
         audio = synthesize(clip, rng)
-        return Example(image, audio, "vqa", question, answer, "both", QTYPE[key], scene, clip)
+        return Example(
+            image, audio, "vqa", question, answer, "both", QTYPE[key], scene=scene, clip=clip
+        )
 
 
 def export_jsonl(

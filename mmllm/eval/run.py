@@ -152,6 +152,7 @@ def run_eval(
     n: int | None,
     seed: int,
     out: Path | None,
+    *,
     drop: str | None = None,
     quantize: str | None = None,
     oracle: bool = False,

@@ -290,7 +290,10 @@ def _train(
             _log_metrics(out, {"step": done, "eval": scores, "elapsed_s": round(elapsed, 1)})
             bar.write(f"step {done}: " + _summary(scores))
         if done % cfg.save_every == 0 or done == cfg.steps or out_of_time:
-            _save(model, head, tokenizer, optimizer, ckpt, done, elapsed, cfg, rank, world, learnt)
+            _save(
+                ckpt, model, head, tokenizer, optimizer,
+                step=done, elapsed=elapsed, cfg=cfg, learnt=learnt, rank=rank, world=world,
+            )  # fmt: skip
         if out_of_time:
             log.info("time budget of %s min reached at step %d", cfg.max_minutes, done)
             break
@@ -310,7 +313,9 @@ def _train(
     bar.close()
     finished = done >= cfg.steps or out_of_time
     if rank == 0 and finished and (out / BEFORE_JSON).is_file():
-        _report_forgetting(scorer, model, tokenizer, cfg, out, learnt, done, elapsed, bar.write)
+        _report_forgetting(
+            scorer, model, tokenizer, cfg, out, learnt, steps=done, elapsed=elapsed, say=bar.write
+        )
     if rank == 0:  # what the loop's elapsed_s leaves out: set-up, the last evaluation and save
         overhead = time.time() - entered - (elapsed - elapsed_before)
         _log_metrics(out, {"step": done, "overhead_s": round(overhead, 1)})
@@ -400,7 +405,7 @@ def _report_sets(cfg: TrainConfig, learnt: TrainingData) -> list[str]:
 
 
 def _report_forgetting(
-    scorer: Scorer, model, tokenizer, cfg, out: Path, learnt, done, elapsed, say
+    scorer: Scorer, model, tokenizer, cfg, out: Path, learnt, *, steps: int, elapsed: float, say
 ) -> None:
     """Score the held-out sets again, and write the forgetting report, the run's summary and
     the checkpoint's model card."""
@@ -417,7 +422,7 @@ def _report_forgetting(
         "replay": share if learnt.data != cfg.data else 0.0,
         "stage": cfg.stage,
         "lora_rank": cfg.lora_rank,
-        "steps": done,
+        "steps": steps,
         "train_minutes": round(elapsed / 60, 2),
     }
     forgetting.save(out, rows, facts)
@@ -432,7 +437,7 @@ def _report_forgetting(
         [
             f"# Fine-tune of {cfg.init}",
             "",
-            f"Trained on `{learnt.data}` ({replay}): {done} steps, {elapsed / 60:.1f} min, "
+            f"Trained on `{learnt.data}` ({replay}): {steps} steps, {elapsed / 60:.1f} min, "
             f"stage `{cfg.stage}`{lora}.",
             "",
             f"## Held-out scores before and after ({cfg.forgetting_samples} records per set)",
@@ -449,7 +454,7 @@ def _report_forgetting(
     say(f"forgetting report: {out / forgetting.SUMMARY_MD}")
 
 
-def _save(model, head, tokenizer, optimizer, ckpt, step, elapsed, cfg, rank, world, learnt):
+def _save(ckpt, model, head, tokenizer, optimizer, *, step, elapsed, cfg, learnt, rank, world):
     """Checkpoint the model, the training state, what it learnt from and the patch head."""
     if rank == 0:
         info = {"step": step, "elapsed": elapsed, "config": asdict(cfg)}
