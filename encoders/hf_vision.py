@@ -1,4 +1,4 @@
-"""Hugging Face vision towers (CLIP, SigLIP) from a local folder, as image encoders.
+"""Hugging Face vision towers (CLIP, SigLIP, ViT) from a local folder, as image encoders.
 
 The tower is transformers' own ``CLIPVisionModel`` / ``SiglipVisionModel``, built from the
 folder's config (never downloaded); that config is kept verbatim in
@@ -9,7 +9,9 @@ projections are dropped by an explicit rule).
 Tokens: the last layer's patch tokens, ``last_hidden_state`` without CLIP's class token (as
 LLaVA reads CLIP; SigLIP's are already normalised by its ``post_layernorm``). The pooled
 outputs are not used: SigLIP's attention-pooling head is not built, CLIP's ``post_layernorm``
-is loaded with the weights but feeds only the pooled output we do not read.
+is loaded with the weights but feeds only the pooled output we do not read. A ViT (the
+encoder of a ``VisionEncoderDecoderModel``) gives all its tokens, class token first, as that
+model's decoder reads them; its pooler is not built.
 """
 
 from __future__ import annotations
@@ -26,34 +28,43 @@ from encoders.pretrained import WeightsError, check_shapes, read_hf_config, read
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-# vision model_type -> (whole-model model_type, class token?, default pixel mean, std)
+# vision model_type -> (whole-model model_type, drop the class token?, default mean, std)
 TOWERS = {
     "clip_vision_model": ("clip", True, CLIP_MEAN, CLIP_STD),
     "siglip_vision_model": ("siglip", False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "vit": (None, False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
+# PIL's resample codes in a preprocessor_config.json -> ours
+RESAMPLE = {2: "bilinear", 3: "bicubic"}
 # parts of a whole CLIP/SigLIP checkpoint that are not the vision tower
 DROPPED = ("text_model.", "visual_projection.", "text_projection.", "logit_scale", "logit_bias")
 
 
-def _tower_class(model_type: str) -> type:
-    from transformers import CLIPVisionModel, SiglipVisionModel  # heavy: only for these towers
+def _tower(model_type: str, hf_config: dict[str, Any]) -> nn.Module:
+    """transformers' own vision model for ``hf_config`` (random weights)."""
+    import transformers  # heavy: only for these towers
 
-    return {"clip_vision_model": CLIPVisionModel, "siglip_vision_model": SiglipVisionModel}[
-        model_type
-    ]
+    if model_type == "vit":
+        config = transformers.ViTConfig.from_dict(hf_config)
+        return transformers.ViTModel(config, add_pooling_layer=False)
+    cls = {
+        "clip_vision_model": transformers.CLIPVisionModel,
+        "siglip_vision_model": transformers.SiglipVisionModel,
+    }[model_type]
+    return cls(cls.config_class.from_dict(hf_config))
 
 
 def _vision_config(folder: str | Path) -> dict[str, Any]:
     """The vision tower's config dict in ``folder`` (a vision model's, or a whole model's
     ``vision_config``)."""
     config = read_hf_config(folder)
-    whole = {whole: vision for vision, (whole, *_) in TOWERS.items()}
+    whole = {whole: vision for vision, (whole, *_) in TOWERS.items() if whole}
     if config.get("model_type") in whole:
         config = {**config["vision_config"], "model_type": whole[config["model_type"]]}
     if config.get("model_type") not in TOWERS:
         raise WeightsError(
             f"{folder} holds a {config.get('model_type')!r} model, not a vision tower of "
-            f"{sorted(TOWERS)} (or a whole {sorted(w for w, *_ in TOWERS.values())} model)"
+            f"{sorted(TOWERS)} (or a whole {sorted(w for w, *_ in TOWERS.values() if w)} model)"
         )
     if config["model_type"] == "siglip_vision_model":
         config["vision_use_head"] = False  # its pooling head: not ours
@@ -63,12 +74,21 @@ def _vision_config(folder: str | Path) -> dict[str, Any]:
 def hf_vision_config(folder: str | Path) -> ImageEncoderConfig:
     """The ``ImageEncoderConfig`` of the CLIP/SigLIP vision tower in ``folder`` (pixel
     normalisation from its ``preprocessor_config.json`` when present)."""
-    hf = _vision_config(folder)
+    return tower_config(_vision_config(folder), Path(folder) / "preprocessor_config.json")
+
+
+def tower_config(hf: dict[str, Any], processor: Path | None = None) -> ImageEncoderConfig:
+    """The ``ImageEncoderConfig`` of vision tower config ``hf`` (a ``TOWERS`` model type),
+    with the pixel normalisation and resampling of ``processor`` (a
+    ``preprocessor_config.json``) when it exists."""
+    if hf.get("model_type") not in TOWERS:
+        raise WeightsError(f"a {hf.get('model_type')!r} vision model is not one of {sorted(TOWERS)}")
     _, _, mean, std = TOWERS[hf["model_type"]]
-    processor = Path(folder) / "preprocessor_config.json"
-    if processor.is_file():
+    resample = "bicubic"
+    if processor is not None and processor.is_file():
         saved = json.loads(processor.read_text())
         mean, std = saved.get("image_mean", mean), saved.get("image_std", std)
+        resample = RESAMPLE.get(saved.get("resample"), resample)
     return ImageEncoderConfig(
         image_size=hf.get("image_size", 224),
         patch_size=hf.get("patch_size", 32),
@@ -80,6 +100,7 @@ def hf_vision_config(folder: str | Path) -> ImageEncoderConfig:
         std=tuple(std),
         kind="hf_vision",
         hf_config=hf,
+        resample=resample,
     )
 
 
@@ -91,11 +112,10 @@ class HFVisionEncoder(nn.Module):
         if config.kind != "hf_vision" or config.hf_config is None:
             raise ValueError(f"HFVisionEncoder needs an 'hf_vision' config; got {config.kind!r}")
         model_type = config.hf_config["model_type"]
-        cls = _tower_class(model_type)
         self.config = config
         self.dim = config.dim
         self.prefix_tokens = 1 if TOWERS[model_type][1] else 0
-        self.tower = cls(cls.config_class.from_dict(config.hf_config))
+        self.tower = _tower(model_type, config.hf_config)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.tower(pixel_values=pixels).last_hidden_state  # (B, prefix + N, D)

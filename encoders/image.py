@@ -50,8 +50,11 @@ class ImageEncoderConfig:
     ~27 in mmllm-smol); at scale 1 the fixed table's tokens have norm ~14 and where each cell
     lies is plain to the cross-attention from the first step.
 
-    ``kind="hf_vision"``: a Hugging Face CLIP/SigLIP vision tower built from ``hf_config`` (its
-    config, verbatim); the size fields describe it (``encoders.hf_vision``).
+    ``kind="hf_vision"``: a Hugging Face vision tower (CLIP, SigLIP, ViT) built from
+    ``hf_config`` (its config, verbatim); the size fields describe it (``encoders.hf_vision``).
+
+    ``resample``: how a picture is resized to ``image_size`` (``bicubic`` or ``bilinear``, as
+    the encoder's own preprocessing does).
     """
 
     image_size: int = 64
@@ -68,8 +71,11 @@ class ImageEncoderConfig:
     hf_config: dict[str, Any] | None = None
     stem: str = "patch"  # "conv": a stride-2 convolution stack as the patch embedding
     fixed_positions: float = 0.0  # cnn_hybrid: scale of a fixed 2-D sin-cos table (0: none)
+    resample: str = "bicubic"
 
     def __post_init__(self) -> None:
+        if self.resample not in ("bicubic", "bilinear"):
+            raise ValueError(f"resample must be 'bicubic' or 'bilinear', got {self.resample!r}")
         if self.kind not in IMAGE_KINDS:
             raise ValueError(f"image encoder kind must be one of {IMAGE_KINDS}, got {self.kind!r}")
         if (self.kind == "cnn_hybrid") != (self.cnn is not None):
@@ -96,7 +102,9 @@ class ImageEncoderConfig:
 
     @property
     def n_tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
+        """Tokens per image: one per patch (plus a ViT tower's class token, which it keeps)."""
+        grid = (self.image_size // self.patch_size) ** 2
+        return grid + int(self.kind == "hf_vision" and self.hf_config.get("model_type") == "vit")
 
 
 class ConvStemPatchEmbed(PatchEmbed):

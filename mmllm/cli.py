@@ -70,6 +70,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from mmllm.weights.hf_import import convert, save_imported
+
+    print(save_imported(convert(args.folder), args.out, args.folder))
+    return EXIT_OK
+
+
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from mmllm.data.synthetic import export_jsonl
 
@@ -447,6 +454,18 @@ def build_parser(words: Collection[str] | None = None) -> argparse.ArgumentParse
     train.set_defaults(func=cmd_train)
 
     raw = argparse.RawDescriptionHelpFormatter
+    convert = sub.add_parser(
+        "convert",
+        help="convert a published Hugging Face captioner into an mmllm checkpoint",
+        formatter_class=raw,
+        epilog="families: VisionEncoderDecoderModel (ViT encoder, GPT-2 decoder)\n"
+        "examples:\n  mmllm convert vit-gpt2-image-captioning --out checkpoints/vit-gpt2\n"
+        "  mmllm caption photo.jpg --checkpoint vit-gpt2-image-captioning   # converts in memory",
+    )
+    convert.add_argument("folder", help="a Hugging Face model folder (config.json + weights)")
+    convert.add_argument("--out", required=True, help="the mmllm checkpoint folder to write")
+    convert.set_defaults(func=cmd_convert)
+
     caption = sub.add_parser(
         "caption",
         help="caption images",

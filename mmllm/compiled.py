@@ -186,8 +186,7 @@ class DecodeStep(nn.Module):
         ``(B, H_kv, T_max, hd)``, written in place.
         """
         dec = self.decoder
-        x = dec.embed_tokens(token_ids)  # (B, T, D)
-        rope = dec.rotary(positions, x.dtype)
+        x, rope = dec.embed(token_ids, positions)  # (B, T, D); rotary tables or None
         query_slots = slot + torch.arange(token_ids.shape[1], device=slot.device)  # (T,)
         written = torch.arange(keys[0].shape[2], device=slot.device) <= query_slots[:, None]
         mask = key_valid[:, None, None, :] & written  # (B, 1, T, T_max): causal, no padding

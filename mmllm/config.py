@@ -20,10 +20,14 @@ from mmllm.errors import ConfigError, InputError
 FORMAT_VERSION = 1
 
 
+PROJECTORS = ("mlp", "resampler", "linear", "identity")
+
+
 @dataclass(frozen=True)
 class ProjectorConfig:
     """Encoder tokens -> shared space. ``mlp``: one token per encoder token; ``resampler``:
-    a perceiver that compresses each item to ``n_latents`` tokens.
+    a perceiver that compresses each item to ``n_latents`` tokens; ``linear`` (one product)
+    and ``identity`` (the encoder's tokens as they are): imported encoder-decoder models.
 
     ``image_positions``: a learned embedding per image token position is added to the projected
     image tokens, so every token says where in the picture it is (``mlp`` projector only).
@@ -33,6 +37,9 @@ class ProjectorConfig:
     every value cross-attention reads carries it as a separate linear part.
     ``null_tokens``: learned media tokens appended to the media of every sample that has any:
     something to attend to when nothing in the media matches the question ("is there a ...?").
+    ``media_embeddings``: a learned modality and slot embedding is added to each item's
+    tokens, so the decoder can tell images from sounds and one item from the next (False for
+    an imported model, whose decoder reads its encoder's tokens as they are).
     """
 
     kind: str = "mlp"
@@ -42,10 +49,11 @@ class ProjectorConfig:
     image_positions: bool = False
     fixed_image_positions: float = 0.0
     null_tokens: int = 0
+    media_embeddings: bool = True
 
     def __post_init__(self) -> None:
-        if self.kind not in ("mlp", "resampler"):
-            raise ConfigError(f"projector kind must be 'mlp' or 'resampler', got {self.kind!r}")
+        if self.kind not in PROJECTORS:
+            raise ConfigError(f"projector kind must be one of {PROJECTORS}, got {self.kind!r}")
         if self.image_positions and self.kind != "mlp":
             raise ConfigError("image_positions needs the 'mlp' projector (one token per patch)")
         if not self.fixed_image_positions >= 0:
@@ -88,9 +96,20 @@ class RopeScaling:
             )
 
 
+NORMS = ("rms", "layer")
+POSITIONS = ("rope", "learned")
+MLPS = ("swiglu", "gelu", "gelu_tanh")
+
+
 @dataclass(frozen=True)
 class DecoderConfig:
-    """A Llama-style decoder with gated cross-attention in every ``cross_attn_every``-th block."""
+    """A decoder with cross-attention in every ``cross_attn_every``-th block (or at
+    ``cross_attn_layers``). By default Llama's block: pre-RMSNorm, rotary positions, SwiGLU, no
+    biases, tanh-gated cross-attention. The block family (for imported models, e.g. GPT-2):
+    ``norm`` ``"layer"`` (LayerNorm with bias), ``positions`` ``"learned"`` (an absolute
+    position table added to the token embeddings), ``mlp`` ``"gelu"`` / ``"gelu_tanh"`` (one
+    hidden layer), ``linear_bias`` (every attention and MLP product has a bias) and
+    ``cross_attn_gated=False`` (cross-attention added as it is, no gate)."""
 
     vocab_size: int = 1024
     dim: int = 256
@@ -111,8 +130,28 @@ class DecoderConfig:
     attn_bias: bool = False
     head_dim: int | None = None
     rope_scaling: RopeScaling | None = None
+    norm: str = "rms"
+    positions: str = "rope"
+    mlp: str = "swiglu"
+    linear_bias: bool = False
+    cross_attn_gated: bool = True
+    cross_attn_layers: tuple[int, ...] | None = None  # None: every cross_attn_every-th
 
     def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("norm", self.norm, NORMS),
+            ("positions", self.positions, POSITIONS),
+            ("mlp", self.mlp, MLPS),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"decoder {name} must be one of {allowed}, got {value!r}")
+        if self.cross_attn_layers is not None and any(
+            not 0 <= i < self.n_layers for i in self.cross_attn_layers
+        ):
+            raise ConfigError(
+                f"cross_attn_layers {list(self.cross_attn_layers)} must index the "
+                f"{self.n_layers} layers"
+            )
         if self.n_heads % self.n_kv_heads:
             raise ConfigError(
                 f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
@@ -127,8 +166,18 @@ class DecoderConfig:
         return self.head_dim or self.dim // self.n_heads
 
     def has_cross_attn(self, layer: int) -> bool:
-        """Layers 0, k, 2k, ... carry a gated cross-attention to the media."""
+        """Whether ``layer`` carries a cross-attention to the media: those of
+        ``cross_attn_layers``, else layers 0, k, 2k, ... (k: ``cross_attn_every``)."""
+        if self.cross_attn_layers is not None:
+            return layer in self.cross_attn_layers
         return layer % self.cross_attn_every == 0
+
+    @property
+    def is_llama_block(self) -> bool:
+        """The default block (what the packed and compiled decode steps are written for)."""
+        return (self.norm, self.positions, self.mlp) == ("rms", "rope", "swiglu") and not (
+            self.linear_bias or not self.cross_attn_gated
+        )
 
 
 # the language model's linear layers LoRA may adapt, and the sub-module of a block holding each

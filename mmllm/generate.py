@@ -242,29 +242,51 @@ def beam_search_ids(
     *,
     num_beams: int,
     max_new_tokens: int,
+    length_penalty: float = 1.0,
     guard: RepetitionGuard | None = None,
     logprobs: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The most likely continuation (sum of log-probabilities) among ``num_beams`` beams per row.
+    """The best of ``num_beams`` beams per row: the standard beam search, as transformers'.
 
-    A beam that emits EOS is finished: it keeps its score and only extends with padding, so it
-    competes with longer beams on equal terms. One beam is exactly greedy. Returns
-    ``(B, max_new_tokens)`` like ``generate_ids``, and fills ``logprobs`` likewise if given.
+    Each step keeps the ``2K`` best continuations of the ``K`` running beams; those that end
+    (EOS, or the last step) among the best ``K`` join the row's finished hypotheses, scored
+    by their summed log-probability over ``length ** length_penalty`` (0: the plain sum), and
+    the best ``K`` that go on run the next step. A row stops when no running beam can beat its
+    worst finished one; its best finished hypothesis is the answer. One beam is greedy
+    decoding. Returns ``(B, max_new_tokens)`` like ``generate_ids`` (``stops.pad`` after the
+    end), and fills ``logprobs`` likewise if given.
     """
     if not isinstance(num_beams, int) or num_beams < 1:
         raise GenerationError(f"num_beams must be an integer >= 1, got {num_beams!r}")
+    if num_beams == 1:
+        sampling = SamplingConfig(max_new_tokens=max_new_tokens, repetition_guard=False)
+        return generate_ids(
+            model,
+            token_ids,
+            attention_mask,
+            context,
+            sampling,
+            stops,
+            guard=guard,
+            logprobs=logprobs,
+        )
     eos_id, pad_id, suppress_ids = stops.eos, stops.pad, stops.never
     B, T = token_ids.shape
-    K, device = num_beams, token_ids.device
+    K, device, big = num_beams, token_ids.device, 1.0e9
     rows = torch.arange(B, device=device).repeat_interleave(K)  # beam b*K+k belongs to row b
     context = context.select(rows) if context is not None else None
     cache, mask = start_decode(model, attention_mask[rows], max_new_tokens)
-    scores = torch.full((B, K), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # start from one beam per row, so beams never duplicate
-    out = torch.full((B * K, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    out_logp = torch.zeros(B * K, max_new_tokens, device=device)
-    done = torch.zeros(B * K, dtype=torch.bool, device=device)
     mask = decode_mask(mask)
+    running = torch.full((B, K, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    running_logp = torch.zeros(B, K, max_new_tokens, device=device)
+    running_scores = torch.zeros(B, K, device=device)
+    running_scores[:, 1:] = -big  # start from one beam per row, so beams never duplicate
+    finished = running.clone()
+    finished_logp = running_logp.clone()
+    finished_scores = torch.full((B, K), -big, device=device)
+    is_finished = torch.zeros(B, K, dtype=torch.bool, device=device)
+    improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
+    top_k = torch.arange(2 * K, device=device) < K  # only these may finish this step
     if guard is not None:
         guard.start(B * K)
     with autocast_for(device):
@@ -273,34 +295,66 @@ def beam_search_ids(
         if context is not None:
             logits = context.adjust_logits(logits, hidden[:, -1], token_ids[rows, -1])
     for step in range(max_new_tokens):
-        logprobs_step = logits.float().log_softmax(-1)  # (B*K, V)
+        step_logp = logits.float().log_softmax(-1)  # (B*K, V)
         if suppress_ids:
-            logprobs_step[:, list(suppress_ids)] = float("-inf")
+            step_logp[:, list(suppress_ids)] = float("-inf")
         if guard is not None:
-            logprobs_step = guard.mask(logprobs_step)
-        finished = torch.full_like(logprobs_step[0], float("-inf"))
-        finished[pad_id] = 0.0
-        logprobs_step = torch.where(done[:, None], finished, logprobs_step)
-        V = logprobs_step.shape[-1]
-        candidates = (scores.view(-1, 1) + logprobs_step).view(B, K * V)
-        scores, flat = candidates.topk(K, dim=-1)  # (B, K)
-        parent = (flat // V) + torch.arange(B, device=device)[:, None] * K  # (B, K) beam rows
-        parent, next_ids = parent.view(-1), (flat % V).view(-1)
-        out, out_logp = out[parent], out_logp[parent]
-        out[:, step] = next_ids
-        out_logp[:, step] = logprobs_step[parent, next_ids]
-        done = done[parent] | (next_ids == eos_id)
-        cache.reorder(parent)
-        if guard is not None:
-            guard.reorder(parent)
-            guard.append(next_ids)
-        if bool(done.all()) or step + 1 == max_new_tokens:
+            step_logp = guard.mask(step_logp)
+        V = step_logp.shape[-1]
+        totals = (running_scores[:, :, None] + step_logp.view(B, K, V)).view(B, K * V)
+        cand_scores, flat = totals.topk(2 * K, dim=-1)  # (B, 2K)
+        parent, tokens = flat // V, flat % V  # (B, 2K)
+        cand = running.gather(1, parent[:, :, None].expand(-1, -1, max_new_tokens)).clone()
+        cand[:, :, step] = tokens
+        cand_logp = running_logp.gather(1, parent[:, :, None].expand(-1, -1, max_new_tokens))
+        cand_logp = cand_logp.clone()
+        picked = step_logp.view(B, K, V)[
+            torch.arange(B, device=device)[:, None], parent, tokens
+        ]  # (B, 2K)
+        cand_logp[:, :, step] = picked
+        ends = (tokens == eos_id) | (step + 1 == max_new_tokens)  # (B, 2K)
+        # the K best that go on
+        going = cand_scores - ends.float() * big
+        keep = going.topk(K, dim=-1).indices  # (B, K)
+        running = cand.gather(1, keep[:, :, None].expand(-1, -1, max_new_tokens))
+        running_logp = cand_logp.gather(1, keep[:, :, None].expand(-1, -1, max_new_tokens))
+        running_scores = going.gather(1, keep)
+        beam_parent = parent.gather(1, keep) + torch.arange(B, device=device)[:, None] * K
+        # the ones that end among the K best join the finished hypotheses
+        scored = cand_scores / ((step + 1) ** length_penalty)
+        scored = scored - (~improvable).float() * big - (~(ends & top_k)).float() * big
+        merged = torch.cat([finished_scores, scored], 1)  # (B, 3K)
+        best = merged.topk(K, dim=-1).indices
+        finished = torch.cat([finished, cand], 1).gather(
+            1, best[:, :, None].expand(-1, -1, max_new_tokens)
+        )
+        finished_logp = torch.cat([finished_logp, cand_logp], 1).gather(
+            1, best[:, :, None].expand(-1, -1, max_new_tokens)
+        )
+        is_finished = torch.cat([is_finished, ends & top_k], 1).gather(1, best)
+        finished_scores = merged.gather(1, best)
+        # can a running beam still beat the worst finished one?
+        possible = running_scores[:, :1] / ((step + 1) ** length_penalty)
+        worst = torch.where(
+            is_finished,
+            finished_scores.min(1, keepdim=True).values,
+            torch.full_like(possible, -big),
+        )
+        improvable &= (possible > worst).any(-1, keepdim=True)
+        if not bool(improvable.any()) or bool(ends.all()) or step + 1 == max_new_tokens:
             break
+        flat_parent = beam_parent.view(-1)
+        cache.reorder(flat_parent)
+        next_ids = running[:, :, step].reshape(-1)
+        if guard is not None:
+            guard.reorder(flat_parent)
+            guard.append(next_ids)
         with autocast_for(device):
             step_mask = _upto(mask, T + step + 1)
-            logits = model.decoder(next_ids[:, None], context, step_mask, cache=cache)
-        logits = logits[:, -1]
-    best = scores.argmax(-1) + torch.arange(B, device=device) * K
+            logits = model.decoder(next_ids[:, None], context, step_mask, cache=cache)[:, -1]
+    out, out_logp = finished[:, 0], finished_logp[:, 0]  # (B, max_new_tokens)
+    ended = (out == eos_id).long().cumsum(1) - (out == eos_id).long() > 0  # after the end token
+    out = out.masked_fill(ended, pad_id)
     if logprobs is not None:
-        logprobs.copy_(out_logp[best])
-    return out[best]
+        logprobs.copy_(out_logp.masked_fill(ended, 0.0))
+    return out

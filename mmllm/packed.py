@@ -275,7 +275,8 @@ def weights_version(module: nn.Module) -> tuple:
 
 def packable(decoder: nn.Module) -> bool:
     """Whether :class:`PackedDecoder` computes ``decoder``'s step: evaluation mode without
-    gradients, CPU, fp32, plain ``nn.Linear`` products, at most :data:`MAX_PACKED_BYTES`."""
+    gradients, CPU, fp32, plain ``nn.Linear`` products, Llama's block, at most
+    :data:`MAX_PACKED_BYTES`."""
     if decoder.training or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
         return False
     if not _ENABLED.get():
@@ -289,7 +290,13 @@ def packable(decoder: nn.Module) -> bool:
         isinstance(m, nn.Linear) and type(m) not in (nn.Linear, PackedLinear)
         for m in decoder.modules()
     )
-    return not wrapped and not is_quantized(decoder) and decoder.config.attn_head_dim % 2 == 0
+    config = decoder.config
+    return (
+        not wrapped
+        and not is_quantized(decoder)
+        and config.is_llama_block  # the step below is written for that block
+        and config.attn_head_dim % 2 == 0
+    )
 
 
 def packed_for(decoder: nn.Module) -> PackedDecoder | None:

@@ -142,6 +142,7 @@ class ImageProcessor:
 
     def __init__(self, config: ImageEncoderConfig, max_pixels: int = MAX_IMAGE_PIXELS):
         self.size = config.image_size
+        self.resample = getattr(Image.Resampling, config.resample.upper())
         self.mean = torch.tensor(config.mean).view(3, 1, 1)
         self.std = torch.tensor(config.std).view(3, 1, 1)
         self.max_pixels = max_pixels
@@ -151,7 +152,7 @@ class ImageProcessor:
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """A decoded RGB image -> normalised pixels ``(3, S, S)``."""
-        image = image.resize((self.size, self.size), Image.Resampling.BICUBIC)
+        image = image.resize((self.size, self.size), self.resample)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (pixels - self.mean) / self.std
 

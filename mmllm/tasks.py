@@ -56,6 +56,8 @@ from mmllm.weights.checkpoint import (  # noqa: F401  (resolve_checkpoint: part 
     load_tokenizer,
     resolve_checkpoint,
 )
+from mmllm.weights.hf_import import convert as convert_hf
+from mmllm.weights.hf_import import is_hf_folder, read_generation
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,8 @@ def load(
     quantize: str | None = None,
     compile: bool | None = None,
 ) -> MMLLM:
-    """Load a checkpoint (default: the shipped ``mmllm-real``) ready for inference.
+    """Load a checkpoint (default: the shipped ``mmllm-real``), or a published Hugging Face
+    captioner's folder (converted in memory: ``mmllm.weights.hf_import``), ready for inference.
 
     device: default CUDA when present, else CPU. Weights stay fp32 unless ``dtype`` says
     otherwise; on CUDA, inference runs under bf16 autocast. On a CPU, eager inference runs on
@@ -156,7 +159,12 @@ def load(
         raise ConfigError("compile and quantize do not combine: choose one")
     folder = resolve_checkpoint(path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_model(folder).to(device=device, dtype=dtype).eval()
+    if is_hf_folder(folder):
+        imported = convert_hf(folder)
+        model, tokenizer, generation = imported.model, imported.tokenizer, imported.generation
+    else:
+        model, tokenizer, generation = load_model(folder), None, read_generation(folder)
+    model = model.to(device=device, dtype=dtype).eval()
     if quantize is not None:
         model = quantize_model(model, quantize)
     else:
@@ -165,11 +173,12 @@ def load(
     distance = MediaDistance.load(folder / STATS_FILE) if (folder / STATS_FILE).is_file() else None
     return MMLLM(
         model,
-        load_tokenizer(folder),
+        tokenizer or load_tokenizer(folder),
         calibration=calibration,
         media_distance=distance,
         listener=Listener.of_checkpoint(folder),
         compile=compile,
+        generation=generation,
     )
 
 
@@ -185,14 +194,18 @@ class MMLLM:
         media_distance: MediaDistance | None = None,
         listener: Listener | None = None,
         compile: bool | None = None,
+        generation: dict[str, int] | None = None,
     ):
         """``truncate_audio``: cut clips longer than the audio encoder's window to it (and refuse
         only clips over the memory bound) instead of refusing them. ``calibration`` and
         ``media_distance`` (``mmllm.confidence``, stored with a checkpoint) turn scores into
         calibrated confidences; without them a confidence is the raw token probability.
         ``listener``: who hears speech (default: Whisper tiny.en without an adapter).
-        ``compile``: when to compile decoding (see :func:`load`, :meth:`expect`)."""
+        ``compile``: when to compile decoding (see :func:`load`, :meth:`expect`).
+        ``generation``: the model's own caption defaults (``max_new_tokens``, ``num_beams``:
+        an imported model's ``generation.json``)."""
         self.model = model
+        self.generation = dict(generation or {})
         self.compile = compile
         self.compiled = CompiledModel(model) if compile else None  # compiles on first use
         self.tokenizer = tokenizer
@@ -232,9 +245,9 @@ class MMLLM:
         self,
         images: Any = None,
         batch_size: int = 8,
-        max_new_tokens: int = 48,
+        max_new_tokens: int | None = None,
         audio: Any = None,
-        num_beams: int = 1,
+        num_beams: int | None = None,
         min_confidence: float | None = None,
         listen: bool = True,
     ) -> Any:
@@ -243,7 +256,10 @@ class MMLLM:
         Each caption is a ``ScoredText`` (a ``str`` with its ``confidence``); one below
         ``min_confidence`` says so instead of guessing (``abstained``, ``guess``). A clip that
         holds speech is captioned with what is said (``someone says: "..."``; ``listen=False``:
-        the model's sound caption only)."""
+        the model's sound caption only). ``max_new_tokens`` and ``num_beams`` default to the
+        model's own (``generation``), else 48 and 1."""
+        max_new_tokens = max_new_tokens or self.generation.get("max_new_tokens", 48)
+        num_beams = num_beams or self.generation.get("num_beams", 1)
         _check_min_confidence(min_confidence)
         if (images is None) == (audio is None):
             raise InputError("caption takes images or audio (one of them)")
@@ -259,7 +275,7 @@ class MMLLM:
                 out[i] = said.with_limit(min_confidence) if said is not None else None
         todo = [i for i, text in enumerate(out) if text is None]
         self.expect(len(todo))
-        prompt = caption_prompt(has_image=images is not None)
+        prompt = self._caption_prompt(has_image=images is not None)
         for start in range(0, len(todo), batch_size):
             chunk = [[items[i]] for i in todo[start : start + batch_size]]
             empty = [[] for _ in chunk]
@@ -303,7 +319,7 @@ class MMLLM:
         if (image is None) == (audio is None):
             raise InputError("stream_caption takes an image or audio (one of them)")
         sampling = SamplingConfig(max_new_tokens, temperature, top_p=top_p, seed=seed)
-        prompt = caption_prompt(has_image=image is not None)
+        prompt = self._caption_prompt(has_image=image is not None)
         images, clips = ([image], []) if image is not None else ([], [audio])
         return TextStream(self, prompt, images, clips, sampling)
 
@@ -394,9 +410,12 @@ class MMLLM:
         repetition_guard: bool = True,
         no_repeat_ngram: int = 0,
         min_confidence: float | None = None,
+        raw: bool = False,
     ) -> ScoredText:
         """Free generation from a prompt with optional media (beam search if num_beams > 1),
         cut at the first stop string; a ``ScoredText`` (abstained below ``min_confidence``).
+        ``raw``: continue ``prompt`` as plain text (``Tokenizer.raw_ids``), not as a prompt in
+        the model's format.
 
         ``repetition_guard`` (on everywhere by default) never picks a token that would loop or
         glue a word to itself (``mmllm.repetition``); ``no_repeat_ngram`` > 0 also bans any
@@ -417,13 +436,13 @@ class MMLLM:
             if temperature != 0:
                 raise GenerationError("beam search is deterministic: use temperature=0")
             text = self.generate_batch(
-                [prompt], [list(images)], [list(audio)], sampling, num_beams
+                [prompt], [list(images)], [list(audio)], sampling, num_beams, raw=raw
             )[0]
             cut = min((text.find(s) for s in stop if s and s in text), default=-1)
             return text.with_text(text.guess[:cut] if cut >= 0 else text.guess).with_limit(
                 min_confidence
             )
-        stream = TextStream(self, prompt, list(images), list(audio), sampling, stop)
+        stream = TextStream(self, prompt, list(images), list(audio), sampling, stop, raw)
         for _ in stream:
             pass
         return stream.result.with_limit(min_confidence)
@@ -435,9 +454,11 @@ class MMLLM:
         audio: Sequence[Any] = (),
         sampling: SamplingConfig | None = None,
         stop: Sequence[str] = (),
+        raw: bool = False,
     ) -> Iterator[str]:
-        """Yield generated text pieces; stops at EOS, a stop string (cut exactly), or the limit."""
-        yield from self._stream(prompt, images, audio, sampling or SamplingConfig(), stop)
+        """Yield generated text pieces; stops at EOS, a stop string (cut exactly), or the limit.
+        ``raw``: as ``generate``'s."""
+        yield from self._stream(prompt, images, audio, sampling or SamplingConfig(), stop, raw=raw)
 
     def _stream(
         self,
@@ -447,10 +468,11 @@ class MMLLM:
         sampling: SamplingConfig,
         stop: Sequence[str],
         scores: _StreamScores | None = None,
+        raw: bool = False,
     ) -> Iterator[str]:
         """``stream``; ``scores``, if given, collects what the text's confidence needs."""
         stop = [valid_text(s, "stop string") for s in stop]
-        token_ids, mask = self._prompt_batch([prompt])
+        token_ids, mask = self._prompt_batch([prompt], raw)
         context, evidence = self._encode(self._media([list(images)], [list(audio)]), 1)
         if scores is not None:
             scores.evidence = evidence
@@ -523,11 +545,12 @@ class MMLLM:
         audio: Sequence[Sequence[Any]] | None,
         sampling: SamplingConfig,
         num_beams: int = 1,
+        raw: bool = False,
     ) -> list[ScoredText]:
         """One ``ScoredText`` per prompt, generated with its row's images and audio (lists,
         possibly empty; ``audio`` None: none): the batched generation the tasks and the
-        evaluation share."""
-        token_ids, mask = self._prompt_batch(prompts)
+        evaluation share. ``raw``: as ``generate``'s."""
+        token_ids, mask = self._prompt_batch(prompts, raw)
         media = self._media(images, audio or [[] for _ in prompts])
         tok = self.tokenizer
         logprobs = torch.zeros(len(prompts), sampling.max_new_tokens, device=self.device)
@@ -558,6 +581,11 @@ class MMLLM:
         ]
 
     # -- internals ---------------------------------------------------------------------------
+    def _caption_prompt(self, has_image: bool) -> str:
+        """What a caption is asked with: the model's own (an imported captioner's), else ours."""
+        own = self.tokenizer.caption_prompt
+        return own if own is not None else caption_prompt(has_image)
+
     def _media(self, images: list[list[Any]], audio: list[list[Any]]) -> MediaBatch | None:
         if not any(images) and not any(audio):
             return None
@@ -566,8 +594,15 @@ class MMLLM:
         batch = self.media_processor(images, audio)
         return batch.to(self.device, dtype=self.model.decoder.embed_tokens.weight.dtype)
 
-    def _prompt_batch(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, mask = left_pad([self.tokenizer.prompt_ids(p) for p in prompts], self.tokenizer.pad_id)
+    def _prompt_batch(
+        self, prompts: Sequence[str], raw: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts as left-padded ids ``(B, T)`` and their mask ``(B, T)``."""
+        tok = self.tokenizer
+        rows = [tok.raw_ids(p) if raw else tok.prompt_ids(p) for p in prompts]
+        if not all(rows):
+            raise TextError("the prompt is empty: a plain continuation needs some text")
+        ids, mask = left_pad(rows, tok.pad_id)
         return ids.to(self.device), mask.to(self.device)
 
     def _guard(self, sampling: SamplingConfig):
@@ -717,13 +752,14 @@ class TextStream:
         audio: Sequence[Any],
         sampling: SamplingConfig,
         stop: Sequence[str] = (),
+        raw: bool = False,
     ):
-        self._pieces = self._generate(api, prompt, list(images), list(audio), sampling, stop)
+        self._pieces = self._generate(api, prompt, list(images), list(audio), sampling, stop, raw)
         self.result: ScoredText | None = None
 
-    def _generate(self, api, prompt, images, audio, sampling, stop) -> Iterator[str]:
+    def _generate(self, api, prompt, images, audio, sampling, stop, raw) -> Iterator[str]:
         scores, pieces = _StreamScores(), []
-        for piece in api._stream(prompt, images, audio, sampling, stop, scores):
+        for piece in api._stream(prompt, images, audio, sampling, stop, scores, raw):
             pieces.append(piece)
             yield piece
         self.result = api._scored("".join(pieces), scores)

@@ -3,9 +3,11 @@
 Special tokens play four roles: padding, begin, end of answer, and the prompt's end (the answer
 follows). Our own tokenizers use ``<pad>`` 0, ``<bos>`` 1, ``<eos>`` 2, ``<sep>`` 3. A pretrained
 LM's ``tokenizer.json`` keeps its own vocabulary: ``SpecialTokens`` names which of its tokens plays
-each role (e.g. SmolLM2's ``<|im_start|>``), saved beside it as ``tokenizer_roles.json``, with an
-optional prompt template: an instruction-tuned LM reads its prompts in its own chat format.
-Byte-level means any unicode string encodes, with no unknown token.
+each role (e.g. SmolLM2's ``<|im_start|>``; GPT-2's ``<|endoftext|>`` both begins and ends, and it
+has no prompt end), saved beside it as ``tokenizer_roles.json``, with an optional prompt template
+(an instruction-tuned LM reads its prompts in its own chat format) and caption prompt (what an
+imported captioner is asked with: nothing for a ``VisionEncoderDecoderModel``, a text prefix
+for BLIP). Byte-level means any unicode string encodes, with no unknown token.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from mmllm.errors import CheckpointError, TextError
 
 @dataclass(frozen=True)
 class SpecialTokens:
-    """Which token string plays each role. ``pad`` may equal ``eos`` (the Llama convention)."""
+    """Which token string plays each role. ``pad`` may equal ``eos`` (the Llama convention), and
+    ``bos`` too (GPT-2's); ``sep`` None: the tokenizer has no prompt end."""
 
     pad: str = "<pad>"
     bos: str = "<bos>"
     eos: str = "<eos>"
-    sep: str = "<sep>"
+    sep: str | None = "<sep>"
 
 
 @dataclass(frozen=True)
@@ -58,23 +61,25 @@ class Tokenizer:
         backend: HFTokenizer,
         special: SpecialTokens | None = None,
         prompt_template: str | None = None,
+        caption_prompt: str | None = None,
     ):
         """``prompt_template``: how a prompt is laid out, with ``{prompt}`` where it goes and
         special tokens written out (e.g. ``<|im_start|>user\\n{prompt}<|im_end|>...``); None:
-        ``<bos> prompt <sep>``."""
+        ``<bos> prompt <sep>`` (``<bos> prompt`` without a prompt end). ``caption_prompt``:
+        the prompt a caption is asked with (None: ours, ``mmllm.prompts``)."""
         self.backend = backend
         self.special = special or SpecialTokens()
         self.prompt_template = prompt_template
+        self.caption_prompt = caption_prompt
         names = dataclasses.astuple(self.special)
-        ids = [backend.token_to_id(t) for t in names]
-        if any(i is None for i in ids):
-            lacking = [t for t, i in zip(names, ids, strict=True) if i is None]
+        ids = [backend.token_to_id(t) if t is not None else None for t in names]
+        lacking = [t for t, i in zip(names, ids, strict=True) if t is not None and i is None]
+        if lacking:
             raise CheckpointError(f"tokenizer lacks special tokens {lacking}")
         self.pad_id, self.bos_id, self.eos_id, self.sep_id = ids
-        if self.eos_id in (self.bos_id, self.sep_id):
+        if self.eos_id == self.sep_id:
             raise CheckpointError(
-                f"the end token {self.special.eos!r} must differ from the begin and prompt-end "
-                f"tokens ({self.special.bos!r}, {self.special.sep!r})"
+                f"the end token {self.special.eos!r} must differ from the prompt-end token"
             )
 
     @classmethod
@@ -118,7 +123,7 @@ class Tokenizer:
                 if joined not in vocab:
                     vocab[joined], next_id = next_id, next_id + 1
             backend = HFTokenizer.from_str(json.dumps(state))
-        return Tokenizer(backend, self.special, self.prompt_template)
+        return Tokenizer(backend, self.special, self.prompt_template, self.caption_prompt)
 
     @classmethod
     def load(cls, path: str | Path, special: SpecialTokens | None = None) -> Tokenizer:
@@ -132,26 +137,30 @@ class Tokenizer:
             backend = HFTokenizer.from_file(str(path))
         except Exception as err:  # tokenizers raises a bare Exception on bad files
             raise CheckpointError(f"cannot read tokenizer {path}: {err}") from err
-        roles, template = roles_path(path), None
+        roles, template, caption = roles_path(path), None, None
         if special is None and roles.is_file():
             try:
                 fields = json.loads(roles.read_text())
                 template = fields.pop("prompt_template", None)
+                caption = fields.pop("caption_prompt", None)
                 special = SpecialTokens(**fields)
             except (OSError, ValueError, TypeError, AttributeError) as err:
                 raise CheckpointError(f"cannot read tokenizer roles {roles}: {err}") from err
-        return cls(backend, special, template)
+        return cls(backend, special, template, caption)
 
     def save(self, path: str | Path) -> None:
         """Write ``tokenizer.json`` (and ``<stem>_roles.json`` when the roles are not ours or a
-        prompt template is set)."""
+        prompt template or caption prompt is set)."""
         path = Path(path)
         self.backend.save(str(path))
         roles = roles_path(path)
-        fields = dataclasses.asdict(self.special)
+        fields: dict = dataclasses.asdict(self.special)
         if self.prompt_template is not None:
             fields["prompt_template"] = self.prompt_template
-        if self.special != SpecialTokens() or self.prompt_template is not None:
+        if self.caption_prompt is not None:
+            fields["caption_prompt"] = self.caption_prompt
+        own = self.prompt_template is None and self.caption_prompt is None
+        if self.special != SpecialTokens() or not own:
             roles.write_text(json.dumps(fields, indent=2) + "\n")
         elif roles.exists():
             roles.unlink()
@@ -169,8 +178,9 @@ class Tokenizer:
     @property
     def never_generated(self) -> tuple[int, ...]:
         """Special tokens a model must never output: padding, begin, and the prompt end (the
-        end token itself stays allowed when it doubles as padding)."""
-        return tuple(i for i in (self.pad_id, self.bos_id, self.sep_id) if i != self.eos_id)
+        end token itself stays allowed when it doubles as either)."""
+        ids = (self.pad_id, self.bos_id, self.sep_id)
+        return tuple(dict.fromkeys(i for i in ids if i is not None and i != self.eos_id))
 
     @property
     def stops(self) -> StopTokens:
@@ -189,7 +199,13 @@ class Tokenizer:
         answers."""
         if self.prompt_template is not None:
             return self.encode(self.prompt_template.replace("{prompt}", prompt))
-        return [self.bos_id, *self.encode(prompt), self.sep_id]
+        end = [] if self.sep_id is None else [self.sep_id]
+        return [self.bos_id, *self.encode(prompt), *end]
+
+    def raw_ids(self, text: str) -> list[int]:
+        """``text`` as the tokenizer alone would give it (with its own added special tokens,
+        e.g. a Llama tokenizer's begin token; none for GPT-2's): a plain continuation."""
+        return self.backend.encode(valid_text(text), add_special_tokens=True).ids
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=True)

@@ -704,3 +704,24 @@ def test_a_recipe_builds_its_base_once_then_trains_and_resumes(
     assert cli_main(["train", "--recipe", "test"]) == 0  # resumes; the base is not rebuilt
     assert (out / "base" / "model.safetensors").stat().st_mtime_ns == built_at
     assert json.loads((out / "checkpoint" / "train_state.json").read_text())["info"]["step"] == 2
+
+
+def test_a_raw_continuation_equals_transformers_greedy_llama(built, llama):
+    """``generate(raw=True)`` continues the text itself (no prompt format) as transformers'
+    greedy decoding does, given the same end token and the same never-generated tokens."""
+    api = mmllm.load(built, device="cpu")
+    tok = api.tokenizer
+    for text in ("a small red", "two blue squares and a green"):
+        ids = tok.raw_ids(text)
+        got = api.generate(text, max_new_tokens=16, raw=True, repetition_guard=False)
+        with torch.no_grad():
+            want = llama[1].generate(
+                torch.tensor([ids]),
+                max_new_tokens=16,
+                do_sample=False,
+                eos_token_id=tok.eos_id,
+                pad_token_id=tok.pad_id,
+                bad_words_ids=[[i] for i in tok.never_generated],
+            )[0, len(ids) :].tolist()
+        want = want[: want.index(tok.eos_id)] if tok.eos_id in want else want
+        assert len(want) > 3 and str(got) == tok.decode(want)

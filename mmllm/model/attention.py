@@ -43,21 +43,22 @@ def causal_mask(
 
 
 class SelfAttention(nn.Module):
-    """Grouped-query causal self-attention with rotary positions."""
+    """Grouped-query causal self-attention, with rotary positions unless ``rope`` is None."""
 
     def __init__(self, config: DecoderConfig):
         super().__init__()
         hd = config.attn_head_dim
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, hd
-        self.q_proj = nn.Linear(config.dim, config.n_heads * hd, bias=config.attn_bias)
-        self.k_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=config.attn_bias)
-        self.v_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=config.attn_bias)
-        self.o_proj = nn.Linear(config.n_heads * hd, config.dim, bias=False)
+        qkv_bias = config.attn_bias or config.linear_bias
+        self.q_proj = nn.Linear(config.dim, config.n_heads * hd, bias=qkv_bias)
+        self.k_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=qkv_bias)
+        self.v_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=qkv_bias)
+        self.o_proj = nn.Linear(config.n_heads * hd, config.dim, bias=config.linear_bias)
 
     def forward(
         self,
         x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
         mask: torch.Tensor | None,
         cache: KVCache | None = None,
         layer: int = 0,
@@ -66,9 +67,11 @@ class SelfAttention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        # queries and keys rotated in one go: (B, H + H_kv, T, hd)
-        qk = apply_rotary(torch.cat([q, k], dim=2).transpose(1, 2), *rope)
-        q, k = qk.split([self.n_heads, self.n_kv_heads], dim=1)  # (B, H, T, hd), (B, H_kv, T, hd)
+        if rope is None:  # positions were added to the embeddings (learned positions)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)
+        else:  # queries and keys rotated in one go: (B, H + H_kv, T, hd)
+            qk = apply_rotary(torch.cat([q, k], dim=2).transpose(1, 2), *rope)
+            q, k = qk.split([self.n_heads, self.n_kv_heads], dim=1)  # (B, H|H_kv, T, hd)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H_kv, T_past + T, hd)
         is_causal = mask is None and T > 1
@@ -79,20 +82,24 @@ class SelfAttention(nn.Module):
 
 
 class GatedCrossAttention(nn.Module):
-    """Text queries attend to the media of their own sample; output scaled by ``tanh(gate)``."""
+    """Text queries attend to the media of their own sample; output scaled by ``tanh(gate)``
+    (not scaled where ``cross_attn_gated`` is off: ``gate`` is None)."""
 
     def __init__(self, config: DecoderConfig):
         super().__init__()
         hd = config.attn_head_dim
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, hd
-        self.q_proj = nn.Linear(config.dim, config.n_heads * hd, bias=False)
-        self.k_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=False)
-        self.v_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=False)
-        self.o_proj = nn.Linear(config.n_heads * hd, config.dim, bias=False)
+        bias = config.linear_bias
+        self.q_proj = nn.Linear(config.dim, config.n_heads * hd, bias=bias)
+        self.k_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=bias)
+        self.v_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=bias)
+        self.o_proj = nn.Linear(config.n_heads * hd, config.dim, bias=bias)
         self.q_norm = RMSNorm(hd, config.norm_eps) if config.cross_attn_qk_norm else None
         self.k_norm = RMSNorm(hd, config.norm_eps) if config.cross_attn_qk_norm else None
         gate = torch.full((1,), config.gate_init)
-        if config.train_gates:
+        if not config.cross_attn_gated:
+            self.gate = None
+        elif config.train_gates:
             self.gate = nn.Parameter(gate)
         else:
             self.register_buffer("gate", gate)
@@ -134,4 +141,5 @@ class GatedCrossAttention(nn.Module):
             q, *kv, attn_mask=media.attn_mask, enable_gqa=self.n_kv_heads != self.n_heads
         )
         out = out * (media.keep if media.keep.dtype == out.dtype else media.keep.to(out.dtype))
-        return torch.tanh(self.gate) * self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+        out = self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+        return out if self.gate is None else torch.tanh(self.gate) * out

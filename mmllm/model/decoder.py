@@ -5,6 +5,8 @@ SwiGLU MLP, each with a pre-RMSNorm and a residual. Names follow Hugging Face's 
 (``embed_tokens``, ``layers.i.self_attn.q_proj``, ``layers.i.mlp.gate_proj``, ``norm``) so a
 Llama-family checkpoint maps in by key table; the new parts are ``layers.i.cross_attn.*`` and
 ``layers.i.cross_attn_layernorm``. The LM head is tied to the embeddings unless configured not to.
+The same block, configured (``DecoderConfig``: LayerNorm, learned positions, a GELU MLP, biases,
+an ungated cross-attention), is GPT-2's: an imported model keeps one code path.
 """
 
 from __future__ import annotations
@@ -16,24 +18,25 @@ from torch import nn
 from mmllm.config import DecoderConfig
 from mmllm.model.attention import GatedCrossAttention, SelfAttention, causal_mask
 from mmllm.model.cache import KVCache, MediaContext
-from mmllm.model.layers import RMSNorm, RotaryEmbedding, SwiGLU, column_major_
+from mmllm.model.layers import RotaryEmbedding, column_major_, make_mlp, make_norm
 
 
 class DecoderBlock(nn.Module):
     def __init__(self, config: DecoderConfig, cross_attn: bool):
         super().__init__()
-        self.input_layernorm = RMSNorm(config.dim, config.norm_eps)
+        norm, eps = config.norm, config.norm_eps
+        self.input_layernorm = make_norm(norm, config.dim, eps)
         self.self_attn = SelfAttention(config)
         if cross_attn:
-            self.cross_attn_layernorm = RMSNorm(config.dim, config.norm_eps)
+            self.cross_attn_layernorm = make_norm(norm, config.dim, eps)
             self.cross_attn = GatedCrossAttention(config)
-        self.post_attention_layernorm = RMSNorm(config.dim, config.norm_eps)
-        self.mlp = SwiGLU(config.dim, config.hidden_dim)
+        self.post_attention_layernorm = make_norm(norm, config.dim, eps)
+        self.mlp = make_mlp(config.mlp, config.dim, config.hidden_dim, config.linear_bias)
 
     def forward(
         self,
         x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
         mask: torch.Tensor | None,
         cache: KVCache | None,
         layer: int,
@@ -58,10 +61,12 @@ class Decoder(nn.Module):
         super().__init__()
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.dim)
+        learned = config.positions == "learned"
+        self.embed_positions = nn.Embedding(config.max_seq_len, config.dim) if learned else None
         self.layers = nn.ModuleList(
             DecoderBlock(config, config.has_cross_attn(i)) for i in range(config.n_layers)
         )
-        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.norm = make_norm(config.norm, config.dim, config.norm_eps)
         self.lm_head = (
             None if config.tie_embeddings else nn.Linear(config.dim, config.vocab_size, bias=False)
         )
@@ -145,20 +150,29 @@ class Decoder(nn.Module):
                 position_ids = torch.arange(past, past + T, device=token_ids.device).expand(B, T)
             else:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
-        x = self.embed_tokens(token_ids)  # (B, T, D)
-        device = x.device.type  # queries and keys come out of autocast's dtype where it is on
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        rope = self.rotary(position_ids, dtype)
+        x, rope = self.embed(token_ids, position_ids)
         mask = causal_mask(attention_mask, T, past + T, token_ids.device)
         x = self.blocks(x, rope, mask, cache, media, cross_queries)
         if cache is not None:
             cache.advance(T)
         return self.norm(x)
 
+    def embed(
+        self, token_ids: torch.Tensor, position_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """token_ids and position_ids ``(B, T)`` -> the blocks' input ``(B, T, D)`` and the
+        rotary tables for those positions (None with learned positions, added here instead)."""
+        x = self.embed_tokens(token_ids)  # (B, T, D)
+        if self.embed_positions is not None:
+            return x + self.embed_positions(position_ids), None
+        device = x.device.type  # queries and keys come out of autocast's dtype where it is on
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        return x, self.rotary(position_ids, dtype)
+
     def blocks(
         self,
         x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
         mask: torch.Tensor | None,
         cache,
         media: MediaContext | None,

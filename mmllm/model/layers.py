@@ -44,14 +44,40 @@ def column_major_(linear: nn.Linear) -> nn.Linear:
     return linear
 
 
+def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
+    """The block family's norm: ``rms`` (``RMSNorm``) or ``layer`` (LayerNorm with a bias)."""
+    return RMSNorm(dim, eps) if kind == "rms" else nn.LayerNorm(dim, eps)
+
+
+def make_mlp(kind: str, dim: int, hidden_dim: int, bias: bool = False) -> nn.Module:
+    """The block family's MLP: ``swiglu``, or one GELU layer (``gelu``; ``gelu_tanh``: GPT-2's
+    tanh approximation)."""
+    if kind == "swiglu":
+        return SwiGLU(dim, hidden_dim, bias)
+    return GeluMLP(dim, hidden_dim, bias, "tanh" if kind == "gelu_tanh" else "none")
+
+
+class GeluMLP(nn.Module):
+    """``down(gelu(up(x)))``: the MLP of GPT-2 and BERT (names as the Llama layout's)."""
+
+    def __init__(self, dim: int, hidden_dim: int, bias: bool = True, approximate: str = "none"):
+        super().__init__()
+        self.up_proj = nn.Linear(dim, hidden_dim, bias=bias)
+        self.down_proj = nn.Linear(hidden_dim, dim, bias=bias)
+        self.approximate = approximate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.gelu(self.up_proj(x), approximate=self.approximate))
+
+
 class SwiGLU(nn.Module):
     """``down(silu(gate(x)) * up(x))`` (Shazeer, 2020)."""
 
-    def __init__(self, dim: int, hidden_dim: int):
+    def __init__(self, dim: int, hidden_dim: int, bias: bool = False):
         super().__init__()
-        self.gate_proj = nn.Linear(dim, hidden_dim, bias=False)
-        self.up_proj = nn.Linear(dim, hidden_dim, bias=False)
-        self.down_proj = nn.Linear(hidden_dim, dim, bias=False)
+        self.gate_proj = nn.Linear(dim, hidden_dim, bias=bias)
+        self.up_proj = nn.Linear(dim, hidden_dim, bias=bias)
+        self.down_proj = nn.Linear(hidden_dim, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))

@@ -113,13 +113,16 @@ class MediaPacker(nn.Module):
         image_tokens: int = 0,
         null_tokens: int = 0,
         fixed_image_positions: torch.Tensor | None = None,
+        embeddings: bool = True,
     ):
+        """``embeddings``: add a learned modality and slot embedding to each item's tokens."""
         super().__init__()
-        self.max_items = max_items
-        self.modality_embed = nn.Embedding(2, dim)
-        self.slot_embed = nn.Embedding(max_items, dim)
-        nn.init.normal_(self.modality_embed.weight, std=0.02)
-        nn.init.normal_(self.slot_embed.weight, std=0.02)
+        self.max_items, self.dim = max_items, dim
+        self.modality_embed = nn.Embedding(2, dim) if embeddings else None
+        self.slot_embed = nn.Embedding(max_items, dim) if embeddings else None
+        if embeddings:
+            nn.init.normal_(self.modality_embed.weight, std=0.02)
+            nn.init.normal_(self.slot_embed.weight, std=0.02)
         # (N_img, D): where each image token sits (ProjectorConfig.image_positions)
         self.image_positions = (
             nn.Parameter(torch.randn(image_tokens, dim) * 0.02) if image_tokens else None
@@ -156,7 +159,7 @@ class MediaPacker(nn.Module):
                         tokens = torch.cat([tokens[:, :n] + table, tokens[:, n:]], 1)
             for item, b in enumerate(index.tolist()):
                 rows[b].append((modality, tokens[item][mask[item]]))  # real tokens only
-        dim, ref = self.modality_embed.embedding_dim, pieces[0][1]
+        dim, ref = self.dim, pieces[0][1]
         sequences = []
         for b, items in enumerate(rows):
             if len(items) > self.max_items:
@@ -164,10 +167,12 @@ class MediaPacker(nn.Module):
                     f"sample {b} has {len(items)} media items; the model takes at most "
                     f"{self.max_items}"
                 )
-            seq = [
-                t + self.modality_embed.weight[m] + self.slot_embed.weight[slot]
-                for slot, (m, t) in enumerate(items)
-            ]
+            seq = [t for _, t in items]
+            if self.modality_embed is not None:
+                seq = [
+                    t + self.modality_embed.weight[m] + self.slot_embed.weight[slot]
+                    for slot, (m, t) in enumerate(items)
+                ]
             if seq and self.null_tokens is not None:
                 seq.append(self.null_tokens)
             sequences.append(torch.cat(seq) if seq else ref.new_zeros(0, dim))

@@ -50,6 +50,7 @@ class MultimodalLM(nn.Module):
             image_tokens,
             config.projector.null_tokens,
             projected_positions(config),
+            config.projector.media_embeddings,
         )
         # what the real recognizers found in each image, as tokens after its cells
         self.recognition = (

@@ -3,6 +3,9 @@
 ``MLPProjector`` maps each token (LLaVA-1.5's two-layer MLP, Liu et al., 2023).
 ``Resampler`` compresses each item to K learned latents that cross-attend to its tokens
 (Flamingo's Perceiver Resampler, Alayrac et al., 2022): a fixed media cost per image or clip.
+``LinearProjector`` and ``nn.Identity``-like ``IdentityProjector``: what imported
+encoder-decoder models have between their encoder and decoder (e.g. VisionEncoderDecoder's
+``enc_to_dec_proj``, or nothing).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmllm.config import ProjectorConfig
+from mmllm.errors import ConfigError
 
 
 class MLPProjector(nn.Module):
@@ -25,6 +29,24 @@ class MLPProjector(nn.Module):
         self, tokens: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.fc2(F.gelu(self.fc1(self.norm(tokens)))), mask
+
+
+class LinearProjector(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, out_dim)
+
+    def forward(
+        self, tokens: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.proj(tokens), mask
+
+
+class IdentityProjector(nn.Module):
+    def forward(
+        self, tokens: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return tokens, mask
 
 
 class ResamplerLayer(nn.Module):
@@ -75,4 +97,13 @@ def build_projector(config: ProjectorConfig, in_dim: int, out_dim: int) -> nn.Mo
     """The projector ``config`` names, mapping ``in_dim`` encoder tokens to ``out_dim``."""
     if config.kind == "resampler":
         return Resampler(in_dim, out_dim, config.n_latents, config.n_layers, config.n_heads)
+    if config.kind == "linear":
+        return LinearProjector(in_dim, out_dim)
+    if config.kind == "identity":
+        if in_dim != out_dim:
+            raise ConfigError(
+                f"the identity projector needs the encoder's width ({in_dim}) to equal the "
+                f"decoder's ({out_dim})"
+            )
+        return IdentityProjector()
     return MLPProjector(in_dim, out_dim)

@@ -40,7 +40,7 @@ from encoders.pretrained import (
 )
 from mmllm.config import BaseWeights, MMConfig, WeightsRef
 from mmllm.errors import CheckpointError
-from mmllm.weights.pretrained_lm import lm_key_table, load_lm_weights, read_lm
+from mmllm.weights.pretrained_lm import lm_tensor_names, load_lm_weights, read_lm
 
 if TYPE_CHECKING:
     from mmllm.model.multimodal import MultimodalLM
@@ -134,7 +134,7 @@ def resolve(ref: WeightsRef, part: str, folder: Path) -> Path:
 def part_keys(model: MultimodalLM, part: str) -> list[str]:
     """The names (in ``model.state_dict()``) of the tensors base part ``part`` provides."""
     if part == "lm":
-        return sorted(f"decoder.{k}" for k in lm_key_table(model.config.decoder).values())
+        return sorted(f"decoder.{k}" for k in lm_tensor_names(model.config.decoder))
     if part == "image":
         encoder = model.image_encoder
         if encoder is None:

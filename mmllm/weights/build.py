@@ -39,6 +39,7 @@ from mmllm.weights.pretrained import (
     build_from_pretrained,
     has_chat_template,
     load_lm_tokenizer,
+    own_roles,
 )
 
 EXIT_OK = 0
@@ -86,15 +87,17 @@ def resolve_source(spec: str, part: str) -> Path:
 
 def choose_roles(lm: Path, tokens: str | None) -> SpecialTokens | None:
     """The LM tokenizer's roles: ``--tokens PAD,BOS,EOS,SEP``, else ours if it has them, else
-    ChatML's."""
+    ChatML's, else the LM's own begin and end tokens (its config's ids; GPT-2's are one token,
+    with no prompt end)."""
     if tokens:
         names = [t.strip() for t in tokens.split(",")]
         if len(names) != 4:
             raise InputError(f"--tokens needs 4 comma-separated tokens PAD,BOS,EOS,SEP: {tokens}")
         return SpecialTokens(*names)
     errors = []
-    for roles in (None, CHATML):
+    for roles in (None, CHATML, "own"):
         try:
+            roles = own_roles(lm) if roles == "own" else roles
             load_lm_tokenizer(lm, roles)
             return roles
         except CheckpointError as err:

@@ -85,6 +85,27 @@ def load_lm_tokenizer(path: str | Path, special: SpecialTokens | None = None) ->
     return Tokenizer(backend, special)
 
 
+def own_roles(path: str | Path) -> SpecialTokens:
+    """The roles an LM folder's own config gives its tokens: begin and end (``bos_token_id``,
+    ``eos_token_id``, which may be one token, as GPT-2's), padding (``pad_token_id``, else the
+    end token), no prompt end. ``CheckpointError`` where the config names no end token."""
+    path = Path(path)
+    try:
+        config = json.loads((path / "config.json").read_text())
+        backend = HFTokenizer.from_file(str(path / "tokenizer.json"))
+    except Exception as err:  # OSError, bad JSON; tokenizers raises a bare Exception
+        raise CheckpointError(f"cannot read the LM's own special tokens in {path}: {err}") from err
+    ids = {role: config.get(f"{role}_token_id") for role in ("bos", "eos", "pad")}
+    names = {
+        role: backend.id_to_token(i) if isinstance(i, int) else None for role, i in ids.items()
+    }
+    if names["eos"] is None or names["bos"] is None:
+        raise CheckpointError(f"{path}: its config names no begin or end token in the vocabulary")
+    return SpecialTokens(
+        pad=names["pad"] or names["eos"], bos=names["bos"], eos=names["eos"], sep=None
+    )
+
+
 def has_chat_template(path: str | Path) -> bool:
     """Whether the LM at ``path`` (GGUF file or Hugging Face folder) comes with a chat template,
     i.e. is instruction-tuned to read prompts as chat turns."""

@@ -32,6 +32,7 @@ from encoders.pretrained import (
 from mmllm.config import DecoderConfig, RopeScaling
 from mmllm.errors import CheckpointError, ConfigError
 from mmllm.model.decoder import Decoder
+from mmllm.weights.gpt2 import gpt2_decoder_config, gpt2_state_dict, gpt2_tensor_names
 
 # model_type -> whether q/k/v projections carry a bias (Qwen2 always; Llama per attention_bias)
 SUPPORTED = {"llama": False, "qwen2": True}
@@ -162,8 +163,12 @@ def decoder_config_from_hf(
     """Our ``DecoderConfig`` for Hugging Face LM config ``hf``; ``max_seq_len`` may cap the
     context (the rotary tables are precomputed for it)."""
     model_type = hf.get("model_type")
+    if model_type == "gpt2":
+        return gpt2_decoder_config(hf, cross_attn_every, max_seq_len)
     if model_type not in SUPPORTED:
-        raise ConfigError(f"LM type {model_type!r} is not supported ({', '.join(SUPPORTED)} are)")
+        raise ConfigError(
+            f"LM type {model_type!r} is not supported ({', '.join([*SUPPORTED, 'gpt2'])} are)"
+        )
     refusals = {
         "hidden_act": (hf.get("hidden_act", "silu") != "silu", "only SwiGLU (silu) MLPs"),
         "mlp_bias": (bool(hf.get("mlp_bias")), "MLP biases"),
@@ -210,8 +215,18 @@ def lm_key_table(config: DecoderConfig) -> dict[str, str]:
     return table
 
 
+def lm_tensor_names(config: DecoderConfig) -> list[str]:
+    """Our names of every ``Decoder`` tensor a pretrained LM provides (GPT-2's family: learned
+    positions; else Llama's)."""
+    if config.positions == "learned":
+        return gpt2_tensor_names(config)
+    return list(lm_key_table(config).values())
+
+
 def map_lm_state_dict(lm: HFLanguageModel, config: DecoderConfig) -> dict[str, torch.Tensor]:
     """``lm``'s tensors under our names; missing or left-over tensors raise ``CheckpointError``."""
+    if lm.config.get("model_type") == "gpt2":
+        return gpt2_state_dict(dict(lm.state), config, lm.source)
     state = {k: v for k, v in lm.state.items() if not k.endswith(DERIVED_SUFFIXES)}
     if config.tie_embeddings and "lm_head.weight" in state:
         # in-memory state dicts list a tied head too: acceptable only if it is the embedding

@@ -1,0 +1,201 @@
+"""Published Hugging Face captioners in our runtime (``mmllm convert``, ``mmllm.load(FOLDER)``).
+
+A ``VisionEncoderDecoderModel`` (e.g. vit-gpt2-image-captioning) is a ViT whose tokens a GPT-2
+reads through a cross-attention in every block: our design, configured. The ViT runs as
+transformers' own tower (``encoders.hf_vision``), its ``enc_to_dec_proj`` (if any) is a linear
+projector, no media embeddings are added, and the GPT-2 becomes our decoder
+(``mmllm.weights.gpt2``). The model keeps its own tokenizer, special tokens (GPT-2's one token
+both begins and ends), prompt (the decoder's start token, then any text) and generation
+defaults. Other architectures are refused by name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from encoders.hf_vision import tower_config
+from mmllm.config import MMConfig, ProjectorConfig
+from mmllm.errors import CheckpointError, ConfigError
+from mmllm.model.multimodal import MultimodalLM
+from mmllm.tokenizer import SpecialTokens, Tokenizer
+from mmllm.weights.checkpoint import check_state_dict, save_checkpoint
+from mmllm.weights.gpt2 import gpt2_decoder_config, gpt2_state_dict
+
+GENERATION_FILE = "generation.json"
+FAMILIES = {"vision-encoder-decoder": "VisionEncoderDecoderModel (ViT encoder, GPT-2 decoder)"}
+
+
+@dataclass
+class Imported:
+    """A converted model, its tokenizer and its generation defaults (``generation.json``:
+    ``max_new_tokens`` and ``num_beams``, where the model's own config sets them)."""
+
+    model: MultimodalLM
+    tokenizer: Tokenizer
+    generation: dict[str, int] = field(default_factory=dict)
+
+
+def is_hf_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a Hugging Face model folder (its ``config.json`` names a
+    ``model_type``) rather than an mmllm checkpoint."""
+    try:
+        return "model_type" in json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def convert(folder: str | Path) -> Imported:
+    """The Hugging Face model in ``folder`` as an mmllm model, in memory (weights fp32)."""
+    folder = Path(folder)
+    hf = _read_json(folder / "config.json")
+    kind = hf.get("model_type")
+    if kind not in FAMILIES:
+        named = ", ".join(hf.get("architectures") or []) or "no architecture"
+        raise ConfigError(
+            f"{folder} holds a {kind!r} model ({named}); mmllm imports "
+            f"{'; '.join(FAMILIES.values())}"
+        )
+    return _vision_encoder_decoder(folder, hf)
+
+
+def save_imported(imported: Imported, out: str | Path, source: str | Path) -> Path:
+    """Write ``imported`` as an mmllm checkpoint folder (weights, config, tokenizer, generation
+    defaults, a short card naming ``source``)."""
+    config = imported.model.config
+    card = (
+        f"# Imported from {Path(source).name}\n\n"
+        f"Converted by `mmllm convert` from a Hugging Face folder: image encoder "
+        f"{config.image.hf_config.get('model_type')}, decoder of {config.decoder.n_layers} "
+        f"layers x {config.decoder.dim}, vocabulary {config.decoder.vocab_size}. The weights "
+        "are the original's, unchanged; its licence applies.\n"
+    )
+
+    def generation(folder: Path) -> None:
+        (folder / GENERATION_FILE).write_text(json.dumps(imported.generation, indent=2) + "\n")
+
+    return save_checkpoint(
+        imported.model, out, tokenizer=imported.tokenizer, card=card, extra=generation
+    )
+
+
+def read_generation(folder: str | Path) -> dict[str, int]:
+    """A checkpoint's generation defaults (``{}`` without ``generation.json``)."""
+    file = Path(folder) / GENERATION_FILE
+    return _read_json(file) if file.is_file() else {}
+
+
+def _vision_encoder_decoder(folder: Path, hf: dict[str, Any]) -> Imported:
+    encoder, decoder = hf.get("encoder", {}), hf.get("decoder", {})
+    if encoder.get("model_type") != "vit" or decoder.get("model_type") != "gpt2":
+        raise ConfigError(
+            f"{folder}: a VisionEncoderDecoderModel of {encoder.get('model_type')!r} and "
+            f"{decoder.get('model_type')!r}; mmllm imports a ViT encoder with a GPT-2 decoder"
+        )
+    state = _hf_state(folder)
+    linear = "enc_to_dec_proj.weight" in state
+    decoder_config = gpt2_decoder_config(decoder, cross_attn_every=1, gated=False)
+    config = MMConfig(
+        image=tower_config(encoder, folder / "preprocessor_config.json"),
+        audio=None,
+        projector=ProjectorConfig(kind="linear" if linear else "identity", media_embeddings=False),
+        decoder=decoder_config,
+        max_media_items=1,
+    )
+    model = MultimodalLM(config)
+    ours = {
+        f"image_encoder.tower.{k.removeprefix('encoder.')}": v
+        for k, v in state.items()
+        if k.startswith("encoder.") and not k.startswith("encoder.pooler.")
+    }
+    if linear:
+        ours["image_projector.proj.weight"] = state["enc_to_dec_proj.weight"]
+        ours["image_projector.proj.bias"] = state["enc_to_dec_proj.bias"]
+    lm = {k.removeprefix("decoder."): v for k, v in state.items() if k.startswith("decoder.")}
+    mapped = gpt2_state_dict(lm, decoder_config, str(folder), cross_attn=True)
+    ours.update({f"decoder.{k}": v for k, v in mapped.items()})
+    check_state_dict(model, ours, str(folder))
+    model.load_state_dict(ours, strict=True)
+    start = hf.get("decoder_start_token_id", decoder.get("bos_token_id"))
+    generation = (
+        _read_json(folder / "generation_config.json")
+        if (folder / "generation_config.json").is_file()
+        else {}
+    )
+    tokenizer = _tokenizer(folder, start, {**hf, **generation}, decoder)
+    return Imported(model.eval(), tokenizer, _generation_defaults(generation or hf))
+
+
+def _hf_state(folder: Path) -> dict[str, torch.Tensor]:
+    """The folder's tensors under the installed transformers' names (it reads older layouts)."""
+    from transformers import VisionEncoderDecoderModel  # heavy: only when importing
+
+    try:
+        hf = VisionEncoderDecoderModel.from_pretrained(
+            folder, dtype=torch.float32, local_files_only=True
+        )
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {folder}: {err}") from err
+    return hf.state_dict()
+
+
+def _tokenizer(folder: Path, start: int | None, hf: dict, decoder: dict) -> Tokenizer:
+    """The model's own tokenizer, its roles from the model's token ids: begin = the decoder's
+    start token, end, padding (the end token where none is set); no prompt end."""
+    backend = _backend(folder)
+
+    def name(token_id: int | None, what: str) -> str:
+        token = backend.id_to_token(token_id) if token_id is not None else None
+        if token is None:
+            raise CheckpointError(
+                f"{folder}: the {what} token id {token_id} is not in the vocabulary"
+            )
+        return token
+
+    eos = hf.get("eos_token_id", decoder.get("eos_token_id"))
+    pad = hf.get("pad_token_id", decoder.get("pad_token_id"))
+    bos = name(start, "decoder start")
+    roles = SpecialTokens(
+        pad=name(eos if pad is None else pad, "padding"), bos=bos, eos=name(eos, "end"), sep=None
+    )
+    return Tokenizer(backend, roles, prompt_template=bos + "{prompt}", caption_prompt="")
+
+
+def _backend(folder: Path):
+    """``tokenizer.json``, or the fast tokenizer transformers builds from the folder's files
+    (GPT-2's ``vocab.json`` + ``merges.txt``)."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    file = folder / "tokenizer.json"
+    if file.is_file():
+        return HFTokenizer.from_file(str(file))
+    from transformers import AutoTokenizer  # heavy: only without a tokenizer.json
+
+    try:
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True).backend_tokenizer
+    except (OSError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{folder}: no tokenizer that mmllm can read: {err}") from err
+
+
+def _generation_defaults(generation: dict[str, Any]) -> dict[str, int]:
+    """``max_new_tokens`` and ``num_beams`` from a generation config (``max_length`` counts
+    the decoder's start token)."""
+    out = {}
+    if generation.get("max_new_tokens"):
+        out["max_new_tokens"] = int(generation["max_new_tokens"])
+    elif generation.get("max_length"):
+        out["max_new_tokens"] = max(1, int(generation["max_length"]) - 1)
+    if generation.get("num_beams"):
+        out["num_beams"] = int(generation["num_beams"])
+    return out
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {file}: {err}") from err

@@ -1,0 +1,271 @@
+"""Published Hugging Face models in our runtime give transformers' logits and tokens.
+
+Each model here is a tiny random one built by transformers (offline, in seconds), with weights
+spread wide enough (``spread``) that a wrong mapping or a wrong step shows in the tokens.
+"""
+
+import argparse
+import json
+
+import pytest
+import torch
+import transformers
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+import mmllm
+from mmllm.errors import ConfigError, TextError
+from mmllm.generate import SamplingConfig, beam_search_ids, generate_ids, left_pad
+from mmllm.model.media import MediaBatch
+from mmllm.tokenizer import StopTokens
+from mmllm.weights.build import add_build_parser
+from mmllm.weights.hf_import import convert, is_hf_folder, save_imported
+
+EOT = "<|endoftext|>"
+TEXTS = ["a cat on a mat", "a dog in the park", "two birds flying over the sea"] * 20
+NEW = 32  # new tokens per comparison
+
+
+def gpt2_tokenizer(folder) -> int:
+    """A GPT-2-style byte-level BPE (one ``<|endoftext|>`` that begins and ends) saved as
+    ``folder/tokenizer.json``; returns its vocabulary size."""
+    backend = HFTokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=160,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(TEXTS, trainer=trainer)
+    backend.save(str(folder / "tokenizer.json"))
+    return backend.get_vocab_size()
+
+
+def spread(model: torch.nn.Module) -> torch.nn.Module:
+    """Random weights of std 0.2 (LayerNorm scales around 1): outputs that vary by input."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if isinstance(module, torch.nn.LayerNorm) and name == "weight":
+                    p.copy_(1 + 0.3 * torch.randn_like(p))
+                else:
+                    p.copy_(0.2 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def ved(tmp_path_factory):
+    """A tiny VisionEncoderDecoderModel (ViT + GPT-2, widths differ: ``enc_to_dec_proj``)
+    saved as a Hugging Face folder: (folder, model, end token id)."""
+    folder = tmp_path_factory.mktemp("ved")
+    vocab = gpt2_tokenizer(folder)
+    encoder = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    decoder = transformers.GPT2Config(
+        n_embd=48, n_layer=2, n_head=4, vocab_size=vocab, n_positions=64, bos_token_id=0
+    )
+    decoder.eos_token_id = decoder.bos_token_id
+    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = 0
+    hf = spread(transformers.VisionEncoderDecoderModel(config))
+    hf.save_pretrained(folder)
+    (folder / "generation_config.json").write_text(
+        json.dumps(
+            {"decoder_start_token_id": 0, "eos_token_id": 0, "max_length": 16, "num_beams": 4}
+        )
+    )
+    return folder, hf, 0
+
+
+@pytest.fixture(scope="module")
+def ours(ved):
+    return convert(ved[0])
+
+
+def pixels(n: int) -> torch.Tensor:
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(n))
+
+
+def prompts(batch: int, vocab: int, start: int) -> list[list[int]]:
+    """``batch`` prompts of 1, 2, ... tokens: the decoder's start token, then text."""
+    g = torch.Generator().manual_seed(batch)
+    return [[start, *torch.randint(1, vocab, (r,), generator=g).tolist()] for r in range(batch)]
+
+
+def test_logits_on_a_fixed_batch_agree_with_transformers(ved, ours):
+    _, hf, _ = ved
+    vocab = ours.model.config.decoder.vocab_size
+    token_ids = torch.randint(0, vocab, (2, 9), generator=torch.Generator().manual_seed(1))
+    images = pixels(2)
+    with torch.no_grad():
+        got = ours.model(token_ids, MediaBatch.from_lists(images=[[images[0]], [images[1]]]))
+        want = hf(pixel_values=images, decoder_input_ids=token_ids).logits
+    assert (got - want).abs().max() <= 1e-4
+
+
+def run_ours(model, rows, images, stops, beams: int = 1) -> list[list[int]]:
+    """Our batched generation over left-padded ``rows`` (with one image each, or none)."""
+    token_ids, mask = left_pad(rows, stops.pad)
+    context = None
+    if images is not None:
+        context = model.prepare_media(MediaBatch.from_lists(images=[[x] for x in images]))
+    with torch.no_grad():
+        if beams == 1:
+            sampling = SamplingConfig(max_new_tokens=NEW, repetition_guard=False)
+            out = generate_ids(model, token_ids, mask, context, sampling, stops)
+        else:
+            out = beam_search_ids(
+                model, token_ids, mask, context, stops, num_beams=beams, max_new_tokens=NEW
+            )
+    return out.tolist()
+
+
+def run_theirs(hf, row, image, **kwargs) -> list[int]:
+    """transformers' generation for one row alone (its tokens after the prompt)."""
+    ids = torch.tensor([row])
+    with torch.no_grad():
+        if image is None:  # the GPT-2 decoder alone: no encoder states, no cross-attention
+            out = hf.decoder.generate(ids, max_new_tokens=NEW, **kwargs)
+        else:
+            out = hf.generate(
+                pixel_values=image[None], decoder_input_ids=ids, max_new_tokens=NEW, **kwargs
+            )
+    return out[0, len(row) :].tolist()
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("with_images", [True, False], ids=["images", "text"])
+def test_greedy_tokens_equal_transformers(ved, ours, batch, with_images):
+    _, hf, start = ved
+    rows = prompts(batch, ours.model.config.decoder.vocab_size, start)
+    images = pixels(batch) if with_images else None
+    # the end token banned on both sides, so that all 32 tokens are compared
+    stops = StopTokens(eos=start, pad=start, never=(start,))
+    got = run_ours(ours.model, rows, images, stops)
+    for r, row in enumerate(rows):
+        want = run_theirs(
+            hf, row, None if images is None else images[r], min_new_tokens=NEW, do_sample=False
+        )
+        assert got[r] == want and len(set(want)) > 1
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_beam_search_equals_transformers(ved, ours, batch):
+    """4 beams, length penalty 1 (transformers' default), with an end token that ends some
+    beams early: the finished hypotheses are kept and compared as transformers does."""
+    _, hf, start = ved
+    rows = prompts(batch, ours.model.config.decoder.vocab_size, start)
+    images = pixels(batch)
+    greedy = run_ours(ours.model, rows, images, StopTokens(eos=-1, pad=start, never=(start,)))
+    every = [t for row in greedy for t in row]
+    end = max(set(every), key=every.count)  # the token the model produces most: beams end at it
+    got = run_ours(ours.model, rows, images, StopTokens(end, start, (start,)), beams=4)
+    ended = 0
+    for r, row in enumerate(rows):
+        want = run_theirs(
+            hf, row, images[r], num_beams=4, eos_token_id=end, pad_token_id=start,
+            bad_words_ids=[[start]], do_sample=False,
+        )  # fmt: skip
+        assert got[r][: len(want)] == want
+        assert all(t == start for t in got[r][len(want) :])  # padding after the end
+        ended += len(want) < NEW
+    assert ended  # some row did end early
+
+
+def test_the_converted_checkpoint_saves_loads_and_captions(ved, ours, tmp_path):
+    folder, hf, start = ved
+    saved = save_imported(ours, tmp_path / "ckpt", folder)
+    assert is_hf_folder(folder) and not is_hf_folder(saved)
+    roles = json.loads((saved / "tokenizer_roles.json").read_text())
+    assert roles["bos"] == roles["eos"] == EOT and roles["sep"] is None
+    assert json.loads((saved / "generation.json").read_text()) == {
+        "max_new_tokens": 15,
+        "num_beams": 4,
+    }
+    for source in (saved, folder):  # a checkpoint, or the Hugging Face folder converted in memory
+        api = mmllm.load(source, device="cpu")
+        assert api.tokenizer.prompt_ids("") == [start]
+        token_ids = torch.tensor([[start, 5, 9]])
+        with torch.no_grad():
+            want = hf(pixel_values=pixels(1), decoder_input_ids=token_ids).logits
+            media = MediaBatch.from_lists(images=[[pixels(1)[0]]])
+            assert (api.model(token_ids, media) - want).abs().max() <= 1e-4
+        caption = api.caption(torch.rand(3, 40, 40))
+        assert isinstance(caption, str) and caption.confidence is not None
+        streamed = api.stream_caption(torch.rand(3, 40, 40), max_new_tokens=6)
+        assert "".join(streamed) == streamed.result
+
+
+def test_other_architectures_are_refused_by_name(tmp_path):
+    config = transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64
+    )
+    transformers.BertModel(config).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="'bert' model \\(BertModel\\)"):
+        convert(tmp_path)
+
+
+# -- GPT-2 as the LM of `mmllm build`, and plain continuations ---------------------------------
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gpt2")
+    vocab = gpt2_tokenizer(folder)
+    config = transformers.GPT2Config(
+        n_embd=48, n_layer=2, n_head=4, vocab_size=vocab, n_positions=64, bos_token_id=0
+    )
+    config.eos_token_id = 0
+    hf = spread(transformers.GPT2LMHeadModel(config))
+    hf.save_pretrained(folder)
+    return folder, hf
+
+
+def build(lm, out) -> None:
+    parser = argparse.ArgumentParser()
+    add_build_parser(parser.add_subparsers(dest="command"))
+    argv = ["build", "--lm", str(lm), "--image", "none", "--audio", "none", "--out", str(out)]
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+
+
+def test_build_takes_a_gpt2_whose_begin_token_is_its_end_token(gpt2, tmp_path):
+    build(gpt2[0], tmp_path / "ckpt")
+    roles = json.loads((tmp_path / "ckpt/tokenizer_roles.json").read_text())
+    assert roles["bos"] == roles["eos"] == EOT and roles["sep"] is None
+    api = mmllm.load(tmp_path / "ckpt", device="cpu")
+    ids = torch.randint(1, api.tokenizer.vocab_size, (2, 12), generator=torch.Generator())
+    with torch.no_grad():
+        assert (api.model(ids) - gpt2[1](ids).logits).abs().max() <= 1e-4  # gates at 0
+
+
+@pytest.mark.parametrize("text", ["a cat on", "two birds flying over the"])
+def test_a_raw_continuation_equals_transformers_greedy_gpt2(gpt2, tmp_path_factory, text):
+    out = tmp_path_factory.mktemp("built") / "ckpt"
+    build(gpt2[0], out)
+    api = mmllm.load(out, device="cpu")
+    ids = api.tokenizer.raw_ids(text)
+    got = api.generate(text, max_new_tokens=16, raw=True, repetition_guard=False)
+    with torch.no_grad():
+        want = (
+            gpt2[1]
+            .generate(
+                torch.tensor([ids]),
+                max_new_tokens=16,
+                do_sample=False,
+                eos_token_id=0,
+                pad_token_id=0,
+            )[0, len(ids) :]
+            .tolist()
+        )
+    want = want[: want.index(0)] if 0 in want else want
+    assert str(got) == api.tokenizer.decode(want)
+    with pytest.raises(TextError, match="prompt is empty"):
+        api.generate("", raw=True)
