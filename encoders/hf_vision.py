@@ -82,7 +82,8 @@ def tower_config(hf: dict[str, Any], processor: Path | None = None) -> ImageEnco
     with the pixel normalisation and resampling of ``processor`` (a
     ``preprocessor_config.json``) when it exists."""
     if hf.get("model_type") not in TOWERS:
-        raise WeightsError(f"a {hf.get('model_type')!r} vision model is not one of {sorted(TOWERS)}")
+        kind = hf.get("model_type")
+        raise WeightsError(f"a {kind!r} vision model is not one of {sorted(TOWERS)}")
     _, _, mean, std = TOWERS[hf["model_type"]]
     resample = "bicubic"
     if processor is not None and processor.is_file():

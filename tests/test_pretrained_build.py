@@ -715,13 +715,17 @@ def test_a_raw_continuation_equals_transformers_greedy_llama(built, llama):
         ids = tok.raw_ids(text)
         got = api.generate(text, max_new_tokens=16, raw=True, repetition_guard=False)
         with torch.no_grad():
-            want = llama[1].generate(
-                torch.tensor([ids]),
-                max_new_tokens=16,
-                do_sample=False,
-                eos_token_id=tok.eos_id,
-                pad_token_id=tok.pad_id,
-                bad_words_ids=[[i] for i in tok.never_generated],
-            )[0, len(ids) :].tolist()
+            want = (
+                llama[1]
+                .generate(
+                    torch.tensor([ids]),
+                    max_new_tokens=16,
+                    do_sample=False,
+                    eos_token_id=tok.eos_id,
+                    pad_token_id=tok.pad_id,
+                    bad_words_ids=[[i] for i in tok.never_generated],
+                )[0, len(ids) :]
+                .tolist()
+            )
         want = want[: want.index(tok.eos_id)] if tok.eos_id in want else want
         assert len(want) > 3 and str(got) == tok.decode(want)
