@@ -151,6 +151,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from mmllm.bench.run import markdown, run_bench, save_json
 
+    if args.same_weights:
+        from mmllm.bench import same_weights
+
+        report = same_weights.run_same_weights(
+            args.same_weights, args.rounds, args.new_tokens, args.threads
+        )
+        print(same_weights.markdown(report))
+        if args.json:
+            save_json(report, Path(args.json))
+        return EXIT_OK
+
     report = run_bench(
         size=args.size,
         rounds=args.rounds,
@@ -607,7 +618,14 @@ def build_parser(words: Collection[str] | None = None) -> argparse.ArgumentParse
         help="speed against Hugging Face peers of matched size",
         formatter_class=raw,
         epilog="examples:\n  mmllm bench\n  mmllm bench --quick --json bench.json\n"
-        "  mmllm bench --device cuda --rounds 10",
+        "  mmllm bench --device cuda --rounds 10\n"
+        "  mmllm bench --same-weights vit-gpt2   # a published size, ours vs transformers",
+    )
+    bench.add_argument(
+        "--same-weights",
+        default=None,
+        choices=["vit-gpt2"],
+        help="run a published model's size on the same random weights in mmllm and transformers",
     )
     bench.add_argument("--size", default="small", help="small (tiny-like) or base (~90M)")
     bench.add_argument("--rounds", type=int, default=5, help="alternating rounds (>= 5)")

@@ -18,7 +18,7 @@ import torch
 from mmllm.errors import GenerationError
 from mmllm.model.cache import KVCache, MediaContext
 from mmllm.model.multimodal import MultimodalLM
-from mmllm.packed import packed_for
+from mmllm.packed import packed_for, packed_head
 from mmllm.repetition import RepetitionGuard
 from mmllm.tokenizer import StopTokens
 
@@ -198,7 +198,19 @@ def stream_ids(
                 if context is not None:
                     logits = context.adjust_logits(logits, hidden, next_ids)
             else:
-                logits = model.decoder(next_ids[:, None], context, step_mask, cache=cache)[:, -1]
+                logits = _module_step(model, next_ids, context, step_mask, cache)
+
+
+@torch.inference_mode()
+def _module_step(model, next_ids, context, step_mask, cache) -> torch.Tensor:
+    """A decode step through the modules: next_ids ``(B,)`` -> logits ``(B, V)``, the LM head
+    through oneDNN where it applies (``mmllm.packed.packed_head``)."""
+    head = packed_head(model.decoder)
+    if head is None:
+        return model.decoder(next_ids[:, None], context, step_mask, cache=cache)[:, -1]
+    hidden = model.decoder.hidden(next_ids[:, None], context, step_mask, cache=cache)[:, -1]
+    logits = head(hidden)
+    return logits if context is None else context.adjust_logits(logits, hidden, next_ids)
 
 
 @torch.inference_mode()

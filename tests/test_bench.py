@@ -84,3 +84,44 @@ def test_timed_commands_wait_for_quiet(monkeypatch):
         worker.ask(op=op)
     quiet = ("sleep", run.QUIET_S)
     assert events == [quiet, ("send", "caption"), ("send", "rss"), quiet, ("send", "ttft")]
+
+
+TINY_VIT_GPT2 = dict(
+    encoder=dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    ),
+    decoder=dict(vocab_size=97, n_embd=48, n_layer=2, n_head=4, n_positions=64),
+    end=96,
+)
+
+
+def test_same_weights_sides_build_one_model_and_give_the_same_tokens(monkeypatch):
+    """Both sides of ``mmllm bench --same-weights`` build the same weights from one seed; ours,
+    converted, generates transformers' tokens (a tiny stand-in of the published size)."""
+    import torch
+
+    from mmllm.bench import peers
+    from mmllm.bench.peers import build, weights_read_per_token
+
+    monkeypatch.setitem(peers.SAME_WEIGHTS, "vit-gpt2", TINY_VIT_GPT2)
+    theirs, ours = (build(side, "same:vit-gpt2") for side in ("transformers", "mmllm"))
+    assert abs(theirs.parameters - ours.parameters) / theirs.parameters < 0.01  # no pooler
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    got, want = ours.run(pixels, 12), theirs.run(pixels, 12)
+    assert got.shape == (3, 12) and torch.equal(got, want)
+    decoder = ours.model.decoder
+    every = sum(p.numel() * 4 for p in decoder.parameters())
+    cross_kv = sum(
+        p.numel() * 4
+        for n, p in decoder.named_parameters()
+        if ".cross_attn.k_proj." in n or ".cross_attn.v_proj." in n
+    )
+    positions = decoder.embed_positions.weight.numel() * 4
+    assert weights_read_per_token(decoder) == every - cross_kv - positions
+    with pytest.raises(ValueError, match="unknown side"):
+        build("elsewhere", "same:vit-gpt2")

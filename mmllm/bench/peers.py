@@ -52,6 +52,19 @@ def count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def weights_read_per_token(decoder: torch.nn.Module) -> int:
+    """Bytes of weights a batch-1 decode step must read: every decoder tensor but the
+    cross-attention's key and value products (run once per request, on the media) and the
+    position table (one row)."""
+    skipped = ("cross_attn.k_proj", "cross_attn.v_proj", "embed_positions", "rotary.")
+    tensors = {**dict(decoder.named_parameters()), **dict(decoder.named_buffers())}
+    return sum(
+        t.numel() * t.element_size()
+        for name, t in tensors.items()
+        if not any(s in name for s in skipped) and (t.is_floating_point() or t.dtype == torch.int8)
+    )
+
+
 @dataclass
 class Workload:
     """A model and how to caption ``batch`` images with exactly ``new_tokens`` greedy tokens."""
@@ -241,9 +254,119 @@ def build_llava(config: MMConfig, target: int) -> Workload:
     return Workload("LlavaForConditionalGeneration", model, run, prefill, img.image_size)
 
 
+# published models rebuilt with random weights, for same-weights runs (``mmllm bench
+# --same-weights``): vit-gpt2-image-captioning's ViT-base/16 at 224 px and GPT-2 small
+SAME_WEIGHTS = {
+    "vit-gpt2": dict(
+        encoder=dict(
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            image_size=224,
+            patch_size=16,
+        ),
+        decoder=dict(vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024),
+        end=50256,  # <|endoftext|>: begins, ends and pads
+    ),
+}
+
+
+def published_model(family: str) -> torch.nn.Module:
+    """transformers' model of ``family`` at its published size, random weights (seed 0)."""
+    from transformers import (
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+    )
+
+    sizes = SAME_WEIGHTS[family]
+    end = sizes["end"]
+    decoder = GPT2Config(
+        **sizes["decoder"], add_cross_attention=True, is_decoder=True, bos_token_id=end
+    )
+    decoder.eos_token_id = end
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(
+        ViTConfig(**sizes["encoder"]), decoder
+    )
+    config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = end
+    torch.manual_seed(0)
+    return VisionEncoderDecoderModel(config).eval()
+
+
+def build_same_weights(family: str, side: str, quantize: str | None = None) -> Workload:
+    """``family``'s published model with random weights, as transformers runs it
+    (``side="transformers"``) or converted into our runtime (``"mmllm"``, as ``mmllm.load``
+    prepares it: packed weights, or int8); both build the same weights from one seed. Captions
+    start from the decoder's start token and run exactly ``new_tokens`` greedy steps."""
+    from mmllm.weights.hf_import import vision_encoder_decoder_model
+
+    hf = published_model(family)
+    end, size = SAME_WEIGHTS[family]["end"], SAME_WEIGHTS[family]["encoder"]["image_size"]
+    if side == "transformers":
+        return _transformers_workload(hf, end, size)
+    if side != "mmllm":
+        raise ValueError(f"unknown side {side!r} (transformers or mmllm)")
+    model = vision_encoder_decoder_model(hf.config.to_dict(), hf.state_dict(), family)
+    hf = None  # its tensors are freed: our model holds its own
+    if quantize:
+        model = quantize_model(model, quantize)
+    else:
+        pack_linears(model)
+
+    def inputs(pixels: torch.Tensor):
+        B = pixels.shape[0]
+        token_ids = torch.full((B, 1), end, dtype=torch.long, device=pixels.device)
+        media = MediaBatch(B, pixels=pixels, image_index=torch.arange(B, device=pixels.device))
+        return token_ids, torch.ones_like(token_ids, dtype=torch.bool), model.prepare_media(media)
+
+    @torch.inference_mode()
+    def run(pixels: torch.Tensor, new_tokens: int) -> torch.Tensor:
+        token_ids, mask, context = inputs(pixels)
+        sampling = SamplingConfig(max_new_tokens=new_tokens, repetition_guard=False)
+        stops = StopTokens(eos=-1, pad=end, never=(end,))  # as min_new_tokens: no early end
+        return generate_ids(model, token_ids, mask, context, sampling, stops)
+
+    @torch.inference_mode()
+    def prefill(pixels: torch.Tensor) -> torch.Tensor:
+        token_ids, _mask, context = inputs(pixels)
+        return model.decoder(token_ids, context)[:, -1]
+
+    return Workload("mmllm", model, run, prefill, size)
+
+
+def _transformers_workload(hf: torch.nn.Module, end: int, size: int) -> Workload:
+    """A ``VisionEncoderDecoderModel`` generating as transformers ships it."""
+
+    def start(pixels: torch.Tensor) -> torch.Tensor:
+        return torch.full((pixels.shape[0], 1), end, dtype=torch.long, device=pixels.device)
+
+    @torch.inference_mode()
+    def run(pixels: torch.Tensor, new_tokens: int) -> torch.Tensor:
+        out = hf.generate(
+            pixel_values=pixels,
+            decoder_input_ids=start(pixels),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            num_beams=1,
+        )
+        return out[:, 1:]
+
+    @torch.inference_mode()
+    def prefill(pixels: torch.Tensor) -> torch.Tensor:
+        return hf(pixel_values=pixels, decoder_input_ids=start(pixels)).logits[:, -1]
+
+    return Workload("VisionEncoderDecoderModel", hf, run, prefill, size)
+
+
 def build(side: str, size: str, quantize: str | None = None, compile: bool = False) -> Workload:
     """The workload of ``side`` (ours, ved, llava) at ``size``; peers match our parameters.
-    ``compile``: ours through compiled decoding."""
+    ``compile``: ours through compiled decoding. Size ``same:FAMILY``: ``build_same_weights``
+    (side ``transformers`` or ``mmllm``)."""
+    if size.startswith("same:"):
+        return build_same_weights(size.removeprefix("same:"), side, quantize)
     config = SIZES[size]
     if side == "ours":
         return build_ours(config, quantize, compile)

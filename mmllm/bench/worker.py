@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import gc
 import json
 import resource
 import sys
@@ -16,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from mmllm.bench.peers import build
+from mmllm.bench.peers import build, weights_read_per_token
+from mmllm.model.decoder import Decoder
 
 
 def _sync(device: torch.device) -> None:
@@ -41,7 +44,11 @@ def status_mb(field: str) -> float:
 
 
 def reset_peak() -> None:
-    """Restart the peak-RSS count (Linux: writing 5 to clear_refs resets VmHWM)."""
+    """Restart the peak-RSS count (Linux: writing 5 to clear_refs resets VmHWM), after handing
+    freed memory back to the system (glibc keeps freed heap pages resident until trimmed)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
 
@@ -69,10 +76,13 @@ def main() -> None:
     size = workload.image_size
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     info = {"parameters": workload.parameters, "name": workload.name, "compiled": args.compile}
+    decoder = getattr(workload.model, "decoder", None)
+    if isinstance(decoder, Decoder):
+        info["decode_bytes"] = weights_read_per_token(decoder)
     print(json.dumps(info), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator().manual_seed(cmd.get("seed", 0))
         pixels = torch.randn(cmd.get("batch", 1), 3, size, size, generator=g)
         pixels = pixels.to(device=device, dtype=dtype)
         if cmd["op"] == "caption":
@@ -89,6 +99,11 @@ def main() -> None:
             workload.prefill(pixels).argmax(-1)
             _sync(device)
             result = {"seconds": time.perf_counter() - start}
+        elif cmd["op"] == "tokens":  # the greedy ids themselves, to compare two runtimes
+            result = {"ids": workload.run(pixels, cmd["new_tokens"]).tolist()}
+        elif cmd["op"] == "reset_peak":  # count the peak of what runs from here on
+            reset_peak()
+            result = {"rss_mb": status_mb("VmRSS") - baseline_mb}
         elif cmd["op"] == "rss":
             result = {"peak_rss_mb": _rss_mb(), "model_rss_mb": status_mb("VmHWM") - baseline_mb}
             if device.type == "cuda":

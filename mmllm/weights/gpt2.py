@@ -146,4 +146,4 @@ def gpt2_state_dict(
         out["lm_head.weight"] = head
     if left:
         raise CheckpointError(f"{source}: {len(left)} unexpected GPT-2 tensors: {sorted(left)[:8]}")
-    return {k: v.contiguous() for k, v in out.items()}
+    return out  # Conv1D weights as transposed views: the column-major layout our products want

@@ -89,18 +89,24 @@ def read_generation(folder: str | Path) -> dict[str, int]:
     return _read_json(file) if file.is_file() else {}
 
 
-def _vision_encoder_decoder(folder: Path, hf: dict[str, Any]) -> Imported:
+def vision_encoder_decoder_model(
+    hf: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    source: str,
+    preprocessor: Path | None = None,
+) -> MultimodalLM:
+    """Our model of a ``VisionEncoderDecoderModel``: its config ``hf`` (a dict), its tensors
+    ``state`` (the installed transformers' names), its ``preprocessor_config.json`` if any."""
     encoder, decoder = hf.get("encoder", {}), hf.get("decoder", {})
     if encoder.get("model_type") != "vit" or decoder.get("model_type") != "gpt2":
         raise ConfigError(
-            f"{folder}: a VisionEncoderDecoderModel of {encoder.get('model_type')!r} and "
+            f"{source}: a VisionEncoderDecoderModel of {encoder.get('model_type')!r} and "
             f"{decoder.get('model_type')!r}; mmllm imports a ViT encoder with a GPT-2 decoder"
         )
-    state = _hf_state(folder)
     linear = "enc_to_dec_proj.weight" in state
     decoder_config = gpt2_decoder_config(decoder, cross_attn_every=1, gated=False)
     config = MMConfig(
-        image=tower_config(encoder, folder / "preprocessor_config.json"),
+        image=tower_config(encoder, preprocessor),
         audio=None,
         projector=ProjectorConfig(kind="linear" if linear else "identity", media_embeddings=False),
         decoder=decoder_config,
@@ -116,10 +122,17 @@ def _vision_encoder_decoder(folder: Path, hf: dict[str, Any]) -> Imported:
         ours["image_projector.proj.weight"] = state["enc_to_dec_proj.weight"]
         ours["image_projector.proj.bias"] = state["enc_to_dec_proj.bias"]
     lm = {k.removeprefix("decoder."): v for k, v in state.items() if k.startswith("decoder.")}
-    mapped = gpt2_state_dict(lm, decoder_config, str(folder), cross_attn=True)
+    mapped = gpt2_state_dict(lm, decoder_config, source, cross_attn=True)
     ours.update({f"decoder.{k}": v for k, v in mapped.items()})
-    check_state_dict(model, ours, str(folder))
-    model.load_state_dict(ours, strict=True)
+    check_state_dict(model, ours, source)
+    model.load_state_dict(ours, strict=True, assign=True)  # the tensors themselves: no copy
+    return model.eval()
+
+
+def _vision_encoder_decoder(folder: Path, hf: dict[str, Any]) -> Imported:
+    decoder = hf.get("decoder", {})
+    preprocessor = folder / "preprocessor_config.json"
+    model = vision_encoder_decoder_model(hf, _hf_state(folder), str(folder), preprocessor)
     start = hf.get("decoder_start_token_id", decoder.get("bos_token_id"))
     generation = (
         _read_json(folder / "generation_config.json")
