@@ -10,8 +10,8 @@ Tokens: the last layer's patch tokens, ``last_hidden_state`` without CLIP's clas
 LLaVA reads CLIP; SigLIP's are already normalised by its ``post_layernorm``). The pooled
 outputs are not used: SigLIP's attention-pooling head is not built, CLIP's ``post_layernorm``
 is loaded with the weights but feeds only the pooled output we do not read. A ViT (the
-encoder of a ``VisionEncoderDecoderModel``) gives all its tokens, class token first, as that
-model's decoder reads them; its pooler is not built.
+encoder of a ``VisionEncoderDecoderModel``) and BLIP's vision model give all their tokens,
+class token first, as those models' decoders read them; a ViT's pooler is not built.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ TOWERS = {
     "clip_vision_model": ("clip", True, CLIP_MEAN, CLIP_STD),
     "siglip_vision_model": ("siglip", False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "vit": (None, False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "blip_vision_model": (None, False, CLIP_MEAN, CLIP_STD),
 }
 # PIL's resample codes in a preprocessor_config.json -> ours
 RESAMPLE = {2: "bilinear", 3: "bicubic"}
@@ -47,6 +48,8 @@ def _tower(model_type: str, hf_config: dict[str, Any]) -> nn.Module:
     if model_type == "vit":
         config = transformers.ViTConfig.from_dict(hf_config)
         return transformers.ViTModel(config, add_pooling_layer=False)
+    if model_type == "blip_vision_model":
+        return transformers.BlipVisionModel(transformers.BlipVisionConfig.from_dict(hf_config))
     cls = {
         "clip_vision_model": transformers.CLIPVisionModel,
         "siglip_vision_model": transformers.SiglipVisionModel,

@@ -104,7 +104,11 @@ class ImageEncoderConfig:
     def n_tokens(self) -> int:
         """Tokens per image: one per patch (plus a ViT tower's class token, which it keeps)."""
         grid = (self.image_size // self.patch_size) ** 2
-        return grid + int(self.kind == "hf_vision" and self.hf_config.get("model_type") == "vit")
+        keeps_class = self.kind == "hf_vision" and self.hf_config.get("model_type") in (
+            "vit",
+            "blip_vision_model",
+        )
+        return grid + int(keeps_class)
 
 
 class ConvStemPatchEmbed(PatchEmbed):

@@ -469,7 +469,8 @@ def build_parser(words: Collection[str] | None = None) -> argparse.ArgumentParse
         "convert",
         help="convert a published Hugging Face captioner into an mmllm checkpoint",
         formatter_class=raw,
-        epilog="families: VisionEncoderDecoderModel (ViT encoder, GPT-2 decoder)\n"
+        epilog="families: VisionEncoderDecoderModel (ViT encoder, GPT-2 decoder),\n"
+        "  BlipForConditionalGeneration (BLIP captioning)\n"
         "examples:\n  mmllm convert vit-gpt2-image-captioning --out checkpoints/vit-gpt2\n"
         "  mmllm caption photo.jpg --checkpoint vit-gpt2-image-captioning   # converts in memory",
     )

@@ -108,8 +108,11 @@ class DecoderConfig:
     biases, tanh-gated cross-attention. The block family (for imported models, e.g. GPT-2):
     ``norm`` ``"layer"`` (LayerNorm with bias), ``positions`` ``"learned"`` (an absolute
     position table added to the token embeddings), ``mlp`` ``"gelu"`` / ``"gelu_tanh"`` (one
-    hidden layer), ``linear_bias`` (every attention and MLP product has a bias) and
-    ``cross_attn_gated=False`` (cross-attention added as it is, no gate)."""
+    hidden layer), ``linear_bias`` (every attention and MLP product has a bias),
+    ``cross_attn_gated=False`` (cross-attention added as it is, no gate), ``post_norm``
+    (BERT's order: each sub-layer's residual sum is normed, the embeddings are normed, no final
+    norm), ``head_transform`` (BERT's dense + GELU + LayerNorm before a head with a bias) and
+    ``media_dim`` (the width of the media tokens cross-attention reads, when not ``dim``)."""
 
     vocab_size: int = 1024
     dim: int = 256
@@ -136,6 +139,9 @@ class DecoderConfig:
     linear_bias: bool = False
     cross_attn_gated: bool = True
     cross_attn_layers: tuple[int, ...] | None = None  # None: every cross_attn_every-th
+    post_norm: bool = False
+    head_transform: bool = False
+    media_dim: int | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -175,8 +181,12 @@ class DecoderConfig:
     @property
     def is_llama_block(self) -> bool:
         """The default block (what the packed and compiled decode steps are written for)."""
-        return (self.norm, self.positions, self.mlp) == ("rms", "rope", "swiglu") and not (
-            self.linear_bias or not self.cross_attn_gated
+        plain = not (self.linear_bias or self.post_norm or self.head_transform)
+        return (
+            (self.norm, self.positions, self.mlp) == ("rms", "rope", "swiglu")
+            and plain
+            and self.cross_attn_gated
+            and self.media_dim in (None, self.dim)
         )
 
 

@@ -279,13 +279,17 @@ class PackedHead:
     keep the module path (too large for :class:`PackedDecoder`, or another block family), whose
     head is the largest single read of a decode step."""
 
-    def __init__(self, weight: torch.Tensor):
+    def __init__(self, decoder: nn.Module, weight: torch.Tensor):
         self.version = (weight.data_ptr(), 0 if weight.is_inference() else weight._version)
         self.packed = onednn_pack(weight.detach())
+        self.transform, self.bias = decoder.head_transform, decoder.head_bias
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden ``(M, D)`` -> logits ``(M, V)``."""
-        return onednn_linear(hidden, self.packed, None)
+        """hidden ``(M, D)`` -> logits ``(M, V)`` (through the head's transform and bias, if
+        any: ``Decoder.logits``)."""
+        if self.transform is not None:
+            hidden = self.transform(hidden)
+        return onednn_linear(hidden, self.packed, self.bias)
 
 
 def packed_head(decoder: nn.Module) -> PackedHead | None:
@@ -307,7 +311,7 @@ def packed_head(decoder: nn.Module) -> PackedHead | None:
     version = (weight.data_ptr(), 0 if weight.is_inference() else weight._version)
     packed = _HEADS.get(decoder)
     if packed is None or packed.version != version:
-        packed = _HEADS[decoder] = PackedHead(weight)
+        packed = _HEADS[decoder] = PackedHead(decoder, weight)
     return packed
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import transformers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
 import mmllm
 from mmllm.errors import ConfigError, TextError
@@ -86,9 +86,115 @@ def ved(tmp_path_factory):
     return folder, hf, 0
 
 
+def bert_tokenizer(folder) -> HFTokenizer:
+    """A BERT-style WordPiece (lower-cased) with BLIP's ``[DEC]`` begin token, saved as
+    ``folder/tokenizer.json``."""
+    backend = HFTokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=150, special_tokens=specials, show_progress=False
+    )
+    backend.train_from_iterator(TEXTS, trainer=trainer)
+    backend.save(str(folder / "tokenizer.json"))
+    return backend
+
+
+@pytest.fixture(scope="module")
+def blip(tmp_path_factory):
+    """A tiny BlipForConditionalGeneration (vision 32 wide, text 48: the cross-attention reads
+    another width) saved as a Hugging Face folder."""
+    folder = tmp_path_factory.mktemp("blip")
+    backend = bert_tokenizer(folder)
+    ids = {n: backend.token_to_id(n) for n in ("[PAD]", "[SEP]", "[DEC]")}
+    vision = transformers.BlipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    text = transformers.BlipTextConfig(
+        vocab_size=backend.get_vocab_size(),
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        encoder_hidden_size=32,
+        max_position_embeddings=64,
+        bos_token_id=ids["[DEC]"],
+        sep_token_id=ids["[SEP]"],
+        eos_token_id=ids["[SEP]"],
+        pad_token_id=ids["[PAD]"],
+    )
+    config = transformers.BlipConfig(vision_config=vision.to_dict(), text_config=text.to_dict())
+    hf = spread(transformers.BlipForConditionalGeneration(config))
+    hf.save_pretrained(folder)
+    return folder, hf, ids["[DEC]"]
+
+
 @pytest.fixture(scope="module")
 def ours(ved):
     return convert(ved[0])
+
+
+@pytest.fixture(scope="module", params=["vit-gpt2", "blip"])
+def family(request, ved, blip):
+    """(converted model, transformers' model, start token, end token, padding, generate(row,
+    image, **kwargs) as transformers runs it for one row)."""
+    if request.param == "vit-gpt2":
+        folder, hf, start = ved
+        return convert(folder), hf, start, start, start, ved_generate(hf)
+    folder, hf, start = blip
+    text = hf.config.text_config
+    return convert(folder), hf, start, text.sep_token_id, text.pad_token_id, blip_generate(hf)
+
+
+def ved_generate(hf):
+    def generate(row, image, **kwargs):
+        ids = torch.tensor([row])
+        with torch.no_grad():
+            if image is None:  # the GPT-2 decoder alone: no encoder states, no cross-attention
+                out = hf.decoder.generate(ids, max_new_tokens=NEW, **kwargs)
+            else:
+                out = hf.generate(
+                    pixel_values=image[None], decoder_input_ids=ids, max_new_tokens=NEW, **kwargs
+                )
+        return out[0, len(row) :].tolist()
+
+    return generate
+
+
+def blip_generate(hf):
+    def generate(row, image, eos_token_id=None, pad_token_id=None, **kwargs):
+        text = hf.config.text_config  # its generate passes its own padding token
+        end = text.sep_token_id
+        if eos_token_id is not None:  # BLIP's generate ends at its separator: make it this
+            text.sep_token_id = eos_token_id
+        try:
+            with torch.no_grad():
+                if image is None:  # the text decoder alone
+                    out = hf.text_decoder.generate(
+                        torch.tensor([row]),
+                        max_new_tokens=NEW,
+                        eos_token_id=text.sep_token_id,
+                        **kwargs,
+                    )
+                else:  # BLIP drops the last prompt token (its [SEP]) and starts with [DEC]
+                    out = hf.generate(
+                        pixel_values=image[None],
+                        input_ids=torch.tensor([[*row, end]]),
+                        max_new_tokens=NEW,
+                        **kwargs,
+                    )
+        finally:
+            text.sep_token_id = end
+        return out[0, len(row) :].tolist()
+
+    return generate
 
 
 def pixels(n: int) -> torch.Tensor:
@@ -101,14 +207,18 @@ def prompts(batch: int, vocab: int, start: int) -> list[list[int]]:
     return [[start, *torch.randint(1, vocab, (r,), generator=g).tolist()] for r in range(batch)]
 
 
-def test_logits_on_a_fixed_batch_agree_with_transformers(ved, ours):
-    _, hf, _ = ved
-    vocab = ours.model.config.decoder.vocab_size
+def test_logits_on_a_fixed_batch_agree_with_transformers(family):
+    imported, hf, *_ = family
+    vocab = imported.model.config.decoder.vocab_size
     token_ids = torch.randint(0, vocab, (2, 9), generator=torch.Generator().manual_seed(1))
     images = pixels(2)
     with torch.no_grad():
-        got = ours.model(token_ids, MediaBatch.from_lists(images=[[images[0]], [images[1]]]))
-        want = hf(pixel_values=images, decoder_input_ids=token_ids).logits
+        media = MediaBatch.from_lists(images=[[images[0]], [images[1]]])
+        got = imported.model(token_ids, media)
+        if isinstance(hf, transformers.BlipForConditionalGeneration):
+            want = hf(pixel_values=images, input_ids=token_ids).logits
+        else:
+            want = hf(pixel_values=images, decoder_input_ids=token_ids).logits
     assert (got - want).abs().max() <= 1e-4
 
 
@@ -129,54 +239,40 @@ def run_ours(model, rows, images, stops, beams: int = 1) -> list[list[int]]:
     return out.tolist()
 
 
-def run_theirs(hf, row, image, **kwargs) -> list[int]:
-    """transformers' generation for one row alone (its tokens after the prompt)."""
-    ids = torch.tensor([row])
-    with torch.no_grad():
-        if image is None:  # the GPT-2 decoder alone: no encoder states, no cross-attention
-            out = hf.decoder.generate(ids, max_new_tokens=NEW, **kwargs)
-        else:
-            out = hf.generate(
-                pixel_values=image[None], decoder_input_ids=ids, max_new_tokens=NEW, **kwargs
-            )
-    return out[0, len(row) :].tolist()
-
-
 @pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("with_images", [True, False], ids=["images", "text"])
-def test_greedy_tokens_equal_transformers(ved, ours, batch, with_images):
-    _, hf, start = ved
-    rows = prompts(batch, ours.model.config.decoder.vocab_size, start)
+def test_greedy_tokens_equal_transformers(family, batch, with_images):
+    imported, _, start, end, pad, generate = family
+    rows = prompts(batch, imported.model.config.decoder.vocab_size, start)
     images = pixels(batch) if with_images else None
     # the end token banned on both sides, so that all 32 tokens are compared
-    stops = StopTokens(eos=start, pad=start, never=(start,))
-    got = run_ours(ours.model, rows, images, stops)
+    stops = StopTokens(eos=end, pad=pad, never=(end,))
+    got = run_ours(imported.model, rows, images, stops)
     for r, row in enumerate(rows):
-        want = run_theirs(
-            hf, row, None if images is None else images[r], min_new_tokens=NEW, do_sample=False
-        )
+        image = None if images is None else images[r]
+        want = generate(row, image, min_new_tokens=NEW, do_sample=False)
         assert got[r] == want and len(set(want)) > 1
 
 
 @pytest.mark.parametrize("batch", [1, 4])
-def test_beam_search_equals_transformers(ved, ours, batch):
+def test_beam_search_equals_transformers(family, batch):
     """4 beams, length penalty 1 (transformers' default), with an end token that ends some
     beams early: the finished hypotheses are kept and compared as transformers does."""
-    _, hf, start = ved
-    rows = prompts(batch, ours.model.config.decoder.vocab_size, start)
+    imported, _, start, end, pad, generate = family
+    rows = prompts(batch, imported.model.config.decoder.vocab_size, start)
     images = pixels(batch)
-    greedy = run_ours(ours.model, rows, images, StopTokens(eos=-1, pad=start, never=(start,)))
+    greedy = run_ours(imported.model, rows, images, StopTokens(eos=-1, pad=pad, never=(end,)))
     every = [t for row in greedy for t in row]
-    end = max(set(every), key=every.count)  # the token the model produces most: beams end at it
-    got = run_ours(ours.model, rows, images, StopTokens(end, start, (start,)), beams=4)
+    stop = max(set(every), key=every.count)  # the token the model produces most: beams end at it
+    got = run_ours(imported.model, rows, images, StopTokens(stop, pad, (end,)), beams=4)
     ended = 0
     for r, row in enumerate(rows):
-        want = run_theirs(
-            hf, row, images[r], num_beams=4, eos_token_id=end, pad_token_id=start,
-            bad_words_ids=[[start]], do_sample=False,
+        want = generate(
+            row, images[r], num_beams=4, eos_token_id=stop, pad_token_id=pad,
+            bad_words_ids=[[end]], do_sample=False,
         )  # fmt: skip
         assert got[r][: len(want)] == want
-        assert all(t == start for t in got[r][len(want) :])  # padding after the end
+        assert all(t == pad for t in got[r][len(want) :])  # padding after the end
         ended += len(want) < NEW
     assert ended  # some row did end early
 
@@ -211,6 +307,11 @@ def test_other_architectures_are_refused_by_name(tmp_path):
     )
     transformers.BertModel(config).save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="'bert' model \\(BertModel\\)"):
+        convert(tmp_path)
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "blip", "architectures": ["BlipForQuestionAnswering"]})
+    )
+    with pytest.raises(ConfigError, match="BlipForQuestionAnswering; mmllm imports BLIP"):
         convert(tmp_path)
 
 
@@ -269,3 +370,44 @@ def test_a_raw_continuation_equals_transformers_greedy_gpt2(gpt2, tmp_path_facto
     assert str(got) == api.tokenizer.decode(want)
     with pytest.raises(TextError, match="prompt is empty"):
         api.generate("", raw=True)
+
+
+def test_blip_converts_saves_loads_and_captions_with_a_text_prefix(blip, tmp_path):
+    folder, hf, start = blip
+    saved = save_imported(convert(folder), tmp_path / "ckpt", folder)
+    roles = json.loads((saved / "tokenizer_roles.json").read_text())
+    assert (roles["bos"], roles["eos"], roles["sep"]) == ("[DEC]", "[SEP]", None)
+    api = mmllm.load(saved, device="cpu")
+    prefix = api.tokenizer.prompt_ids("a picture of")
+    assert prefix[0] == start and len(prefix) > 2  # [DEC] then the prefix's word pieces
+    token_ids = torch.tensor([prefix])
+    with torch.no_grad():
+        want = hf(pixel_values=pixels(1), input_ids=token_ids).logits
+        media = MediaBatch.from_lists(images=[[pixels(1)[0]]])
+        assert (api.model(token_ids, media) - want).abs().max() <= 1e-4
+    assert isinstance(api.caption(torch.rand(3, 40, 40), max_new_tokens=6), str)
+    text = api.generate("a picture of", images=[torch.rand(3, 40, 40)], max_new_tokens=6)
+    assert isinstance(text, str) and text.confidence is not None
+
+
+def test_the_command_line_takes_an_imported_model(ved, tmp_path, capsys):
+    """caption, ask and alt-text on a Hugging Face folder (converted in memory) and on its
+    converted checkpoint."""
+    from PIL import Image
+
+    from mmllm.cli import main
+
+    folder = ved[0]
+    assert main(["convert", str(folder), "--out", str(tmp_path / "ckpt")]) == 0
+    picture = tmp_path / "photo.png"
+    Image.new("RGB", (48, 40), (200, 40, 40)).save(picture)
+    page = tmp_path / "page.md"
+    page.write_text(f"![]({picture.name})\n")
+    for source in (folder, tmp_path / "ckpt"):
+        capsys.readouterr()
+        assert main(["caption", str(picture), "--checkpoint", str(source), "--json"]) == 0
+        (row,) = json.loads(capsys.readouterr().out)
+        assert row["file"] == str(picture) and row["confidence"] is not None
+        assert main(["ask", str(picture), "-q", "what is it?", "--checkpoint", str(source)]) == 0
+        assert main(["alt-text", str(page), "--checkpoint", str(source)]) == 0
+    assert page.read_text() == f"![]({picture.name})\n"  # a dry run writes nothing

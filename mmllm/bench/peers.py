@@ -27,6 +27,7 @@ from mmllm.packed import pack_linears
 from mmllm.presets import PRESETS
 from mmllm.quantize import quantize as quantize_model
 from mmllm.tokenizer import StopTokens
+from mmllm.weights.hf_import import vision_encoder_decoder_model
 
 SIZES: dict[str, MMConfig] = {
     "small": replace(PRESETS["tiny"], audio=None),  # the shipped model's size, image only
@@ -300,7 +301,6 @@ def build_same_weights(family: str, side: str, quantize: str | None = None) -> W
     (``side="transformers"``) or converted into our runtime (``"mmllm"``, as ``mmllm.load``
     prepares it: packed weights, or int8); both build the same weights from one seed. Captions
     start from the decoder's start token and run exactly ``new_tokens`` greedy steps."""
-    from mmllm.weights.hf_import import vision_encoder_decoder_model
 
     hf = published_model(family)
     end, size = SAME_WEIGHTS[family]["end"], SAME_WEIGHTS[family]["encoder"]["image_size"]

@@ -89,10 +89,10 @@ class GatedCrossAttention(nn.Module):
         super().__init__()
         hd = config.attn_head_dim
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, hd
-        bias = config.linear_bias
+        bias, media_dim = config.linear_bias, config.media_dim or config.dim
         self.q_proj = nn.Linear(config.dim, config.n_heads * hd, bias=bias)
-        self.k_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=bias)
-        self.v_proj = nn.Linear(config.dim, config.n_kv_heads * hd, bias=bias)
+        self.k_proj = nn.Linear(media_dim, config.n_kv_heads * hd, bias=bias)
+        self.v_proj = nn.Linear(media_dim, config.n_kv_heads * hd, bias=bias)
         self.o_proj = nn.Linear(config.n_heads * hd, config.dim, bias=bias)
         self.q_norm = RMSNorm(hd, config.norm_eps) if config.cross_attn_qk_norm else None
         self.k_norm = RMSNorm(hd, config.norm_eps) if config.cross_attn_qk_norm else None

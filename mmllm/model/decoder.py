@@ -25,6 +25,7 @@ class DecoderBlock(nn.Module):
     def __init__(self, config: DecoderConfig, cross_attn: bool):
         super().__init__()
         norm, eps = config.norm, config.norm_eps
+        self.post_norm = config.post_norm
         self.input_layernorm = make_norm(norm, config.dim, eps)
         self.self_attn = SelfAttention(config)
         if cross_attn:
@@ -45,8 +46,16 @@ class DecoderBlock(nn.Module):
         cross_queries: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``cross_queries``: see ``Decoder.hidden``."""
+        cross = media is not None and media_kv is not None
+        if self.post_norm:  # BERT's order: norm(x + sub-layer(x))
+            x = self.input_layernorm(x + self.self_attn(x, rope, mask, cache, layer))
+            if cross:
+                if cross_queries is not None:
+                    cross_queries.append(x)
+                x = self.cross_attn_layernorm(x + self.cross_attn(x, media_kv, media))
+            return self.post_attention_layernorm(x + self.mlp(x))
         x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, layer)
-        if media is not None and media_kv is not None:
+        if cross:
             query = self.cross_attn_layernorm(x)
             if cross_queries is not None:
                 cross_queries.append(query)
@@ -66,9 +75,17 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(
             DecoderBlock(config, config.has_cross_attn(i)) for i in range(config.n_layers)
         )
-        self.norm = make_norm(config.norm, config.dim, config.norm_eps)
+        norm = make_norm(config.norm, config.dim, config.norm_eps)
+        # post-norm (BERT): the embeddings are normed, and each block ends normed already
+        self.embed_norm = norm if config.post_norm else None
+        self.norm = nn.Identity() if config.post_norm else norm
         self.lm_head = (
             None if config.tie_embeddings else nn.Linear(config.dim, config.vocab_size, bias=False)
+        )
+        # BERT's head: dense + GELU + LayerNorm, then the (tied) product with a bias
+        self.head_transform = HeadTransform(config) if config.head_transform else None
+        self.head_bias = (
+            nn.Parameter(torch.zeros(config.vocab_size)) if config.head_transform else None
         )
         self.rotary = RotaryEmbedding(
             config.attn_head_dim, config.max_seq_len, config.rope_theta, config.rope_scaling
@@ -120,7 +137,9 @@ class Decoder(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states ``(..., D)`` -> logits ``(..., V)``."""
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, weight)
+        if self.head_transform is not None:
+            hidden = self.head_transform(hidden)
+        return F.linear(hidden, weight, self.head_bias)
 
     def hidden(
         self,
@@ -163,11 +182,14 @@ class Decoder(nn.Module):
         """token_ids and position_ids ``(B, T)`` -> the blocks' input ``(B, T, D)`` and the
         rotary tables for those positions (None with learned positions, added here instead)."""
         x = self.embed_tokens(token_ids)  # (B, T, D)
+        rope = None
         if self.embed_positions is not None:
-            return x + self.embed_positions(position_ids), None
-        device = x.device.type  # queries and keys come out of autocast's dtype where it is on
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        return x, self.rotary(position_ids, dtype)
+            x = x + self.embed_positions(position_ids)
+        else:  # queries and keys come out of autocast's dtype where it is on
+            device = x.device.type
+            on = torch.is_autocast_enabled(device)
+            rope = self.rotary(position_ids, torch.get_autocast_dtype(device) if on else x.dtype)
+        return (x if self.embed_norm is None else self.embed_norm(x)), rope
 
     def blocks(
         self,
@@ -185,6 +207,18 @@ class Decoder(nn.Module):
             media_kv = media.kv[slot] if media is not None and slot is not None else None
             x = block(x, rope, mask, cache, i, media, media_kv, cross_queries)
         return x
+
+
+class HeadTransform(nn.Module):
+    """BERT's head transform: hidden ``(..., D)`` -> ``norm(gelu(dense(hidden)))``."""
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.dim, config.dim)
+        self.norm = make_norm(config.norm, config.dim, config.norm_eps)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.gelu(self.dense(hidden)))
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -28,7 +28,7 @@ class MultimodalLM(nn.Module):
     def __init__(self, config: MMConfig):
         super().__init__()
         self.config = config
-        dim = config.decoder.dim
+        dim = config.decoder.media_dim or config.decoder.dim  # what cross-attention reads
         self.image_encoder = build_image_encoder(config.image) if config.image else None
         self.audio_encoder = build_audio_encoder(config.audio) if config.audio else None
         self.image_projector = (

@@ -1,12 +1,15 @@
 """Published Hugging Face captioners in our runtime (``mmllm convert``, ``mmllm.load(FOLDER)``).
 
-A ``VisionEncoderDecoderModel`` (e.g. vit-gpt2-image-captioning) is a ViT whose tokens a GPT-2
-reads through a cross-attention in every block: our design, configured. The ViT runs as
-transformers' own tower (``encoders.hf_vision``), its ``enc_to_dec_proj`` (if any) is a linear
-projector, no media embeddings are added, and the GPT-2 becomes our decoder
-(``mmllm.weights.gpt2``). The model keeps its own tokenizer, special tokens (GPT-2's one token
-both begins and ends), prompt (the decoder's start token, then any text) and generation
-defaults. Other architectures are refused by name.
+Each is our design configured: a vision tower whose tokens a decoder reads through a
+cross-attention in every block.
+- ``VisionEncoderDecoderModel`` (e.g. vit-gpt2-image-captioning): a ViT, its ``enc_to_dec_proj``
+  (if any) as a linear projector, a GPT-2 decoder (``mmllm.weights.gpt2``).
+- ``BlipForConditionalGeneration`` (BLIP captioning): BLIP's vision model, its BERT-style text
+  decoder (``mmllm.weights.blip``).
+The tower runs as transformers' own (``encoders.hf_vision``) and no media embeddings are added.
+The model keeps its own tokenizer and special tokens (GPT-2's one token both begins and ends),
+its prompt (the decoder's start token, then any text: BLIP's text prefix such as "a picture of")
+and its generation defaults. Other architectures are refused by name.
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from mmllm.config import MMConfig, ProjectorConfig
 from mmllm.errors import CheckpointError, ConfigError
 from mmllm.model.multimodal import MultimodalLM
 from mmllm.tokenizer import SpecialTokens, Tokenizer
+from mmllm.weights.blip import blip_text_config, blip_text_state_dict
 from mmllm.weights.checkpoint import check_state_dict, save_checkpoint
 from mmllm.weights.gpt2 import gpt2_decoder_config, gpt2_state_dict
 
 GENERATION_FILE = "generation.json"
-FAMILIES = {"vision-encoder-decoder": "VisionEncoderDecoderModel (ViT encoder, GPT-2 decoder)"}
+FAMILIES = {
+    "vision-encoder-decoder": "VisionEncoderDecoderModel (ViT encoder, GPT-2 decoder)",
+    "blip": "BlipForConditionalGeneration (BLIP captioning)",
+}
 
 
 @dataclass
@@ -60,6 +67,8 @@ def convert(folder: str | Path) -> Imported:
             f"{folder} holds a {kind!r} model ({named}); mmllm imports "
             f"{'; '.join(FAMILIES.values())}"
         )
+    if kind == "blip":
+        return _blip(folder, hf)
     return _vision_encoder_decoder(folder, hf)
 
 
@@ -129,26 +138,85 @@ def vision_encoder_decoder_model(
     return model.eval()
 
 
+def blip_model(
+    hf: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    source: str,
+    preprocessor: Path | None = None,
+) -> MultimodalLM:
+    """Our model of a ``BlipForConditionalGeneration``: config ``hf`` (a dict), tensors
+    ``state`` (the installed transformers' names), its ``preprocessor_config.json`` if any."""
+    vision = {**hf.get("vision_config", {}), "model_type": "blip_vision_model"}
+    image = tower_config(vision, preprocessor)
+    decoder_config = blip_text_config(hf.get("text_config", {}), media_dim=image.dim)
+    config = MMConfig(
+        image=image,
+        audio=None,
+        projector=ProjectorConfig(kind="identity", media_embeddings=False),
+        decoder=decoder_config,
+        max_media_items=1,
+    )
+    model = MultimodalLM(config)
+    ours = {
+        f"image_encoder.tower.{k.removeprefix('vision_model.')}": v
+        for k, v in state.items()
+        if k.startswith("vision_model.")
+    }
+    text = {
+        k.removeprefix("text_decoder."): v
+        for k, v in state.items()
+        if k.startswith("text_decoder.")
+    }
+    mapped = blip_text_state_dict(text, decoder_config, source)
+    ours.update({f"decoder.{k}": v for k, v in mapped.items()})
+    check_state_dict(model, ours, source)
+    model.load_state_dict(ours, strict=True, assign=True)  # the tensors themselves: no copy
+    return model.eval()
+
+
 def _vision_encoder_decoder(folder: Path, hf: dict[str, Any]) -> Imported:
     decoder = hf.get("decoder", {})
     preprocessor = folder / "preprocessor_config.json"
-    model = vision_encoder_decoder_model(hf, _hf_state(folder), str(folder), preprocessor)
-    start = hf.get("decoder_start_token_id", decoder.get("bos_token_id"))
-    generation = (
-        _read_json(folder / "generation_config.json")
-        if (folder / "generation_config.json").is_file()
-        else {}
-    )
-    tokenizer = _tokenizer(folder, start, {**hf, **generation}, decoder)
-    return Imported(model.eval(), tokenizer, _generation_defaults(generation or hf))
+    state = _hf_state(folder, "VisionEncoderDecoderModel")
+    model = vision_encoder_decoder_model(hf, state, str(folder), preprocessor)
+    generation = _generation_config(folder)
+    ids = {**hf, **generation}
+    start = ids.get("decoder_start_token_id", decoder.get("bos_token_id"))
+    eos = ids.get("eos_token_id", decoder.get("eos_token_id"))
+    pad = ids.get("pad_token_id", decoder.get("pad_token_id"))
+    tokenizer = _tokenizer(folder, start, eos, pad)
+    return Imported(model, tokenizer, _generation_defaults(generation or hf))
 
 
-def _hf_state(folder: Path) -> dict[str, torch.Tensor]:
+def _blip(folder: Path, hf: dict[str, Any]) -> Imported:
+    architectures = hf.get("architectures") or ["BlipForConditionalGeneration"]
+    if "BlipForConditionalGeneration" not in architectures:
+        raise ConfigError(
+            f"{folder} holds a BLIP {', '.join(architectures)}; mmllm imports BLIP captioning "
+            "(BlipForConditionalGeneration)"
+        )
+    preprocessor = folder / "preprocessor_config.json"
+    state = _hf_state(folder, "BlipForConditionalGeneration")
+    model = blip_model(hf, state, str(folder), preprocessor)
+    text = hf.get("text_config", {})
+    # a caption starts from the decoder's begin token and ends at BERT's separator
+    eos = text.get("sep_token_id", 102)
+    tokenizer = _tokenizer(folder, text.get("bos_token_id"), eos, text.get("pad_token_id", 0))
+    generation = _generation_config(folder)
+    return Imported(model, tokenizer, _generation_defaults(generation or text))
+
+
+def _generation_config(folder: Path) -> dict[str, Any]:
+    file = folder / "generation_config.json"
+    return _read_json(file) if file.is_file() else {}
+
+
+def _hf_state(folder: Path, architecture: str) -> dict[str, torch.Tensor]:
     """The folder's tensors under the installed transformers' names (it reads older layouts)."""
-    from transformers import VisionEncoderDecoderModel  # heavy: only when importing
+    import transformers  # heavy: only when importing
 
     try:
-        hf = VisionEncoderDecoderModel.from_pretrained(
+        hf = getattr(transformers, architecture).from_pretrained(
             folder, dtype=torch.float32, local_files_only=True
         )
     except (OSError, ValueError) as err:
@@ -156,7 +224,7 @@ def _hf_state(folder: Path) -> dict[str, torch.Tensor]:
     return hf.state_dict()
 
 
-def _tokenizer(folder: Path, start: int | None, hf: dict, decoder: dict) -> Tokenizer:
+def _tokenizer(folder: Path, start: int | None, eos: int | None, pad: int | None) -> Tokenizer:
     """The model's own tokenizer, its roles from the model's token ids: begin = the decoder's
     start token, end, padding (the end token where none is set); no prompt end."""
     backend = _backend(folder)
@@ -169,8 +237,6 @@ def _tokenizer(folder: Path, start: int | None, hf: dict, decoder: dict) -> Toke
             )
         return token
 
-    eos = hf.get("eos_token_id", decoder.get("eos_token_id"))
-    pad = hf.get("pad_token_id", decoder.get("pad_token_id"))
     bos = name(start, "decoder start")
     roles = SpecialTokens(
         pad=name(eos if pad is None else pad, "padding"), bos=bos, eos=name(eos, "end"), sep=None
