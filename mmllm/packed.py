@@ -85,15 +85,11 @@ class PackedLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
         if (
-            self.training
-            or torch.is_grad_enabled()
+            torch.compiler.is_compiling()  # first: a compiled graph takes F.linear untraced
+            or not onednn_applies(self, weight)
             or x.device.type != "cpu"
             or x.dtype != torch.float32
-            or weight.dtype != torch.float32
-            or torch.compiler.is_compiling()
-            or not _ENABLED.get()
             or x.numel() * self.out_features < _min_macs(x)
-            or not onednn_available()
         ):
             return F.linear(x, weight, self.bias)
         key = (weight.data_ptr(), weight._version)
@@ -101,6 +97,21 @@ class PackedLinear(nn.Linear):
         if cached is None or cached[0] != key:
             cached = self.__dict__["_onednn"] = (key, onednn_pack(weight.detach()))
         return onednn_linear(x, cached[1], self.bias)
+
+
+def onednn_applies(module: nn.Module, weight: torch.Tensor) -> bool:
+    """Whether ``module``'s product with ``weight`` may go through oneDNN: inference (no
+    training, no gradients, no CPU autocast), fp32 weights on the CPU, oneDNN present and not
+    ``disabled()``."""
+    return not (
+        module.training
+        or torch.is_grad_enabled()
+        or torch.is_autocast_enabled("cpu")
+        or weight.device.type != "cpu"
+        or weight.dtype != torch.float32
+        or not _ENABLED.get()
+        or not onednn_available()
+    )
 
 
 def _min_macs(x: torch.Tensor) -> int:
@@ -297,15 +308,10 @@ def packed_head(decoder: nn.Module) -> PackedHead | None:
     None where oneDNN does not apply (the conditions of :class:`PackedLinear`)."""
     head = decoder.embed_tokens if decoder.lm_head is None else decoder.lm_head
     weight = head.weight
-    if (
-        decoder.training
-        or torch.is_grad_enabled()
-        or weight.device.type != "cpu"
-        or weight.dtype != torch.float32
-        or torch.is_autocast_enabled("cpu")
-        or not _ENABLED.get()
-        or not onednn_available()
-        or type(head) not in (nn.Embedding, nn.Linear, PackedLinear)
+    if not onednn_applies(decoder, weight) or type(head) not in (
+        nn.Embedding,
+        nn.Linear,
+        PackedLinear,
     ):
         return None
     version = (weight.data_ptr(), 0 if weight.is_inference() else weight._version)

@@ -169,24 +169,7 @@ def build_ved(config: MMConfig, target: int) -> Workload:
         return VisionEncoderDecoderModel(cfg).eval()
 
     model = _solve(build, target, 8, 8 * dec.hidden_dim)
-
-    @torch.inference_mode()
-    def run(pixels: torch.Tensor, new_tokens: int) -> torch.Tensor:
-        out = model.generate(
-            pixel_values=pixels,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            num_beams=1,
-        )
-        return out[:, 1:]
-
-    @torch.inference_mode()
-    def prefill(pixels: torch.Tensor) -> torch.Tensor:
-        start = torch.ones(pixels.shape[0], 1, dtype=torch.long, device=pixels.device)
-        return model(pixel_values=pixels, decoder_input_ids=start).logits[:, -1]
-
-    return Workload("VisionEncoderDecoderModel", model, run, prefill, img.image_size)
+    return _transformers_workload(model, 1, img.image_size)  # decoding starts from token 1
 
 
 def build_llava(config: MMConfig, target: int) -> Workload:
@@ -336,11 +319,12 @@ def build_same_weights(family: str, side: str, quantize: str | None = None) -> W
     return Workload("mmllm", model, run, prefill, size)
 
 
-def _transformers_workload(hf: torch.nn.Module, end: int, size: int) -> Workload:
-    """A ``VisionEncoderDecoderModel`` generating as transformers ships it."""
+def _transformers_workload(hf: torch.nn.Module, start_id: int, size: int) -> Workload:
+    """A ``VisionEncoderDecoderModel`` generating as transformers ships it, from its decoder's
+    start token ``start_id``."""
 
     def start(pixels: torch.Tensor) -> torch.Tensor:
-        return torch.full((pixels.shape[0], 1), end, dtype=torch.long, device=pixels.device)
+        return torch.full((pixels.shape[0], 1), start_id, dtype=torch.long, device=pixels.device)
 
     @torch.inference_mode()
     def run(pixels: torch.Tensor, new_tokens: int) -> torch.Tensor:

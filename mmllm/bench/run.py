@@ -228,19 +228,25 @@ def int8_decode(size: str, new_tokens: int, threads: int, rounds: int) -> dict:
     """Batch-1 decode tokens/s of our model in fp32 and int8, alternating rounds."""
     fp32 = Worker("ours", size, threads, "cpu", None)
     int8 = Worker("ours", size, threads, "cpu", "int8")
-    rates: dict[str, list[float]] = {"fp32": [], "int8": []}
     try:
-        cmds = [{"op": "caption", "batch": 1, "new_tokens": n} for n in (new_tokens, 1)]
-        for w in (fp32, int8):
-            for cmd in cmds:
-                w.ask(**cmd)
-        for _ in range(rounds):
-            for name, w in (("fp32", fp32), ("int8", int8)):
-                full, first = (w.ask(**c)["seconds"] for c in cmds)
-                rates[name].append((new_tokens - 1) / max(full - first, 1e-9))
+        return int8_against_fp32(fp32, int8, new_tokens, rounds)
     finally:
         fp32.close()
         int8.close()
+
+
+def int8_against_fp32(fp32: Worker, int8: Worker, new_tokens: int, rounds: int) -> dict:
+    """Batch-1 decode tokens/s of two live workers (fp32 and int8), alternating rounds after a
+    warm-up, and the speed-up's median and spread."""
+    rates: dict[str, list[float]] = {"fp32": [], "int8": []}
+    cmds = [{"op": "caption", "batch": 1, "new_tokens": n} for n in (new_tokens, 1)]
+    for w in (fp32, int8):
+        for cmd in cmds:
+            w.ask(**cmd)
+    for _ in range(rounds):
+        for name, w in (("fp32", fp32), ("int8", int8)):
+            full, first = (w.ask(**c)["seconds"] for c in cmds)
+            rates[name].append((new_tokens - 1) / max(full - first, 1e-9))
     ratios = [i / f for f, i in zip(rates["fp32"], rates["int8"], strict=True)]
     return {
         "fp32_tok_s": statistics.median(rates["fp32"]),

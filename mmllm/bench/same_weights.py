@@ -17,7 +17,14 @@ import statistics
 
 import torch
 
-from mmllm.bench.run import Comparison, Worker, big_tensor, machine_limits, memory_bandwidth
+from mmllm.bench.run import (
+    Comparison,
+    Worker,
+    big_tensor,
+    int8_against_fp32,
+    machine_limits,
+    memory_bandwidth,
+)
 
 CAPTIONS_COMPARED = 100
 
@@ -98,14 +105,7 @@ def _int8(fp32: Worker, size: str, threads: int, rounds: int, n: int) -> dict:
     """int8 against fp32 (ours both): batch-1 decode rates, and greedy agreement."""
     int8 = Worker("mmllm", size, threads, "cpu", "int8")
     try:
-        cmds = [{"op": "caption", "batch": 1, "new_tokens": k} for k in (n, 1)]
-        for cmd in cmds:
-            int8.ask(**cmd)
-        rates: dict[str, list[float]] = {"fp32": [], "int8": []}
-        for _ in range(rounds):
-            for name, w in (("fp32", fp32), ("int8", int8)):
-                full, first = (w.ask(**c)["seconds"] for c in cmds)
-                rates[name].append((n - 1) / max(full - first, 1e-9))
+        report = int8_against_fp32(fp32, int8, n, rounds)
         same = tokens = agree = 0
         batch = 10
         for seed in range(CAPTIONS_COMPARED // batch):
@@ -118,13 +118,8 @@ def _int8(fp32: Worker, size: str, threads: int, rounds: int, n: int) -> dict:
                 )
     finally:
         int8.close()
-    ratios = [i / f for f, i in zip(rates["fp32"], rates["int8"], strict=True)]
     return {
-        "fp32_tok_s": statistics.median(rates["fp32"]),
-        "int8_tok_s": statistics.median(rates["int8"]),
-        "speedup_median": statistics.median(ratios),
-        "speedup_min": min(ratios),
-        "speedup_max": max(ratios),
+        **report,
         "captions": CAPTIONS_COMPARED,
         "identical_captions": same / CAPTIONS_COMPARED,
         "tokens_before_first_difference": agree / tokens,

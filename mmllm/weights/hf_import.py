@@ -114,14 +114,8 @@ def vision_encoder_decoder_model(
         )
     linear = "enc_to_dec_proj.weight" in state
     decoder_config = gpt2_decoder_config(decoder, cross_attn_every=1, gated=False)
-    config = MMConfig(
-        image=tower_config(encoder, preprocessor),
-        audio=None,
-        projector=ProjectorConfig(kind="linear" if linear else "identity", media_embeddings=False),
-        decoder=decoder_config,
-        max_media_items=1,
-    )
-    model = MultimodalLM(config)
+    image = tower_config(encoder, preprocessor)
+    model = _captioner(image, decoder_config, "linear" if linear else "identity")
     ours = {
         f"image_encoder.tower.{k.removeprefix('encoder.')}": v
         for k, v in state.items()
@@ -133,9 +127,7 @@ def vision_encoder_decoder_model(
     lm = {k.removeprefix("decoder."): v for k, v in state.items() if k.startswith("decoder.")}
     mapped = gpt2_state_dict(lm, decoder_config, source, cross_attn=True)
     ours.update({f"decoder.{k}": v for k, v in mapped.items()})
-    check_state_dict(model, ours, source)
-    model.load_state_dict(ours, strict=True, assign=True)  # the tensors themselves: no copy
-    return model.eval()
+    return _loaded(model, ours, source)
 
 
 def blip_model(
@@ -149,14 +141,7 @@ def blip_model(
     vision = {**hf.get("vision_config", {}), "model_type": "blip_vision_model"}
     image = tower_config(vision, preprocessor)
     decoder_config = blip_text_config(hf.get("text_config", {}), media_dim=image.dim)
-    config = MMConfig(
-        image=image,
-        audio=None,
-        projector=ProjectorConfig(kind="identity", media_embeddings=False),
-        decoder=decoder_config,
-        max_media_items=1,
-    )
-    model = MultimodalLM(config)
+    model = _captioner(image, decoder_config, "identity")
     ours = {
         f"image_encoder.tower.{k.removeprefix('vision_model.')}": v
         for k, v in state.items()
@@ -169,8 +154,23 @@ def blip_model(
     }
     mapped = blip_text_state_dict(text, decoder_config, source)
     ours.update({f"decoder.{k}": v for k, v in mapped.items()})
-    check_state_dict(model, ours, source)
-    model.load_state_dict(ours, strict=True, assign=True)  # the tensors themselves: no copy
+    return _loaded(model, ours, source)
+
+
+def _captioner(image, decoder, projector: str) -> MultimodalLM:
+    """An imported captioner's model: one image per request, no audio, the encoder's tokens
+    read as they are (no media embeddings)."""
+    projector_config = ProjectorConfig(kind=projector, media_embeddings=False)
+    config = MMConfig(
+        image=image, audio=None, projector=projector_config, decoder=decoder, max_media_items=1
+    )
+    return MultimodalLM(config)
+
+
+def _loaded(model: MultimodalLM, state: dict[str, torch.Tensor], source: str) -> MultimodalLM:
+    """``model`` holding ``state``'s tensors themselves (no copy), checked strictly."""
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 
 
