@@ -625,7 +625,7 @@ def build_parser(words: Collection[str] | None = None) -> argparse.ArgumentParse
     bench.add_argument(
         "--same-weights",
         default=None,
-        choices=["vit-gpt2"],
+        choices=["vit-gpt2", "blip-base"],
         help="run a published model's size on the same random weights in mmllm and transformers",
     )
     bench.add_argument("--size", default="small", help="small (tiny-like) or base (~90M)")

@@ -96,11 +96,36 @@ TINY_VIT_GPT2 = dict(
         patch_size=8,
     ),
     decoder=dict(vocab_size=97, n_embd=48, n_layer=2, n_head=4, n_positions=64),
+    start=96,
     end=96,
+    pad=96,
+)
+TINY_BLIP = dict(
+    encoder=dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    ),
+    decoder=dict(
+        vocab_size=97,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        encoder_hidden_size=32,
+        max_position_embeddings=64,
+    ),
+    start=95,
+    end=3,
+    pad=0,
 )
 
 
-def test_same_weights_sides_build_one_model_and_give_the_same_tokens(monkeypatch):
+@pytest.mark.parametrize("family, sizes", [("vit-gpt2", TINY_VIT_GPT2), ("blip-base", TINY_BLIP)])
+def test_same_weights_sides_build_one_model_and_give_the_same_tokens(monkeypatch, family, sizes):
     """Both sides of ``mmllm bench --same-weights`` build the same weights from one seed; ours,
     converted, generates transformers' tokens (a tiny stand-in of the published size)."""
     import torch
@@ -108,8 +133,8 @@ def test_same_weights_sides_build_one_model_and_give_the_same_tokens(monkeypatch
     from mmllm.bench import peers
     from mmllm.bench.peers import build, weights_read_per_token
 
-    monkeypatch.setitem(peers.SAME_WEIGHTS, "vit-gpt2", TINY_VIT_GPT2)
-    theirs, ours = (build(side, "same:vit-gpt2") for side in ("transformers", "mmllm"))
+    monkeypatch.setitem(peers.SAME_WEIGHTS, family, sizes)
+    theirs, ours = (build(side, f"same:{family}") for side in ("transformers", "mmllm"))
     assert abs(theirs.parameters - ours.parameters) / theirs.parameters < 0.01  # no pooler
     pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     got, want = ours.run(pixels, 12), theirs.run(pixels, 12)
@@ -124,4 +149,4 @@ def test_same_weights_sides_build_one_model_and_give_the_same_tokens(monkeypatch
     positions = decoder.embed_positions.weight.numel() * 4
     assert weights_read_per_token(decoder) == every - cross_kv - positions
     with pytest.raises(ValueError, match="unknown side"):
-        build("elsewhere", "same:vit-gpt2")
+        build("elsewhere", f"same:{family}")

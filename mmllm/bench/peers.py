@@ -27,7 +27,7 @@ from mmllm.packed import pack_linears
 from mmllm.presets import PRESETS
 from mmllm.quantize import quantize as quantize_model
 from mmllm.tokenizer import StopTokens
-from mmllm.weights.hf_import import vision_encoder_decoder_model
+from mmllm.weights.hf_import import blip_model, vision_encoder_decoder_model
 
 SIZES: dict[str, MMConfig] = {
     "small": replace(PRESETS["tiny"], audio=None),  # the shipped model's size, image only
@@ -239,7 +239,8 @@ def build_llava(config: MMConfig, target: int) -> Workload:
 
 
 # published models rebuilt with random weights, for same-weights runs (``mmllm bench
-# --same-weights``): vit-gpt2-image-captioning's ViT-base/16 at 224 px and GPT-2 small
+# --same-weights``): vit-gpt2-image-captioning (ViT-base/16 at 224 px, GPT-2 small) and
+# blip-image-captioning-base (BLIP's ViT-base/16 at 384 px, its BERT-base text decoder)
 SAME_WEIGHTS = {
     "vit-gpt2": dict(
         encoder=dict(
@@ -251,32 +252,59 @@ SAME_WEIGHTS = {
             patch_size=16,
         ),
         decoder=dict(vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024),
-        end=50256,  # <|endoftext|>: begins, ends and pads
+        start=50256,  # <|endoftext|>: begins, ends and pads
+        end=50256,
+        pad=50256,
+    ),
+    "blip-base": dict(
+        encoder=dict(
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            image_size=384,
+            patch_size=16,
+        ),
+        decoder=dict(
+            vocab_size=30524,
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            encoder_hidden_size=768,
+            max_position_embeddings=512,
+        ),
+        start=30522,  # [DEC]
+        end=102,  # [SEP]
+        pad=0,
     ),
 }
 
 
 def published_model(family: str) -> torch.nn.Module:
     """transformers' model of ``family`` at its published size, random weights (seed 0)."""
-    from transformers import (
-        GPT2Config,
-        VisionEncoderDecoderConfig,
-        VisionEncoderDecoderModel,
-        ViTConfig,
-    )
+    import transformers
 
     sizes = SAME_WEIGHTS[family]
-    end = sizes["end"]
-    decoder = GPT2Config(
-        **sizes["decoder"], add_cross_attention=True, is_decoder=True, bos_token_id=end
+    start, end, pad = sizes["start"], sizes["end"], sizes["pad"]
+    torch.manual_seed(0)
+    if family == "blip-base":
+        text = transformers.BlipTextConfig(
+            **sizes["decoder"], bos_token_id=start, sep_token_id=end, pad_token_id=pad
+        )
+        text.eos_token_id = end
+        vision = transformers.BlipVisionConfig(**sizes["encoder"])
+        config = transformers.BlipConfig(vision_config=vision.to_dict(), text_config=text.to_dict())
+        return transformers.BlipForConditionalGeneration(config).eval()
+    decoder = transformers.GPT2Config(
+        **sizes["decoder"], add_cross_attention=True, is_decoder=True, bos_token_id=start
     )
     decoder.eos_token_id = end
-    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(
-        ViTConfig(**sizes["encoder"]), decoder
+    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(
+        transformers.ViTConfig(**sizes["encoder"]), decoder
     )
-    config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = end
-    torch.manual_seed(0)
-    return VisionEncoderDecoderModel(config).eval()
+    config.decoder_start_token_id, config.eos_token_id, config.pad_token_id = start, end, pad
+    return transformers.VisionEncoderDecoderModel(config).eval()
 
 
 def build_same_weights(family: str, side: str, quantize: str | None = None) -> Workload:
@@ -284,15 +312,17 @@ def build_same_weights(family: str, side: str, quantize: str | None = None) -> W
     (``side="transformers"``) or converted into our runtime (``"mmllm"``, as ``mmllm.load``
     prepares it: packed weights, or int8); both build the same weights from one seed. Captions
     start from the decoder's start token and run exactly ``new_tokens`` greedy steps."""
-
     hf = published_model(family)
-    end, size = SAME_WEIGHTS[family]["end"], SAME_WEIGHTS[family]["encoder"]["image_size"]
+    sizes = SAME_WEIGHTS[family]
+    start, end, pad = sizes["start"], sizes["end"], sizes["pad"]
+    size = sizes["encoder"]["image_size"]
     if side == "transformers":
-        return _transformers_workload(hf, end, size)
+        return _transformers_workload(hf, start, size)
     if side != "mmllm":
         raise ValueError(f"unknown side {side!r} (transformers or mmllm)")
-    model = vision_encoder_decoder_model(hf.config.to_dict(), hf.state_dict(), family)
-    hf = None  # its tensors are freed: our model holds its own
+    convert = blip_model if family == "blip-base" else vision_encoder_decoder_model
+    model = convert(hf.config.to_dict(), hf.state_dict(), family)
+    hf = None  # its tensors are ours now: nothing was copied
     if quantize:
         model = quantize_model(model, quantize)
     else:
@@ -300,7 +330,7 @@ def build_same_weights(family: str, side: str, quantize: str | None = None) -> W
 
     def inputs(pixels: torch.Tensor):
         B = pixels.shape[0]
-        token_ids = torch.full((B, 1), end, dtype=torch.long, device=pixels.device)
+        token_ids = torch.full((B, 1), start, dtype=torch.long, device=pixels.device)
         media = MediaBatch(B, pixels=pixels, image_index=torch.arange(B, device=pixels.device))
         return token_ids, torch.ones_like(token_ids, dtype=torch.bool), model.prepare_media(media)
 
@@ -308,7 +338,7 @@ def build_same_weights(family: str, side: str, quantize: str | None = None) -> W
     def run(pixels: torch.Tensor, new_tokens: int) -> torch.Tensor:
         token_ids, mask, context = inputs(pixels)
         sampling = SamplingConfig(max_new_tokens=new_tokens, repetition_guard=False)
-        stops = StopTokens(eos=-1, pad=end, never=(end,))  # as min_new_tokens: no early end
+        stops = StopTokens(eos=-1, pad=pad, never=(end,))  # as min_new_tokens: no early end
         return generate_ids(model, token_ids, mask, context, sampling, stops)
 
     @torch.inference_mode()
@@ -320,29 +350,32 @@ def build_same_weights(family: str, side: str, quantize: str | None = None) -> W
 
 
 def _transformers_workload(hf: torch.nn.Module, start_id: int, size: int) -> Workload:
-    """A ``VisionEncoderDecoderModel`` generating as transformers ships it, from its decoder's
-    start token ``start_id``."""
+    """A captioner (``VisionEncoderDecoderModel``, ``BlipForConditionalGeneration``) generating
+    as transformers ships it, from its decoder's start token ``start_id``."""
+    blip = type(hf).__name__ == "BlipForConditionalGeneration"
 
-    def start(pixels: torch.Tensor) -> torch.Tensor:
-        return torch.full((pixels.shape[0], 1), start_id, dtype=torch.long, device=pixels.device)
+    def start(pixels: torch.Tensor, extra: int = 0) -> torch.Tensor:
+        ids = torch.full((pixels.shape[0], 1 + extra), start_id, dtype=torch.long)
+        return ids.to(pixels.device)
 
     @torch.inference_mode()
     def run(pixels: torch.Tensor, new_tokens: int) -> torch.Tensor:
-        out = hf.generate(
-            pixel_values=pixels,
-            decoder_input_ids=start(pixels),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            num_beams=1,
-        )
+        lengths = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
+        if blip:  # BLIP's generate drops the prompt's last token (its [SEP])
+            out = hf.generate(pixel_values=pixels, input_ids=start(pixels, 1), **lengths)
+        else:
+            out = hf.generate(
+                pixel_values=pixels, decoder_input_ids=start(pixels), do_sample=False, **lengths
+            )
         return out[:, 1:]
 
     @torch.inference_mode()
     def prefill(pixels: torch.Tensor) -> torch.Tensor:
+        if blip:
+            return hf(pixel_values=pixels, input_ids=start(pixels)).logits[:, -1]
         return hf(pixel_values=pixels, decoder_input_ids=start(pixels)).logits[:, -1]
 
-    return Workload("VisionEncoderDecoderModel", hf, run, prefill, size)
+    return Workload(type(hf).__name__, hf, run, prefill, size)
 
 
 def build(side: str, size: str, quantize: str | None = None, compile: bool = False) -> Workload:
