@@ -411,3 +411,17 @@ def test_the_command_line_takes_an_imported_model(ved, tmp_path, capsys):
         assert main(["ask", str(picture), "-q", "what is it?", "--checkpoint", str(source)]) == 0
         assert main(["alt-text", str(page), "--checkpoint", str(source)]) == 0
     assert page.read_text() == f"![]({picture.name})\n"  # a dry run writes nothing
+
+
+def test_captions_follow_the_model_s_generation_defaults(ved):
+    """The converted model's own ``num_beams`` (4) and ``max_new_tokens`` (15) are what
+    ``caption`` uses unless told otherwise."""
+    api = mmllm.load(ved[0], device="cpu")
+    assert api.generation == {"max_new_tokens": 15, "num_beams": 4}
+    image = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(5))
+    prompt = api._caption_prompt(has_image=True)
+    for beams, tokens in ((4, 15), (1, 6)):
+        sampling = SamplingConfig(max_new_tokens=tokens)
+        want = api.generate_batch([prompt], [[image]], None, sampling, num_beams=beams)[0]
+        got = api.caption(image) if beams == 4 else api.caption(image, 8, 6, num_beams=1)
+        assert str(got) == str(want)
