@@ -89,9 +89,12 @@ AUTO_COMPILE_MIN_ITEMS = 5600
 
 def can_compile(model: nn.Module) -> bool:
     """Whether compiled decoding can run for ``model``: a C++ compiler on a CPU (or CUDA), and
-    plain float weights (int8-quantized products do not compile)."""
+    plain float weights (int8-quantized products do not compile); not for a decoder whose
+    prompt pass depends on where its image token is (``DecoderConfig.image_token_id``)."""
     weight = next(model.parameters())
     if weight.device.type == "cpu" and not has_compiler():
+        return False
+    if model.decoder.config.image_token_id is not None:
         return False
     return not is_quantized(model)
 

@@ -112,7 +112,11 @@ class DecoderConfig:
     ``cross_attn_gated=False`` (cross-attention added as it is, no gate), ``post_norm``
     (BERT's order: each sub-layer's residual sum is normed, the embeddings are normed, no final
     norm), ``head_transform`` (BERT's dense + GELU + LayerNorm before a head with a bias) and
-    ``media_dim`` (the width of the media tokens cross-attention reads, when not ``dim``)."""
+    ``media_dim`` (the width of the media tokens cross-attention reads, when not ``dim``).
+    Llama 3.2 Vision's layers: ``cross_attn_only`` (a cross-attention layer has no
+    self-attention, its attention and MLP are each tanh-gated, and it is skipped without media),
+    ``image_token_id`` (text before that token does not use those layers' MLP) and
+    ``head_vocab_size`` (a head over fewer tokens than the embeddings hold)."""
 
     vocab_size: int = 1024
     dim: int = 256
@@ -142,6 +146,9 @@ class DecoderConfig:
     post_norm: bool = False
     head_transform: bool = False
     media_dim: int | None = None
+    cross_attn_only: bool = False
+    image_token_id: int | None = None
+    head_vocab_size: int | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -181,7 +188,14 @@ class DecoderConfig:
     @property
     def is_llama_block(self) -> bool:
         """The default block (what the packed and compiled decode steps are written for)."""
-        plain = not (self.linear_bias or self.post_norm or self.head_transform)
+        plain = not (
+            self.linear_bias
+            or self.post_norm
+            or self.head_transform
+            or self.cross_attn_only
+            or self.image_token_id is not None
+            or self.head_vocab_size is not None
+        )
         return (
             (self.norm, self.positions, self.mlp) == ("rms", "rope", "swiglu")
             and plain

@@ -425,3 +425,108 @@ def test_captions_follow_the_model_s_generation_defaults(ved):
         want = api.generate_batch([prompt], [[image]], None, sampling, num_beams=beams)[0]
         got = api.caption(image) if beams == 4 else api.caption(image, 8, 6, num_beams=1)
         assert str(got) == str(want)
+
+
+# -- Llama 3.2 Vision's language model (its vision model is not imported yet) -----------------
+MLLAMA_VOCAB = 100
+IMAGE_TOKEN = MLLAMA_VOCAB + 7  # one of the 8 embedding rows past the head's vocabulary
+
+
+@pytest.fixture(scope="module")
+def mllama():
+    """A tiny MllamaForCausalLM (cross-attention layers 1 and 3 of 4, gates open) and our
+    decoder holding its weights."""
+    from mmllm.model.decoder import Decoder
+    from mmllm.weights.mllama import mllama_text_config, mllama_text_state_dict
+
+    config = transformers.MllamaTextConfig(
+        vocab_size=MLLAMA_VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        cross_attention_layers=[1, 3],
+        max_position_embeddings=96,
+        pad_token_id=99,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    hf = transformers.MllamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+            elif name.endswith("_gate"):
+                p.fill_(0.7)  # the gates start closed (0): open them, or nothing is compared
+            else:
+                p.copy_(0.2 * torch.randn_like(p))
+    ours = mllama_text_config(config.to_dict(), image_token_id=IMAGE_TOKEN)
+    decoder = Decoder(ours).eval()
+    decoder.load_state_dict(mllama_text_state_dict(hf.state_dict(), ours, "tiny"), strict=True)
+    return hf, decoder
+
+
+def mllama_logits(hf, ids: torch.Tensor, states: torch.Tensor | None) -> torch.Tensor:
+    """transformers' logits for one row ``ids (1, T)``: text from the image token on reads
+    the image (its processor's cross-attention mask), text before it does not."""
+    from transformers.models.mllama.modeling_mllama import _prepare_cross_attention_mask
+
+    if states is None:
+        return hf(input_ids=ids).logits
+    reads = ((ids == IMAGE_TOKEN).cumsum(1) > 0).float()[:, :, None, None]  # (1, T, 1, 1)
+    mask, rows = _prepare_cross_attention_mask(reads, states.shape[1], torch.float32)
+    return hf(
+        input_ids=ids,
+        cross_attention_states=states,
+        cross_attention_mask=mask,
+        full_text_row_masked_out_mask=rows,
+    ).logits
+
+
+def test_mllama_language_model_logits_agree_with_transformers(mllama):
+    hf, decoder = mllama
+    ids = torch.randint(3, MLLAMA_VOCAB, (2, 9), generator=torch.Generator().manual_seed(2))
+    ids[:, 0], ids[:, 1] = 1, IMAGE_TOKEN  # begin, then the image: the begin token reads none
+    states = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        context = decoder.prepare_media(states, torch.ones(2, 5, dtype=torch.bool))
+        for b in range(2):
+            want = mllama_logits(hf, ids[b : b + 1], states[b : b + 1])
+            assert (decoder(ids, context)[b] - want[0]).abs().max() <= 1e-4
+        text = ids[:, 2:]  # without an image, the cross-attention layers are skipped whole
+        assert (decoder(text) - hf(input_ids=text).logits).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("with_images", [True, False], ids=["images", "text"])
+def test_mllama_greedy_tokens_equal_transformers(mllama, batch, with_images):
+    """32 greedy tokens through our cache (ragged rows left-padded) against transformers'
+    full forward at every step."""
+    from types import SimpleNamespace
+
+    hf, decoder = mllama
+    g = torch.Generator().manual_seed(batch)
+    rows = [
+        [1, IMAGE_TOKEN, *torch.randint(3, MLLAMA_VOCAB, (r + 1,), generator=g).tolist()]
+        if with_images
+        else [1, *torch.randint(3, MLLAMA_VOCAB, (r + 2,), generator=g).tolist()]
+        for r in range(batch)
+    ]
+    states = torch.randn(batch, 5, 32, generator=g) if with_images else None
+    model = SimpleNamespace(decoder=decoder, config=SimpleNamespace(decoder=decoder.config))
+    token_ids, mask = left_pad(rows, 0)
+    context = None
+    if states is not None:
+        context = decoder.prepare_media(states, torch.ones(batch, 5, dtype=torch.bool))
+    sampling = SamplingConfig(max_new_tokens=NEW, repetition_guard=False)
+    with torch.no_grad():
+        got = generate_ids(model, token_ids, mask, context, sampling, StopTokens(-1, 0)).tolist()
+        for r, row in enumerate(rows):
+            ids = torch.tensor([row])
+            for _ in range(NEW):
+                step = mllama_logits(hf, ids, None if states is None else states[r : r + 1])
+                ids = torch.cat([ids, step[:, -1:].argmax(-1)], 1)
+            want = ids[0, len(row) :].tolist()
+            assert got[r] == want and len(set(want)) > 1

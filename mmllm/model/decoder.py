@@ -26,9 +26,14 @@ class DecoderBlock(nn.Module):
         super().__init__()
         norm, eps = config.norm, config.norm_eps
         self.post_norm = config.post_norm
+        self.cross_only = cross_attn and config.cross_attn_only
         self.input_layernorm = make_norm(norm, config.dim, eps)
-        self.self_attn = SelfAttention(config)
-        if cross_attn:
+        if self.cross_only:  # Llama 3.2 Vision's layer: its MLP is gated as its attention is
+            self.cross_attn = GatedCrossAttention(config)
+            self.mlp_gate = nn.Parameter(torch.full((1,), config.gate_init))
+        else:
+            self.self_attn = SelfAttention(config)
+        if cross_attn and not self.cross_only:
             self.cross_attn_layernorm = make_norm(norm, config.dim, eps)
             self.cross_attn = GatedCrossAttention(config)
         self.post_attention_layernorm = make_norm(norm, config.dim, eps)
@@ -44,9 +49,23 @@ class DecoderBlock(nn.Module):
         media: MediaContext | None,
         media_kv: tuple[torch.Tensor, torch.Tensor] | None,
         cross_queries: list[torch.Tensor] | None = None,
+        reads_media: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``cross_queries``: see ``Decoder.hidden``."""
+        """``cross_queries``: see ``Decoder.hidden``. ``reads_media`` ``(B, T, 1)``: 0 where a
+        text position comes before the image token (a cross-only layer's MLP adds nothing
+        there); None: everywhere 1."""
         cross = media is not None and media_kv is not None
+        if self.cross_only:
+            if not cross:  # no media: the whole layer is skipped
+                return x
+            query = self.input_layernorm(x)
+            if cross_queries is not None:
+                cross_queries.append(query)
+            x = x + self.cross_attn(query, media_kv, media)
+            out = self.mlp(self.post_attention_layernorm(x))
+            if reads_media is not None:
+                out = out * reads_media.to(out.dtype)
+            return x + torch.tanh(self.mlp_gate) * out
         if self.post_norm:  # BERT's order: norm(x + sub-layer(x))
             x = self.input_layernorm(x + self.self_attn(x, rope, mask, cache, layer))
             if cross:
@@ -79,8 +98,9 @@ class Decoder(nn.Module):
         # post-norm (BERT): the embeddings are normed, and each block ends normed already
         self.embed_norm = norm if config.post_norm else None
         self.norm = nn.Identity() if config.post_norm else norm
+        head_vocab = config.head_vocab_size or config.vocab_size
         self.lm_head = (
-            None if config.tie_embeddings else nn.Linear(config.dim, config.vocab_size, bias=False)
+            None if config.tie_embeddings else nn.Linear(config.dim, head_vocab, bias=False)
         )
         # BERT's head: dense + GELU + LayerNorm, then the (tied) product with a bias
         self.head_transform = HeadTransform(config) if config.head_transform else None
@@ -170,8 +190,12 @@ class Decoder(nn.Module):
             else:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
         x, rope = self.embed(token_ids, position_ids)
+        reads_media = None
+        image_token = self.config.image_token_id
+        if image_token is not None and media is not None and past == 0:  # the prompt's pass
+            reads_media = ((token_ids == image_token).cumsum(1) > 0)[..., None]  # (B, T, 1)
         mask = causal_mask(attention_mask, T, past + T, token_ids.device)
-        x = self.blocks(x, rope, mask, cache, media, cross_queries)
+        x = self.blocks(x, rope, mask, cache, media, cross_queries, reads_media)
         if cache is not None:
             cache.advance(T)
         return self.norm(x)
@@ -199,13 +223,15 @@ class Decoder(nn.Module):
         cache,
         media: MediaContext | None,
         cross_queries: list[torch.Tensor] | None = None,
+        reads_media: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Embedded tokens ``(B, T, D)`` through every block (unnormed); ``cache``: anything
-        with ``update(layer, k, v)`` (``KVCache``, ``mmllm.compiled.SlotCache``) or None."""
+        with ``update(layer, k, v)`` (``KVCache``, ``mmllm.compiled.SlotCache``) or None.
+        ``reads_media``: see ``DecoderBlock.forward``."""
         for i, block in enumerate(self.layers):
             slot = self.cross_slot[i]
             media_kv = media.kv[slot] if media is not None and slot is not None else None
-            x = block(x, rope, mask, cache, i, media, media_kv, cross_queries)
+            x = block(x, rope, mask, cache, i, media, media_kv, cross_queries, reads_media)
         return x
 
 

@@ -71,11 +71,13 @@ class LoRALinear(nn.Linear):
 
 
 def _targets(decoder: Decoder, config: LoRAConfig) -> list[tuple[nn.Module, str]]:
-    """``(parent module, attribute)`` of every adapted linear layer, block by block."""
+    """``(parent module, attribute)`` of every adapted linear layer, block by block (a
+    cross-only layer has no self-attention to adapt)."""
     return [
         (getattr(block, LORA_TARGETS[name]), name)
         for block in decoder.layers
         for name in config.targets
+        if hasattr(block, LORA_TARGETS[name])
     ]
 
 
