@@ -530,3 +530,119 @@ def test_mllama_greedy_tokens_equal_transformers(mllama, batch, with_images):
                 ids = torch.cat([ids, step[:, -1:].argmax(-1)], 1)
             want = ids[0, len(row) :].tolist()
             assert got[r] == want and len(set(want)) > 1
+
+
+@pytest.fixture(scope="module")
+def mllama_whole():
+    """A tiny MllamaForConditionalGeneration (2 tiles of 28 px), and our decoder holding its
+    language model; the image states come from its own vision model and projector."""
+    from mmllm.model.decoder import Decoder
+    from mmllm.weights.mllama import mllama_text_config, mllama_text_state_dict
+
+    vision = transformers.MllamaVisionConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_global_layers=1,
+        attention_heads=4,
+        intermediate_size=64,
+        vision_output_dim=64,
+        image_size=28,
+        patch_size=14,
+        max_num_tiles=2,
+        supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]],
+        intermediate_layers_indices=[0],
+    )
+    text = transformers.MllamaTextConfig(
+        vocab_size=MLLAMA_VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        cross_attention_layers=[1, 3],
+        max_position_embeddings=96,
+        pad_token_id=99,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    config = transformers.MllamaConfig(
+        vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=IMAGE_TOKEN
+    )
+    torch.manual_seed(0)
+    hf = transformers.MllamaForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+            elif name.endswith("_gate") or name.endswith(".gate"):
+                p.fill_(0.7)
+            else:
+                p.copy_(0.2 * torch.randn_like(p))
+    prefix = "model.language_model."
+    state = {
+        k.replace(prefix, "model."): v
+        for k, v in hf.state_dict().items()
+        if k.startswith(prefix) or k == "lm_head.weight"
+    }
+    ours = mllama_text_config(config.text_config.to_dict(), image_token_id=IMAGE_TOKEN)
+    decoder = Decoder(ours).eval()
+    decoder.load_state_dict(mllama_text_state_dict(state, ours, "tiny"), strict=True)
+    return hf, decoder
+
+
+@pytest.mark.parametrize("beams", [1, 4])
+def test_mllama_generation_with_its_vision_equals_transformers(mllama_whole, beams):
+    """transformers' own generate (its cache, masks, beams) against ours on ragged rows, the
+    image states from its vision model: greedy, and 4 beams ending at a frequent token."""
+    from types import SimpleNamespace
+
+    hf, decoder = mllama_whole
+    g = torch.Generator().manual_seed(7)
+    rows = [
+        [1, IMAGE_TOKEN, *torch.randint(3, 90, (r + 1,), generator=g).tolist()] for r in range(3)
+    ]
+    pixels_ = torch.randn(3, 1, 2, 3, 28, 28, generator=g)
+    ratio_ids, ratio_mask = torch.tensor([[2]] * 3), torch.ones(3, 1, 2, dtype=torch.long)
+    with torch.no_grad():
+        vision = hf.model.vision_model(
+            pixel_values=pixels_, aspect_ratio_ids=ratio_ids, aspect_ratio_mask=ratio_mask
+        )[0]  # (3, 1 image, 2 tiles, patches, width)
+        states = hf.model.multi_modal_projector(vision).reshape(3, -1, 32)
+    model = SimpleNamespace(decoder=decoder, config=SimpleNamespace(decoder=decoder.config))
+    token_ids, mask = left_pad(rows, 0)
+    context = decoder.prepare_media(states, torch.ones(states.shape[:2], dtype=torch.bool))
+
+    def theirs(r: int, **kwargs) -> list[int]:
+        row = torch.tensor([rows[r]])
+        reads = torch.zeros(1, len(rows[r]), 1, 2)
+        reads[:, 1:] = 1  # from the image token on, both tiles
+        out = hf.generate(
+            input_ids=row,
+            pixel_values=pixels_[r : r + 1],
+            aspect_ratio_ids=ratio_ids[r : r + 1],
+            aspect_ratio_mask=ratio_mask[r : r + 1],
+            cross_attention_mask=reads,
+            max_new_tokens=NEW,
+            do_sample=False,
+            **kwargs,
+        )
+        return out[0, len(rows[r]) :].tolist()
+
+    with torch.no_grad():
+        sampling = SamplingConfig(max_new_tokens=NEW, repetition_guard=False)
+        greedy = generate_ids(model, token_ids, mask, context, sampling, StopTokens(-1, 0))
+        if beams == 1:
+            for r in range(3):
+                assert greedy[r].tolist() == theirs(r, min_new_tokens=NEW, num_beams=1)
+            return
+        every = greedy.flatten().tolist()
+        end = max(set(every), key=every.count)
+        got = beam_search_ids(
+            model, token_ids, mask, context, StopTokens(end, 0), num_beams=4, max_new_tokens=NEW
+        ).tolist()
+        ended = 0
+        for r in range(3):
+            want = theirs(r, num_beams=4, eos_token_id=end, pad_token_id=0)
+            assert got[r][: len(want)] == want and all(t == 0 for t in got[r][len(want) :])
+            ended += len(want) < NEW
+        assert ended
