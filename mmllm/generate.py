@@ -158,6 +158,8 @@ def stream_ids(
     B, T = token_ids.shape
     device = token_ids.device
     packed = packed_for(model.decoder) if decoding is None else None  # None: the modules
+    # the modules' step: its LM head through oneDNN where that applies
+    head = packed_head(model.decoder) if decoding is None and packed is None else None
     bucket = decoding.cache_bucket if decoding is not None else 1
     cache, full_mask = start_decode(model, attention_mask, sampling.max_new_tokens, bucket)
     generator = None
@@ -198,14 +200,12 @@ def stream_ids(
                 if context is not None:
                     logits = context.adjust_logits(logits, hidden, next_ids)
             else:
-                logits = _module_step(model, next_ids, context, step_mask, cache)
+                logits = _module_step(model, head, next_ids, context, step_mask, cache)
 
 
-@torch.inference_mode()
-def _module_step(model, next_ids, context, step_mask, cache) -> torch.Tensor:
-    """A decode step through the modules: next_ids ``(B,)`` -> logits ``(B, V)``, the LM head
-    through oneDNN where it applies (``mmllm.packed.packed_head``)."""
-    head = packed_head(model.decoder)
+def _module_step(model, head, next_ids, context, step_mask, cache) -> torch.Tensor:
+    """A decode step through the modules: next_ids ``(B,)`` -> logits ``(B, V)``; ``head``:
+    the LM head as ``mmllm.packed.packed_head`` gives it (None: the decoder's own)."""
     if head is None:
         return model.decoder(next_ids[:, None], context, step_mask, cache=cache)[:, -1]
     hidden = model.decoder.hidden(next_ids[:, None], context, step_mask, cache=cache)[:, -1]
@@ -316,10 +316,9 @@ def beam_search_ids(
         totals = (running_scores[:, :, None] + step_logp.view(B, K, V)).view(B, K * V)
         cand_scores, flat = totals.topk(2 * K, dim=-1)  # (B, 2K)
         parent, tokens = flat // V, flat % V  # (B, 2K)
-        cand = running.gather(1, parent[:, :, None].expand(-1, -1, max_new_tokens)).clone()
+        cand = running.gather(1, parent[:, :, None].expand(-1, -1, max_new_tokens))  # new
         cand[:, :, step] = tokens
         cand_logp = running_logp.gather(1, parent[:, :, None].expand(-1, -1, max_new_tokens))
-        cand_logp = cand_logp.clone()
         picked = step_logp.view(B, K, V)[
             torch.arange(B, device=device)[:, None], parent, tokens
         ]  # (B, 2K)

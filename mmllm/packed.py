@@ -92,17 +92,16 @@ class PackedLinear(nn.Linear):
             or x.numel() * self.out_features < _min_macs(x)
         ):
             return F.linear(x, weight, self.bias)
-        key = (weight.data_ptr(), weight._version)
+        key = tensor_version(weight)
         cached = self.__dict__.get("_onednn")
         if cached is None or cached[0] != key:
             cached = self.__dict__["_onednn"] = (key, onednn_pack(weight.detach()))
         return onednn_linear(x, cached[1], self.bias)
 
 
-def onednn_applies(module: nn.Module, weight: torch.Tensor) -> bool:
-    """Whether ``module``'s product with ``weight`` may go through oneDNN: inference (no
-    training, no gradients, no CPU autocast), fp32 weights on the CPU, oneDNN present and not
-    ``disabled()``."""
+def cpu_inference(module: nn.Module, weight: torch.Tensor) -> bool:
+    """Whether ``module`` runs fp32 inference on the CPU (no training, no gradients, no CPU
+    autocast, ``weight`` fp32 on the CPU) with packed weights not ``disabled()``."""
     return not (
         module.training
         or torch.is_grad_enabled()
@@ -110,8 +109,13 @@ def onednn_applies(module: nn.Module, weight: torch.Tensor) -> bool:
         or weight.device.type != "cpu"
         or weight.dtype != torch.float32
         or not _ENABLED.get()
-        or not onednn_available()
     )
+
+
+def onednn_applies(module: nn.Module, weight: torch.Tensor) -> bool:
+    """Whether ``module``'s product with ``weight`` may go through oneDNN: CPU inference
+    (:func:`cpu_inference`) and oneDNN present."""
+    return cpu_inference(module, weight) and onednn_available()
 
 
 def _min_macs(x: torch.Tensor) -> int:
@@ -291,7 +295,7 @@ class PackedHead:
     head is the largest single read of a decode step."""
 
     def __init__(self, decoder: nn.Module, weight: torch.Tensor):
-        self.version = (weight.data_ptr(), 0 if weight.is_inference() else weight._version)
+        self.version = tensor_version(weight)
         self.packed = onednn_pack(weight.detach())
         self.transform, self.bias = decoder.head_transform, decoder.head_bias
 
@@ -314,9 +318,8 @@ def packed_head(decoder: nn.Module) -> PackedHead | None:
         PackedLinear,
     ):
         return None
-    version = (weight.data_ptr(), 0 if weight.is_inference() else weight._version)
     packed = _HEADS.get(decoder)
-    if packed is None or packed.version != version:
+    if packed is None or packed.version != tensor_version(weight):
         packed = _HEADS[decoder] = PackedHead(decoder, weight)
     return packed
 
@@ -324,23 +327,22 @@ def packed_head(decoder: nn.Module) -> PackedHead | None:
 _HEADS: weakref.WeakKeyDictionary[nn.Module, PackedHead] = weakref.WeakKeyDictionary()
 
 
+def tensor_version(t: torch.Tensor) -> tuple[int, int]:
+    """Changes whenever ``t`` is written or replaced (a tensor made in inference mode keeps no
+    version count: for it, whenever replaced)."""
+    return t.data_ptr(), 0 if t.is_inference() else t._version
+
+
 def weights_version(module: nn.Module) -> tuple:
-    """Changes whenever any parameter or buffer of ``module`` is written or replaced (tensors
-    made in inference mode keep no version count: for them, whenever replaced)."""
-    tensors = [*module.parameters(), *module.buffers()]
-    return tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors)
+    """Changes whenever any parameter or buffer of ``module`` is written or replaced."""
+    return tuple(tensor_version(t) for t in [*module.parameters(), *module.buffers()])
 
 
 def packable(decoder: nn.Module) -> bool:
     """Whether :class:`PackedDecoder` computes ``decoder``'s step: evaluation mode without
     gradients, CPU, fp32, plain ``nn.Linear`` products, Llama's block, at most
     :data:`MAX_PACKED_BYTES`."""
-    if decoder.training or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
-        return False
-    if not _ENABLED.get():
-        return False
-    weight = decoder.embed_tokens.weight
-    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+    if not cpu_inference(decoder, decoder.embed_tokens.weight):
         return False
     if sum(p.numel() * p.element_size() for p in decoder.parameters()) > MAX_PACKED_BYTES:
         return False

@@ -34,6 +34,24 @@ class SpecialTokens:
     eos: str = "<eos>"
     sep: str | None = "<sep>"
 
+    @classmethod
+    def of_ids(
+        cls, backend: HFTokenizer, bos: int | None, eos: int | None, pad: int | None, source: str
+    ) -> SpecialTokens:
+        """The roles a model's own token ids give ``backend``'s tokens: begin, end, padding
+        (the end token where none is set, or it is not a token), no prompt end;
+        ``CheckpointError`` naming ``source`` where begin or end is not a token."""
+
+        def name(token_id: int | None) -> str | None:
+            return backend.id_to_token(token_id) if isinstance(token_id, int) else None
+
+        begin, end = name(bos), name(eos)
+        if begin is None or end is None:
+            raise CheckpointError(
+                f"{source}: the begin and end token ids ({bos}, {eos}) must both be tokens"
+            )
+        return cls(pad=name(pad) or end, bos=begin, eos=end, sep=None)
+
 
 @dataclass(frozen=True)
 class StopTokens:

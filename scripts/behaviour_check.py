@@ -28,14 +28,17 @@ from safetensors.torch import load_file, save_file
 import mmllm
 from mmllm.data.jsonl import read_jsonl
 from mmllm.eval.predict import predict
+from mmllm.generate import left_pad
 
 SHIPPED = ("mmllm-tiny", "mmllm-smol", "mmllm-real")
 
 
 def fixed_batch_logits(api, records) -> torch.Tensor:
     """Logits ``(B, T, V)`` of ``records``' prompts (left-padded) with their media."""
-    token_ids, mask = api._prompt_batch([r.prompt for r in records])
-    media = api._media([r.images for r in records], [r.audio for r in records])
+    tok = api.tokenizer
+    token_ids, mask = left_pad([tok.prompt_ids(r.prompt) for r in records], tok.pad_id)
+    media = api.media_processor([r.images for r in records], [r.audio for r in records])
+    media = media.to(api.device, dtype=api.model.decoder.embed_tokens.weight.dtype)
     with torch.inference_mode():
         out = api.model(token_ids, media, mask)
     return getattr(out, "logits", out).float().contiguous()  # older versions: an LMOutput
@@ -43,7 +46,6 @@ def fixed_batch_logits(api, records) -> torch.Tensor:
 
 def record(data: Path, out: Path, batch: int, checkpoints: list[str]) -> None:
     torch.manual_seed(0)
-    torch.set_num_threads(torch.get_num_threads())
     records = read_jsonl(data)
     out.mkdir(parents=True, exist_ok=True)
     for name in checkpoints:

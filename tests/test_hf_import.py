@@ -430,6 +430,32 @@ def test_captions_follow_the_model_s_generation_defaults(ved):
 # -- Llama 3.2 Vision's language model (its vision model is not imported yet) -----------------
 MLLAMA_VOCAB = 100
 IMAGE_TOKEN = MLLAMA_VOCAB + 7  # one of the 8 embedding rows past the head's vocabulary
+MLLAMA_TEXT = dict(  # cross-attention layers 1 and 3 of 4
+    vocab_size=MLLAMA_VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    cross_attention_layers=[1, 3],
+    max_position_embeddings=96,
+    pad_token_id=99,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+
+
+def spread_mllama(hf: torch.nn.Module) -> None:
+    """``spread`` for Llama 3.2 Vision, by parameter name (its norms are RMSNorms), with every
+    gate set open: they start closed (0), and then nothing would be compared."""
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+            elif name.endswith(("_gate", ".gate")):
+                p.fill_(0.7)
+            else:
+                p.copy_(0.2 * torch.randn_like(p))
 
 
 @pytest.fixture(scope="module")
@@ -439,29 +465,10 @@ def mllama():
     from mmllm.model.decoder import Decoder
     from mmllm.weights.mllama import mllama_text_config, mllama_text_state_dict
 
-    config = transformers.MllamaTextConfig(
-        vocab_size=MLLAMA_VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        cross_attention_layers=[1, 3],
-        max_position_embeddings=96,
-        pad_token_id=99,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
+    config = transformers.MllamaTextConfig(**MLLAMA_TEXT)
     torch.manual_seed(0)
     hf = transformers.MllamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.3 * torch.randn_like(p))
-            elif name.endswith("_gate"):
-                p.fill_(0.7)  # the gates start closed (0): open them, or nothing is compared
-            else:
-                p.copy_(0.2 * torch.randn_like(p))
+    spread_mllama(hf)
     ours = mllama_text_config(config.to_dict(), image_token_id=IMAGE_TOKEN)
     decoder = Decoder(ours).eval()
     decoder.load_state_dict(mllama_text_state_dict(hf.state_dict(), ours, "tiny"), strict=True)
@@ -552,32 +559,13 @@ def mllama_whole():
         supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]],
         intermediate_layers_indices=[0],
     )
-    text = transformers.MllamaTextConfig(
-        vocab_size=MLLAMA_VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        cross_attention_layers=[1, 3],
-        max_position_embeddings=96,
-        pad_token_id=99,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
+    text = transformers.MllamaTextConfig(**MLLAMA_TEXT)
     config = transformers.MllamaConfig(
         vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=IMAGE_TOKEN
     )
     torch.manual_seed(0)
     hf = transformers.MllamaForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.3 * torch.randn_like(p))
-            elif name.endswith("_gate") or name.endswith(".gate"):
-                p.fill_(0.7)
-            else:
-                p.copy_(0.2 * torch.randn_like(p))
+    spread_mllama(hf)
     prefix = "model.language_model."
     state = {
         k.replace(prefix, "model."): v

@@ -85,25 +85,42 @@ def build_ours(config: MMConfig, quantize: str | None = None, compile: bool = Fa
     """Our model as ``mmllm.load`` prepares it (packed weights, or int8); ``compile``: through
     compiled decoding, which compiles in the first (warm-up) calls."""
     torch.manual_seed(0)
-    model = MultimodalLM(config).eval()
-    if quantize:
-        model = quantize_model(model, quantize)
-    else:
-        pack_linears(model)  # as mmllm.load does
+    model = _as_loaded(MultimodalLM(config).eval(), quantize)
     compiled = CompiledModel(model) if compile else None
+    stops = StopTokens(eos=-1, pad=0)  # never stops early: a fixed length for timing
+    prompt = [5] * PROMPT_TOKENS
+    return _mmllm_workload(model, prompt, stops, config.image.image_size, compiled=compiled)
+
+
+def _as_loaded(model: MultimodalLM, quantize: str | None) -> MultimodalLM:
+    """``model`` as ``mmllm.load`` prepares it: int8 products, or packed fp32 ones."""
+    if quantize:
+        return quantize_model(model, quantize)
+    return pack_linears(model)
+
+
+def _mmllm_workload(
+    model: MultimodalLM,
+    prompt: list[int],
+    stops: StopTokens,
+    image_size: int,
+    compiled: CompiledModel | None = None,
+    repetition_guard: bool = True,
+) -> Workload:
+    """Our ``model`` captioning each picture after the prompt ids ``prompt``, exactly
+    ``new_tokens`` greedy steps (``stops`` must not end a row early)."""
 
     def inputs(pixels: torch.Tensor):
-        B = pixels.shape[0]
-        token_ids = torch.full((B, PROMPT_TOKENS), 5, dtype=torch.long, device=pixels.device)
+        B, device = pixels.shape[0], pixels.device
+        token_ids = torch.tensor([prompt] * B, dtype=torch.long, device=device)
         mask = torch.ones_like(token_ids, dtype=torch.bool)
-        media = MediaBatch(B, pixels=pixels, image_index=torch.arange(B, device=pixels.device))
+        media = MediaBatch(B, pixels=pixels, image_index=torch.arange(B, device=device))
         return token_ids, mask, model.prepare_media(media, compiled)
 
     @torch.inference_mode()
     def run(pixels: torch.Tensor, new_tokens: int) -> torch.Tensor:
         token_ids, mask, context = inputs(pixels)
-        sampling = SamplingConfig(max_new_tokens=new_tokens)
-        stops = StopTokens(eos=-1, pad=0)  # never stops early: a fixed length for timing
+        sampling = SamplingConfig(max_new_tokens=new_tokens, repetition_guard=repetition_guard)
         return generate_ids(model, token_ids, mask, context, sampling, stops, compiled=compiled)
 
     @torch.inference_mode()
@@ -111,7 +128,7 @@ def build_ours(config: MMConfig, quantize: str | None = None, compile: bool = Fa
         token_ids, _mask, context = inputs(pixels)
         return model.decoder(token_ids, context)[:, -1]
 
-    return Workload("mmllm", model, run, prefill, config.image.image_size)
+    return Workload("mmllm", model, run, prefill, image_size)
 
 
 def vision_sizes(img: ImageEncoderConfig) -> dict[str, int]:
@@ -241,30 +258,23 @@ def build_llava(config: MMConfig, target: int) -> Workload:
 # published models rebuilt with random weights, for same-weights runs (``mmllm bench
 # --same-weights``): vit-gpt2-image-captioning (ViT-base/16 at 224 px, GPT-2 small) and
 # blip-image-captioning-base (BLIP's ViT-base/16 at 384 px, its BERT-base text decoder)
+VIT_BASE_16 = dict(
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    patch_size=16,
+)
 SAME_WEIGHTS = {
     "vit-gpt2": dict(
-        encoder=dict(
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            image_size=224,
-            patch_size=16,
-        ),
+        encoder={**VIT_BASE_16, "image_size": 224},
         decoder=dict(vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024),
         start=50256,  # <|endoftext|>: begins, ends and pads
         end=50256,
         pad=50256,
     ),
     "blip-base": dict(
-        encoder=dict(
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            image_size=384,
-            patch_size=16,
-        ),
+        encoder={**VIT_BASE_16, "image_size": 384},
         decoder=dict(
             vocab_size=30524,
             hidden_size=768,
@@ -323,30 +333,10 @@ def build_same_weights(family: str, side: str, quantize: str | None = None) -> W
     convert = blip_model if family == "blip-base" else vision_encoder_decoder_model
     model = convert(hf.config.to_dict(), hf.state_dict(), family)
     hf = None  # its tensors are ours now: nothing was copied
-    if quantize:
-        model = quantize_model(model, quantize)
-    else:
-        pack_linears(model)
-
-    def inputs(pixels: torch.Tensor):
-        B = pixels.shape[0]
-        token_ids = torch.full((B, 1), start, dtype=torch.long, device=pixels.device)
-        media = MediaBatch(B, pixels=pixels, image_index=torch.arange(B, device=pixels.device))
-        return token_ids, torch.ones_like(token_ids, dtype=torch.bool), model.prepare_media(media)
-
-    @torch.inference_mode()
-    def run(pixels: torch.Tensor, new_tokens: int) -> torch.Tensor:
-        token_ids, mask, context = inputs(pixels)
-        sampling = SamplingConfig(max_new_tokens=new_tokens, repetition_guard=False)
-        stops = StopTokens(eos=-1, pad=pad, never=(end,))  # as min_new_tokens: no early end
-        return generate_ids(model, token_ids, mask, context, sampling, stops)
-
-    @torch.inference_mode()
-    def prefill(pixels: torch.Tensor) -> torch.Tensor:
-        token_ids, _mask, context = inputs(pixels)
-        return model.decoder(token_ids, context)[:, -1]
-
-    return Workload("mmllm", model, run, prefill, size)
+    stops = StopTokens(eos=-1, pad=pad, never=(end,))  # as min_new_tokens: no early end
+    return _mmllm_workload(
+        _as_loaded(model, quantize), [start], stops, size, repetition_guard=False
+    )
 
 
 def _transformers_workload(hf: torch.nn.Module, start_id: int, size: int) -> Workload:

@@ -177,22 +177,7 @@ def compare(
         for peer in peers:
             theirs = Worker(peer, size, threads, device, None)
             results["parameters"][PEERS[peer]] = theirs.info["parameters"]
-            plan = [
-                (f"caption_b{b}", {"op": "caption", "batch": b, "new_tokens": new_tokens})
-                for b in batches
-            ]
-            plan += [
-                ("ttft_b1", {"op": "ttft", "batch": 1}),
-                ("caption_b1_1tok", {"op": "caption", "batch": 1, "new_tokens": 1}),
-            ]
-            for _, cmd in plan:  # warm-up
-                ours.ask(**cmd)
-                theirs.ask(**cmd)
-            table = {name: Comparison() for name, _ in plan}
-            for _ in range(rounds):
-                for name, cmd in plan:
-                    table[name].ours.append(ours.ask(**cmd)["seconds"])
-                    table[name].theirs.append(theirs.ask(**cmd)["seconds"])
+            table = alternate(ours, theirs, timing_plan(batches, new_tokens), rounds)
             results["measurements"][peer] = {k: v.summary() for k, v in table.items()}
             results["measurements"][peer]["_raw"] = {
                 k: [v.ours, v.theirs] for k, v in table.items()
@@ -203,6 +188,35 @@ def compare(
     finally:
         ours.close()
     return results
+
+
+def timing_plan(batches: tuple[int, ...], new_tokens: int) -> dict[str, dict]:
+    """What a comparison times, by name: captioning of exactly ``new_tokens`` tokens at each
+    batch size, the first token at batch 1, and a one-token caption (for decode rates)."""
+    plan = {
+        f"caption_b{b}": {"op": "caption", "batch": b, "new_tokens": new_tokens} for b in batches
+    }
+    plan["ttft_b1"] = {"op": "ttft", "batch": 1}
+    plan["caption_b1_1tok"] = {"op": "caption", "batch": 1, "new_tokens": 1}
+    return plan
+
+
+def alternate(
+    ours: Worker, theirs: Worker, plan: dict[str, dict], rounds: int, each_round=None
+) -> dict[str, Comparison]:
+    """After a warm-up of every command, ``rounds`` rounds in which both workers run ``plan``
+    in turn; ``each_round()`` (if given) runs after each. Per-command seconds of both sides."""
+    for cmd in plan.values():  # warm-up
+        ours.ask(**cmd)
+        theirs.ask(**cmd)
+    table = {name: Comparison() for name in plan}
+    for _ in range(rounds):
+        for name, cmd in plan.items():
+            table[name].ours.append(ours.ask(**cmd)["seconds"])
+            table[name].theirs.append(theirs.ask(**cmd)["seconds"])
+        if each_round is not None:
+            each_round()
+    return table
 
 
 def decode_rate(summary: dict, new_tokens: int, side: str) -> float:

@@ -20,10 +20,12 @@ import torch
 from mmllm.bench.run import (
     Comparison,
     Worker,
+    alternate,
     big_tensor,
     int8_against_fp32,
     machine_limits,
     memory_bandwidth,
+    timing_plan,
 )
 
 CAPTIONS_COMPARED = 100
@@ -47,28 +49,17 @@ def run_same_weights(
             "transformers": theirs.info["parameters"],
         }
         decode_bytes = ours.info["decode_bytes"]
-        plan = {
-            "caption_b1": {"op": "caption", "batch": 1, "new_tokens": new_tokens},
-            "caption_b8": {"op": "caption", "batch": 8, "new_tokens": new_tokens},
-            "ttft_b1": {"op": "ttft", "batch": 1},
-            "caption_b1_1tok": {"op": "caption", "batch": 1, "new_tokens": 1},
-        }
         ours.ask(op="reset_peak")  # from here: the model and its runs, not its construction
         theirs.ask(op="reset_peak")  # (ours converts the other's model, then frees it)
-        for cmd in plan.values():  # warm-up
-            ours.ask(**cmd)
-            theirs.ask(**cmd)
+        readings: list[float] = []  # the memory bandwidth beside each round
+        plan = timing_plan((1, 8), new_tokens)
+        table = alternate(
+            ours, theirs, plan, rounds, lambda: readings.append(memory_bandwidth(big, repeats=3))
+        )
         same = ours.ask(op="tokens", batch=2, new_tokens=8) == theirs.ask(
             op="tokens", batch=2, new_tokens=8
         )
         report["same_tokens_as_transformers"] = same
-        table = {name: Comparison() for name in plan}
-        readings = []
-        for _ in range(rounds):
-            for name, cmd in plan.items():
-                table[name].ours.append(ours.ask(**cmd)["seconds"])
-                table[name].theirs.append(theirs.ask(**cmd)["seconds"])
-            readings.append(memory_bandwidth(big, repeats=3))
         report["measurements"] = {k: v.summary() for k, v in table.items()}
         report["peak_rss_mb"] = {"mmllm": ours.ask(op="rss"), "transformers": theirs.ask(op="rss")}
     finally:

@@ -104,11 +104,13 @@ class Decoder(nn.Module):
         )
         # BERT's head: dense + GELU + LayerNorm, then the (tied) product with a bias
         self.head_transform = HeadTransform(config) if config.head_transform else None
-        self.head_bias = (
-            nn.Parameter(torch.zeros(config.vocab_size)) if config.head_transform else None
-        )
-        self.rotary = RotaryEmbedding(
-            config.attn_head_dim, config.max_seq_len, config.rope_theta, config.rope_scaling
+        self.head_bias = nn.Parameter(torch.zeros(head_vocab)) if config.head_transform else None
+        self.rotary = (  # learned positions: none
+            None
+            if learned
+            else RotaryEmbedding(
+                config.attn_head_dim, config.max_seq_len, config.rope_theta, config.rope_scaling
+            )
         )
         self.cross_layers = [i for i in range(config.n_layers) if config.has_cross_attn(i)]
         self.apply(_init_weights)

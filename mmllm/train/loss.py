@@ -72,8 +72,8 @@ class TrainingLoss(nn.Module):
         if encoded is not None and model.recognition is not None:
             bias = model.with_word_bias(MediaContext.of([], encoded[1]), media).word_bias
         parts, looks = [], []  # per group: logits, targets, weights; per named question
-        for rows in self._groups(labels):
-            logits, look = self._group(token_ids, media, labels, encoded, bias, rows, named)
+        for rows, n in self._groups(labels):
+            logits, look = self._group(token_ids, media, labels, encoded, bias, rows, n, named)
             parts.append(logits)
             looks.extend(look)
         logits, targets, weights = (torch.cat(t) for t in zip(*parts, strict=True))
@@ -93,17 +93,19 @@ class TrainingLoss(nn.Module):
             loss = loss + self.attend_weight * attend
         return {"loss": loss, "patch": patch.detach(), "attend": attend.detach()}
 
-    def _groups(self, labels: torch.Tensor) -> list[torch.Tensor | None]:
-        """Each group's rows (sorted by length), or ``[None]``: the whole batch as one."""
+    def _groups(self, labels: torch.Tensor) -> list[tuple[torch.Tensor | None, int]]:
+        """Each group's rows (sorted by length) and the tokens they need, or ``[(None, T)]``:
+        the whole batch as one."""
         if self.length_groups <= 1:
-            return [None]
+            return [(None, labels.shape[1])]
         labelled = labels != IGNORE_INDEX
         positions = torch.arange(labels.shape[1], device=labels.device)
         # a row needs its tokens up to its last label (0: no label, no loss: left out)
         lengths = torch.where(labelled, positions + 1, 0).amax(1)  # (B,)
-        return length_groups(lengths, self.length_groups) or [None]
+        groups = length_groups(lengths, self.length_groups)
+        return [(rows, int(lengths[rows].max())) for rows in groups] or [(None, labels.shape[1])]
 
-    def _group(self, token_ids, media, labels, encoded, bias, rows, named):
+    def _group(self, token_ids, media, labels, encoded, bias, rows, n, named):
         """One group's labelled logits, targets and weights, and what its cross-attention
         layers show the named questions among its rows (``aux_losses.attention_shares``)."""
         model = self.model
@@ -112,10 +114,7 @@ class TrainingLoss(nn.Module):
             if encoded is not None:
                 context = model.decoder.prepare_media(*encoded)
                 context = model.with_word_bias(context, media, bias)
-        else:
-            labelled = labels[rows] != IGNORE_INDEX
-            positions = torch.arange(labels.shape[1], device=labels.device)
-            n = int(torch.where(labelled, positions + 1, 0).amax())
+        else:  # the group's rows, cut to the ``n`` tokens its longest labelled row needs
             token_ids, labels = token_ids[rows, :n], labels[rows, :n]
             if encoded is not None:
                 tokens, mask = encoded[0][rows], encoded[1][rows]  # media are left-aligned

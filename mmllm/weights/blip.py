@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from encoders.pretrained import WeightsError, map_keys
 from mmllm.config import DecoderConfig
 from mmllm.errors import CheckpointError, ConfigError
 
@@ -47,48 +48,49 @@ def blip_text_config(hf: dict[str, Any], media_dim: int | None = None) -> Decode
     )
 
 
+def blip_text_key_table(config: DecoderConfig) -> dict[str, str]:
+    """BLIP's text-decoder name -> our ``Decoder`` name, for every tensor it must provide."""
+    table: dict[str, str] = {}
+
+    def both(theirs: str, ours: str) -> None:
+        table.update({f"{theirs}.{p}": f"{ours}.{p}" for p in ("weight", "bias")})
+
+    emb = "bert.embeddings."
+    table[emb + "word_embeddings.weight"] = "embed_tokens.weight"
+    table[emb + "position_embeddings.weight"] = "embed_positions.weight"
+    both(emb + "LayerNorm", "embed_norm")
+    both("cls.predictions.transform.dense", "head_transform.dense")
+    both("cls.predictions.transform.LayerNorm", "head_transform.norm")
+    table["cls.predictions.bias"] = "head_bias"
+    for i in range(config.n_layers):
+        h, ours = f"bert.encoder.layer.{i}.", f"layers.{i}."
+        for part, mine in (("attention", "self_attn"), ("crossattention", "cross_attn")):
+            for theirs, proj in (
+                ("self.query", "q_proj"),
+                ("self.key", "k_proj"),
+                ("self.value", "v_proj"),
+                ("output.dense", "o_proj"),
+            ):
+                both(f"{h}{part}.{theirs}", f"{ours}{mine}.{proj}")
+        both(h + "attention.output.LayerNorm", ours + "input_layernorm")
+        both(h + "crossattention.output.LayerNorm", ours + "cross_attn_layernorm")
+        both(h + "intermediate.dense", ours + "mlp.up_proj")
+        both(h + "output.dense", ours + "mlp.down_proj")
+        both(h + "output.LayerNorm", ours + "post_attention_layernorm")
+    return table
+
+
 def blip_text_state_dict(
     state: dict[str, torch.Tensor], config: DecoderConfig, source: str
 ) -> dict[str, torch.Tensor]:
     """A BLIP text decoder's tensors (``bert.*`` and ``cls.*``) under our ``Decoder``'s names;
     missing or left-over tensors raise ``CheckpointError``."""
-    left = {k: v for k, v in state.items() if not k.endswith(DERIVED)}
-
-    def take(name: str) -> torch.Tensor:
-        try:
-            return left.pop(name)
-        except KeyError:
-            raise CheckpointError(f"{source}: BLIP text tensor {name} is missing") from None
-
-    def both(ours: str, theirs: str) -> dict[str, torch.Tensor]:
-        return {f"{ours}.weight": take(f"{theirs}.weight"), f"{ours}.bias": take(f"{theirs}.bias")}
-
-    emb = "bert.embeddings."
-    out = {
-        "embed_tokens.weight": take(emb + "word_embeddings.weight"),
-        "embed_positions.weight": take(emb + "position_embeddings.weight"),
-        **both("embed_norm", emb + "LayerNorm"),
-        **both("head_transform.dense", "cls.predictions.transform.dense"),
-        **both("head_transform.norm", "cls.predictions.transform.LayerNorm"),
-        "head_bias": take("cls.predictions.bias"),
-    }
-    head = left.pop("cls.predictions.decoder.weight", None)
-    left.pop("cls.predictions.decoder.bias", None)  # the same tensor as cls.predictions.bias
-    if head is not None and not torch.equal(head, out["embed_tokens.weight"]):
+    state = {k: v for k, v in state.items() if not k.endswith(DERIVED)}
+    head = state.get("cls.predictions.decoder.weight")  # tied to the word embeddings
+    words = state.get("bert.embeddings.word_embeddings.weight")
+    if head is not None and words is not None and not torch.equal(head, words):
         raise CheckpointError(f"{source}: the decoder's head is not tied to its embeddings")
-    for i in range(config.n_layers):
-        h, ours = f"bert.encoder.layer.{i}.", f"layers.{i}."
-        for part, mine in (("attention", "self_attn"), ("crossattention", "cross_attn")):
-            attn = h + part + "."
-            out.update(both(f"{ours}{mine}.q_proj", attn + "self.query"))
-            out.update(both(f"{ours}{mine}.k_proj", attn + "self.key"))
-            out.update(both(f"{ours}{mine}.v_proj", attn + "self.value"))
-            out.update(both(f"{ours}{mine}.o_proj", attn + "output.dense"))
-        out.update(both(ours + "input_layernorm", h + "attention.output.LayerNorm"))
-        out.update(both(ours + "cross_attn_layernorm", h + "crossattention.output.LayerNorm"))
-        out.update(both(ours + "mlp.up_proj", h + "intermediate.dense"))
-        out.update(both(ours + "mlp.down_proj", h + "output.dense"))
-        out.update(both(ours + "post_attention_layernorm", h + "output.LayerNorm"))
-    if left:
-        raise CheckpointError(f"{source}: {len(left)} unexpected BLIP tensors: {sorted(left)[:8]}")
-    return out
+    try:  # the head's decoder.bias is cls.predictions.bias itself
+        return map_keys(state, blip_text_key_table(config), ("cls.predictions.decoder.",), source)
+    except WeightsError as err:
+        raise CheckpointError(str(err)) from err

@@ -94,8 +94,7 @@ def save_imported(imported: Imported, out: str | Path, source: str | Path) -> Pa
 
 def read_generation(folder: str | Path) -> dict[str, int]:
     """A checkpoint's generation defaults (``{}`` without ``generation.json``)."""
-    file = Path(folder) / GENERATION_FILE
-    return _read_json(file) if file.is_file() else {}
+    return _optional_json(Path(folder) / GENERATION_FILE)
 
 
 def vision_encoder_decoder_model(
@@ -179,7 +178,7 @@ def _vision_encoder_decoder(folder: Path, hf: dict[str, Any]) -> Imported:
     preprocessor = folder / "preprocessor_config.json"
     state = _hf_state(folder, "VisionEncoderDecoderModel")
     model = vision_encoder_decoder_model(hf, state, str(folder), preprocessor)
-    generation = _generation_config(folder)
+    generation = _optional_json(folder / "generation_config.json")
     ids = {**hf, **generation}
     start = ids.get("decoder_start_token_id", decoder.get("bos_token_id"))
     eos = ids.get("eos_token_id", decoder.get("eos_token_id"))
@@ -202,13 +201,8 @@ def _blip(folder: Path, hf: dict[str, Any]) -> Imported:
     # a caption starts from the decoder's begin token and ends at BERT's separator
     eos = text.get("sep_token_id", 102)
     tokenizer = _tokenizer(folder, text.get("bos_token_id"), eos, text.get("pad_token_id", 0))
-    generation = _generation_config(folder)
+    generation = _optional_json(folder / "generation_config.json")
     return Imported(model, tokenizer, _generation_defaults(generation or text))
-
-
-def _generation_config(folder: Path) -> dict[str, Any]:
-    file = folder / "generation_config.json"
-    return _read_json(file) if file.is_file() else {}
 
 
 def _hf_state(folder: Path, architecture: str) -> dict[str, torch.Tensor]:
@@ -228,20 +222,8 @@ def _tokenizer(folder: Path, start: int | None, eos: int | None, pad: int | None
     """The model's own tokenizer, its roles from the model's token ids: begin = the decoder's
     start token, end, padding (the end token where none is set); no prompt end."""
     backend = _backend(folder)
-
-    def name(token_id: int | None, what: str) -> str:
-        token = backend.id_to_token(token_id) if token_id is not None else None
-        if token is None:
-            raise CheckpointError(
-                f"{folder}: the {what} token id {token_id} is not in the vocabulary"
-            )
-        return token
-
-    bos = name(start, "decoder start")
-    roles = SpecialTokens(
-        pad=name(eos if pad is None else pad, "padding"), bos=bos, eos=name(eos, "end"), sep=None
-    )
-    return Tokenizer(backend, roles, prompt_template=bos + "{prompt}", caption_prompt="")
+    roles = SpecialTokens.of_ids(backend, start, eos, pad, source=str(folder))
+    return Tokenizer(backend, roles, prompt_template=roles.bos + "{prompt}", caption_prompt="")
 
 
 def _backend(folder: Path):
@@ -271,6 +253,11 @@ def _generation_defaults(generation: dict[str, Any]) -> dict[str, int]:
     if generation.get("num_beams"):
         out["num_beams"] = int(generation["num_beams"])
     return out
+
+
+def _optional_json(file: Path) -> dict[str, Any]:
+    """``file``'s JSON object, or ``{}`` where there is no such file."""
+    return _read_json(file) if file.is_file() else {}
 
 
 def _read_json(file: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from encoders.pretrained import WeightsError, map_keys
 from mmllm.config import DecoderConfig
 from mmllm.errors import CheckpointError, ConfigError
 from mmllm.weights.pretrained_lm import LAYER_PARAMS, rope_from_hf
@@ -62,30 +63,27 @@ def mllama_text_config(hf: dict[str, Any], image_token_id: int | None = None) ->
     )
 
 
+def mllama_text_key_table(config: DecoderConfig) -> dict[str, str]:
+    """``MllamaForCausalLM``'s name -> our ``Decoder`` name, for every tensor it must provide."""
+    table = {"model.embed_tokens.weight": "embed_tokens.weight", "model.norm.weight": "norm.weight"}
+    if not config.tie_embeddings:
+        table["lm_head.weight"] = "lm_head.weight"
+    for i in range(config.n_layers):
+        theirs, ours = f"model.layers.{i}.", f"layers.{i}."
+        cross = config.has_cross_attn(i)
+        table.update({theirs + n: ours + n for n in (CROSS_PARAMS if cross else LAYER_PARAMS)})
+        if cross:
+            table[theirs + "cross_attn_attn_gate"] = ours + "cross_attn.gate"
+            table[theirs + "cross_attn_mlp_gate"] = ours + "mlp_gate"
+    return table
+
+
 def mllama_text_state_dict(
     state: dict[str, torch.Tensor], config: DecoderConfig, source: str
 ) -> dict[str, torch.Tensor]:
     """``MllamaForCausalLM``'s tensors (``model.*``, ``lm_head``) under our ``Decoder``'s names;
     missing or left-over tensors raise ``CheckpointError``."""
-    left = dict(state)
-
-    def take(name: str) -> torch.Tensor:
-        try:
-            return left.pop(name)
-        except KeyError:
-            raise CheckpointError(f"{source}: Llama 3.2 Vision tensor {name} is missing") from None
-
-    out = {"embed_tokens.weight": take("model.embed_tokens.weight")}
-    out["norm.weight"] = take("model.norm.weight")
-    if not config.tie_embeddings:
-        out["lm_head.weight"] = take("lm_head.weight")
-    for i in range(config.n_layers):
-        theirs, ours = f"model.layers.{i}.", f"layers.{i}."
-        names = CROSS_PARAMS if config.has_cross_attn(i) else LAYER_PARAMS
-        out.update({ours + n: take(theirs + n) for n in names})
-        if config.has_cross_attn(i):
-            out[ours + "cross_attn.gate"] = take(theirs + "cross_attn_attn_gate")
-            out[ours + "mlp_gate"] = take(theirs + "cross_attn_mlp_gate")
-    if left:
-        raise CheckpointError(f"{source}: {len(left)} unexpected tensors: {sorted(left)[:8]}")
-    return out
+    try:
+        return map_keys(state, mllama_text_key_table(config), (), source)
+    except WeightsError as err:
+        raise CheckpointError(str(err)) from err

@@ -95,15 +95,8 @@ def own_roles(path: str | Path) -> SpecialTokens:
         backend = HFTokenizer.from_file(str(path / "tokenizer.json"))
     except Exception as err:  # OSError, bad JSON; tokenizers raises a bare Exception
         raise CheckpointError(f"cannot read the LM's own special tokens in {path}: {err}") from err
-    ids = {role: config.get(f"{role}_token_id") for role in ("bos", "eos", "pad")}
-    names = {
-        role: backend.id_to_token(i) if isinstance(i, int) else None for role, i in ids.items()
-    }
-    if names["eos"] is None or names["bos"] is None:
-        raise CheckpointError(f"{path}: its config names no begin or end token in the vocabulary")
-    return SpecialTokens(
-        pad=names["pad"] or names["eos"], bos=names["bos"], eos=names["eos"], sep=None
-    )
+    ids = (config.get(f"{role}_token_id") for role in ("bos", "eos", "pad"))
+    return SpecialTokens.of_ids(backend, *ids, source=str(path))
 
 
 def has_chat_template(path: str | Path) -> bool:
