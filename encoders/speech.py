@@ -203,9 +203,13 @@ class SpeechRecognizer:
             attempts.append((ids, info))
             if likely and info["compression"] <= MAX_COMPRESSION:
                 break
-        # none read well: keep the likeliest (someone may really repeat themselves), unless
-        # even that one is so unlikely that it is invented (tones, music)
-        ids, info = max(attempts, key=lambda attempt: attempt[1]["logprob"])
+        # none read well. A likely greedy reading that only repeats itself is someone really
+        # repeating themselves: keep it (the sampled ones are random, and may loop further).
+        # Otherwise keep the likeliest, unless even that one is so unlikely that it is
+        # invented (tones, music).
+        ids, info = attempts[0]
+        if info["logprob"] < LOW_LOGPROB:
+            ids, info = max(attempts, key=lambda attempt: attempt[1]["logprob"])
         if info["logprob"] < INVENTED_LOGPROB:
             return [], piece.shape[0], info | {"speech": False, "unreadable": True}
         segments, consumed = self._segments(ids, offset, piece.shape[0])

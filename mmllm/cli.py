@@ -7,6 +7,7 @@ import dataclasses
 import importlib.util
 import json
 import logging
+import os
 import sys
 import typing
 from collections.abc import Collection
@@ -42,7 +43,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: set[s
 def cmd_train(args: argparse.Namespace) -> int:
     from mmllm.eval.run import HeldOutScorer
     from mmllm.presets import PRESETS
-    from mmllm.train.trainer import TrainConfig, train
+    from mmllm.train.trainer import TrainConfig, release_process_group, train
 
     scorer, values = HeldOutScorer(), {}
     if args.config:
@@ -60,13 +61,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             values["model"] = PRESETS[args.preset].to_dict()
         folder = train(TrainConfig(**values), scorer)
     finally:
-        # under torchrun: leaving the process group to interpreter shutdown can abort a rank
-        # ("terminate called without an active exception", seen on a loaded 2-core machine)
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        release_process_group()  # a recipe's first stage may have made the group
     print(f"checkpoint: {folder}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # a torchrun rank whose work is saved ends here: the interpreter's own teardown of
+        # torch's native threads has still aborted a rank now and then (SIGABRT, exit -6)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(EXIT_OK)
     return EXIT_OK
 
 

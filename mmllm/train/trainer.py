@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import logging
 import os
@@ -131,17 +132,27 @@ def train(cfg: TrainConfig, scorer: Scorer | None = None) -> Path:
     (``mmllm.eval.run.HeldOutScorer``, which ``mmllm train`` passes); without one neither is
     measured. Training never imports evaluation.
 
-    Under ``torchrun`` the process group made here is destroyed on the way out: left to the
-    interpreter's exit, gloo's threads were torn down while still joinable and a rank aborted
-    ("terminate called without an active exception", SIGABRT) in about 1 run of 5."""
+    Under ``torchrun`` the process group made here is released on the way out
+    (``release_process_group``)."""
     entered = time.time()
     owns_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     rank, world, device = _distributed()
     try:
         return _train(cfg, entered, rank, world, device, scorer)
     finally:
-        if owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        if owns_group:
+            release_process_group()
+
+
+def release_process_group() -> None:
+    """Free the process group while the interpreter is whole: first whatever still holds it
+    (DDP's reducer can sit in a reference cycle until a collection), then the group itself.
+    Left to the interpreter's exit, gloo's threads were torn down while still joinable and a
+    rank aborted ("terminate called without an active exception", SIGABRT)."""
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.destroy_process_group()
+        gc.collect()
 
 
 def _train(
