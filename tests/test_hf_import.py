@@ -137,17 +137,54 @@ def blip(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def ved_bert(tmp_path_factory):
+    """A tiny VisionEncoderDecoderModel of a ViT and a BERT decoder (``BertLMHeadModel``, with
+    token types and BERT's head; widths differ) saved as a Hugging Face folder: (folder,
+    model, start token, end token, padding)."""
+    folder = tmp_path_factory.mktemp("ved_bert")
+    backend = bert_tokenizer(folder)
+    start, end, pad = (backend.token_to_id(n) for n in ("[CLS]", "[SEP]", "[PAD]"))
+    encoder = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    decoder = transformers.BertConfig(
+        vocab_size=backend.get_vocab_size(),
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        max_position_embeddings=64,
+        is_decoder=True,
+        add_cross_attention=True,
+        pad_token_id=pad,
+    )
+    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id, config.eos_token_id, config.pad_token_id = start, end, pad
+    hf = spread(transformers.VisionEncoderDecoderModel(config))
+    hf.save_pretrained(folder)
+    return folder, hf, start, end, pad
+
+
+@pytest.fixture(scope="module")
 def ours(ved):
     return convert(ved[0])
 
 
-@pytest.fixture(scope="module", params=["vit-gpt2", "blip"])
-def family(request, ved, blip):
+@pytest.fixture(scope="module", params=["vit-gpt2", "vit-bert", "blip"])
+def family(request, ved, ved_bert, blip):
     """(converted model, transformers' model, start token, end token, padding, generate(row,
     image, **kwargs) as transformers runs it for one row)."""
     if request.param == "vit-gpt2":
         folder, hf, start = ved
         return convert(folder), hf, start, start, start, ved_generate(hf)
+    if request.param == "vit-bert":
+        folder, hf, start, end, pad = ved_bert
+        return convert(folder), hf, start, end, pad, ved_generate(hf)
     folder, hf, start = blip
     text = hf.config.text_config
     return convert(folder), hf, start, text.sep_token_id, text.pad_token_id, blip_generate(hf)
@@ -157,7 +194,7 @@ def ved_generate(hf):
     def generate(row, image, **kwargs):
         ids = torch.tensor([row])
         with torch.no_grad():
-            if image is None:  # the GPT-2 decoder alone: no encoder states, no cross-attention
+            if image is None:  # the decoder alone: no encoder states, no cross-attention
                 out = hf.decoder.generate(ids, max_new_tokens=NEW, **kwargs)
             else:
                 out = hf.generate(

@@ -3,9 +3,10 @@
 Each is our design configured: a vision tower whose tokens a decoder reads through a
 cross-attention in every block.
 - ``VisionEncoderDecoderModel`` (e.g. vit-gpt2-image-captioning): a ViT, its ``enc_to_dec_proj``
-  (if any) as a linear projector, a GPT-2 decoder (``mmllm.weights.gpt2``).
+  (if any) as a linear projector, a GPT-2 (``mmllm.weights.gpt2``) or BERT-style
+  (``mmllm.weights.bert``) decoder.
 - ``BlipForConditionalGeneration`` (BLIP captioning): BLIP's vision model, its BERT-style text
-  decoder (``mmllm.weights.blip``).
+  decoder (``mmllm.weights.bert``).
 The tower runs as transformers' own (``encoders.hf_vision``) and no media embeddings are added.
 The model keeps its own tokenizer and special tokens (GPT-2's one token both begins and ends),
 its prompt (the decoder's start token, then any text: BLIP's text prefix such as "a picture of")
@@ -26,13 +27,14 @@ from mmllm.config import MMConfig, ProjectorConfig
 from mmllm.errors import CheckpointError, ConfigError
 from mmllm.model.multimodal import MultimodalLM
 from mmllm.tokenizer import SpecialTokens, Tokenizer
-from mmllm.weights.blip import blip_text_config, blip_text_state_dict
+from mmllm.weights.bert import bert_decoder_config, bert_decoder_state_dict
 from mmllm.weights.checkpoint import check_state_dict, save_checkpoint
 from mmllm.weights.gpt2 import gpt2_decoder_config, gpt2_state_dict
 
 GENERATION_FILE = "generation.json"
+DECODERS = ("gpt2", "bert")  # a VisionEncoderDecoderModel's decoders we import
 FAMILIES = {
-    "vision-encoder-decoder": "VisionEncoderDecoderModel (ViT encoder, GPT-2 decoder)",
+    "vision-encoder-decoder": "VisionEncoderDecoderModel (ViT encoder, GPT-2 or BERT decoder)",
     "blip": "BlipForConditionalGeneration (BLIP captioning)",
 }
 
@@ -106,13 +108,17 @@ def vision_encoder_decoder_model(
     """Our model of a ``VisionEncoderDecoderModel``: its config ``hf`` (a dict), its tensors
     ``state`` (the installed transformers' names), its ``preprocessor_config.json`` if any."""
     encoder, decoder = hf.get("encoder", {}), hf.get("decoder", {})
-    if encoder.get("model_type") != "vit" or decoder.get("model_type") != "gpt2":
+    kind = decoder.get("model_type")
+    if encoder.get("model_type") != "vit" or kind not in DECODERS:
         raise ConfigError(
             f"{source}: a VisionEncoderDecoderModel of {encoder.get('model_type')!r} and "
-            f"{decoder.get('model_type')!r}; mmllm imports a ViT encoder with a GPT-2 decoder"
+            f"{kind!r}; mmllm imports a ViT encoder with a GPT-2 or BERT decoder"
         )
     linear = "enc_to_dec_proj.weight" in state
-    decoder_config = gpt2_decoder_config(decoder, cross_attn_every=1, gated=False)
+    if kind == "gpt2":
+        decoder_config = gpt2_decoder_config(decoder, cross_attn_every=1, gated=False)
+    else:
+        decoder_config = bert_decoder_config(decoder)
     image = tower_config(encoder, preprocessor)
     model = _captioner(image, decoder_config, "linear" if linear else "identity")
     ours = {
@@ -124,7 +130,10 @@ def vision_encoder_decoder_model(
         ours["image_projector.proj.weight"] = state["enc_to_dec_proj.weight"]
         ours["image_projector.proj.bias"] = state["enc_to_dec_proj.bias"]
     lm = {k.removeprefix("decoder."): v for k, v in state.items() if k.startswith("decoder.")}
-    mapped = gpt2_state_dict(lm, decoder_config, source, cross_attn=True)
+    if kind == "gpt2":
+        mapped = gpt2_state_dict(lm, decoder_config, source, cross_attn=True)
+    else:
+        mapped = bert_decoder_state_dict(lm, decoder_config, source)
     ours.update({f"decoder.{k}": v for k, v in mapped.items()})
     return _loaded(model, ours, source)
 
@@ -139,7 +148,7 @@ def blip_model(
     ``state`` (the installed transformers' names), its ``preprocessor_config.json`` if any."""
     vision = {**hf.get("vision_config", {}), "model_type": "blip_vision_model"}
     image = tower_config(vision, preprocessor)
-    decoder_config = blip_text_config(hf.get("text_config", {}), media_dim=image.dim)
+    decoder_config = bert_decoder_config(hf.get("text_config", {}), media_dim=image.dim)
     model = _captioner(image, decoder_config, "identity")
     ours = {
         f"image_encoder.tower.{k.removeprefix('vision_model.')}": v
@@ -151,7 +160,7 @@ def blip_model(
         for k, v in state.items()
         if k.startswith("text_decoder.")
     }
-    mapped = blip_text_state_dict(text, decoder_config, source)
+    mapped = bert_decoder_state_dict(text, decoder_config, source)
     ours.update({f"decoder.{k}": v for k, v in mapped.items()})
     return _loaded(model, ours, source)
 
@@ -180,9 +189,10 @@ def _vision_encoder_decoder(folder: Path, hf: dict[str, Any]) -> Imported:
     model = vision_encoder_decoder_model(hf, state, str(folder), preprocessor)
     generation = _optional_json(folder / "generation_config.json")
     ids = {**hf, **generation}
-    start = ids.get("decoder_start_token_id", decoder.get("bos_token_id"))
-    eos = ids.get("eos_token_id", decoder.get("eos_token_id"))
-    pad = ids.get("pad_token_id", decoder.get("pad_token_id"))
+    start = _first(ids.get("decoder_start_token_id"), decoder.get("bos_token_id"))
+    # a BERT decoder's sequences end at its separator
+    eos = _first(ids.get("eos_token_id"), decoder.get("eos_token_id"), decoder.get("sep_token_id"))
+    pad = _first(ids.get("pad_token_id"), decoder.get("pad_token_id"))
     tokenizer = _tokenizer(folder, start, eos, pad)
     return Imported(model, tokenizer, _generation_defaults(generation or hf))
 
@@ -253,6 +263,11 @@ def _generation_defaults(generation: dict[str, Any]) -> dict[str, int]:
     if generation.get("num_beams"):
         out["num_beams"] = int(generation["num_beams"])
     return out
+
+
+def _first(*values: Any) -> Any:
+    """The first of ``values`` that is set (not None)."""
+    return next((v for v in values if v is not None), None)
 
 
 def _optional_json(file: Path) -> dict[str, Any]:

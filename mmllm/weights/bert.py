@@ -1,10 +1,12 @@
-"""BLIP's text decoder in our decoder: its config and its tensors under our names.
+"""BERT-style decoders in our decoder: their config and their tensors under our names.
 
-BLIP's captioning decoder is a BERT with a cross-attention in every layer: our block with
+BLIP's captioning decoder, and a ``BertLMHeadModel`` decoding for a ``VisionEncoderDecoderModel``,
+are a BERT with a cross-attention in every layer: our block with
 LayerNorm in BERT's order (``post_norm``: each sub-layer's residual sum is normed, and so are
 the embeddings), learned absolute positions, an exact-GELU MLP, biases everywhere, an ungated
 cross-attention reading the vision model's width (``media_dim``), and BERT's head (a dense +
-GELU + LayerNorm transform before the tied product, which has a bias).
+GELU + LayerNorm transform before the tied product, which has a bias). BERT's token types are
+all type 0 when decoding, so their first row is folded into the position table.
 """
 
 from __future__ import annotations
@@ -18,12 +20,20 @@ from mmllm.config import DecoderConfig
 from mmllm.errors import CheckpointError, ConfigError
 
 DERIVED = ("position_ids",)
+TOKEN_TYPES = "bert.embeddings.token_type_embeddings.weight"
+POSITIONS = "bert.embeddings.position_embeddings.weight"
 
 
-def blip_text_config(hf: dict[str, Any], media_dim: int | None = None) -> DecoderConfig:
-    """Our ``DecoderConfig`` for BLIP text-decoder config ``hf`` (``BlipTextConfig``)."""
+def bert_decoder_config(hf: dict[str, Any], media_dim: int | None = None) -> DecoderConfig:
+    """Our ``DecoderConfig`` for a BERT-style decoder config ``hf`` (``BlipTextConfig``, or a
+    ``BertConfig`` with cross-attention); ``media_dim``: the width its cross-attention reads."""
     if hf.get("hidden_act", "gelu") != "gelu":
-        raise ConfigError(f"blip text config hidden_act={hf['hidden_act']!r}: only 'gelu' is")
+        raise ConfigError(f"BERT-style decoder hidden_act={hf['hidden_act']!r}: only 'gelu' is")
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise ConfigError(
+            f"BERT-style decoder position_embedding_type={hf['position_embedding_type']!r}: "
+            "only 'absolute' is"
+        )
     dim, heads = hf["hidden_size"], hf["num_attention_heads"]
     media = media_dim if media_dim is not None else hf.get("encoder_hidden_size", dim)
     return DecoderConfig(
@@ -48,8 +58,9 @@ def blip_text_config(hf: dict[str, Any], media_dim: int | None = None) -> Decode
     )
 
 
-def blip_text_key_table(config: DecoderConfig) -> dict[str, str]:
-    """BLIP's text-decoder name -> our ``Decoder`` name, for every tensor it must provide."""
+def bert_decoder_key_table(config: DecoderConfig) -> dict[str, str]:
+    """A BERT-style decoder's tensor name -> our ``Decoder`` name, for every tensor it must
+    provide."""
     table: dict[str, str] = {}
 
     def both(theirs: str, ours: str) -> None:
@@ -80,17 +91,20 @@ def blip_text_key_table(config: DecoderConfig) -> dict[str, str]:
     return table
 
 
-def blip_text_state_dict(
+def bert_decoder_state_dict(
     state: dict[str, torch.Tensor], config: DecoderConfig, source: str
 ) -> dict[str, torch.Tensor]:
-    """A BLIP text decoder's tensors (``bert.*`` and ``cls.*``) under our ``Decoder``'s names;
+    """A BERT-style decoder's tensors (``bert.*`` and ``cls.*``) under our ``Decoder``'s names;
     missing or left-over tensors raise ``CheckpointError``."""
     state = {k: v for k, v in state.items() if not k.endswith(DERIVED)}
+    if TOKEN_TYPES in state and POSITIONS in state:  # every token is of type 0
+        state[POSITIONS] = state[POSITIONS] + state.pop(TOKEN_TYPES)[0]
     head = state.get("cls.predictions.decoder.weight")  # tied to the word embeddings
     words = state.get("bert.embeddings.word_embeddings.weight")
     if head is not None and words is not None and not torch.equal(head, words):
         raise CheckpointError(f"{source}: the decoder's head is not tied to its embeddings")
+    table = bert_decoder_key_table(config)
     try:  # the head's decoder.bias is cls.predictions.bias itself
-        return map_keys(state, blip_text_key_table(config), ("cls.predictions.decoder.",), source)
+        return map_keys(state, table, ("cls.predictions.decoder.",), source)
     except WeightsError as err:
         raise CheckpointError(str(err)) from err
