@@ -116,7 +116,8 @@ class DecoderConfig:
     Llama 3.2 Vision's layers: ``cross_attn_only`` (a cross-attention layer has no
     self-attention, its attention and MLP are each tanh-gated, and it is skipped without media),
     ``image_token_id`` (text before that token does not use those layers' MLP) and
-    ``head_vocab_size`` (a head over fewer tokens than the embeddings hold)."""
+    ``head_vocab_size`` (a head over fewer tokens than the embeddings hold). ``causal=False``:
+    every token sees every other, as in a BERT encoder (BLIP's question encoder)."""
 
     vocab_size: int = 1024
     dim: int = 256
@@ -149,6 +150,7 @@ class DecoderConfig:
     cross_attn_only: bool = False
     image_token_id: int | None = None
     head_vocab_size: int | None = None
+    causal: bool = True
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -195,6 +197,7 @@ class DecoderConfig:
             or self.cross_attn_only
             or self.image_token_id is not None
             or self.head_vocab_size is not None
+            or not self.causal
         )
         return (
             (self.norm, self.positions, self.mlp) == ("rms", "rope", "swiglu")
@@ -281,7 +284,9 @@ class MMConfig:
     ``lora``: adapters on the language model (None: none). ``base``: pretrained parts stored
     by reference rather than in ``model.safetensors`` (None: the checkpoint holds everything).
     ``recognizer``: the real recognizers (ImageNet classifier, COCO detector) whose findings
-    join each image's tokens (None: the model reads pixels only).
+    join each image's tokens (None: the model reads pixels only). ``question_encoder``: a text
+    encoder that reads a question with the media; the decoder then reads its states instead of
+    the media (BLIP's VQA; None: the decoder reads the media).
     """
 
     image: ImageEncoderConfig | None = field(default_factory=ImageEncoderConfig)
@@ -292,6 +297,7 @@ class MMConfig:
     lora: LoRAConfig | None = None
     base: BaseWeights | None = None
     recognizer: RecognizerConfig | None = None
+    question_encoder: DecoderConfig | None = None
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

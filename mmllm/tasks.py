@@ -366,16 +366,24 @@ class MMLLM:
             raise TextError("the question is empty")
         for choice in choices or ():
             valid_text(choice, "choice")
-        prompt = self.tokenizer.prompt_ids(question.strip())
-        room = self.model.config.decoder.max_seq_len - ANSWER_ROOM
-        if len(prompt) > room:
+        asked = None  # a model with a question encoder reads the question beside the picture
+        if self.model.question_encoder is not None:
+            asked = self.tokenizer.raw_ids(question.strip())  # as its own processor encodes it
+            prompt = self.tokenizer.prompt_ids("")
+            room = self.model.config.question_encoder.max_seq_len
+            if image is None:
+                raise InputError("this model answers questions about a picture: give an image")
+        else:
+            prompt = self.tokenizer.prompt_ids(question.strip())
+            room = self.model.config.decoder.max_seq_len - ANSWER_ROOM
+        if len(asked or prompt) > room:
             raise TextError(
-                f"the question is {len(prompt)} tokens long; with its answer it must fit the "
-                f"model's context of {room + ANSWER_ROOM} tokens (at most {room})"
+                f"the question is {len(asked or prompt)} tokens long; it must fit the model's "
+                f"context (at most {room} tokens with room for its answer)"
             )
         images = [image] if image is not None else []
         clips = [audio] if audio is not None else []
-        context, evidence = self._encode(self._media([images], [clips]), 1)
+        context, evidence = self._encode(self._media([images], [clips]), 1, asked)
         if choices:
             scored = self._score(prompt, list(choices), context)
         else:
@@ -624,15 +632,25 @@ class MMLLM:
             compiled=self.compiled,
         )
 
-    def _encode(self, media: MediaBatch | None, rows: int):
+    def _encode(self, media: MediaBatch | None, rows: int, question: list[int] | None = None):
         """Encode media once for a request (under bf16 autocast on CUDA): the cross-attention
-        context, and what a confidence reads of each row's media (:class:`_Evidence`)."""
+        context, and what a confidence reads of each row's media (:class:`_Evidence`).
+        ``question``: the question's ids, for a model with a question encoder (one row)."""
         distance, recognized = np.zeros(rows), recognition_features(media, rows)
         if media is None or media.is_empty:
             return None, _Evidence(distance, [None] * rows, recognized)
+        if self.model.question_encoder is not None and question is None:
+            raise InputError(
+                "this model answers questions about a picture (a VQA model); it does not "
+                "caption: use ask"
+            )
         with torch.inference_mode(), autocast_for(self.device):
             tokens, mask = self.model.encode_media(media, self.compiled)
-            context = self.model.context_for(tokens, mask, media)
+            if question is None:
+                context = self.model.context_for(tokens, mask, media)
+            else:
+                ids = torch.tensor([question], device=tokens.device)
+                context = self.model.question_context(tokens, mask, ids)
         has_image = torch.zeros(rows, dtype=torch.bool)
         has_audio = torch.zeros(rows, dtype=torch.bool)
         if media.image_index is not None:

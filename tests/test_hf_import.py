@@ -11,10 +11,10 @@ import pytest
 import torch
 import transformers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 import mmllm
-from mmllm.errors import ConfigError, TextError
+from mmllm.errors import ConfigError, InputError, TextError
 from mmllm.generate import SamplingConfig, beam_search_ids, generate_ids, left_pad
 from mmllm.model.media import MediaBatch
 from mmllm.tokenizer import StopTokens
@@ -43,8 +43,8 @@ def gpt2_tokenizer(folder) -> int:
     return backend.get_vocab_size()
 
 
-def spread(model: torch.nn.Module) -> torch.nn.Module:
-    """Random weights of std 0.2 (LayerNorm scales around 1): outputs that vary by input."""
+def spread(model: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
+    """Random weights of std ``std`` (LayerNorm scales around 1): outputs that vary by input."""
     torch.manual_seed(0)
     with torch.no_grad():
         for module in model.modules():
@@ -52,7 +52,7 @@ def spread(model: torch.nn.Module) -> torch.nn.Module:
                 if isinstance(module, torch.nn.LayerNorm) and name == "weight":
                     p.copy_(1 + 0.3 * torch.randn_like(p))
                 else:
-                    p.copy_(0.2 * torch.randn_like(p))
+                    p.copy_(std * torch.randn_like(p))
     return model.eval()
 
 
@@ -346,9 +346,9 @@ def test_other_architectures_are_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="'bert' model \\(BertModel\\)"):
         convert(tmp_path)
     (tmp_path / "config.json").write_text(
-        json.dumps({"model_type": "blip", "architectures": ["BlipForQuestionAnswering"]})
+        json.dumps({"model_type": "blip", "architectures": ["BlipForImageTextRetrieval"]})
     )
-    with pytest.raises(ConfigError, match="BlipForQuestionAnswering; mmllm imports BLIP"):
+    with pytest.raises(ConfigError, match="BlipForImageTextRetrieval; mmllm imports BLIP"):
         convert(tmp_path)
 
 
@@ -462,6 +462,148 @@ def test_captions_follow_the_model_s_generation_defaults(ved):
         want = api.generate_batch([prompt], [[image]], None, sampling, num_beams=beams)[0]
         got = api.caption(image) if beams == 4 else api.caption(image, 8, 6, num_beams=1)
         assert str(got) == str(want)
+
+
+# -- BLIP VQA: a question encoder reads the question with the picture ------------------------
+@pytest.fixture(scope="module")
+def blip_vqa(tmp_path_factory):
+    """A tiny BlipForQuestionAnswering (vision and text 48 wide, as BLIP's decoder reads the
+    question encoder's states with the vision width) saved as a Hugging Face folder, with a
+    tokenizer that wraps a question in [CLS] ... [SEP] as BLIP's processor does."""
+    folder = tmp_path_factory.mktemp("blip_vqa")
+    backend = bert_tokenizer(folder)
+    ids = {n: backend.token_to_id(n) for n in ("[PAD]", "[CLS]", "[SEP]", "[DEC]")}
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])]
+    )
+    backend.save(str(folder / "tokenizer.json"))
+    vision = transformers.BlipVisionConfig(
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    text = transformers.BlipTextConfig(
+        vocab_size=backend.get_vocab_size(),
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        encoder_hidden_size=48,
+        max_position_embeddings=64,
+        bos_token_id=ids["[DEC]"],
+        sep_token_id=ids["[SEP]"],
+        eos_token_id=ids["[SEP]"],
+        pad_token_id=ids["[PAD]"],
+    )
+    config = transformers.BlipConfig(vision_config=vision.to_dict(), text_config=text.to_dict())
+    config.architectures = ["BlipForQuestionAnswering"]
+    # std 0.1: at 0.2 this decoder, started from [DEC] alone, repeats one token
+    hf = spread(transformers.BlipForQuestionAnswering(config), std=0.1)
+    hf.save_pretrained(folder)
+    return folder, hf, ids
+
+
+def questions(batch: int, vocab: int, ids: dict) -> list[list[int]]:
+    """``batch`` questions of 1, 3, 5, ... word pieces, each as [CLS] ... [SEP]."""
+    g = torch.Generator().manual_seed(batch + 10)
+    return [
+        [ids["[CLS]"], *torch.randint(6, vocab, (2 * r + 1,), generator=g).tolist(), ids["[SEP]"]]
+        for r in range(batch)
+    ]
+
+
+def vqa_context(model, images, rows):
+    """Our decoder's context for ``rows`` (questions, left-padded into one batch) about
+    ``images``."""
+    tokens, mask = model.encode_media(MediaBatch.from_lists(images=[[x] for x in images]))
+    question_ids, question_mask = left_pad(rows, 0)
+    return model.question_context(tokens, mask, question_ids, question_mask)
+
+
+def vqa_generate(hf, row, image, eos_token_id=None, **kwargs) -> list[int]:
+    """transformers' answer to one question ``row`` about ``image`` (new tokens only; its
+    generate ends at the separator: made ``eos_token_id`` for the call where one is given)."""
+    text = hf.config.text_config
+    end = text.sep_token_id
+    text.sep_token_id = end if eos_token_id is None else eos_token_id
+    try:
+        with torch.no_grad():
+            out = hf.generate(
+                input_ids=torch.tensor([row]),
+                pixel_values=image[None],
+                max_new_tokens=NEW,
+                **kwargs,
+            )
+    finally:
+        text.sep_token_id = end
+    return out[0, 1:].tolist()  # after its [DEC]
+
+
+def test_blip_vqa_logits_agree_with_transformers(blip_vqa):
+    folder, hf, ids = blip_vqa
+    model = convert(folder).model
+    assert model.question_encoder is not None and not model.config.question_encoder.causal
+    vocab = model.config.decoder.vocab_size
+    rows = questions(2, vocab, ids)
+    answer = torch.randint(6, vocab, (2, 5), generator=torch.Generator().manual_seed(3))
+    answer[:, 0] = ids["[DEC]"]
+    images = pixels(2)
+    with torch.no_grad():
+        got = model.decoder(answer, vqa_context(model, images, rows))
+        for r, row in enumerate(rows):  # transformers, one question at a time (no padding)
+            seen = hf.vision_model(pixel_values=images[r : r + 1]).last_hidden_state
+            asked = hf.text_encoder(
+                input_ids=torch.tensor([row]), encoder_hidden_states=seen
+            ).last_hidden_state
+            want = hf.text_decoder(input_ids=answer[r : r + 1], encoder_hidden_states=asked).logits
+            assert (got[r : r + 1] - want).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_blip_vqa_greedy_and_beam_answers_equal_transformers(blip_vqa, batch):
+    """32 greedy tokens (the end token banned on both sides) and 4-beam answers that end at
+    the token the model produces most, for ragged questions batched together."""
+    folder, hf, ids = blip_vqa
+    model = convert(folder).model
+    rows = questions(batch, model.config.decoder.vocab_size, ids)
+    images = pixels(batch)
+    end, pad = ids["[SEP]"], ids["[PAD]"]
+    start, start_mask = torch.full((batch, 1), ids["[DEC]"]), torch.ones(batch, 1, dtype=torch.bool)
+    with torch.no_grad():
+        context = vqa_context(model, images, rows)
+        sampling = SamplingConfig(max_new_tokens=NEW, repetition_guard=False)
+        never = StopTokens(eos=-1, pad=pad, never=(end,))
+        greedy = generate_ids(model, start, start_mask, context, sampling, never).tolist()
+        every = [t for row in greedy for t in row]
+        stop = max(set(every), key=every.count)
+        beams = beam_search_ids(
+            model, start, start_mask, context, StopTokens(stop, pad, (end,)), num_beams=4,
+            max_new_tokens=NEW,
+        ).tolist()  # fmt: skip
+    for r, row in enumerate(rows):
+        want = vqa_generate(hf, row, images[r], min_new_tokens=NEW, bad_words_ids=[[end]])
+        assert greedy[r] == want and len(set(want)) > 1
+        want = vqa_generate(
+            hf, row, images[r], eos_token_id=stop, num_beams=4, bad_words_ids=[[end]]
+        )
+        assert beams[r][: len(want)] == want
+
+
+def test_blip_vqa_answers_through_the_api_and_does_not_caption(blip_vqa, tmp_path):
+    folder = blip_vqa[0]
+    saved = save_imported(convert(folder), tmp_path / "ckpt", folder)
+    api = mmllm.load(saved, device="cpu")
+    assert api.model.config.question_encoder is not None  # kept in the checkpoint's config
+    image = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(2))
+    answer = api.ask(image, "a cat on a mat?")
+    assert isinstance(answer.text, str) and 0 <= answer.confidence <= 1
+    with pytest.raises(InputError, match="does not caption"):
+        api.caption(image)
+    with pytest.raises(InputError, match="give an image"):
+        api.ask(question="a cat on a mat?")
 
 
 # -- Llama 3.2 Vision's language model (its vision model is not imported yet) -----------------

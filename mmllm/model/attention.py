@@ -42,6 +42,16 @@ def causal_mask(
     return mask
 
 
+def padding_mask(
+    attention_mask: torch.Tensor | None, length: int, device: torch.device
+) -> torch.Tensor:
+    """Boolean mask ``(B|1, 1, 1, T)`` for attention in both directions: every query sees
+    every real token (``attention_mask`` ``(B, T)``, True for real tokens; None: all are)."""
+    if attention_mask is None:
+        return torch.ones(1, 1, 1, length, dtype=torch.bool, device=device)
+    return attention_mask[:, None, None, :].bool()
+
+
 class SelfAttention(nn.Module):
     """Grouped-query causal self-attention, with rotary positions unless ``rope`` is None."""
 

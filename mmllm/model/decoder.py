@@ -6,7 +6,8 @@ SwiGLU MLP, each with a pre-RMSNorm and a residual. Names follow Hugging Face's 
 Llama-family checkpoint maps in by key table; the new parts are ``layers.i.cross_attn.*`` and
 ``layers.i.cross_attn_layernorm``. The LM head is tied to the embeddings unless configured not to.
 The same block, configured (``DecoderConfig``: LayerNorm, learned positions, a GELU MLP, biases,
-an ungated cross-attention), is GPT-2's: an imported model keeps one code path.
+an ungated cross-attention), is GPT-2's, and with attention in both directions (``causal``
+off) BERT's encoder: an imported model keeps one code path.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmllm.config import DecoderConfig
-from mmllm.model.attention import GatedCrossAttention, SelfAttention, causal_mask
+from mmllm.model.attention import GatedCrossAttention, SelfAttention, causal_mask, padding_mask
 from mmllm.model.cache import KVCache, MediaContext
 from mmllm.model.layers import RotaryEmbedding, column_major_, make_mlp, make_norm
 
@@ -196,7 +197,10 @@ class Decoder(nn.Module):
         image_token = self.config.image_token_id
         if image_token is not None and media is not None and past == 0:  # the prompt's pass
             reads_media = ((token_ids == image_token).cumsum(1) > 0)[..., None]  # (B, T, 1)
-        mask = causal_mask(attention_mask, T, past + T, token_ids.device)
+        if self.config.causal:
+            mask = causal_mask(attention_mask, T, past + T, token_ids.device)
+        else:  # an encoder: every token sees every real token
+            mask = padding_mask(attention_mask, T, token_ids.device)
         x = self.blocks(x, rope, mask, cache, media, cross_queries, reads_media)
         if cache is not None:
             cache.advance(T)

@@ -56,6 +56,10 @@ class MultimodalLM(nn.Module):
         self.recognition = (
             RecognitionTokens(dim) if config.recognizer and self.image_encoder else None
         )
+        # BLIP's VQA: a text encoder reads the question with the media, the decoder its states
+        self.question_encoder = (
+            Decoder(config.question_encoder) if config.question_encoder is not None else None
+        )
         self.decoder = Decoder(config.decoder)
         if config.lora is not None:
             add_lora(self.decoder, config.lora)
@@ -110,7 +114,30 @@ class MultimodalLM(nn.Module):
     ) -> MediaContext:
         """Encoded media (``encode_media``'s tokens and mask) -> every cross-attention layer's
         K/V, with the recognized labels' word bias."""
+        if self.question_encoder is not None:
+            raise InputError(
+                "this model answers questions: its decoder reads a question's states "
+                "(question_context), not the media"
+            )
         return self.with_word_bias(self.decoder.prepare_media(tokens, mask), media)
+
+    def question_context(
+        self,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        question_ids: torch.Tensor,
+        question_mask: torch.Tensor | None = None,
+    ) -> MediaContext:
+        """For a model with a question encoder: encoded media (``encode_media``'s tokens
+        ``(B, N, D)`` and mask ``(B, N)``) and a question ``(B, Tq)`` (its mask ``(B, Tq)``:
+        False on padding) -> the decoder's cross-attention K/V over the question's states."""
+        if self.question_encoder is None:
+            raise InputError("this model reads no question beside its media")
+        seen = self.question_encoder.prepare_media(tokens, mask)
+        states = self.question_encoder.hidden(question_ids, seen, question_mask)  # (B, Tq, D)
+        if question_mask is None:
+            question_mask = torch.ones_like(question_ids, dtype=torch.bool)
+        return self.decoder.prepare_media(states, question_mask.bool())
 
     def with_word_bias(
         self, context: MediaContext, media: MediaBatch, bias: torch.Tensor | None = None

@@ -24,9 +24,13 @@ TOKEN_TYPES = "bert.embeddings.token_type_embeddings.weight"
 POSITIONS = "bert.embeddings.position_embeddings.weight"
 
 
-def bert_decoder_config(hf: dict[str, Any], media_dim: int | None = None) -> DecoderConfig:
+def bert_decoder_config(
+    hf: dict[str, Any], media_dim: int | None = None, encoder: bool = False
+) -> DecoderConfig:
     """Our ``DecoderConfig`` for a BERT-style decoder config ``hf`` (``BlipTextConfig``, or a
-    ``BertConfig`` with cross-attention); ``media_dim``: the width its cross-attention reads."""
+    ``BertConfig`` with cross-attention); ``media_dim``: the width its cross-attention reads.
+    ``encoder``: the same layers as a text encoder (attention in both directions, no head),
+    as BLIP's question encoder."""
     if hf.get("hidden_act", "gelu") != "gelu":
         raise ConfigError(f"BERT-style decoder hidden_act={hf['hidden_act']!r}: only 'gelu' is")
     if hf.get("position_embedding_type", "absolute") != "absolute":
@@ -46,15 +50,16 @@ def bert_decoder_config(hf: dict[str, Any], media_dim: int | None = None) -> Dec
         max_seq_len=hf.get("max_position_embeddings", 512),
         norm_eps=hf.get("layer_norm_eps", 1e-12),
         cross_attn_every=1,
-        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        tie_embeddings=encoder or bool(hf.get("tie_word_embeddings", True)),
         norm="layer",
         positions="learned",
         mlp="gelu",
         linear_bias=True,
         cross_attn_gated=False,
         post_norm=True,
-        head_transform=True,
+        head_transform=not encoder,
         media_dim=None if media == dim else media,
+        causal=not encoder,
     )
 
 
@@ -70,9 +75,10 @@ def bert_decoder_key_table(config: DecoderConfig) -> dict[str, str]:
     table[emb + "word_embeddings.weight"] = "embed_tokens.weight"
     table[emb + "position_embeddings.weight"] = "embed_positions.weight"
     both(emb + "LayerNorm", "embed_norm")
-    both("cls.predictions.transform.dense", "head_transform.dense")
-    both("cls.predictions.transform.LayerNorm", "head_transform.norm")
-    table["cls.predictions.bias"] = "head_bias"
+    if config.head_transform:  # a decoder's head (an encoder has none)
+        both("cls.predictions.transform.dense", "head_transform.dense")
+        both("cls.predictions.transform.LayerNorm", "head_transform.norm")
+        table["cls.predictions.bias"] = "head_bias"
     for i in range(config.n_layers):
         h, ours = f"bert.encoder.layer.{i}.", f"layers.{i}."
         for part, mine in (("attention", "self_attn"), ("crossattention", "cross_attn")):

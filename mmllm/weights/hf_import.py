@@ -7,6 +7,8 @@ cross-attention in every block.
   (``mmllm.weights.bert``) decoder.
 - ``BlipForConditionalGeneration`` (BLIP captioning): BLIP's vision model, its BERT-style text
   decoder (``mmllm.weights.bert``).
+- ``BlipForQuestionAnswering`` (BLIP VQA): the same, with BLIP's text encoder as the question
+  encoder: it reads the question with the picture, and the decoder reads its states.
 The tower runs as transformers' own (``encoders.hf_vision``) and no media embeddings are added.
 The model keeps its own tokenizer and special tokens (GPT-2's one token both begins and ends),
 its prompt (the decoder's start token, then any text: BLIP's text prefix such as "a picture of")
@@ -33,9 +35,10 @@ from mmllm.weights.gpt2 import gpt2_decoder_config, gpt2_state_dict
 
 GENERATION_FILE = "generation.json"
 DECODERS = ("gpt2", "bert")  # a VisionEncoderDecoderModel's decoders we import
+BLIP = ("BlipForConditionalGeneration", "BlipForQuestionAnswering")
 FAMILIES = {
     "vision-encoder-decoder": "VisionEncoderDecoderModel (ViT encoder, GPT-2 or BERT decoder)",
-    "blip": "BlipForConditionalGeneration (BLIP captioning)",
+    "blip": "BlipForConditionalGeneration (BLIP captioning), BlipForQuestionAnswering (VQA)",
 }
 
 
@@ -144,33 +147,56 @@ def blip_model(
     source: str,
     preprocessor: Path | None = None,
 ) -> MultimodalLM:
-    """Our model of a ``BlipForConditionalGeneration``: config ``hf`` (a dict), tensors
-    ``state`` (the installed transformers' names), its ``preprocessor_config.json`` if any."""
+    """Our model of a ``BlipForConditionalGeneration``, or of a ``BlipForQuestionAnswering``
+    where ``state`` holds its question encoder (``text_encoder.*``): config ``hf`` (a dict),
+    tensors ``state`` (the installed transformers' names), its ``preprocessor_config.json``."""
     vision = {**hf.get("vision_config", {}), "model_type": "blip_vision_model"}
     image = tower_config(vision, preprocessor)
-    decoder_config = bert_decoder_config(hf.get("text_config", {}), media_dim=image.dim)
-    model = _captioner(image, decoder_config, "identity")
+    text_config = hf.get("text_config", {})
+    question = None
+    if any(k.startswith("text_encoder.") for k in state):
+        question = bert_decoder_config(text_config, media_dim=image.dim, encoder=True)
+        reads = text_config.get("encoder_hidden_size", image.dim)
+        if reads != question.dim:  # as BLIP's own: the decoder reads the question's states
+            raise ConfigError(
+                f"{source}: BLIP VQA's decoder reads {reads}-wide states but its question "
+                f"encoder is {question.dim} wide"
+            )
+        decoder_config = bert_decoder_config(text_config)
+    else:
+        decoder_config = bert_decoder_config(text_config, media_dim=image.dim)
+    model = _captioner(image, decoder_config, "identity", question)
     ours = {
         f"image_encoder.tower.{k.removeprefix('vision_model.')}": v
         for k, v in state.items()
         if k.startswith("vision_model.")
     }
-    text = {
-        k.removeprefix("text_decoder."): v
-        for k, v in state.items()
-        if k.startswith("text_decoder.")
-    }
-    mapped = bert_decoder_state_dict(text, decoder_config, source)
-    ours.update({f"decoder.{k}": v for k, v in mapped.items()})
+    for theirs, mine, config in (
+        ("text_decoder.", "decoder.", decoder_config),
+        ("text_encoder.", "question_encoder.", question),
+    ):
+        if config is None:
+            continue
+        # the question encoder is a BlipTextModel: BERT's names without the "bert." level
+        prefix = "bert." if theirs == "text_encoder." else ""
+        part = {prefix + k[len(theirs) :]: v for k, v in state.items() if k.startswith(theirs)}
+        mapped = bert_decoder_state_dict(part, config, source)
+        ours.update({f"{mine}{k}": v for k, v in mapped.items()})
     return _loaded(model, ours, source)
 
 
-def _captioner(image, decoder, projector: str) -> MultimodalLM:
-    """An imported captioner's model: one image per request, no audio, the encoder's tokens
-    read as they are (no media embeddings)."""
+def _captioner(image, decoder, projector: str, question=None) -> MultimodalLM:
+    """An imported captioner's model (or, with a ``question`` encoder config, a VQA model):
+    one image per request, no audio, the encoder's tokens read as they are (no media
+    embeddings)."""
     projector_config = ProjectorConfig(kind=projector, media_embeddings=False)
     config = MMConfig(
-        image=image, audio=None, projector=projector_config, decoder=decoder, max_media_items=1
+        image=image,
+        audio=None,
+        projector=projector_config,
+        decoder=decoder,
+        max_media_items=1,
+        question_encoder=question,
     )
     return MultimodalLM(config)
 
@@ -198,14 +224,15 @@ def _vision_encoder_decoder(folder: Path, hf: dict[str, Any]) -> Imported:
 
 
 def _blip(folder: Path, hf: dict[str, Any]) -> Imported:
-    architectures = hf.get("architectures") or ["BlipForConditionalGeneration"]
-    if "BlipForConditionalGeneration" not in architectures:
+    architectures = hf.get("architectures") or [BLIP[0]]
+    known = [a for a in architectures if a in BLIP]
+    if not known:
         raise ConfigError(
             f"{folder} holds a BLIP {', '.join(architectures)}; mmllm imports BLIP captioning "
-            "(BlipForConditionalGeneration)"
+            f"and VQA ({', '.join(BLIP)})"
         )
     preprocessor = folder / "preprocessor_config.json"
-    state = _hf_state(folder, "BlipForConditionalGeneration")
+    state = _hf_state(folder, known[0])
     model = blip_model(hf, state, str(folder), preprocessor)
     text = hf.get("text_config", {})
     # a caption starts from the decoder's begin token and ends at BERT's separator
