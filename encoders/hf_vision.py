@@ -12,6 +12,13 @@ outputs are not used: SigLIP's attention-pooling head is not built, CLIP's ``pos
 is loaded with the weights but feeds only the pooled output we do not read. A ViT (the
 encoder of a ``VisionEncoderDecoderModel``) and BLIP's vision model give all their tokens,
 class token first, as those models' decoders read them; a ViT's pooler is not built.
+
+Llama 3.2 Vision's vision model is *tiled*: a picture is resized onto a canvas of up to
+``max_num_tiles`` square tiles (one of its supported aspect ratios) and each tile is read, then
+all of them together. Its input is the tiles ``(B, T, 3, S, S)`` (padded with empty tiles) and
+the aspect-ratio id of each picture; its tokens are every tile's patch tokens (class token
+first), each the last layer's state joined with chosen earlier layers' (``vision_output_dim``
+wide), and the empty tiles' tokens are masked.
 """
 
 from __future__ import annotations
@@ -34,7 +41,9 @@ TOWERS = {
     "siglip_vision_model": ("siglip", False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "vit": (None, False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "blip_vision_model": (None, False, CLIP_MEAN, CLIP_STD),
+    "mllama_vision_model": ("mllama", False, CLIP_MEAN, CLIP_STD),
 }
+TILED = ("mllama_vision_model",)  # towers that read a picture as tiles
 # PIL's resample codes in a preprocessor_config.json -> ours
 RESAMPLE = {2: "bilinear", 3: "bicubic"}
 # parts of a whole CLIP/SigLIP checkpoint that are not the vision tower
@@ -50,6 +59,9 @@ def _tower(model_type: str, hf_config: dict[str, Any]) -> nn.Module:
         return transformers.ViTModel(config, add_pooling_layer=False)
     if model_type == "blip_vision_model":
         return transformers.BlipVisionModel(transformers.BlipVisionConfig.from_dict(hf_config))
+    if model_type == "mllama_vision_model":
+        config = transformers.MllamaVisionConfig.from_dict(hf_config)
+        return transformers.MllamaVisionModel(config)
     cls = {
         "clip_vision_model": transformers.CLIPVisionModel,
         "siglip_vision_model": transformers.SiglipVisionModel,
@@ -96,9 +108,9 @@ def tower_config(hf: dict[str, Any], processor: Path | None = None) -> ImageEnco
     return ImageEncoderConfig(
         image_size=hf.get("image_size", 224),
         patch_size=hf.get("patch_size", 32),
-        dim=hf["hidden_size"],
+        dim=hf.get("vision_output_dim", hf["hidden_size"]),  # a tiled tower joins layers
         n_layers=hf["num_hidden_layers"],
-        n_heads=hf["num_attention_heads"],
+        n_heads=hf.get("num_attention_heads", hf.get("attention_heads")),  # Mllama's name
         mlp_ratio=hf["intermediate_size"] / hf["hidden_size"],
         mean=tuple(mean),
         std=tuple(std),
@@ -109,7 +121,9 @@ def tower_config(hf: dict[str, Any], processor: Path | None = None) -> ImageEnco
 
 
 class HFVisionEncoder(nn.Module):
-    """pixels ``(B, 3, S, S)`` -> patch tokens ``(B, (S/P)^2, D)`` and mask ``(B, N)``."""
+    """pixels ``(B, 3, S, S)`` -> patch tokens ``(B, (S/P)^2, D)`` and mask ``(B, N)``; a
+    tiled tower: tiles ``(B, T, 3, S, S)`` and aspect-ratio ids ``(B,)`` -> every tile's
+    tokens ``(B, T * ((S/P)^2 + 1), D)``, masked on the empty tiles."""
 
     def __init__(self, config: ImageEncoderConfig):
         super().__init__()
@@ -120,12 +134,40 @@ class HFVisionEncoder(nn.Module):
         self.dim = config.dim
         self.prefix_tokens = 1 if TOWERS[model_type][1] else 0
         self.tower = _tower(model_type, config.hf_config)
+        self.tiled = model_type in TILED
+        if self.tiled:  # aspect-ratio id (1-based; 0: none) -> how many tiles are real
+            ratios = config.hf_config.get("supported_aspect_ratios") or []
+            self.register_buffer(
+                "tiles_of_ratio",
+                torch.tensor([0] + [rows * cols for rows, cols in ratios]),
+                persistent=False,
+            )
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, pixels: torch.Tensor, aspect_ratio_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.tiled:
+            return self._tiles(pixels, aspect_ratio_ids)
         hidden = self.tower(pixel_values=pixels).last_hidden_state  # (B, prefix + N, D)
         tokens = hidden[:, self.prefix_tokens :]
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return tokens, mask
+
+    def _tiles(
+        self, pixels: torch.Tensor, aspect_ratio_ids: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if pixels.dim() != 5 or aspect_ratio_ids is None:
+            raise ValueError("a tiled tower reads tiles (B, T, 3, S, S) and aspect-ratio ids (B,)")
+        B, T = pixels.shape[:2]
+        real = torch.arange(T, device=pixels.device) < self.tiles_of_ratio[aspect_ratio_ids, None]
+        hidden = self.tower(
+            pixel_values=pixels[:, None],
+            aspect_ratio_ids=aspect_ratio_ids[:, None],
+            aspect_ratio_mask=real[:, None].long(),
+        ).last_hidden_state  # (B, 1 picture, T, P, D)
+        per_tile = hidden.shape[3]
+        mask = real[:, :, None].expand(B, T, per_tile).reshape(B, T * per_tile)
+        return hidden.reshape(B, T * per_tile, -1), mask
 
 
 def load_hf_vision_weights(encoder: HFVisionEncoder, folder: str | Path) -> None:

@@ -102,13 +102,13 @@ class ImageEncoderConfig:
 
     @property
     def n_tokens(self) -> int:
-        """Tokens per image: one per patch (plus a ViT tower's class token, which it keeps)."""
+        """Tokens per image: one per patch (plus a ViT tower's class token, which it keeps;
+        a tiled tower: per tile, of its most tiles)."""
         grid = (self.image_size // self.patch_size) ** 2
-        keeps_class = self.kind == "hf_vision" and self.hf_config.get("model_type") in (
-            "vit",
-            "blip_vision_model",
-        )
-        return grid + int(keeps_class)
+        tower = self.hf_config.get("model_type") if self.kind == "hf_vision" else None
+        if tower == "mllama_vision_model":
+            return self.hf_config.get("max_num_tiles", 4) * (grid + 1)
+        return grid + int(tower in ("vit", "blip_vision_model"))
 
 
 class ConvStemPatchEmbed(PatchEmbed):

@@ -25,9 +25,10 @@ import torchaudio
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from encoders import AudioEncoderConfig, ImageEncoderConfig
+from encoders.hf_vision import TILED
 from encoders.recognizers import Recognizer, RecognizerConfig, to_rgb_array
 from mmllm.errors import AudioError, ImageError, InputError
-from mmllm.model.media import MediaBatch
+from mmllm.model.media import MediaBatch, TiledPixels
 
 MAX_IMAGE_PIXELS = 64_000_000
 MAX_AUDIO_SECONDS = 30.0
@@ -138,7 +139,8 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
 
 
 class ImageProcessor:
-    """Any image -> normalised pixels ``(3, S, S)`` for an encoder of ``config``."""
+    """Any image -> normalised pixels ``(3, S, S)`` for an encoder of ``config``; for a tiled
+    tower, ``TiledPixels`` laid out by the tower's own image processor (transformers')."""
 
     def __init__(self, config: ImageEncoderConfig, max_pixels: int = MAX_IMAGE_PIXELS):
         self.size = config.image_size
@@ -146,15 +148,37 @@ class ImageProcessor:
         self.mean = torch.tensor(config.mean).view(3, 1, 1)
         self.std = torch.tensor(config.std).view(3, 1, 1)
         self.max_pixels = max_pixels
+        self.tiler = _tiler(config, self.resample)
 
-    def __call__(self, source: Any) -> torch.Tensor:
+    def __call__(self, source: Any) -> torch.Tensor | TiledPixels:
         return self.pixels(load_image(source, self.max_pixels))
 
-    def pixels(self, image: Image.Image) -> torch.Tensor:
-        """A decoded RGB image -> normalised pixels ``(3, S, S)``."""
+    def pixels(self, image: Image.Image) -> torch.Tensor | TiledPixels:
+        """A decoded RGB image -> normalised pixels ``(3, S, S)`` (or its tiles)."""
+        if self.tiler is not None:
+            out = self.tiler(images=[[image]], return_tensors="pt")
+            ratio = int(out["aspect_ratio_ids"][0, 0])
+            return TiledPixels(out["pixel_values"][0, 0].float(), ratio)
         image = image.resize((self.size, self.size), self.resample)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (pixels - self.mean) / self.std
+
+
+def _tiler(config: ImageEncoderConfig, resample: Image.Resampling):
+    """transformers' image processor of a tiled vision tower (Llama 3.2 Vision's), set as the
+    encoder's config says; None for any other encoder."""
+    hf = config.hf_config if config.kind == "hf_vision" else None
+    if not hf or hf.get("model_type") not in TILED:
+        return None
+    from transformers import MllamaImageProcessor  # heavy: only for this tower
+
+    return MllamaImageProcessor(
+        size={"height": config.image_size, "width": config.image_size},
+        max_image_tiles=hf.get("max_num_tiles", 4),
+        resample=resample,
+        image_mean=list(config.mean),
+        image_std=list(config.std),
+    )
 
 
 def resample(waveform: torch.Tensor, rate: int, target: int) -> torch.Tensor:

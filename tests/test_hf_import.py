@@ -606,7 +606,7 @@ def test_blip_vqa_answers_through_the_api_and_does_not_caption(blip_vqa, tmp_pat
         api.ask(question="a cat on a mat?")
 
 
-# -- Llama 3.2 Vision's language model (its vision model is not imported yet) -----------------
+# -- Llama 3.2 Vision: its language model, then the whole model with its tiled vision ----------
 MLLAMA_VOCAB = 100
 IMAGE_TOKEN = MLLAMA_VOCAB + 7  # one of the 8 embedding rows past the head's vocabulary
 MLLAMA_TEXT = dict(  # cross-attention layers 1 and 3 of 4
@@ -718,98 +718,177 @@ def test_mllama_greedy_tokens_equal_transformers(mllama, batch, with_images):
             assert got[r] == want and len(set(want)) > 1
 
 
-@pytest.fixture(scope="module")
-def mllama_whole():
-    """A tiny MllamaForConditionalGeneration (2 tiles of 28 px), and our decoder holding its
-    language model; the image states come from its own vision model and projector."""
-    from mmllm.model.decoder import Decoder
-    from mmllm.weights.mllama import mllama_text_config, mllama_text_state_dict
+MLLAMA_VISION = dict(  # tiles of 28 px, at most 2 per picture
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_global_layers=1,
+    attention_heads=4,
+    intermediate_size=64,
+    vision_output_dim=64,
+    image_size=28,
+    patch_size=14,
+    max_num_tiles=2,
+    supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]],
+    intermediate_layers_indices=[0],
+)
 
-    vision = transformers.MllamaVisionConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_global_layers=1,
-        attention_heads=4,
-        intermediate_size=64,
-        vision_output_dim=64,
-        image_size=28,
-        patch_size=14,
-        max_num_tiles=2,
-        supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]],
-        intermediate_layers_indices=[0],
-    )
-    text = transformers.MllamaTextConfig(**MLLAMA_TEXT)
+
+def mllama_tokenizer(folder) -> None:
+    """A BPE whose ids 1 and 2 begin and end, grown to the head's 100 tokens, then 8 special
+    tokens past it with ``<|image|>`` last (id 107), saved as ``folder/tokenizer.json``."""
+    backend = HFTokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    specials = ["<unk>", "<|begin_of_text|>", "<|end_of_text|>"]
+    trainer = trainers.BpeTrainer(vocab_size=MLLAMA_VOCAB, special_tokens=specials)
+    backend.train_from_iterator(TEXTS, trainer=trainer)
+    backend.add_tokens([f"filler{i}" for i in range(MLLAMA_VOCAB - backend.get_vocab_size())])
+    backend.add_special_tokens([f"<|reserved{i}|>" for i in range(7)] + ["<|image|>"])
+    assert backend.token_to_id("<|image|>") == IMAGE_TOKEN
+    backend.save(str(folder / "tokenizer.json"))
+
+
+@pytest.fixture(scope="module")
+def mllama_folder(tmp_path_factory):
+    """A tiny MllamaForConditionalGeneration (tiles of 28 px, at most 2; cross-attention
+    layers 1 and 3 of 4, gates open) saved as a Hugging Face folder with its tokenizer and
+    image processor: (folder, model)."""
+    folder = tmp_path_factory.mktemp("mllama")
+    mllama_tokenizer(folder)
     config = transformers.MllamaConfig(
-        vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=IMAGE_TOKEN
+        vision_config=transformers.MllamaVisionConfig(**MLLAMA_VISION).to_dict(),
+        text_config=transformers.MllamaTextConfig(**MLLAMA_TEXT).to_dict(),
+        image_token_index=IMAGE_TOKEN,
     )
     torch.manual_seed(0)
     hf = transformers.MllamaForConditionalGeneration(config).eval()
     spread_mllama(hf)
-    prefix = "model.language_model."
-    state = {
-        k.replace(prefix, "model."): v
-        for k, v in hf.state_dict().items()
-        if k.startswith(prefix) or k == "lm_head.weight"
+    hf.save_pretrained(folder)
+    transformers.MllamaImageProcessor(
+        size={"height": 28, "width": 28}, max_image_tiles=2
+    ).save_pretrained(folder)
+    return folder, hf
+
+
+def tiled_pictures(n: int) -> list:
+    """``n`` pictures of three shapes: wide (two tiles side by side), tall, and square."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(n)
+    sizes = [(50, 26), (26, 50), (28, 28)]
+    return [
+        Image.fromarray((torch.rand(h, w, 3, generator=g) * 255).byte().numpy())
+        for w, h in (sizes[i % 3] for i in range(n))
+    ]
+
+
+def mllama_inputs(folder, picture, length: int, image_at: int = 1) -> dict:
+    """transformers' inputs for one picture read by a row of ``length`` tokens: its image
+    processor's tiles, and the text from ``image_at`` on reading every real tile."""
+    out = transformers.MllamaImageProcessor.from_pretrained(folder)(
+        images=[[picture]], return_tensors="pt"
+    )
+    reads = torch.zeros(1, length, 1, 2, dtype=torch.long)
+    reads[:, image_at:, 0, : int(out["num_tiles"][0][0])] = 1
+    return {
+        "pixel_values": out["pixel_values"],
+        "aspect_ratio_ids": out["aspect_ratio_ids"],
+        "aspect_ratio_mask": out["aspect_ratio_mask"],
+        "cross_attention_mask": reads,
     }
-    ours = mllama_text_config(config.text_config.to_dict(), image_token_id=IMAGE_TOKEN)
-    decoder = Decoder(ours).eval()
-    decoder.load_state_dict(mllama_text_state_dict(state, ours, "tiny"), strict=True)
-    return hf, decoder
+
+
+def test_mllama_converts_with_its_tiled_vision_and_gives_transformers_logits(mllama_folder):
+    from mmllm.processing import ImageProcessor
+
+    folder, hf = mllama_folder
+    imported = convert(folder)
+    model, tokenizer = imported.model, imported.tokenizer
+    assert tokenizer.prompt_ids("") == [IMAGE_TOKEN, 1]  # <|image|><|begin_of_text|>
+    tiles = [ImageProcessor(model.config.image).pixels(x) for x in tiled_pictures(3)]
+    assert [t.aspect_ratio_id for t in tiles] == [2, 3, 1]  # 1x2, 2x1 and 1x1 tiles
+    token_ids = torch.randint(3, MLLAMA_VOCAB, (3, 9), generator=torch.Generator().manual_seed(4))
+    token_ids[:, 0], token_ids[:, 1] = IMAGE_TOKEN, 1
+    with torch.no_grad():
+        got = model(token_ids, MediaBatch.from_lists(images=[[t] for t in tiles]))
+        for r, picture in enumerate(tiled_pictures(3)):
+            inputs = mllama_inputs(folder, picture, 9, image_at=0)
+            assert torch.equal(inputs["pixel_values"][0, 0], tiles[r].tiles)
+            want = hf(input_ids=token_ids[r : r + 1], **inputs).logits
+            assert (got[r] - want[0]).abs().max() <= 1e-4
 
 
 @pytest.mark.parametrize("beams", [1, 4])
-def test_mllama_generation_with_its_vision_equals_transformers(mllama_whole, beams):
-    """transformers' own generate (its cache, masks, beams) against ours on ragged rows, the
-    image states from its vision model: greedy, and 4 beams ending at a frequent token."""
-    from types import SimpleNamespace
+@pytest.mark.parametrize("batch", [1, 4])
+def test_mllama_generation_equals_transformers(mllama_folder, batch, beams):
+    """transformers' own generate (its cache, masks, beams) against ours on ragged rows with
+    tiled pictures: 32 greedy tokens, and 4 beams ending at a frequent token."""
+    from mmllm.processing import ImageProcessor
 
-    hf, decoder = mllama_whole
-    g = torch.Generator().manual_seed(7)
+    folder, hf = mllama_folder
+    model = convert(folder).model
+    g = torch.Generator().manual_seed(7 + batch)
     rows = [
-        [1, IMAGE_TOKEN, *torch.randint(3, 90, (r + 1,), generator=g).tolist()] for r in range(3)
+        [1, IMAGE_TOKEN, *torch.randint(3, 90, (r + 1,), generator=g).tolist()]
+        for r in range(batch)
     ]
-    pixels_ = torch.randn(3, 1, 2, 3, 28, 28, generator=g)
-    ratio_ids, ratio_mask = torch.tensor([[2]] * 3), torch.ones(3, 1, 2, dtype=torch.long)
-    with torch.no_grad():
-        vision = hf.model.vision_model(
-            pixel_values=pixels_, aspect_ratio_ids=ratio_ids, aspect_ratio_mask=ratio_mask
-        )[0]  # (3, 1 image, 2 tiles, patches, width)
-        states = hf.model.multi_modal_projector(vision).reshape(3, -1, 32)
-    model = SimpleNamespace(decoder=decoder, config=SimpleNamespace(decoder=decoder.config))
+    pictures = tiled_pictures(batch)
+    tiles = [ImageProcessor(model.config.image).pixels(x) for x in pictures]
     token_ids, mask = left_pad(rows, 0)
-    context = decoder.prepare_media(states, torch.ones(states.shape[:2], dtype=torch.bool))
-
-    def theirs(r: int, **kwargs) -> list[int]:
-        row = torch.tensor([rows[r]])
-        reads = torch.zeros(1, len(rows[r]), 1, 2)
-        reads[:, 1:] = 1  # from the image token on, both tiles
-        out = hf.generate(
-            input_ids=row,
-            pixel_values=pixels_[r : r + 1],
-            aspect_ratio_ids=ratio_ids[r : r + 1],
-            aspect_ratio_mask=ratio_mask[r : r + 1],
-            cross_attention_mask=reads,
-            max_new_tokens=NEW,
-            do_sample=False,
-            **kwargs,
-        )
-        return out[0, len(rows[r]) :].tolist()
-
     with torch.no_grad():
+        context = model.prepare_media(MediaBatch.from_lists(images=[[t] for t in tiles]))
         sampling = SamplingConfig(max_new_tokens=NEW, repetition_guard=False)
         greedy = generate_ids(model, token_ids, mask, context, sampling, StopTokens(-1, 0))
+
+        def theirs(r: int, **kwargs) -> list[int]:
+            inputs = mllama_inputs(folder, pictures[r], len(rows[r]))
+            out = hf.generate(
+                input_ids=torch.tensor([rows[r]]), max_new_tokens=NEW, do_sample=False,
+                **inputs, **kwargs,
+            )  # fmt: skip
+            return out[0, len(rows[r]) :].tolist()
+
         if beams == 1:
-            for r in range(3):
-                assert greedy[r].tolist() == theirs(r, min_new_tokens=NEW, num_beams=1)
+            for r in range(batch):
+                want = theirs(r, min_new_tokens=NEW, num_beams=1)
+                assert greedy[r].tolist() == want and len(set(want)) > 1
             return
         every = greedy.flatten().tolist()
         end = max(set(every), key=every.count)
         got = beam_search_ids(
             model, token_ids, mask, context, StopTokens(end, 0), num_beams=4, max_new_tokens=NEW
         ).tolist()
-        ended = 0
-        for r in range(3):
+        for r in range(batch):
             want = theirs(r, num_beams=4, eos_token_id=end, pad_token_id=0)
             assert got[r][: len(want)] == want and all(t == 0 for t in got[r][len(want) :])
-            ended += len(want) < NEW
-        assert ended
+
+
+def test_mllama_captions_and_answers_through_the_api(mllama_folder, tmp_path):
+    folder = mllama_folder[0]
+    saved = save_imported(convert(folder), tmp_path / "ckpt", folder)
+    api = mmllm.load(saved, device="cpu")
+    picture = tiled_pictures(1)[0]
+    caption = api.caption(picture, max_new_tokens=6)
+    assert isinstance(caption, str) and caption.confidence is not None
+    assert isinstance(api.ask(picture, "a cat on a mat?").text, str)
+
+
+def test_mllama_prompts_through_its_chat_template(mllama_folder, tmp_path):
+    """An instruct model's prompt is its chat template's user turn (the image, then the text)
+    up to the assistant's answer."""
+    import shutil
+
+    folder = shutil.copytree(mllama_folder[0], tmp_path / "instruct")
+    template = (
+        "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}]"
+        "{% for c in m['content'] %}{% if c['type'] == 'image' %}<|image|>"
+        "{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|end_of_text|>{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}"
+    )
+    config = {"chat_template": template, "bos_token": "<|begin_of_text|>"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    tokenizer = convert(folder).tokenizer
+    assert tokenizer.prompt_template == (
+        "<|begin_of_text|>[user]<|image|>{prompt}<|end_of_text|>[assistant]"
+    )
+    ids = tokenizer.prompt_ids("a cat")
+    assert ids[0] == 1 and IMAGE_TOKEN in ids

@@ -20,12 +20,22 @@ from mmllm.errors import MediaLimitError
 IMAGE, AUDIO = 0, 1
 
 
+@dataclass(frozen=True)
+class TiledPixels:
+    """A picture for a tiled vision tower (``encoders.hf_vision``): its tiles ``(T, 3, S, S)``
+    (padded with empty tiles) and the id of the aspect ratio they were laid out in."""
+
+    tiles: torch.Tensor
+    aspect_ratio_id: int
+
+
 @dataclass
 class MediaBatch:
     """pixels ``(N_img, 3, H, W)`` with image_index ``(N_img,)`` (the sample of each image);
     waveform ``(N_aud, S)`` with audio_lengths ``(N_aud,)`` and audio_index ``(N_aud,)``;
     recognitions ``(N_img, K, 6)`` with recognition_mask ``(N_img, K)``: what the recognizers
-    found in each image (``encoders.recognizers``), for a model that reads them."""
+    found in each image (``encoders.recognizers``), for a model that reads them. For a tiled
+    tower, pixels are tiles ``(N_img, T, 3, S, S)`` with aspect_ratio_ids ``(N_img,)``."""
 
     batch_size: int
     pixels: torch.Tensor | None = None
@@ -35,24 +45,30 @@ class MediaBatch:
     audio_index: torch.Tensor | None = None
     recognitions: torch.Tensor | None = None
     recognition_mask: torch.Tensor | None = None
+    aspect_ratio_ids: torch.Tensor | None = None
 
     @classmethod
     def from_lists(
         cls,
-        images: list[list[torch.Tensor]] | None = None,
+        images: list[list[torch.Tensor | TiledPixels]] | None = None,
         audio: list[list[torch.Tensor]] | None = None,
         recognitions: list[list[torch.Tensor]] | None = None,
     ) -> MediaBatch:
-        """Collate per-sample lists: ``images[b]`` of ``(3, H, W)``, ``audio[b]`` of ``(S,)``,
-        ``recognitions[b]`` of ``(K_i, 6)``, one per image (padded to the longest, masked)."""
+        """Collate per-sample lists: ``images[b]`` of ``(3, H, W)`` (or all ``TiledPixels``),
+        ``audio[b]`` of ``(S,)``, ``recognitions[b]`` of ``(K_i, 6)``, one per image (padded to
+        the longest, masked)."""
         rows = images if images is not None else audio
         if rows is None:
             raise ValueError("from_lists needs images or audio (use None for a text-only batch)")
         batch = cls(batch_size=len(rows))
         if images is not None:
             flat = [(b, x) for b, items in enumerate(images) for x in items]
-            if flat:
+            if flat and isinstance(flat[0][1], TiledPixels):
+                batch.pixels = torch.stack([x.tiles for _, x in flat])
+                batch.aspect_ratio_ids = torch.tensor([x.aspect_ratio_id for _, x in flat])
+            elif flat:
                 batch.pixels = torch.stack([x for _, x in flat])
+            if flat:
                 batch.image_index = torch.tensor([b for b, _ in flat])
             if recognitions is not None and flat:
                 rows = [r for items in recognitions for r in items]
@@ -100,6 +116,7 @@ class MediaBatch:
             audio_index=move(self.audio_index, False),
             recognitions=move(self.recognitions, True),
             recognition_mask=move(self.recognition_mask, False),
+            aspect_ratio_ids=move(self.aspect_ratio_ids, False),
         )
 
 

@@ -84,7 +84,8 @@ class MultimodalLM(nn.Module):
             if compiled is not None and compiled.images is not None:
                 tokens, mask = compiled.images(media.pixels)
             else:
-                tokens, mask = self.image_projector(*self.image_encoder(media.pixels))
+                tiled = () if media.aspect_ratio_ids is None else (media.aspect_ratio_ids,)
+                tokens, mask = self.image_projector(*self.image_encoder(media.pixels, *tiled))
             if self.recognition is not None:
                 if media.recognitions is None:
                     raise InputError("this model reads recognitions; the media batch has none")

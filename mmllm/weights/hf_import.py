@@ -9,6 +9,9 @@ cross-attention in every block.
   decoder (``mmllm.weights.bert``).
 - ``BlipForQuestionAnswering`` (BLIP VQA): the same, with BLIP's text encoder as the question
   encoder: it reads the question with the picture, and the decoder reads its states.
+- ``MllamaForConditionalGeneration`` (Llama 3.2 Vision): its tiled vision model, its projector
+  as a linear projector, its language model (``mmllm.weights.mllama``); the prompt is its chat
+  template's user turn with the image, or ``<|image|><|begin_of_text|>`` and the text.
 The tower runs as transformers' own (``encoders.hf_vision``) and no media embeddings are added.
 The model keeps its own tokenizer and special tokens (GPT-2's one token both begins and ends),
 its prompt (the decoder's start token, then any text: BLIP's text prefix such as "a picture of")
@@ -32,13 +35,19 @@ from mmllm.tokenizer import SpecialTokens, Tokenizer
 from mmllm.weights.bert import bert_decoder_config, bert_decoder_state_dict
 from mmllm.weights.checkpoint import check_state_dict, save_checkpoint
 from mmllm.weights.gpt2 import gpt2_decoder_config, gpt2_state_dict
+from mmllm.weights.mllama import mllama_text_config, mllama_text_state_dict
 
 GENERATION_FILE = "generation.json"
 DECODERS = ("gpt2", "bert")  # a VisionEncoderDecoderModel's decoders we import
 BLIP = ("BlipForConditionalGeneration", "BlipForQuestionAnswering")
+# where MllamaForConditionalGeneration keeps its parts
+VISION = "model.vision_model."
+PROJECTOR = "model.multi_modal_projector"
+LANGUAGE = "model.language_model."
 FAMILIES = {
     "vision-encoder-decoder": "VisionEncoderDecoderModel (ViT encoder, GPT-2 or BERT decoder)",
     "blip": "BlipForConditionalGeneration (BLIP captioning), BlipForQuestionAnswering (VQA)",
+    "mllama": "MllamaForConditionalGeneration (Llama 3.2 Vision)",
 }
 
 
@@ -74,6 +83,8 @@ def convert(folder: str | Path) -> Imported:
         )
     if kind == "blip":
         return _blip(folder, hf)
+    if kind == "mllama":
+        return _mllama(folder, hf)
     return _vision_encoder_decoder(folder, hf)
 
 
@@ -185,6 +196,36 @@ def blip_model(
     return _loaded(model, ours, source)
 
 
+def mllama_model(
+    hf: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    source: str,
+    preprocessor: Path | None = None,
+) -> MultimodalLM:
+    """Our model of a ``MllamaForConditionalGeneration``: config ``hf`` (a dict), tensors
+    ``state`` (the installed transformers' names), its ``preprocessor_config.json`` if any."""
+    vision = {**hf.get("vision_config", {}), "model_type": "mllama_vision_model"}
+    image = tower_config(vision, preprocessor)
+    image_token = hf.get("image_token_index")
+    decoder_config = mllama_text_config(hf.get("text_config", {}), image_token_id=image_token)
+    model = _captioner(image, decoder_config, "linear")
+    ours = {
+        f"image_encoder.tower.{k.removeprefix(VISION)}": v
+        for k, v in state.items()
+        if k.startswith(VISION)
+    }
+    for part in ("weight", "bias"):
+        ours[f"image_projector.proj.{part}"] = state[f"{PROJECTOR}.{part}"]
+    text = {  # as MllamaForCausalLM names them
+        k.replace(LANGUAGE, "model."): v
+        for k, v in state.items()
+        if k.startswith(LANGUAGE) or k == "lm_head.weight"
+    }
+    mapped = mllama_text_state_dict(text, decoder_config, source)
+    ours.update({f"decoder.{k}": v for k, v in mapped.items()})
+    return _loaded(model, ours, source)
+
+
 def _captioner(image, decoder, projector: str, question=None) -> MultimodalLM:
     """An imported captioner's model (or, with a ``question`` encoder config, a VQA model):
     one image per request, no audio, the encoder's tokens read as they are (no media
@@ -240,6 +281,43 @@ def _blip(folder: Path, hf: dict[str, Any]) -> Imported:
     tokenizer = _tokenizer(folder, text.get("bos_token_id"), eos, text.get("pad_token_id", 0))
     generation = _optional_json(folder / "generation_config.json")
     return Imported(model, tokenizer, _generation_defaults(generation or text))
+
+
+def _mllama(folder: Path, hf: dict[str, Any]) -> Imported:
+    state = _hf_state(folder, "MllamaForConditionalGeneration")
+    model = mllama_model(hf, state, str(folder), folder / "preprocessor_config.json")
+    text = hf.get("text_config", {})
+    generation = _optional_json(folder / "generation_config.json")
+    eos = _first(generation.get("eos_token_id"), text.get("eos_token_id"))
+    if isinstance(eos, list):  # one end token: the first (an instruct model lists several)
+        eos = eos[0]
+    pad = _first(generation.get("pad_token_id"), text.get("pad_token_id"))
+    backend = _backend(folder)
+    roles = SpecialTokens.of_ids(backend, text.get("bos_token_id"), eos, pad, source=str(folder))
+    image = backend.id_to_token(hf.get("image_token_index"))
+    if image is None:
+        raise CheckpointError(f"{folder}: the tokenizer has no image token")
+    template = _chat_template(folder, image) or f"{image}{roles.bos}{{prompt}}"
+    tokenizer = Tokenizer(backend, roles, prompt_template=template, caption_prompt="")
+    return Imported(model, tokenizer, _generation_defaults(generation))
+
+
+def _chat_template(folder: Path, image: str) -> str | None:
+    """The user turn of the folder's chat template holding an image and ``{prompt}``, up to
+    the assistant's answer (None: the folder has no chat template)."""
+    from transformers import AutoTokenizer  # heavy: only when importing
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{folder}: cannot read its tokenizer: {err}") from err
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "{prompt}"}]}]
+    text = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+    if image not in text or text.count("{prompt}") != 1:
+        raise CheckpointError(f"{folder}: its chat template does not place an image and a text")
+    return text
 
 
 def _hf_state(folder: Path, architecture: str) -> dict[str, torch.Tensor]:

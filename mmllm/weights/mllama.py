@@ -5,7 +5,8 @@ It is a Llama whose layers at ``cross_attention_layers`` are cross-attention lay
 self-attention, a per-head q/k RMSNorm, and tanh gates on both the attention and the MLP
 (``DecoderConfig.cross_attn_only``). Text before the image token does not use those layers' MLP
 (``image_token_id``), and the embeddings hold 8 more rows than the head has outputs
-(``head_vocab_size``). Its vision model (tiled pictures) is not imported yet.
+(``head_vocab_size``). Its tiled vision model runs as transformers' own
+(``encoders.hf_vision``); ``mmllm.weights.hf_import`` puts the whole model together.
 """
 
 from __future__ import annotations
