@@ -393,3 +393,9 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
         ranks[tied] = ranks[tied].mean()
     n_pos = len(positive)
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * len(negative)))
+
+
+def checkpoint_trust(folder: Path) -> tuple[Calibration | None, MediaDistance | None]:
+    """A checkpoint's calibration and media statistics (None for what it does not store)."""
+    stats = folder / STATS_FILE
+    return Calibration.load(folder), MediaDistance.load(stats) if stats.is_file() else None

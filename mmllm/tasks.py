@@ -13,7 +13,7 @@ import logging
 import math
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,17 @@ import torch
 
 from mmllm.compiled import CompiledModel, worth_compiling
 from mmllm.confidence import (
-    STATS_FILE,
+    PHOTO,
     Calibration,
     MediaDistance,
+    checkpoint_trust,
     media_kind,
     pooled_tokens,
     recognition_features,
     token_features,
 )
 from mmllm.errors import ConfigError, GenerationError, InputError, TextError
+from mmllm.evidence import existence, existence_thing
 from mmllm.generate import (
     SamplingConfig,
     autocast_for,
@@ -169,8 +171,7 @@ def load(
         model = quantize_model(model, quantize)
     else:
         pack_linears(model)  # large fp32 CPU products through oneDNN (mmllm.packed)
-    calibration = Calibration.load(folder)
-    distance = MediaDistance.load(folder / STATS_FILE) if (folder / STATS_FILE).is_file() else None
+    calibration, distance = checkpoint_trust(folder)
     return MMLLM(
         model,
         tokenizer or load_tokenizer(folder),
@@ -383,7 +384,12 @@ class MMLLM:
             )
         images = [image] if image is not None else []
         clips = [audio] if audio is not None else []
-        context, evidence = self._encode(self._media([images], [clips]), 1, asked)
+        media = self._media([images], [clips])
+        context, evidence = self._encode(media, 1, asked)
+        found = None if choices else self._existence(question.strip(), media, evidence)
+        if found is not None:  # read off the recognizers' findings
+            abstained = _below(found.confidence, min_confidence)
+            return replace(found, text=UNSURE if abstained else found.guess, abstained=abstained)
         if choices:
             scored = self._score(prompt, list(choices), context)
         else:
@@ -401,6 +407,46 @@ class MMLLM:
             abstained=abstained,
             guess=best[0],
             question=question.strip(),
+        )
+
+    def existence_answer(self, image: Any, question: str) -> Answer | None:
+        """The answer to an existence question ("is there a dog in the picture?") about a
+        photo, read off the recognizers' findings (``mmllm.evidence``); None where the model
+        itself answers: another question, a picture that is not a photo, a model that reads no
+        recognizers. ``ask`` answers this way first."""
+        valid_text(question, "question")
+        if self.model.recognition is None or self.media_distance is None:
+            return None  # no findings to read, or no telling a photo from a synthetic scene
+        if existence_thing(question.strip()) is None:
+            return None
+        media = self._media([[image]], [[]])
+        _, evidence = self._encode(media, 1)
+        return self._existence(question.strip(), media, evidence)
+
+    def _existence(
+        self, question: str, media: MediaBatch | None, evidence: _Evidence
+    ) -> Answer | None:
+        thing = existence_thing(question)
+        if (
+            thing is None
+            or media is None
+            or media.recognitions is None
+            or media.image_index is None
+            or len(media.image_index) != 1
+            or evidence.kinds[0] != PHOTO
+        ):
+            return None
+        rows = media.recognitions[0][media.recognition_mask[0]].tolist()
+        found = existence(thing, rows)
+        other = "no" if found.answer == "yes" else "yes"
+        return Answer(
+            found.answer,
+            found.prob,
+            alternatives=[(other, 1 - found.prob)],
+            confidence=found.prob,
+            calibrated=False,  # the recognizers' own scores
+            guess=found.answer,
+            question=question,
         )
 
     def generate(

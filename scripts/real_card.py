@@ -306,6 +306,7 @@ def main() -> None:
     torch.set_num_threads(2)
     api = mmllm.load(args.checkpoint, device="cpu")
     model, tokenizer = api.model, api.tokenizer
+    trust = (api.calibration, api.media_distance)  # existence questions: as ask answers them
     speech_file = args.checkpoint / "speech_scores.json"
     speech = json.loads(speech_file.read_text()) if speech_file.is_file() else None
     if args.render_only:
@@ -314,16 +315,18 @@ def main() -> None:
         (args.checkpoint / "README.md").write_text(render_card(scores, args.steps, parts, speech))
         return
     scores = {
-        "photos": evaluate(model, tokenizer, args.photos, None, progress=True),
+        "photos": evaluate(model, tokenizer, args.photos, None, progress=True, trust=trust),
         "oracle": json.loads(args.oracle.read_text())
         if args.oracle
         else evaluate(model, tokenizer, args.photos, None, progress=True, oracle=True),
-        "synthetic": evaluate(model, tokenizer, "synthetic:heldout", args.n, progress=True),
+        "synthetic": evaluate(
+            model, tokenizer, "synthetic:heldout", args.n, progress=True, trust=trust
+        ),
     }
     with tempfile.TemporaryDirectory() as tmp:
         subset = export_real_photos(Path(tmp), sources=PINNED_SOURCES, progress=False)
-        pinned_photos = evaluate(model, tokenizer, str(subset), None)
-    pinned_synthetic = evaluate(model, tokenizer, **PINNED_SYNTHETIC)
+        pinned_photos = evaluate(model, tokenizer, str(subset), None, trust=trust)
+    pinned_synthetic = evaluate(model, tokenizer, **PINNED_SYNTHETIC, trust=trust)
     keep = ("image", "audio", "both", "overall")
     scores["pinned"] = {
         "synthetic": {**PINNED_SYNTHETIC, "scores": {k: pinned_synthetic[k] for k in keep}},

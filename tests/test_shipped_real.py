@@ -5,6 +5,7 @@ the first 100 records of ``synthetic:heldout``), and fits the size its card stat
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import mmllm
@@ -20,6 +21,11 @@ PHOTO_SLACK = 1  # the pinned photos: one photo or question either way
 @pytest.fixture(scope="module")
 def real():
     return mmllm.load(device="cpu")
+
+
+def trust(api):
+    """What the evaluation reads of the checkpoint beside its weights, as ``ask`` does."""
+    return api.calibration, api.media_distance
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +48,30 @@ def test_the_default_names_the_cat_in_the_shipped_photo(real):
     assert "cat" in answer.text.lower()
 
 
+def test_existence_questions_about_a_photo_are_read_off_the_recognizers(real):
+    """ "is there ...?" about a photo: "yes" where the recognizers name the thing, "no" where
+    they do not (with an even probability for a thing they could never name); about a
+    synthetic scene the model itself answers."""
+    from mmllm.data.synthetic_image import render_scene, sample_scene
+
+    photo = ROOT / "demos" / "examples" / "cat.jpg"
+    cat = real.ask(photo, "Is there a cat in the picture?")
+    assert (cat.text, cat.calibrated) == ("yes", False) and cat.prob > 0.5
+    assert real.ask(photo, "are there any airplanes?").text == "no"
+    louvre = real.ask(photo, "is there a Louvre in the picture?")
+    assert louvre.text == "no" and louvre.prob == 0.5
+    assert real.ask(photo, "is there a Louvre?", min_confidence=0.6).abstained
+    assert real.existence_answer(photo, "what animal is this?") is None
+    rng = np.random.default_rng(0)
+    scene = render_scene(sample_scene(rng), rng)
+    assert real.existence_answer(scene, "is there a red circle?") is None
+
+
 def test_pinned_synthetic_scores_hold(real, pinned):
     spec = pinned["synthetic"]
-    scores = evaluate(real.model, real.tokenizer, spec["data"], spec["n"], spec["seed"])
+    scores = evaluate(
+        real.model, real.tokenizer, spec["data"], spec["n"], spec["seed"], trust=trust(real)
+    )
     drops = {
         key: (value["accuracy"], scores[key]["accuracy"])
         for key, value in spec["scores"].items()
@@ -60,7 +87,7 @@ def test_pinned_photo_scores_hold(real, pinned, tmp_path):
 
     spec = pinned["photos"]
     data = export_real_photos(tmp_path, sources=tuple(spec["sources"]), progress=False)
-    scores = evaluate(real.model, real.tokenizer, str(data), None)
+    scores = evaluate(real.model, real.tokenizer, str(data), None, trust=trust(real))
     for key in ("photo/caption", "photo/vqa"):
         want, now = spec["scores"][key], scores[key]
         right_then = round(want["accuracy"] * want["n"])

@@ -19,38 +19,9 @@ from encoders.recognizers import COCO_OFFSET, N_CLASSES
 from mmllm.data.collate import Record
 from mmllm.eval.degenerate import degenerate_reason
 from mmllm.eval.metrics import normalize_answer
+from mmllm.evidence import names
 
 EXACT_ANSWERS = {"yes", "no"}
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^\w\s]", " ", text.lower()).split()
-
-
-def _singular(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith(("ches", "shes", "sses", "xes")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
-
-
-def names(text: str, noun: str) -> bool:
-    """Whether ``text`` names ``noun`` (a word or phrase), as whole words, plural allowed."""
-    said, wanted = _words(text), _words(noun)
-    if not wanted:
-        return False
-    said_singular = [_singular(w) for w in said]
-    n = len(wanted)
-    for i in range(len(said) - n + 1):
-        head, last = said[i : i + n - 1], said[i + n - 1]
-        if head == wanted[:-1] and (
-            last == wanted[-1] or said_singular[i + n - 1] == _singular(wanted[-1])
-        ):
-            return True
-    return False
 
 
 def accepted(record: Record, text: str) -> bool:

@@ -6,11 +6,15 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
+from mmllm.confidence import Calibration, MediaDistance
 from mmllm.data.collate import Record
+from mmllm.evidence import existence_thing
 from mmllm.generate import SamplingConfig
 from mmllm.model.multimodal import MultimodalLM
 from mmllm.tasks import MMLLM
 from mmllm.tokenizer import Tokenizer
+
+FIELDS = ("prompt", "images", "audio")  # what generation reads of a record
 
 
 def predict(
@@ -22,25 +26,49 @@ def predict(
     progress: bool = False,
     repetition_controls: bool = True,
     compile: bool | None = False,
+    trust: tuple[Calibration | None, MediaDistance | None] = (None, None),
 ) -> list[str]:
     """The model's greedy output text for each record's media and prompt (the API's batched
     generation, ``MMLLM``, so evaluation measures exactly what users get). A batch whose
     prompts leave less room in the context than ``max_new_tokens`` generates what fits.
     ``repetition_controls=False``: without ``mmllm.repetition``'s masks (to measure them).
-    ``compile``: as ``mmllm.load``'s; False (the default) for a model still training."""
-    api = MMLLM(model, tokenizer, truncate_audio=True, compile=compile)  # long clips are cut
+    ``compile``: as ``mmllm.load``'s; False (the default) for a model still training.
+    ``trust``: the checkpoint's calibration and media statistics (``checkpoint_trust``): with
+    them, existence questions about photos are read off the recognizers as ``ask`` does."""
+    calibration, distance = trust
+    api = MMLLM(  # long clips are cut
+        model,
+        tokenizer,
+        truncate_audio=True,
+        compile=compile,
+        calibration=calibration,
+        media_distance=distance,
+    )
     api.expect(len(records))
     context = model.config.decoder.max_seq_len
     outputs: list[str] = []
     starts = range(0, len(records), batch_size)
     for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
         chunk = records[start : start + batch_size]
-        prompts = [r.prompt for r in chunk]
-        longest = max(len(tokenizer.prompt_ids(p)) for p in prompts)
-        room = max(1, min(max_new_tokens, context - longest))
-        sampling = SamplingConfig(max_new_tokens=room, repetition_guard=repetition_controls)
-        texts = api.generate_batch(
-            prompts, [r.images for r in chunk], [r.audio for r in chunk], sampling
-        )
-        outputs.extend(text.strip() for text in texts)
+        read_off = [_existence_answer(api, r) for r in chunk]  # as ask answers them
+        todo = [r for r, answer in zip(chunk, read_off, strict=True) if answer is None]
+        texts = iter([])
+        if todo:
+            longest = max(len(tokenizer.prompt_ids(r.prompt)) for r in todo)
+            room = max(1, min(max_new_tokens, context - longest))
+            sampling = SamplingConfig(max_new_tokens=room, repetition_guard=repetition_controls)
+            prompts, images, audio = ([getattr(r, k) for r in todo] for k in FIELDS)
+            texts = iter(api.generate_batch(prompts, images, audio, sampling))
+        outputs.extend(answer if answer is not None else next(texts).strip() for answer in read_off)
     return outputs
+
+
+def _existence_answer(api: MMLLM, record: Record) -> str | None:
+    """An existence question about one photo, answered off the recognizers' findings as
+    ``MMLLM.ask`` does (``mmllm.evidence``); None for a record the model answers."""
+    if record.task == "caption" or len(record.images) != 1 or record.audio:
+        return None
+    if existence_thing(record.prompt) is None:
+        return None
+    answer = api.existence_answer(record.images[0], record.prompt)
+    return None if answer is None else answer.guess

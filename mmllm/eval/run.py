@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from encoders.recognizers import Recognizer, imagenet_labels, to_rgb_array
+from mmllm.confidence import Calibration, MediaDistance, checkpoint_trust
 from mmllm.data.label_words import coco_words
 from mmllm.data.sources import build_source
 from mmllm.eval.degenerate import degenerate_reason
@@ -27,7 +28,7 @@ from mmllm.packed import pack_linears
 from mmllm.processing import load_image
 from mmllm.quantize import quantize as quantize_model
 from mmllm.tokenizer import Tokenizer
-from mmllm.weights.checkpoint import load_model, load_tokenizer
+from mmllm.weights.checkpoint import load_model, load_tokenizer, resolve_checkpoint
 
 
 def score_records(records, predictions) -> dict:
@@ -89,12 +90,14 @@ def evaluate(
     oracle: bool = False,
     repetition_controls: bool = True,
     compile: bool | None = False,
+    trust: tuple[Calibration | None, MediaDistance | None] = (None, None),
 ) -> dict:
     """Scores of ``model`` on ``data`` (``synthetic:<split>`` or a JSONL file).
 
     drop: "audio" or "image" removes that medium from every record (to prove the model uses it).
     oracle: score the teacher-label oracle instead of the model (``mmllm.eval.photos``).
     repetition_controls: False generates without ``mmllm.repetition``'s masks.
+    trust: the checkpoint's calibration and media statistics (``predict``'s).
     """
     source = build_source(data, seed=seed, shuffle=False)
     count = min(n or len(source), len(source))
@@ -116,6 +119,7 @@ def evaluate(
             progress=progress,
             repetition_controls=repetition_controls,
             compile=compile,
+            trust=trust,
         )
     scores = score_records(records, predictions)
     scores["_meta"] = {
@@ -179,6 +183,7 @@ def run_eval(
         oracle=oracle,
         repetition_controls=repetition_controls,
         compile=compile,
+        trust=checkpoint_trust(resolve_checkpoint(checkpoint)),
     )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,118 @@
+"""Answers read off the recognizers' findings: is there a given thing in a photo?
+
+A model that reads the real recognizers (``encoders.recognizers``) is told what they found, but
+a small decoder does not reliably match a question's noun against those findings: asked "is
+there a Louvre in the picture?" about a bison, mmllm-real said "yes" (0.99). Existence is a
+lookup, so it is answered as one, from the evidence, as automatic alt text answers "may
+contain" (Wu et al., 2017).
+
+What the recognizers *name* is the rule of the teacher-label oracle (``mmllm.eval.photos``): the
+classifier's top class (its label line, specific name, basic noun and plural) and every object
+the detector scores at least ``SURE_OBJECT``. A noun is named when it equals one of those
+words or phrases as whole words, a plural counting as its singular.
+
+- "yes": the noun is named; its probability is the finding's score.
+- "no" about a thing the recognizers know (a class or object of theirs): its probability is 1
+  minus their best score for it anywhere (their other top classes, their unsure objects).
+- "no" about a thing they cannot name at all (a landmark, a dam): they cannot tell, so its
+  probability is ``UNKNOWN_THING`` (0.5).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from encoders.recognizers import COCO_OFFSET, N_CLASSES, imagenet_labels
+from mmllm.data.label_words import coco_words, imagenet_words
+
+SURE_OBJECT = 0.5  # a detected object this sure is named (the oracle's rule)
+UNKNOWN_THING = 0.5  # the probability of "no" about a thing the recognizers cannot name
+# "is there a dog in the picture?", "are there any cats?", "do you see a car?", "does this
+# photo show a bridge?": the thing asked about
+EXISTENCE = re.compile(
+    r"^(?:(?:is|are) there|(?:do|can) you see|does (?:the|this) (?:picture|photo|image) "
+    r"(?:show|contain|have))\s+(?:(?:a|an|any|some|the)\s+)?(?P<thing>[a-z][a-z' -]*?)"
+    r"(?:\s+(?:in|on) (?:the|this) (?:picture|photo|image))?\s*\??$"
+)
+
+
+@dataclass(frozen=True)
+class Existence:
+    """An answer about whether ``thing`` is in the picture, with its probability."""
+
+    thing: str
+    answer: str
+    prob: float
+
+
+def existence_thing(question: str) -> str | None:
+    """The thing an existence question asks about ("is there a dog in the picture?" ->
+    "dog"), or None for any other question."""
+    match = EXISTENCE.match(" ".join(question.lower().split()))
+    return match.group("thing").strip() if match else None
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words of ``text``, punctuation dropped."""
+    return re.sub(r"[^\w\s]", " ", text.lower()).split()
+
+
+def singular(word: str) -> str:
+    """A plural noun's singular by the regular English endings (``cats`` -> ``cat``)."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith(("ches", "shes", "sses", "xes")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def names(text: str, noun: str) -> bool:
+    """Whether ``text`` names ``noun`` (a word or phrase), as whole words, plural allowed."""
+    said, wanted = words(text), words(noun)
+    if not wanted:
+        return False
+    said_singular = [singular(w) for w in said]
+    n = len(wanted)
+    for i in range(len(said) - n + 1):
+        head, last = said[i : i + n - 1], said[i + n - 1]
+        if head == wanted[:-1] and (
+            last == wanted[-1] or said_singular[i + n - 1] == singular(wanted[-1])
+        ):
+            return True
+    return False
+
+
+@functools.cache
+def _label_texts() -> dict[int, str]:
+    """Recognizer label -> every word it goes by, as one text (``names`` searches it)."""
+    texts = {}
+    for i, (line, word) in enumerate(zip(imagenet_labels(), imagenet_words(), strict=True)):
+        texts[i] = f"{line}, {word.name}, {word.basic}, {word.plural}"
+    for cid, word in coco_words().items():
+        texts[COCO_OFFSET + cid] = f"{word.name}, {word.basic}, {word.plural}"
+    return texts
+
+
+def existence(thing: str, rows: Sequence[Sequence[float]]) -> Existence:
+    """The answer about ``thing`` from one picture's recognizer rows ``(label, score, x1, y1,
+    x2, y2)`` (its top classes first, then its objects: ``encoders.recognizers``)."""
+    texts = _label_texts()
+    best_named, best_any, classes_before = 0.0, 0.0, 0
+    for label, score, *_ in rows:
+        label = round(label)
+        is_class = label < N_CLASSES
+        if label in texts and names(texts[label], thing):
+            best_any = max(best_any, score)
+            top_class = is_class and classes_before == 0
+            if top_class or (not is_class and score >= SURE_OBJECT):
+                best_named = max(best_named, score)
+        classes_before += is_class
+    if best_named > 0:
+        return Existence(thing, "yes", float(best_named))
+    known = any(names(text, thing) for text in texts.values())
+    return Existence(thing, "no", float(1 - best_any) if known else UNKNOWN_THING)

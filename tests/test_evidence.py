@@ -1,0 +1,58 @@
+"""Existence questions answered off the recognizers' findings (``mmllm.evidence``)."""
+
+import pytest
+
+from encoders.recognizers import COCO_OFFSET
+from mmllm.evidence import UNKNOWN_THING, existence, existence_thing, names
+
+TABBY, EGYPTIAN_CAT, SPORTS_CAR = 281, 285, 817  # ImageNet classes
+PERSON, CAT, AIRPLANE = 1, 17, 5  # COCO ids
+
+
+def row(label: int, score: float) -> list[float]:
+    return [label, score, 0.1, 0.1, 0.9, 0.9]
+
+
+@pytest.mark.parametrize(
+    ("question", "thing"),
+    [
+        ("is there a dog in the picture?", "dog"),
+        ("Is there an  opera house in this photo?", "opera house"),
+        ("are there any cats?", "cats"),
+        ("are there scissors in the picture?", "scissors"),
+        ("do you see a car", "car"),
+        ("can you see the sea?", "sea"),
+        ("does this image show a bridge?", "bridge"),
+        ("what animal is this?", None),
+        ("how many people are there?", None),
+        ("is this a dog?", None),
+    ],
+)
+def test_existence_questions_name_their_thing(question, thing):
+    assert existence_thing(question) == thing
+
+
+def test_names_matches_whole_words_and_plurals():
+    assert names("tabby, tabby cat, cat, cats", "cats")
+    assert names("two people and a bus", "bus")
+    assert not names("a catamaran", "cat")
+    assert names("sports car, sport car", "sports car") and not names("car", "sports car")
+
+
+def test_the_top_class_and_sure_objects_say_yes_with_their_score():
+    rows = [row(TABBY, 0.4), row(EGYPTIAN_CAT, 0.3), row(COCO_OFFSET + PERSON, 0.8)]
+    for name in ("cat", "tabby", "tabby cat"):  # the top class, by any of its names
+        assert (existence(name, rows).answer, existence(name, rows).prob) == ("yes", 0.4)
+    person = existence("people", rows)  # a plural asks for the singular's object
+    assert (person.answer, person.prob) == ("yes", pytest.approx(0.8))
+
+
+def test_unsure_findings_say_no_with_their_doubt_and_unknown_things_an_even_chance():
+    rows = [row(TABBY, 0.4), row(SPORTS_CAR, 0.2), row(COCO_OFFSET + AIRPLANE, 0.3)]
+    car = existence("sports car", rows)  # not the top class
+    assert (car.answer, car.prob) == ("no", pytest.approx(0.8))
+    plane = existence("airplane", rows)  # an object under 0.5
+    assert (plane.answer, plane.prob) == ("no", pytest.approx(0.7))
+    assert existence("giraffe", rows).prob == 1.0  # known to them, and nowhere in sight
+    for found in (rows, []):
+        assert existence("opera house", found).prob == UNKNOWN_THING
