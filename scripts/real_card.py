@@ -202,7 +202,10 @@ A small decoder reads them through gated cross-attention and names what they fou
 everyday words ("a photo of a dog (Labrador retriever)"), counts the detector's objects, and
 still captions and answers about the synthetic world (shapes, tones, beeps). Every label word
 is one token of its vocabulary, and a copy path puts the recognized labels' words forward, so
-it names what was recognized instead of spelling it from memory.
+it names what was recognized instead of spelling it from memory. Asked whether a thing is in a
+photo ("is there a dog in the picture?"), it answers from the recognizers' findings, not from the
+decoder (`mmllm/evidence.py`): "yes" where they name the thing, "no" otherwise, with an even
+probability for a thing they could never name (a landmark, a dam).
 
 ## Parts
 
@@ -226,7 +229,8 @@ PyPI, each with its acceptable nouns, and {photos["photo/vqa"]["n"]} questions;
 `mmllm eval --data data/photos/data.jsonl`). A caption or open answer is right when it names an
 acceptable noun as a whole word; yes/no must match. The *oracle* is what the recognizers alone
 say (the classifier's top-1 label line and the detector's objects, matched the same way;
-`mmllm eval --oracle`).
+`mmllm eval --oracle`). The model's "is there" answers read the same findings by every name of
+a class (its basic noun too: "dog" for a Labrador), which is why they beat the oracle's.
 
 {photo_table(photos, oracle)}
 

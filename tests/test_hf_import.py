@@ -102,15 +102,13 @@ def bert_tokenizer(folder) -> HFTokenizer:
     return backend
 
 
-@pytest.fixture(scope="module")
-def blip(tmp_path_factory):
-    """A tiny BlipForConditionalGeneration (vision 32 wide, text 48: the cross-attention reads
-    another width) saved as a Hugging Face folder."""
-    folder = tmp_path_factory.mktemp("blip")
-    backend = bert_tokenizer(folder)
-    ids = {n: backend.token_to_id(n) for n in ("[PAD]", "[SEP]", "[DEC]")}
+def save_blip(folder, architecture, vision_width: int, std: float = 0.2):
+    """A tiny BLIP of ``architecture`` (text 48 wide, vision ``vision_width``) saved in
+    ``folder`` beside a BERT-style tokenizer: (model, its special tokens' ids)."""
+    backend = HFTokenizer.from_file(str(folder / "tokenizer.json"))
+    ids = {n: backend.token_to_id(n) for n in ("[PAD]", "[CLS]", "[SEP]", "[DEC]")}
     vision = transformers.BlipVisionConfig(
-        hidden_size=32,
+        hidden_size=vision_width,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -123,7 +121,7 @@ def blip(tmp_path_factory):
         intermediate_size=96,
         num_hidden_layers=2,
         num_attention_heads=4,
-        encoder_hidden_size=32,
+        encoder_hidden_size=vision_width,
         max_position_embeddings=64,
         bos_token_id=ids["[DEC]"],
         sep_token_id=ids["[SEP]"],
@@ -131,8 +129,19 @@ def blip(tmp_path_factory):
         pad_token_id=ids["[PAD]"],
     )
     config = transformers.BlipConfig(vision_config=vision.to_dict(), text_config=text.to_dict())
-    hf = spread(transformers.BlipForConditionalGeneration(config))
+    config.architectures = [architecture.__name__]
+    hf = spread(architecture(config), std)
     hf.save_pretrained(folder)
+    return hf, ids
+
+
+@pytest.fixture(scope="module")
+def blip(tmp_path_factory):
+    """A tiny BlipForConditionalGeneration (vision 32 wide, text 48: the cross-attention reads
+    another width) saved as a Hugging Face folder."""
+    folder = tmp_path_factory.mktemp("blip")
+    bert_tokenizer(folder)
+    hf, ids = save_blip(folder, transformers.BlipForConditionalGeneration, vision_width=32)
     return folder, hf, ids["[DEC]"]
 
 
@@ -472,37 +481,13 @@ def blip_vqa(tmp_path_factory):
     tokenizer that wraps a question in [CLS] ... [SEP] as BLIP's processor does."""
     folder = tmp_path_factory.mktemp("blip_vqa")
     backend = bert_tokenizer(folder)
-    ids = {n: backend.token_to_id(n) for n in ("[PAD]", "[CLS]", "[SEP]", "[DEC]")}
+    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])]
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
     backend.save(str(folder / "tokenizer.json"))
-    vision = transformers.BlipVisionConfig(
-        hidden_size=48,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-    )
-    text = transformers.BlipTextConfig(
-        vocab_size=backend.get_vocab_size(),
-        hidden_size=48,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        encoder_hidden_size=48,
-        max_position_embeddings=64,
-        bos_token_id=ids["[DEC]"],
-        sep_token_id=ids["[SEP]"],
-        eos_token_id=ids["[SEP]"],
-        pad_token_id=ids["[PAD]"],
-    )
-    config = transformers.BlipConfig(vision_config=vision.to_dict(), text_config=text.to_dict())
-    config.architectures = ["BlipForQuestionAnswering"]
     # std 0.1: at 0.2 this decoder, started from [DEC] alone, repeats one token
-    hf = spread(transformers.BlipForQuestionAnswering(config), std=0.1)
-    hf.save_pretrained(folder)
+    hf, ids = save_blip(folder, transformers.BlipForQuestionAnswering, vision_width=48, std=0.1)
     return folder, hf, ids
 
 
@@ -892,3 +877,23 @@ def test_mllama_prompts_through_its_chat_template(mllama_folder, tmp_path):
     )
     ids = tokenizer.prompt_ids("a cat")
     assert ids[0] == 1 and IMAGE_TOKEN in ids
+
+
+def test_the_demo_lists_and_runs_an_imported_model(ved, tmp_path):
+    """A Hugging Face folder given to the demo is a choice of its model list, and answers."""
+    pytest.importorskip("gradio")
+    from PIL import Image
+
+    from demos.app import ModelCache, find_checkpoints, respond
+
+    folder = ved[0]
+    found = find_checkpoints([str(folder)])
+    name = next(n for n, path in found.items() if path == str(folder))
+    picture = tmp_path / "photo.png"
+    Image.new("RGB", (48, 40), (200, 40, 40)).save(picture)
+    models = ModelCache(found, lambda path: mmllm.load(path, device="cpu"))
+    for mode, question in (("Caption", ""), ("Ask", "what is it?")):
+        *_, (text, _, confidence) = respond(
+            models, name, mode, str(picture), None, question, "", 8, 0.0, 1.0, 125
+        )
+        assert text and "confidence" in confidence.lower()
