@@ -15,7 +15,10 @@ right when it names an acceptable noun (``mmllm.eval.photos``).
 Fits, on even-numbered records: the media statistics (on ``synthetic:train``), the in-domain
 curve (held-out in-domain inputs against the stress set's), and the caption and answer curves
 (in-domain held-out outputs, right or wrong). Measures, on odd-numbered records: the expected
-calibration error per domain, the in-domain separation (AUROC), the alt-text threshold's
+calibration error per domain (an existence question about a photo is answered off the
+recognizers, as ``ask`` does, and its probability is its confidence: ``mmllm.evidence``; the
+answer curve is fitted on the model's own answers), the in-domain separation (AUROC), the
+alt-text threshold's
 precision and coverage, and the hallucination rate of captions. Writes ``calibration.json``
 and ``media_stats.safetensors`` into the checkpoint, and ``report.json`` and
 ``reliability.png`` into ``--out``.
@@ -115,15 +118,19 @@ def captions(api, records, batch: int = 32) -> tuple[list[str], np.ndarray]:
     return texts, np.array(features)
 
 
-def answers(api, records) -> tuple[list[str], np.ndarray]:
-    texts, probs = [], []
+def answers(api, records) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Each question's answer as ``ask`` gives it, its probability, and whether it was read
+    off the recognizers' findings (an existence question about a photo: ``mmllm.evidence``;
+    its probability is its confidence, not fitted here)."""
+    texts, probs, read_off = [], [], []
     for r in tqdm(records, desc="answers", unit="question"):
-        answer = api.ask(
-            r.images[0] if r.images else None, r.prompt, r.audio[0] if r.audio else None
-        )
+        image = r.images[0] if r.images else None
+        found = api.existence_answer(image, r.prompt) if image is not None and not r.audio else None
+        answer = found or api.ask(image, r.prompt, r.audio[0] if r.audio else None)
         texts.append(answer.text)
         probs.append(answer.prob)
-    return texts, np.array(probs)
+        read_off.append(found is not None)
+    return texts, np.array(probs), np.array(read_off)
 
 
 def reliability_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
@@ -236,12 +243,14 @@ def main() -> None:
     stress_text, stress_feat = captions(api, stress)
     vqa_idx = [i for i, r in enumerate(held) if r.task == "vqa"]
     vqa_records = [held[i] for i in vqa_idx]
-    vqa_text, vqa_prob = answers(api, vqa_records)
+    api.media_distance = distance  # which pictures are photos, as at inference
+    vqa_text, vqa_prob, read_off = answers(api, vqa_records)
+    api.media_distance = None
     vqa_right = np.array(
         [is_right(r, p) for p, r in zip(vqa_text, vqa_records, strict=True)], float
     )
 
-    cap_fit, vqa_fit = fit_h[cap_idx], fit_h[vqa_idx]
+    cap_fit, vqa_fit = fit_h[cap_idx], fit_h[vqa_idx] & ~read_off  # the model's answers
     cap_kinds = [held_kinds[i] for i in cap_idx]
     vqa_kinds = [held_kinds[i] for i in vqa_idx]
     p_vqa = in_domain_prob(in_domain, d_held[vqa_idx], vqa_kinds, r_held[vqa_idx])
@@ -269,6 +278,7 @@ def main() -> None:
     d_cap, d_vqa = d_held[cap_idx], d_held[vqa_idx]
     cap_conf = calibration.caption_confidence(cap_feat, d_cap, cap_kinds, r_held[cap_idx])
     vqa_conf = calibration.answer_confidence(vqa_prob, d_vqa, vqa_kinds, r_held[vqa_idx])
+    vqa_conf = np.where(read_off, vqa_prob, vqa_conf)  # evidence: its own probability
     stress_conf = calibration.caption_confidence(stress_feat, d_stress, stress_kinds, r_stress)
     # the alt-text threshold: the lowest at which written captions are right often enough
     pool_conf = np.concatenate([cap_conf[cap_fit], stress_conf[fit_s]])
@@ -285,6 +295,7 @@ def main() -> None:
         return np.array(["photo" if n.startswith("photo/") else n for n in names])
 
     cap_dom, vqa_dom = domain(cap_records), domain(vqa_records)
+    test_v = ~fit_h[vqa_idx]
     curves, ece = {}, {}
     for name, conf, right, mask in (
         [
@@ -292,9 +303,10 @@ def main() -> None:
             for d in sorted(set(cap_dom))
         ]
         + [
-            (f"answers/{d}", vqa_conf, vqa_right, (vqa_dom == d) & ~vqa_fit)
+            (f"answers/{d}", vqa_conf, vqa_right, (vqa_dom == d) & ~fit_h[vqa_idx])
             for d in sorted(set(vqa_dom))
         ]
+        + [("answers/photo, read off the recognizers", vqa_conf, vqa_right, read_off & test_v)]
         + [("captions/out-of-domain", stress_conf, np.zeros(len(stress)), test_s)]
     ):
         curves[name] = (conf[mask], right[mask])
