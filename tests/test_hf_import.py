@@ -869,14 +869,21 @@ def test_mllama_prompts_through_its_chat_template(mllama_folder, tmp_path):
         "{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|end_of_text|>{% endfor %}"
         "{% if add_generation_prompt %}[assistant]{% endif %}"
     )
-    config = {"chat_template": template, "bos_token": "<|begin_of_text|>"}
+    config = {
+        "chat_template": template,
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|reserved3|>",  # ends a turn, as an instruct model's <|eot_id|>
+    }
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    ends = [2, IMAGE_TOKEN - 4]  # the generation config lists two; the tokenizer names one
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": ends}))
     tokenizer = convert(folder).tokenizer
     assert tokenizer.prompt_template == (
         "<|begin_of_text|>[user]<|image|>{prompt}<|end_of_text|>[assistant]"
     )
     ids = tokenizer.prompt_ids("a cat")
     assert ids[0] == 1 and IMAGE_TOKEN in ids
+    assert tokenizer.eos_id == IMAGE_TOKEN - 4  # <|reserved3|>
 
 
 def test_the_demo_lists_and_runs_an_imported_model(ved, tmp_path):

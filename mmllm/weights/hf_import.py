@@ -288,29 +288,36 @@ def _mllama(folder: Path, hf: dict[str, Any]) -> Imported:
     model = mllama_model(hf, state, str(folder), folder / "preprocessor_config.json")
     text = hf.get("text_config", {})
     generation = _optional_json(folder / "generation_config.json")
+    hf_tokenizer = _hf_tokenizer(folder)
     eos = _first(generation.get("eos_token_id"), text.get("eos_token_id"))
-    if isinstance(eos, list):  # one end token: the first (an instruct model lists several)
-        eos = eos[0]
+    if isinstance(eos, list):  # one end token: the tokenizer's own if listed (an instruct
+        # model's <|eot_id|>, which ends a chat turn), else the first
+        eos = hf_tokenizer.eos_token_id if hf_tokenizer.eos_token_id in eos else eos[0]
     pad = _first(generation.get("pad_token_id"), text.get("pad_token_id"))
     backend = _backend(folder)
     roles = SpecialTokens.of_ids(backend, text.get("bos_token_id"), eos, pad, source=str(folder))
     image = backend.id_to_token(hf.get("image_token_index"))
     if image is None:
         raise CheckpointError(f"{folder}: the tokenizer has no image token")
-    template = _chat_template(folder, image) or f"{image}{roles.bos}{{prompt}}"
+    template = _chat_template(hf_tokenizer, folder, image) or f"{image}{roles.bos}{{prompt}}"
     tokenizer = Tokenizer(backend, roles, prompt_template=template, caption_prompt="")
     return Imported(model, tokenizer, _generation_defaults(generation))
 
 
-def _chat_template(folder: Path, image: str) -> str | None:
-    """The user turn of the folder's chat template holding an image and ``{prompt}``, up to
-    the assistant's answer (None: the folder has no chat template)."""
+def _hf_tokenizer(folder: Path):
+    """transformers' tokenizer of ``folder`` (for what only it reads: the chat template, the
+    end token its config names)."""
     from transformers import AutoTokenizer  # heavy: only when importing
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{folder}: cannot read its tokenizer: {err}") from err
+
+
+def _chat_template(tokenizer, folder: Path, image: str) -> str | None:
+    """The user turn of ``tokenizer``'s chat template holding an image and ``{prompt}``, up to
+    the assistant's answer (None: it has no chat template)."""
     if not getattr(tokenizer, "chat_template", None):
         return None
     turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "{prompt}"}]}]
