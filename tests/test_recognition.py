@@ -29,6 +29,7 @@ from mmllm.model.recognition import (
     GLUED,
     INNER,
     OPENS,
+    PLURAL,
     SPACED,
     VOWEL,
     choose_word_bias,
@@ -252,6 +253,27 @@ def test_after_an_article_only_the_words_that_agree_with_it_are_offered(reading_
     assert chosen[2, 5] > 0 and chosen[2, 6] > 0  # after any other word: both
 
 
+def test_after_an_article_no_plural_is_offered(reading_model):
+    """ "a" + the copy path's "cows" made "a photo of a cows"; a plural only after a word."""
+    recognition = reading_model.recognition
+    kinds = torch.zeros_like(recognition.word_kinds)
+    with torch.no_grad():
+        recognition.label_words[281, :2] = torch.tensor([5, 7])  # " cow", " cows"
+        recognition.label_words[282, :2] = torch.tensor([-1, -1])
+    kinds[281, :2] = SPACED
+    joins = torch.zeros(64, dtype=torch.uint8)
+    joins[7] = PLURAL
+    joins[10] = ARTICLE_A
+    recognition.set_word_forms(kinds, joins)
+    found = torch.stack([rows((281, 1.0, 0, 0, 1, 1))])
+    bias = recognition.word_bias(
+        found, torch.ones(1, 1, dtype=torch.bool), torch.tensor([0]), 1, 64
+    )
+    chosen = choose_word_bias(bias[0], torch.tensor([10, 12]), recognition.word_joins)
+    assert chosen[0, 5] > 0 and chosen[0, 7] == 0  # "a cow", not "a cows"
+    assert chosen[1, 5] > 0 and chosen[1, 7] > 0  # "two cows" after any other word
+
+
 def test_word_kinds_come_from_the_tokenizers_forms_of_each_label():
     texts = ["a cat sat on the mat with a cat", "(cat) and a dog"] * 20
     tokenizer = Tokenizer.train(texts, vocab_size=300)
@@ -268,6 +290,12 @@ def test_word_kinds_come_from_the_tokenizers_forms_of_each_label():
     assert (
         flags[tokenizer.encode(" a")[0]] & ARTICLE_A and flags[tokenizer.encode(" on")[0]] & VOWEL
     )
+    vocab = Tokenizer.train(["two cats and a cat", "sheep and a sheep"] * 20, vocab_size=300)
+    vocab = vocab.with_words([" cats", " cat", " sheep"])
+    plural = word_joins(vocab)
+    assert plural[vocab.encode(" cats")[0]] & PLURAL  # a label's plural
+    assert not plural[vocab.encode(" cat")[0]] & PLURAL
+    assert not plural[vocab.encode(" sheep")[0]] & PLURAL  # a plural that is its singular too
 
 
 def test_the_copy_path_reaches_generation_and_training_alike(reading_model):

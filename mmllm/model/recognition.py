@@ -26,8 +26,9 @@ COPY_GATE_INIT = -2.0  # sigmoid(-2) ~ 0.12: the gate starts mostly shut
 # one slice per kind, and the token before each position picks SPACED or GLUED
 INNER, SPACED, GLUED = 0, 1, 2
 # what each vocabulary token is to the word after it (``word_joins``, flags): a word after it
-# starts glued; it is the article "a" or "an"; it begins a word with a vowel letter
-OPENS, ARTICLE_A, ARTICLE_AN, VOWEL = 1, 2, 4, 8
+# starts glued; it is the article "a" or "an"; it begins a word with a vowel letter; its word is
+# a label's plural (which no article takes)
+OPENS, ARTICLE_A, ARTICLE_AN, VOWEL, PLURAL = 1, 2, 4, 8, 16
 
 
 def row_features(rows: torch.Tensor) -> torch.Tensor:
@@ -52,7 +53,7 @@ class RecognitionTokens(nn.Module):
     (``word_kinds``: INNER, SPACED or GLUED, set by ``mmllm.weights.copy_words``), and the
     bias keeps one slice per kind, so a word's glued form is offered only after an opener
     (``word_joins``) and its spaced form only after anything else, and after "a" or "an" only
-    the words that agree with it (the rule the training texts follow)."""
+    the singular words that agree with it (the rule the training texts follow)."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -118,15 +119,18 @@ def choose_word_bias(
 ) -> torch.Tensor:
     """Per-kind word bias ``(..., 3, V)`` and the token before each position ``(...)`` -> the
     bias ``(..., V)``: the INNER slice plus GLUED after a token that OPENS a word, else SPACED;
-    after the article "a" (or "an") only the spaced words without (or with) a VOWEL first
-    (``joins`` ``(V,)``: each token's flags)."""
+    after the article "a" (or "an") only the spaced singular words without (or with) a VOWEL
+    first (``joins`` ``(V,)``: each token's flags)."""
     inner, spaced, glued = bias.unbind(-2)
     if joins.numel() == 0:  # no kinds known: every id is INNER, the other slices are 0
         return inner + spaced
     flags = joins[previous.clamp(0, joins.shape[0] - 1)].long()[..., None]  # (..., 1)
     vowel = (joins.long() & VOWEL).bool()  # (V,)
+    singular = ~(joins.long() & PLURAL).bool()  # (V,)
     agrees = torch.where(
-        (flags & ARTICLE_A).bool(), ~vowel, torch.where((flags & ARTICLE_AN).bool(), vowel, True)
+        (flags & ARTICLE_A).bool(),
+        ~vowel & singular,
+        torch.where((flags & ARTICLE_AN).bool(), vowel & singular, True),
     )  # (..., V)
     return inner + torch.where((flags & OPENS).bool(), glued, spaced * agrees)
 

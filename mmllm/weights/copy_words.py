@@ -11,8 +11,9 @@ comes before. Biasing both at every step makes the decoder write "ancat" after "
 - ``INNER``: any later piece of a word spelt in several; it may follow anything.
 
 Each vocabulary token also gets flags towards the next word (``word_joins``): whether a word
-after it starts glued, whether it is the article "a" or "an", whether it starts with a vowel, so
-that after "an" the copy path offers "apple" and not "cat". ``wire_copy_path`` stores the kinds
+after it starts glued, whether it is the article "a" or "an", whether it starts with a vowel,
+whether it is a label's plural, so that after "an" the copy path offers "apple" and not "cat",
+and after "a" it offers "cow" and not "cows". ``wire_copy_path`` stores the kinds
 and the flags on the model's ``RecognitionTokens``.
 """
 
@@ -28,6 +29,7 @@ from mmllm.model.recognition import (
     GLUED,
     INNER,
     OPENS,
+    PLURAL,
     SPACED,
     VOWEL,
     RecognitionTokens,
@@ -76,14 +78,18 @@ def word_joins(tokenizer: Tokenizer) -> torch.Tensor:
     """``(V,)`` uint8 flags of each token towards the next word: OPENS (a word after it starts
     without a space: special tokens, which decode to nothing, and text ending in an opening
     character or a space), ARTICLE_A / ARTICLE_AN (the article, any case), VOWEL (its word
-    starts with a vowel letter, the rule the training texts' articles follow)."""
+    starts with a vowel letter, the rule the training texts' articles follow), PLURAL (its
+    word is a label's plural and no label's singular: "cows", not "sheep")."""
     texts = tokenizer.backend.decode_batch([[i] for i in range(tokenizer.vocab_size)])
+    words = [*imagenet_words(), *coco_words().values()]
+    plurals = {w.plural for w in words} - {w.basic for w in words} - {w.name for w in words}
     flags = []
     for text in texts:
         word = text.strip().lower()
         flag = OPENS if not text or text[-1] in OPENING_CHARACTERS or text[-1].isspace() else 0
         flag |= ARTICLE_A if word == "a" else ARTICLE_AN if word == "an" else 0
         flag |= VOWEL if word[:1] in tuple("aeiou") else 0
+        flag |= PLURAL if word in plurals else 0
         flags.append(flag)
     return torch.tensor(flags, dtype=torch.uint8)
 
