@@ -220,8 +220,8 @@ has no landmark names (the Taj Mahal is at best "a mosque"), no colours of real 
 text reading, and it is wrong whenever its recognizers are (pliers, wrenches and windmills are
 not ImageNet classes). It has no general language model behind it: it cannot chat, and it knows
 a word only as a label. Asked whether a thing is there, it knows the thing only by its
-recognizers' names: "is there a man?" beside a detected person is "no" at an even probability. It words its recognizers' doubt ("or maybe"). Not for decisions about
-people.
+recognizers' names: "is there a man?" beside a detected person is "no" at an even
+probability. It words its recognizers' doubt ("or maybe"). Not for decisions about people.
 
 ## Scores
 
