@@ -124,6 +124,12 @@ def start_decode(
     return cache, mask
 
 
+def _beams(histories: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Per row, the beams ``index`` ``(B, n)`` picks of ``histories`` ``(B, K, L)`` ->
+    ``(B, n, L)``."""
+    return histories.gather(1, index[:, :, None].expand(-1, -1, histories.shape[-1]))
+
+
 def _upto(mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
     return None if mask is None else mask[:, :length]
 
@@ -316,9 +322,9 @@ def beam_search_ids(
         totals = (running_scores[:, :, None] + step_logp.view(B, K, V)).view(B, K * V)
         cand_scores, flat = totals.topk(2 * K, dim=-1)  # (B, 2K)
         parent, tokens = flat // V, flat % V  # (B, 2K)
-        cand = running.gather(1, parent[:, :, None].expand(-1, -1, max_new_tokens))  # new
+        cand = _beams(running, parent)  # (B, 2K, max_new_tokens): each candidate's tokens
         cand[:, :, step] = tokens
-        cand_logp = running_logp.gather(1, parent[:, :, None].expand(-1, -1, max_new_tokens))
+        cand_logp = _beams(running_logp, parent)
         picked = step_logp.view(B, K, V)[
             torch.arange(B, device=device)[:, None], parent, tokens
         ]  # (B, 2K)
@@ -327,8 +333,7 @@ def beam_search_ids(
         # the K best that go on
         going = cand_scores - ends.float() * big
         keep = going.topk(K, dim=-1).indices  # (B, K)
-        running = cand.gather(1, keep[:, :, None].expand(-1, -1, max_new_tokens))
-        running_logp = cand_logp.gather(1, keep[:, :, None].expand(-1, -1, max_new_tokens))
+        running, running_logp = _beams(cand, keep), _beams(cand_logp, keep)
         running_scores = going.gather(1, keep)
         beam_parent = parent.gather(1, keep) + torch.arange(B, device=device)[:, None] * K
         # the ones that end among the K best join the finished hypotheses
@@ -336,12 +341,8 @@ def beam_search_ids(
         scored = scored - (~improvable).float() * big - (~(ends & top_k)).float() * big
         merged = torch.cat([finished_scores, scored], 1)  # (B, 3K)
         best = merged.topk(K, dim=-1).indices
-        finished = torch.cat([finished, cand], 1).gather(
-            1, best[:, :, None].expand(-1, -1, max_new_tokens)
-        )
-        finished_logp = torch.cat([finished_logp, cand_logp], 1).gather(
-            1, best[:, :, None].expand(-1, -1, max_new_tokens)
-        )
+        finished = _beams(torch.cat([finished, cand], 1), best)
+        finished_logp = _beams(torch.cat([finished_logp, cand_logp], 1), best)
         is_finished = torch.cat([is_finished, ends & top_k], 1).gather(1, best)
         finished_scores = merged.gather(1, best)
         # can a running beam still beat the worst finished one?

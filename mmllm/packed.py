@@ -342,6 +342,9 @@ def packable(decoder: nn.Module) -> bool:
     """Whether :class:`PackedDecoder` computes ``decoder``'s step: evaluation mode without
     gradients, CPU, fp32, plain ``nn.Linear`` products, Llama's block, at most
     :data:`MAX_PACKED_BYTES`."""
+    config = decoder.config  # the cheap checks first: this runs for every request
+    if not config.is_llama_block or config.attn_head_dim % 2:  # the step is written for it
+        return False
     if not cpu_inference(decoder, decoder.embed_tokens.weight):
         return False
     if sum(p.numel() * p.element_size() for p in decoder.parameters()) > MAX_PACKED_BYTES:
@@ -350,13 +353,7 @@ def packable(decoder: nn.Module) -> bool:
         isinstance(m, nn.Linear) and type(m) not in (nn.Linear, PackedLinear)
         for m in decoder.modules()
     )
-    config = decoder.config
-    return (
-        not wrapped
-        and not is_quantized(decoder)
-        and config.is_llama_block  # the step below is written for that block
-        and config.attn_head_dim % 2 == 0
-    )
+    return not wrapped and not is_quantized(decoder)
 
 
 def packed_for(decoder: nn.Module) -> PackedDecoder | None:

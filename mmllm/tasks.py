@@ -414,14 +414,14 @@ class MMLLM:
         photo, read off the recognizers' findings (``mmllm.evidence``); None where the model
         itself answers: another question, a picture that is not a photo, a model that reads no
         recognizers. ``ask`` answers this way first."""
-        valid_text(question, "question")
+        question = valid_text(question, "question").strip()
         if self.model.recognition is None or self.media_distance is None:
             return None  # no findings to read, or no telling a photo from a synthetic scene
-        if existence_thing(question.strip()) is None:
-            return None
+        if existence_thing(question) is None:
+            return None  # before encoding the picture
         media = self._media([[image]], [[]])
         _, evidence = self._encode(media, 1)
-        return self._existence(question.strip(), media, evidence)
+        return self._existence(question, media, evidence)
 
     def _existence(
         self, question: str, media: MediaBatch | None, evidence: _Evidence

@@ -211,21 +211,31 @@ def test_the_copy_path_puts_each_rows_score_on_its_labels_words(reading_model):
     assert bias[1].count_nonzero() == 2
 
 
-def test_a_words_glued_form_is_offered_only_after_an_opener(reading_model):
-    """ " cat" after a word, "cat" after "(" or the prompt's end: never "ancat" or "( cat"."""
-    recognition = reading_model.recognition
+def copy_bias_after(recognition, words, word_kinds, flags, previous):
+    """The copy path's bias ``(len(previous), V)`` after each token of ``previous``, for one
+    sure finding of label 281 spelt by ids ``words`` of ``word_kinds``, tokens' ``flags``
+    ``{id: flags}`` standing for ``word_joins``."""
     kinds = torch.zeros_like(recognition.word_kinds)
     with torch.no_grad():
-        recognition.label_words[281, :3] = torch.tensor([5, 6, 9])  # " cat", "cat", "s"
-    kinds[281, :3] = torch.tensor([SPACED, GLUED, INNER])
+        recognition.label_words[281, : len(words)] = torch.tensor(words)
+        recognition.label_words[282, :2] = torch.tensor([-1, -1])
+    kinds[281, : len(words)] = torch.tensor(word_kinds, dtype=kinds.dtype)
     joins = torch.zeros(64, dtype=torch.uint8)
-    joins[3] = OPENS  # e.g. "("
+    for token, flag in flags.items():
+        joins[token] = flag
     recognition.set_word_forms(kinds, joins)
     found = torch.stack([rows((281, 1.0, 0, 0, 1, 1))])
     bias = recognition.word_bias(
         found, torch.ones(1, 1, dtype=torch.bool), torch.tensor([0]), 1, 64
     )
-    chosen = choose_word_bias(bias[0], torch.tensor([3, 10, 3]), recognition.word_joins)
+    return choose_word_bias(bias[0], torch.tensor(previous), recognition.word_joins)
+
+
+def test_a_words_glued_form_is_offered_only_after_an_opener(reading_model):
+    """ " cat" after a word, "cat" after "(" or the prompt's end: never "ancat" or "( cat"."""
+    chosen = copy_bias_after(  # " cat", "cat", "s"; token 3 is e.g. "("
+        reading_model.recognition, [5, 6, 9], [SPACED, GLUED, INNER], {3: OPENS}, [3, 10, 3]
+    )
     assert chosen[0, 6] > 0 and chosen[0, 5] == 0  # after the opener: the glued form
     assert chosen[1, 5] > 0 and chosen[1, 6] == 0  # after a word: the spaced form
     assert chosen[:, 9].gt(0).all()  # a later piece may follow anything
@@ -233,21 +243,10 @@ def test_a_words_glued_form_is_offered_only_after_an_opener(reading_model):
 
 def test_after_an_article_only_the_words_that_agree_with_it_are_offered(reading_model):
     """ "an" + the copy path's "cat" made "an cat"; after "an" only a vowel-initial word."""
-    recognition = reading_model.recognition
-    kinds = torch.zeros_like(recognition.word_kinds)
-    with torch.no_grad():
-        recognition.label_words[281, :2] = torch.tensor([5, 6])  # " cat", " owl"
-        recognition.label_words[282, :2] = torch.tensor([-1, -1])
-    kinds[281, :2] = SPACED
-    joins = torch.zeros(64, dtype=torch.uint8)
-    joins[6] = VOWEL
-    joins[10], joins[11] = ARTICLE_A, ARTICLE_AN
-    recognition.set_word_forms(kinds, joins)
-    found = torch.stack([rows((281, 1.0, 0, 0, 1, 1))])
-    bias = recognition.word_bias(
-        found, torch.ones(1, 1, dtype=torch.bool), torch.tensor([0]), 1, 64
+    flags = {6: VOWEL, 10: ARTICLE_A, 11: ARTICLE_AN}
+    chosen = copy_bias_after(  # " cat", " owl"
+        reading_model.recognition, [5, 6], [SPACED, SPACED], flags, [10, 11, 12]
     )
-    chosen = choose_word_bias(bias[0], torch.tensor([10, 11, 12]), recognition.word_joins)
     assert chosen[0, 5] > 0 and chosen[0, 6] == 0  # "a cat", not "a owl"
     assert chosen[1, 6] > 0 and chosen[1, 5] == 0  # "an owl", not "an cat"
     assert chosen[2, 5] > 0 and chosen[2, 6] > 0  # after any other word: both
@@ -255,21 +254,9 @@ def test_after_an_article_only_the_words_that_agree_with_it_are_offered(reading_
 
 def test_after_an_article_no_plural_is_offered(reading_model):
     """ "a" + the copy path's "cows" made "a photo of a cows"; a plural only after a word."""
-    recognition = reading_model.recognition
-    kinds = torch.zeros_like(recognition.word_kinds)
-    with torch.no_grad():
-        recognition.label_words[281, :2] = torch.tensor([5, 7])  # " cow", " cows"
-        recognition.label_words[282, :2] = torch.tensor([-1, -1])
-    kinds[281, :2] = SPACED
-    joins = torch.zeros(64, dtype=torch.uint8)
-    joins[7] = PLURAL
-    joins[10] = ARTICLE_A
-    recognition.set_word_forms(kinds, joins)
-    found = torch.stack([rows((281, 1.0, 0, 0, 1, 1))])
-    bias = recognition.word_bias(
-        found, torch.ones(1, 1, dtype=torch.bool), torch.tensor([0]), 1, 64
+    chosen = copy_bias_after(  # " cow", " cows"
+        reading_model.recognition, [5, 7], [SPACED, SPACED], {7: PLURAL, 10: ARTICLE_A}, [10, 12]
     )
-    chosen = choose_word_bias(bias[0], torch.tensor([10, 12]), recognition.word_joins)
     assert chosen[0, 5] > 0 and chosen[0, 7] == 0  # "a cow", not "a cows"
     assert chosen[1, 5] > 0 and chosen[1, 7] > 0  # "two cows" after any other word
 

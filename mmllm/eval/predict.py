@@ -8,7 +8,6 @@ from tqdm import tqdm
 
 from mmllm.confidence import Calibration, MediaDistance
 from mmllm.data.collate import Record
-from mmllm.evidence import existence_thing
 from mmllm.generate import SamplingConfig
 from mmllm.model.multimodal import MultimodalLM
 from mmllm.tasks import MMLLM
@@ -67,8 +66,6 @@ def _existence_answer(api: MMLLM, record: Record) -> str | None:
     """An existence question about one photo, answered off the recognizers' findings as
     ``MMLLM.ask`` does (``mmllm.evidence``); None for a record the model answers."""
     if record.task == "caption" or len(record.images) != 1 or record.audio:
-        return None
-    if existence_thing(record.prompt) is None:
         return None
     answer = api.existence_answer(record.images[0], record.prompt)
     return None if answer is None else answer.guess

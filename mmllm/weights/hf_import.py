@@ -42,7 +42,7 @@ DECODERS = ("gpt2", "bert")  # a VisionEncoderDecoderModel's decoders we import
 BLIP = ("BlipForConditionalGeneration", "BlipForQuestionAnswering")
 # where MllamaForConditionalGeneration keeps its parts
 VISION = "model.vision_model."
-PROJECTOR = "model.multi_modal_projector"
+PROJECTOR = "model.multi_modal_projector."
 LANGUAGE = "model.language_model."
 FAMILIES = {
     "vision-encoder-decoder": "VisionEncoderDecoderModel (ViT encoder, GPT-2 or BERT decoder)",
@@ -135,20 +135,15 @@ def vision_encoder_decoder_model(
         decoder_config = bert_decoder_config(decoder)
     image = tower_config(encoder, preprocessor)
     model = _captioner(image, decoder_config, "linear" if linear else "identity")
-    ours = {
-        f"image_encoder.tower.{k.removeprefix('encoder.')}": v
-        for k, v in state.items()
-        if k.startswith("encoder.") and not k.startswith("encoder.pooler.")
-    }
-    if linear:
-        ours["image_projector.proj.weight"] = state["enc_to_dec_proj.weight"]
-        ours["image_projector.proj.bias"] = state["enc_to_dec_proj.bias"]
-    lm = {k.removeprefix("decoder."): v for k, v in state.items() if k.startswith("decoder.")}
+    tower = _renamed(state, "encoder.", "image_encoder.tower.")
+    ours = {k: v for k, v in tower.items() if not k.startswith("image_encoder.tower.pooler.")}
+    ours.update(_renamed(state, "enc_to_dec_proj.", "image_projector.proj."))  # if any
+    lm = _renamed(state, "decoder.")
     if kind == "gpt2":
         mapped = gpt2_state_dict(lm, decoder_config, source, cross_attn=True)
     else:
         mapped = bert_decoder_state_dict(lm, decoder_config, source)
-    ours.update({f"decoder.{k}": v for k, v in mapped.items()})
+    ours.update(_renamed(mapped, "", "decoder."))
     return _loaded(model, ours, source)
 
 
@@ -177,22 +172,15 @@ def blip_model(
     else:
         decoder_config = bert_decoder_config(text_config, media_dim=image.dim)
     model = _captioner(image, decoder_config, "identity", question)
-    ours = {
-        f"image_encoder.tower.{k.removeprefix('vision_model.')}": v
-        for k, v in state.items()
-        if k.startswith("vision_model.")
-    }
-    for theirs, mine, config in (
-        ("text_decoder.", "decoder.", decoder_config),
-        ("text_encoder.", "question_encoder.", question),
+    ours = _renamed(state, "vision_model.", "image_encoder.tower.")
+    # the question encoder is a BlipTextModel: BERT's names without the "bert." level
+    for theirs, level, mine, config in (
+        ("text_decoder.", "", "decoder.", decoder_config),
+        ("text_encoder.", "bert.", "question_encoder.", question),
     ):
-        if config is None:
-            continue
-        # the question encoder is a BlipTextModel: BERT's names without the "bert." level
-        prefix = "bert." if theirs == "text_encoder." else ""
-        part = {prefix + k[len(theirs) :]: v for k, v in state.items() if k.startswith(theirs)}
-        mapped = bert_decoder_state_dict(part, config, source)
-        ours.update({f"{mine}{k}": v for k, v in mapped.items()})
+        if config is not None:
+            part = _renamed(state, theirs, level)
+            ours.update(_renamed(bert_decoder_state_dict(part, config, source), "", mine))
     return _loaded(model, ours, source)
 
 
@@ -209,21 +197,18 @@ def mllama_model(
     image_token = hf.get("image_token_index")
     decoder_config = mllama_text_config(hf.get("text_config", {}), image_token_id=image_token)
     model = _captioner(image, decoder_config, "linear")
-    ours = {
-        f"image_encoder.tower.{k.removeprefix(VISION)}": v
-        for k, v in state.items()
-        if k.startswith(VISION)
-    }
-    for part in ("weight", "bias"):
-        ours[f"image_projector.proj.{part}"] = state[f"{PROJECTOR}.{part}"]
-    text = {  # as MllamaForCausalLM names them
-        k.replace(LANGUAGE, "model."): v
-        for k, v in state.items()
-        if k.startswith(LANGUAGE) or k == "lm_head.weight"
-    }
+    ours = _renamed(state, VISION, "image_encoder.tower.")
+    ours.update(_renamed(state, PROJECTOR, "image_projector.proj."))
+    text = _renamed(state, LANGUAGE, "model.")  # as MllamaForCausalLM names them
+    text.update(_renamed(state, "lm_head.", "lm_head."))
     mapped = mllama_text_state_dict(text, decoder_config, source)
-    ours.update({f"decoder.{k}": v for k, v in mapped.items()})
+    ours.update(_renamed(mapped, "", "decoder."))
     return _loaded(model, ours, source)
+
+
+def _renamed(state: dict[str, torch.Tensor], theirs: str, ours: str = "") -> dict:
+    """The tensors of ``state`` named under ``theirs``, named under ``ours`` instead."""
+    return {ours + k[len(theirs) :]: v for k, v in state.items() if k.startswith(theirs)}
 
 
 def _captioner(image, decoder, projector: str, question=None) -> MultimodalLM:
