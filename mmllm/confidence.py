@@ -9,8 +9,9 @@ Two measured parts, multiplied:
   in-domain versus out-of-domain inputs (noise, blank frames, silence, photos the model never
   saw), says how likely the input is in domain (``MediaDistance``);
 - **right if in domain**: a logistic regression on the output's own token log-probabilities
-  (mean and minimum; for answers the answer's probability) and the kind of input, fitted per
-  kind of output (caption, answer) on in-domain held-out data where right and wrong are known.
+  (mean and minimum; for answers the answer's probability, with intercept and slopes per kind
+  of input) and the kind of input, fitted per kind of output (caption, answer) on in-domain
+  held-out data where right and wrong are known.
   For a model that reads real photos, an image nearer the photos' statistics than the
   synthetic pictures' is a kind of its own (``MediaDistance.assign``): the model is right
   about most synthetic scenes and fewer than half of the photos, and one curve for both made
@@ -19,11 +20,12 @@ Two measured parts, multiplied:
 An out-of-domain input is taken to be answered wrongly, so ``confidence = in_domain * right``;
 captions may instead have one joint curve over their token scores, kind, distance and the
 recognizers' certainty, fitted on in-domain and out-of-domain captions together
-(``Calibration.joint_caption``).
-``scripts/calibrate.py`` fits both on one half of the held-out data, measures the expected
-calibration error and the separation (AUROC) on the other half, and stores the result with
-the checkpoint (``calibration.json``, ``media_stats.safetensors``). A checkpoint without them
-gets the raw token probability, marked uncalibrated.
+(``Calibration.joint_caption``). Existence answers read off the recognizers (``mmllm.evidence``)
+have a curve of their own on the recognizers' probability (``Calibration.existence``).
+``scripts/calibrate.py`` fits them on held-out data, measures the expected calibration error
+and the separation (AUROC) by cross-fitting (each record scored by curves fitted without it),
+and stores the result with the checkpoint (``calibration.json``, ``media_stats.safetensors``).
+A checkpoint without them gets the raw token probability, marked uncalibrated.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ KINDS = ("image", "audio", "image+audio")
 # an image nearer the real photos' statistics than the synthetic pictures' (for a model that
 # reads photos): its own kind, with its own distance unit and intercepts
 PHOTO = "photo"
+PER_KIND = (*KINDS, PHOTO)  # the kinds a per-kind curve has a part of its own for
 
 
 def media_kind(has_image: bool, has_audio: bool) -> str | None:
@@ -291,12 +294,16 @@ class Calibration:
 
     in_domain: Logistic  # in_domain_features (9)
     caption: Logistic  # caption_features (11), or 7 of them if not joint
-    answer: Logistic  # answer_features (8)
+    answer: Logistic  # answer_features (8), or answer_features_per_kind (16)
     alt_text_threshold: float
     measured: dict
     # the caption curve reads the log distance itself and is fitted on in-domain and
     # out-of-domain captions together, instead of being multiplied by the in-domain probability
     joint_caption: bool = False
+    # existence answers read off the recognizers (``mmllm.evidence``): existence_features (4)
+    existence: Logistic | None = None
+    # the answer curve has a part of its own per kind of input (answer_features_per_kind)
+    answer_per_kind: bool = False
 
     def in_domain_prob(
         self, distance: np.ndarray, kinds: list[str | None], recognized: np.ndarray | None = None
@@ -326,8 +333,19 @@ class Calibration:
     ) -> np.ndarray:
         """Answer probabilities ``(n,)``, distances ``(n,)``, kinds, ``recognition_features``
         -> ``(n,)``."""
-        x = answer_features(prob, kinds, recognized)
+        features = answer_features_per_kind if self.answer_per_kind else answer_features
+        x = features(prob, kinds, recognized)
         return self.answer(x) * self.in_domain_prob(distance, kinds, recognized)
+
+    def existence_confidence(
+        self, prob: np.ndarray, yes: np.ndarray, known: np.ndarray
+    ) -> np.ndarray | None:
+        """Existence answers read off the recognizers: their probabilities ``(n,)``, whether
+        each says "yes" and whether the recognizers know the thing asked about -> ``(n,)``;
+        None without an existence curve."""
+        if self.existence is None:
+            return None
+        return self.existence(existence_features(prob, yes, known))
 
     def save(self, folder: Path) -> None:
         (folder / CALIBRATION_FILE).write_text(json.dumps(asdict(self), indent=1) + "\n")
@@ -341,15 +359,20 @@ class Calibration:
         # calibrations fitted before the photo kind and the recognition features have fewer
         # weights (the new features come last): 0 for each
         joint = bool(data.get("joint_caption", False))
-        sizes = {"in_domain": 9, "caption": 11 if joint else 7, "answer": 8}
+        per_kind = bool(data.get("answer_per_kind", False))
+        answer_size = 4 * len(PER_KIND) if per_kind else 8
+        sizes = {"in_domain": 9, "caption": 11 if joint else 7, "answer": answer_size}
         parts = {
             k: Logistic(_padded(data[k]["weights"], n), data[k]["bias"]) for k, n in sizes.items()
         }
+        found = data.get("existence")
         return cls(
             **parts,
             alt_text_threshold=data["alt_text_threshold"],
             measured=data["measured"],
             joint_caption=joint,
+            existence=None if found is None else Logistic(tuple(found["weights"]), found["bias"]),
+            answer_per_kind=per_kind,
         )
 
 
@@ -361,6 +384,32 @@ def answer_features(
     logp = np.log(np.maximum(np.asarray(prob, np.float64), 1e-12))[:, None]
     seen = _recognized(recognized, len(kinds))
     return np.concatenate([logp, kind_features(kinds), seen, _photo_slopes(seen, kinds)], 1)
+
+
+def answer_features_per_kind(
+    prob: np.ndarray, kinds: list[str | None], recognized: np.ndarray | None = None
+) -> np.ndarray:
+    """A per-kind answer curve's features ``(n, 16)``: for each kind of :data:`PER_KIND`, an
+    indicator and, for answers about that kind of input only, the log answer probability and
+    the recognizers' certainty. Each kind gets its own intercept and slopes: an answer's
+    probability means something else about a photo than about a synthetic scene."""
+    logp = np.log(np.maximum(np.asarray(prob, np.float64), 1e-12))[:, None]
+    columns = np.concatenate(
+        [np.ones_like(logp), logp, _recognized(recognized, len(kinds))], 1
+    )  # (n, 4)
+    parts = [columns * np.array([[k == kind] for k in kinds], np.float64) for kind in PER_KIND]
+    return np.concatenate(parts, 1).reshape(len(kinds), 4 * len(PER_KIND))
+
+
+def existence_features(prob: np.ndarray, yes: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """An existence curve's features ``(n, 4)``: the log-odds of the recognizers' probability
+    for a "yes" and for a "no" about a thing they know, and an indicator of each. A "no" about
+    a thing they cannot name has none of these: the curve's bias is its confidence."""
+    p = np.clip(np.asarray(prob, np.float64), 1e-6, 1 - 1e-6)
+    yes = np.asarray(yes, np.float64)
+    known_no = (1 - yes) * np.asarray(known, np.float64)
+    logit = np.log(p / (1 - p))
+    return np.stack([logit * yes, logit * known_no, yes, known_no], 1)
 
 
 def _padded(weights: list[float], n: int) -> tuple[float, ...]:

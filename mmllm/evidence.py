@@ -41,11 +41,13 @@ EXISTENCE = re.compile(
 
 @dataclass(frozen=True)
 class Existence:
-    """An answer about whether ``thing`` is in the picture, with its probability."""
+    """An answer about whether ``thing`` is in the picture, with its probability; ``known``:
+    whether the recognizers can name the thing at all."""
 
     thing: str
     answer: str
     prob: float
+    known: bool = True
 
 
 def existence_thing(question: str) -> str | None:
@@ -114,5 +116,6 @@ def existence(thing: str, rows: Sequence[Sequence[float]]) -> Existence:
         classes_before += is_class
     if best_named > 0:
         return Existence(thing, "yes", float(best_named))
-    known = any(names(text, thing) for text in texts.values())
-    return Existence(thing, "no", float(1 - best_any) if known else UNKNOWN_THING)
+    if any(names(text, thing) for text in texts.values()):
+        return Existence(thing, "no", float(1 - best_any))
+    return Existence(thing, "no", UNKNOWN_THING, known=False)

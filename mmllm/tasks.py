@@ -32,7 +32,7 @@ from mmllm.confidence import (
     token_features,
 )
 from mmllm.errors import ConfigError, GenerationError, InputError, TextError
-from mmllm.evidence import existence, existence_thing
+from mmllm.evidence import Existence, existence, existence_thing
 from mmllm.generate import (
     SamplingConfig,
     autocast_for,
@@ -133,6 +133,8 @@ class Answer:
     abstained: bool = False
     guess: str = ""
     question: str = ""  # the question answered (what was heard, for a spoken one)
+    # the recognizers' finding an existence answer was read off (``mmllm.evidence``), else None
+    evidence: Existence | None = None
 
     def __str__(self) -> str:
         return self.text
@@ -439,14 +441,21 @@ class MMLLM:
         rows = media.recognitions[0][media.recognition_mask[0]].tolist()
         found = existence(thing, rows)
         other = "no" if found.answer == "yes" else "yes"
+        confidence = None
+        if self.calibration is not None:
+            confidence = self.calibration.existence_confidence(
+                np.array([found.prob]), np.array([found.answer == "yes"]), np.array([found.known])
+            )
         return Answer(
             found.answer,
             found.prob,
             alternatives=[(other, 1 - found.prob)],
-            confidence=found.prob,
-            calibrated=False,  # the recognizers' own scores
+            # without an existence curve: the recognizers' own scores, uncalibrated
+            confidence=found.prob if confidence is None else float(confidence[0]),
+            calibrated=confidence is not None,
             guess=found.answer,
             question=question,
+            evidence=found,
         )
 
     def generate(

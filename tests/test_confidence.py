@@ -124,6 +124,35 @@ def test_scored_text_is_a_str_that_abstains_below_its_threshold():
     assert text.with_limit(0.2) == "a red circle"
 
 
+def test_existence_answers_have_their_own_curve_and_keep_it_through_a_save(tmp_path):
+    """Answers read off the recognizers (``mmllm.evidence``) are calibrated by a curve on
+    their own probability, per "yes", "no" about a known thing, "no" about an unknown one."""
+    curve = Logistic((2.0, 1.0, 0.5, 0.0), -0.4)
+    calibration = Calibration(
+        Logistic((-1.0,) + (0.0,) * 8, 1.0),
+        Logistic((1.0,) + (0.0,) * 6, 0.0),
+        Logistic((1.0,) + (0.0,) * 7, 0.0),
+        0.5,
+        {},
+        existence=curve,
+    )
+    calibration.save(tmp_path)
+    loaded = Calibration.load(tmp_path)
+    assert loaded.existence == curve
+    prob = np.array([0.8, 0.8, 0.5, 0.3])
+    yes, known = np.array([1, 0, 0, 1]), np.array([1, 1, 0, 1])
+    found = loaded.existence_confidence(prob, yes, known)
+    logit = np.log(prob / (1 - prob))
+    z = np.array([2 * logit[0] + 0.5, logit[1], 0.0, 2 * logit[3] + 0.5]) - 0.4
+    expected = 1 / (1 + np.exp(-z))
+    assert found == pytest.approx(expected)
+    assert found[0] > found[1]  # a sure "yes" counts for more here than a "no" as sure
+    assert found[2] == pytest.approx(1 / (1 + np.exp(0.4)))  # an unknown thing: the bias alone
+    older = Calibration(loaded.in_domain, loaded.caption, loaded.answer, 0.5, {})
+    older.save(tmp_path)
+    assert Calibration.load(tmp_path).existence_confidence(prob, yes, known) is None
+
+
 @pytest.fixture(scope="module")
 def calibrated(tiny_checkpoint, tmp_path_factory):
     """The random tiny checkpoint with a calibration whose curves are known."""

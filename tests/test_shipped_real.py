@@ -56,10 +56,12 @@ def test_existence_questions_about_a_photo_are_read_off_the_recognizers(real):
 
     photo = ROOT / "demos" / "examples" / "cat.jpg"
     cat = real.ask(photo, "Is there a cat in the picture?")
-    assert (cat.text, cat.calibrated) == ("yes", False) and cat.prob > 0.5
+    assert (cat.text, cat.calibrated) == ("yes", True) and cat.prob > 0.5
+    assert cat.evidence is not None and cat.evidence.known
     assert real.ask(photo, "are there any airplanes?").text == "no"
     louvre = real.ask(photo, "is there a Louvre in the picture?")
-    assert louvre.text == "no" and louvre.prob == 0.5
+    assert louvre.text == "no" and louvre.prob == 0.5 and not louvre.evidence.known
+    assert louvre.confidence < cat.confidence
     assert real.ask(photo, "is there a Louvre?", min_confidence=0.6).abstained
     assert real.existence_answer(photo, "what animal is this?") is None
     rng = np.random.default_rng(0)
