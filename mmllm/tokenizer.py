@@ -80,15 +80,20 @@ class Tokenizer:
         special: SpecialTokens | None = None,
         prompt_template: str | None = None,
         caption_prompt: str | None = None,
+        lowercase_prompts: bool = False,
     ):
         """``prompt_template``: how a prompt is laid out, with ``{prompt}`` where it goes and
         special tokens written out (e.g. ``<|im_start|>user\\n{prompt}<|im_end|>...``); None:
         ``<bos> prompt <sep>`` (``<bos> prompt`` without a prompt end). ``caption_prompt``:
-        the prompt a caption is asked with (None: ours, ``mmllm.prompts``)."""
+        the prompt a caption is asked with (None: ours, ``mmllm.prompts``).
+        ``lowercase_prompts``: prompts are read in lower case, for a model that only ever saw
+        lower-case prompts (our synthetic world's): "What color is it?", as people type it and
+        as speech is transcribed, reads as "what color is it?"."""
         self.backend = backend
         self.special = special or SpecialTokens()
         self.prompt_template = prompt_template
         self.caption_prompt = caption_prompt
+        self.lowercase_prompts = lowercase_prompts
         names = dataclasses.astuple(self.special)
         ids = [backend.token_to_id(t) if t is not None else None for t in names]
         lacking = [t for t, i in zip(names, ids, strict=True) if t is not None and i is None]
@@ -141,7 +146,9 @@ class Tokenizer:
                 if joined not in vocab:
                     vocab[joined], next_id = next_id, next_id + 1
             backend = HFTokenizer.from_str(json.dumps(state))
-        return Tokenizer(backend, self.special, self.prompt_template, self.caption_prompt)
+        return Tokenizer(
+            backend, self.special, self.prompt_template, self.caption_prompt, self.lowercase_prompts
+        )
 
     @classmethod
     def load(cls, path: str | Path, special: SpecialTokens | None = None) -> Tokenizer:
@@ -155,20 +162,21 @@ class Tokenizer:
             backend = HFTokenizer.from_file(str(path))
         except Exception as err:  # tokenizers raises a bare Exception on bad files
             raise CheckpointError(f"cannot read tokenizer {path}: {err}") from err
-        roles, template, caption = roles_path(path), None, None
+        roles, template, caption, lower = roles_path(path), None, None, False
         if special is None and roles.is_file():
             try:
                 fields = json.loads(roles.read_text())
                 template = fields.pop("prompt_template", None)
                 caption = fields.pop("caption_prompt", None)
+                lower = bool(fields.pop("lowercase_prompts", False))
                 special = SpecialTokens(**fields)
             except (OSError, ValueError, TypeError, AttributeError) as err:
                 raise CheckpointError(f"cannot read tokenizer roles {roles}: {err}") from err
-        return cls(backend, special, template, caption)
+        return cls(backend, special, template, caption, lower)
 
     def save(self, path: str | Path) -> None:
         """Write ``tokenizer.json`` (and ``<stem>_roles.json`` when the roles are not ours or a
-        prompt template or caption prompt is set)."""
+        prompt template, a caption prompt or lower-case prompts are set)."""
         path = Path(path)
         self.backend.save(str(path))
         roles = roles_path(path)
@@ -177,7 +185,10 @@ class Tokenizer:
             fields["prompt_template"] = self.prompt_template
         if self.caption_prompt is not None:
             fields["caption_prompt"] = self.caption_prompt
+        if self.lowercase_prompts:
+            fields["lowercase_prompts"] = True
         own = self.prompt_template is None and self.caption_prompt is None
+        own = own and not self.lowercase_prompts
         if self.special != SpecialTokens() or not own:
             roles.write_text(json.dumps(fields, indent=2) + "\n")
         elif roles.exists():
@@ -215,6 +226,8 @@ class Tokenizer:
     def prompt_ids(self, prompt: str) -> list[int]:
         """``<bos> prompt <sep>`` (or the prompt template): what the model reads before it
         answers."""
+        if self.lowercase_prompts:
+            prompt = valid_text(prompt).lower()
         if self.prompt_template is not None:
             return self.encode(self.prompt_template.replace("{prompt}", prompt))
         end = [] if self.sep_id is None else [self.sep_id]
@@ -246,9 +259,13 @@ def valid_text(text: object, what: str = "text") -> str:
 
 def tokenizer_for_records(source, vocab_size: int, samples: int) -> Tokenizer:
     """A byte-level BPE trained on the prompts and targets of ``source``'s first ``samples``
-    records (any indexable of records with ``prompt`` and ``target``)."""
-    texts = []
+    records (any indexable of records with ``prompt`` and ``target``); it reads prompts in
+    lower case when all of those prompts are (``lowercase_prompts``)."""
+    texts, prompts = [], []
     for i in range(min(samples, len(source))):
         record = source[i]
         texts += [record.prompt, record.target]
-    return Tokenizer.train(texts, vocab_size=vocab_size)
+        prompts.append(record.prompt)
+    tokenizer = Tokenizer.train(texts, vocab_size=vocab_size)
+    tokenizer.lowercase_prompts = bool(prompts) and all(p == p.lower() for p in prompts)
+    return tokenizer

@@ -51,3 +51,19 @@ def test_grown_tokenizer_round_trips_through_a_file(tokenizer, tmp_path):
     assert loaded.encode(" bison espresso") == grown.encode(" bison espresso")
     with pytest.raises(TextError):
         loaded.encode("\ud800")
+
+
+def test_lowercase_prompts_read_a_capitalised_prompt_as_the_model_learned_it(tokenizer, tmp_path):
+    """A model trained on lower-case prompts only reads "What color is it?" (as people type it
+    and as speech is transcribed) as "what color is it?"; the setting survives a save."""
+    assert tokenizer.prompt_ids("What Color?") != tokenizer.prompt_ids("what color?")
+    lower = Tokenizer(tokenizer.backend, lowercase_prompts=True)
+    assert lower.prompt_ids("What Color?") == tokenizer.prompt_ids("what color?")
+    assert lower.encode("Red") == tokenizer.encode("Red")  # targets keep their case
+    lower.save(tmp_path / "tokenizer.json")
+    loaded = Tokenizer.load(tmp_path / "tokenizer.json")
+    assert loaded.lowercase_prompts and loaded.prompt_ids("IS IT RED?") == lower.prompt_ids(
+        "is it red?"
+    )
+    with pytest.raises(TextError):
+        lower.prompt_ids("\ud800")
