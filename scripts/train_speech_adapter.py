@@ -49,6 +49,48 @@ from whisper_reference import hf_whisper
 
 DIALECTS = ["en", "en-us", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
 VARIANTS = ["", "+m1", "+m2", "+m4", "+m6", "+f1", "+f2", "+f5", "+klatt"]
+# --voices wide: espeak-ng's named voice variants too (none of the evaluation's +f3 +f4 +m3
+# +m5 +m7): more kinds of voice, so that the adapter hears past its training voices
+WIDE_VARIANTS = VARIANTS + [
+    f"+{name}"
+    for name in [
+        "Alex",
+        "Andy",
+        "Annie",
+        "adam",
+        "aunty",
+        "belinda",
+        "benjamin",
+        "caleb",
+        "david",
+        "ed",
+        "edward",
+        "grandma",
+        "grandpa",
+        "john",
+        "klatt2",
+        "klatt3",
+        "klatt4",
+        "klatt5",
+        "linda",
+        "m8",
+        "max",
+        "michel",
+        "norbert",
+        "paul",
+        "quincy",
+        "rob",
+        "robert",
+        "steph",
+        "travis",
+        "victor",
+        "zac",
+        "Lee",
+        "Mike",
+        "Michael",
+        "shelby",
+    ]
+]
 PLAIN = re.compile(r"[A-Za-z ,;'.?!-]+")
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -73,12 +115,13 @@ def sentences(pattern: str, exclude: set[str]) -> list[str]:
     return sorted(found)
 
 
-def training_texts(n: int, rng: random.Random) -> list[str]:
+def training_texts(n: int, rng: random.Random, seed: int = 0) -> list[str]:
     """Half documentation sentences, half the synthetic world's questions and captions."""
     licences = set(sentences("/usr/share/common-licenses/*", set()))
     docs = sentences("/usr/share/doc/*/*", licences)
     rng.shuffle(docs)
-    world, synthetic, index = SyntheticSource("train", seed=7), [], 0
+    # each seed reads other questions and captions of the training split
+    world, synthetic, index = SyntheticSource("train", seed=7 + seed), [], 0
     while len(synthetic) < n // 2:
         record = world[index]
         index += 1
@@ -90,13 +133,14 @@ def training_texts(n: int, rng: random.Random) -> list[str]:
     return texts
 
 
-def make_clips(n: int, work: Path, seed: int) -> None:
-    """``work/states.npy`` ``(n, 1500, 384)`` fp16 and ``work/clips.json``."""
+def make_clips(n: int, work: Path, seed: int, variants: list[str] = VARIANTS) -> None:
+    """``work/states.npy`` ``(n, 1500, 384)`` fp16 and ``work/clips.json``, read by the
+    training dialects with ``variants``."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     listener = Listener()
     recognizer = listener.recognizer
-    texts = training_texts(n, rng)
+    texts = training_texts(n, rng, seed)
     states = np.lib.format.open_memmap(
         work / "states.npy", mode="w+", dtype=np.float16, shape=(n, 1500, 384)
     )
@@ -104,7 +148,7 @@ def make_clips(n: int, work: Path, seed: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "clip.wav"
         for i, text in enumerate(tqdm(texts, desc="clips", unit="clip")):
-            voice = rng.choice(DIALECTS) + rng.choice(VARIANTS)
+            voice = rng.choice(DIALECTS) + rng.choice(variants)
             rate, pitch = rng.randint(120, 190), rng.randint(25, 75)
             command = ["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-w"]
             subprocess.run([*command, str(wav), text], check=True, capture_output=True)
@@ -139,7 +183,9 @@ def add_adapters(model, rank: int) -> list[LoRALinear]:
     return adapted
 
 
-def train(work: Path, out: Path, steps: int, rank: int, lr: float, batch: int, seed: int) -> None:
+def train(
+    works: list[Path], out: Path, steps: int, rank: int, lr: float, batch: int, seed: int
+) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
     folder = whisper_folder()
@@ -148,8 +194,12 @@ def train(work: Path, out: Path, steps: int, rank: int, lr: float, batch: int, s
     model.requires_grad_(False)
     adapted = add_adapters(model, rank)
     params = [p for layer in adapted for p in (layer.lora_a, layer.lora_b)]
-    states = np.load(work / "states.npy", mmap_mode="r")
-    clips = json.loads((work / "clips.json").read_text())
+    # every work folder's clips: (its states, the clip) pairs
+    clips = []
+    for work in works:
+        states = np.load(work / "states.npy", mmap_mode="r")
+        for i, clip in enumerate(json.loads((work / "clips.json").read_text())):
+            clips.append((states, i, clip))
     start_id = tokenizer.token_to_id("<|startoftranscript|>")
     end_id = tokenizer.token_to_id("<|endoftext|>")
     first_time = tokenizer.token_to_id("<|notimestamps|>") + 1
@@ -168,14 +218,15 @@ def train(work: Path, out: Path, steps: int, rank: int, lr: float, batch: int, s
         for group in optimizer.param_groups:
             group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * step / steps))
         rows = random.sample(range(len(clips)), batch)
-        sequences = [target(clips[i]) for i in rows]
+        sequences = [target(clips[i][2]) for i in rows]
         length = max(len(s) for s in sequences) - 1
         inputs = torch.full((batch, length), end_id)
         labels = torch.full((batch, length), -100)
         for b, sequence in enumerate(sequences):
             inputs[b, : len(sequence) - 1] = torch.tensor(sequence[:-1])
             labels[b, : len(sequence) - 1] = torch.tensor(sequence[1:])
-        encoded = torch.from_numpy(np.stack([states[i] for i in rows]).astype(np.float32))
+        encoded = np.stack([clips[i][0][clips[i][1]] for i in rows]).astype(np.float32)
+        encoded = torch.from_numpy(encoded)
         hidden = model.model.decoder(input_ids=inputs, encoder_hidden_states=encoded)
         logits = model.proj_out(hidden.last_hidden_state)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
@@ -195,7 +246,20 @@ def train(work: Path, out: Path, steps: int, rank: int, lr: float, batch: int, s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, required=True, help="clips and encoder states")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="folders of clips and encoder states: the first is made if it holds none; "
+        "training reads them all",
+    )
+    parser.add_argument(
+        "--voices",
+        choices=["base", "wide"],
+        default="base",
+        help="the voice variants new clips are read with (wide: named variants too)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="the adapter file to write")
     parser.add_argument("--clips", type=int, default=1600)
     parser.add_argument("--steps", type=int, default=300)
@@ -204,9 +268,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    if not (args.work / "clips.json").is_file():
-        make_clips(args.clips, args.work, args.seed)
+    first = args.work[0]
+    first.mkdir(parents=True, exist_ok=True)
+    if not (first / "clips.json").is_file():
+        variants = WIDE_VARIANTS if args.voices == "wide" else VARIANTS
+        make_clips(args.clips, first, args.seed, variants)
     train(args.work, args.out, args.steps, args.rank, args.lr, args.batch, args.seed)
 
 
