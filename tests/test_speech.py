@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 import mmllm
-from encoders.speech import SAMPLE_RATE, SpeechRecognizer, compression_ratio
+from encoders.speech import SAMPLE_RATE, SpeechRecognizer, compression_ratio, cut_runaway
 from mmllm.cli import main
 from mmllm.errors import TextError
 from mmllm.speech import Listener, speech_caption
@@ -172,3 +172,16 @@ def test_the_default_model_hears_through_its_shipped_adapter(tmp_path, monkeypat
     assert listener.transcribe(QUESTION).text == "What color is the circle?"
     assert listener.transcribe(EXAMPLES / "beeps.wav").text == ""
     assert any(tmp_path.glob("whisper-*/model.bin"))  # merged once, into the cache
+
+
+def test_a_runaway_loop_is_cut_after_its_first_copy_and_a_repeated_sentence_kept():
+    """A reading ending in a loop of a short piece ("们们们...", seen from an over-trained
+    adapter on a real recording) keeps what came before and the piece once."""
+    said = [11, 12, 13]
+    kept, cut = cut_runaway(said + [7] * 60)
+    assert cut and kept == [*said, 7]
+    kept, cut = cut_runaway(said + [5, 6] * 20)
+    assert cut and kept == [*said, 5, 6]
+    question = [21, 22, 23, 24, 25, 26, 27]  # a sentence said again and again: kept
+    assert cut_runaway(question * 6) == (question * 6, False)
+    assert cut_runaway(said + [9] * 3) == (said + [9] * 3, False)  # "no, no, no" is speech
