@@ -12,6 +12,9 @@ the detector scores at least ``SURE_OBJECT``. A noun is named when it equals one
 words or phrases as whole words, a plural counting as its singular.
 
 - "yes": the noun is named; its probability is the finding's score.
+- "yes" about a kind of thing ("an animal", "a building", "a fish"): the top class is of that
+  kind (its WordNet hypernyms: ``mmllm.data.label_words``), or the classes of that kind
+  together, or an object of it, score at least ``SURE_KIND``; its probability is theirs.
 - "no" about a thing the recognizers know (a class or object of theirs): its probability is 1
   minus their best score for it anywhere (their other top classes, their unsure objects).
 - "no" about a thing they cannot name at all (a landmark, a dam): they cannot tell, so its
@@ -29,6 +32,7 @@ from encoders.recognizers import COCO_OFFSET, N_CLASSES, imagenet_labels
 from mmllm.data.label_words import coco_words, imagenet_words
 
 SURE_OBJECT = 0.5  # a detected object this sure is named (the oracle's rule)
+SURE_KIND = 0.5  # classes and objects of a kind ("animal") this sure together say "yes"
 UNKNOWN_THING = 0.5  # the probability of "no" about a thing the recognizers cannot name
 # "is there a dog in the picture?", "are there any cats?", "do you see a car?", "does this
 # photo show a bridge?": the thing asked about
@@ -100,11 +104,21 @@ def _label_texts() -> dict[int, str]:
     return texts
 
 
+@functools.cache
+def _kind_texts() -> dict[int, str]:
+    """Recognizer label -> what it is a kind of ("animal", "building", ...), as one text."""
+    kinds = {i: ", ".join(word.kinds) for i, word in enumerate(imagenet_words())}
+    for cid, word in coco_words().items():
+        kinds[COCO_OFFSET + cid] = ", ".join(word.kinds)
+    return kinds
+
+
 def existence(thing: str, rows: Sequence[Sequence[float]]) -> Existence:
     """The answer about ``thing`` from one picture's recognizer rows ``(label, score, x1, y1,
     x2, y2)`` (its top classes first, then its objects: ``encoders.recognizers``)."""
-    texts = _label_texts()
+    texts, kinds = _label_texts(), _kind_texts()
     best_named, best_any, classes_before = 0.0, 0.0, 0
+    kind_sum, kind_top, kind_object = 0.0, 0.0, 0.0  # of the classes and objects of its kind
     for label, score, *_ in rows:
         label = round(label)
         is_class = label < N_CLASSES
@@ -113,9 +127,17 @@ def existence(thing: str, rows: Sequence[Sequence[float]]) -> Existence:
             top_class = is_class and classes_before == 0
             if top_class or (not is_class and score >= SURE_OBJECT):
                 best_named = max(best_named, score)
+        if label in kinds and names(kinds[label], thing):
+            if is_class:
+                kind_sum += score
+                kind_top = score if classes_before == 0 else kind_top
+            else:
+                kind_object = max(kind_object, score)
         classes_before += is_class
-    if best_named > 0:
-        return Existence(thing, "yes", float(best_named))
-    if any(names(text, thing) for text in texts.values()):
-        return Existence(thing, "no", float(1 - best_any))
+    of_kind = max(kind_sum, kind_object)
+    if best_named > 0 or kind_top > 0 or of_kind >= SURE_KIND:
+        return Existence(thing, "yes", float(max(best_named, of_kind)))
+    known = any(names(text, thing) for text in texts.values())
+    if known or any(names(text, thing) for text in kinds.values()):
+        return Existence(thing, "no", float(1 - max(best_any, of_kind)))
     return Existence(thing, "no", UNKNOWN_THING, known=False)

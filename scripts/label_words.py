@@ -45,10 +45,42 @@ import argparse
 import collections
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 
 OWN = ""  # a BASIC entry with this word: the class keeps its own word
+# the top of WordNet's noun hierarchy: true of nearly everything, so no one asks for it
+TOO_GENERAL = {
+    "entity", "physical entity", "abstraction", "abstract entity", "object", "physical object",
+    "whole", "unit", "living thing", "animate thing", "artifact", "artefact", "instrumentality",
+    "instrumentation", "matter", "causal agent", "cause", "causal agency", "thing", "part",
+    "portion", "relation", "psychological feature", "attribute", "group", "grouping", "measure",
+    "quantity", "amount", "substance", "solid", "being",
+}  # fmt: skip
+PLAIN_KIND = re.compile(r"[a-z][a-z' -]*")
+# COCO classes whose name's first WordNet noun sense is not the thing (a kite is first a bank
+# check, a mouse a rodent): the sense meant, as "lemma.n.NN"
+COCO_SENSES = {
+    "stop sign": "street_sign.n.01",
+    "sports ball": "ball.n.01",
+    "kite": "kite.n.03",
+    "wine glass": "wineglass.n.01",
+    "banana": "banana.n.02",
+    "hot dog": "hotdog.n.02",
+    "cake": "cake.n.03",
+    "potted plant": "pot_plant.n.01",
+    "toilet": "toilet.n.02",
+    "tv": "television_receiver.n.01",
+    "mouse": "mouse.n.04",
+    "remote": "remote_control.n.01",
+    "cell phone": "cellular_telephone.n.01",
+    "microwave": "microwave.n.02",
+    "toaster": "toaster.n.02",
+    "book": "book.n.02",
+    "skis": "ski.n.01",
+    "handbag": "bag.n.04",
+}
 
 # Curated basic-level categories, as WordNet noun synsets "lemma.n.NN" (the lemma's NN-th noun
 # sense, the numbering nltk uses), each with the word an ordinary person would use for any of its
@@ -557,6 +589,32 @@ class WordNet:
             frontier = ups
         return None
 
+    def ancestors(self, offset: int) -> list[int]:
+        """Every hypernym (and instance hypernym) of the synset, nearest first."""
+        found, frontier, seen = [], [offset], {offset}
+        while frontier:
+            ups = []
+            for o in frontier:
+                for h in self.hypernyms[o]:
+                    if h not in seen:
+                        seen.add(h)
+                        ups.append(h)
+            found += ups
+            frontier = ups
+        return found
+
+    def kinds(self, offset: int) -> str:
+        """What the synset is and is a kind of, in words: its own lemmas, then its ancestors'
+        (nearest first, lower case), without the top of the hierarchy (``TOO_GENERAL``),
+        joined by ``;``."""
+        words: list[str] = []
+        for ancestor in [offset, *self.ancestors(offset)]:
+            for lemma in self.lemmas[ancestor]:
+                word = clean(lemma).lower()
+                if word not in TOO_GENERAL and word not in words and PLAIN_KIND.fullmatch(word):
+                    words.append(word)
+        return ";".join(words) or "-"
+
 
 def clean(name: str) -> str:
     return " ".join(name.replace("_", " ").split())
@@ -569,7 +627,9 @@ def labels_file() -> Path:
     return Path(spec.submodule_search_locations[0]) / "models" / "efficientnet_labels.txt"
 
 
-def imagenet_rows(wn: WordNet) -> tuple[list[tuple[int, str, str, str, str]], collections.Counter]:
+def imagenet_rows(
+    wn: WordNet,
+) -> tuple[list[tuple[int, str, str, str, str, str]], collections.Counter]:
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
@@ -597,8 +657,20 @@ def imagenet_rows(wn: WordNet) -> tuple[list[tuple[int, str, str, str, str]], co
             else:
                 basic, how_ = wn.lemma(offset), "own"
         how[how_] += 1
-        rows.append((index, wnid, name, basic, plural(basic)))
+        rows.append((index, wnid, name, basic, plural(basic), wn.kinds(offset)))
     return rows, how
+
+
+def coco_synset(wn: WordNet, name: str, basic: str) -> int:
+    """The WordNet synset of a COCO class: ``COCO_SENSES``, else its name's (or basic noun's)
+    first noun sense."""
+    if name in COCO_SENSES:
+        return wn.synset(COCO_SENSES[name])
+    for lemma in (name, basic):
+        senses = wn.senses.get(lemma.replace(" ", "_"))
+        if senses:
+            return senses[0]
+    sys.exit(f"no WordNet sense for the COCO class {name!r}: add it to COCO_SENSES")
 
 
 def write_tsv(path: Path, header: tuple[str, ...], rows) -> None:
@@ -627,9 +699,13 @@ def main(argv: list[str] | None = None) -> None:
     wn = WordNet(args.wordnet_dir)
     rows, how = imagenet_rows(wn)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_tsv(args.out / "imagenet.tsv", ("index", "wnid", "name", "basic", "plural"), rows)
-    coco = [(i, name, basic, plural(basic)) for i, (name, basic) in sorted(COCO.items())]
-    write_tsv(args.out / "coco.tsv", ("id", "name", "basic", "plural"), coco)
+    header = ("index", "wnid", "name", "basic", "plural", "kinds")
+    write_tsv(args.out / "imagenet.tsv", header, rows)
+    coco = [
+        (i, name, basic, plural(basic), wn.kinds(coco_synset(wn, name, basic)))
+        for i, (name, basic) in sorted(COCO.items())
+    ]
+    write_tsv(args.out / "coco.tsv", ("id", "name", "basic", "plural", "kinds"), coco)
     print(
         f"imagenet.tsv: {len(rows)} classes ({how['curated']} from a curated category, "
         f"{how['own']} by their own name, {how['override']} overridden); coco.tsv: {len(coco)}"

@@ -5,7 +5,7 @@ import pytest
 from encoders.recognizers import COCO_OFFSET
 from mmllm.evidence import UNKNOWN_THING, existence, existence_thing, names
 
-TABBY, EGYPTIAN_CAT, SPORTS_CAR = 281, 285, 817  # ImageNet classes
+TABBY, EGYPTIAN_CAT, SPORTS_CAR, MOSQUE, PALACE = 281, 285, 817, 668, 698  # ImageNet classes
 PERSON, CAT, AIRPLANE = 1, 17, 5  # COCO ids
 
 
@@ -41,8 +41,10 @@ def test_names_matches_whole_words_and_plurals():
 
 def test_the_top_class_and_sure_objects_say_yes_with_their_score():
     rows = [row(TABBY, 0.4), row(EGYPTIAN_CAT, 0.3), row(COCO_OFFSET + PERSON, 0.8)]
-    for name in ("cat", "tabby", "tabby cat"):  # the top class, by any of its names
+    for name in ("tabby", "tabby cat"):  # the top class, by any of its names
         assert (existence(name, rows).answer, existence(name, rows).prob) == ("yes", 0.4)
+    cat = existence("cat", rows)  # both classes are cats: together
+    assert (cat.answer, cat.prob) == ("yes", pytest.approx(0.7))
     person = existence("people", rows)  # a plural asks for the singular's object
     assert (person.answer, person.prob) == ("yes", pytest.approx(0.8))
 
@@ -56,3 +58,21 @@ def test_unsure_findings_say_no_with_their_doubt_and_unknown_things_an_even_chan
     assert existence("giraffe", rows).prob == 1.0  # known to them, and nowhere in sight
     for found in (rows, []):
         assert existence("opera house", found).prob == UNKNOWN_THING
+
+
+def test_kinds_of_things_are_answered_from_the_classes_and_objects_of_that_kind():
+    """ "is there an animal / a building / someone?": the recognizers' classes and objects of
+    that kind (their WordNet hypernyms), summed over classes."""
+    rows = [row(TABBY, 0.4), row(EGYPTIAN_CAT, 0.3), row(SPORTS_CAR, 0.1)]
+    animal = existence("animal", rows)
+    assert (animal.answer, animal.prob, animal.known) == ("yes", pytest.approx(0.7), True)
+    assert existence("mammals", rows).answer == "yes"  # a plural asks for the singular
+    vehicle = existence("vehicle", rows)  # a kind the recognizers know, too unlikely here
+    assert (vehicle.answer, vehicle.prob, vehicle.known) == ("no", pytest.approx(0.9), True)
+    person = [row(SPORTS_CAR, 0.9), row(COCO_OFFSET + PERSON, 0.8)]
+    assert existence("someone", person).answer == "yes"  # a synonym of the object's class
+    assert existence("animal", person).answer == "no"
+    # the top class is no building, and no building class is sure alone: together they are
+    building = [row(SPORTS_CAR, 0.3), row(MOSQUE, 0.28), row(PALACE, 0.25)]
+    assert existence("building", building).answer == "yes"
+    assert existence("mosque", building).answer == "no"  # not the top class, not sure

@@ -20,7 +20,7 @@ def test_coco_has_the_80_classes_of_the_90_id_map():
     words = coco_words()
     assert sorted(words) == COCO_IDS
     assert len(words) == 80
-    assert words[1] == LabelWord("person", "person", "people")
+    assert words[1] == LabelWord("person", "person", "people", words[1].kinds)
     assert words[90].name == "toothbrush"
 
 
@@ -77,3 +77,14 @@ def test_words_are_clean():
         assert w.basic and w.basic == w.basic.strip().lower(), w
         assert "_" not in w.basic and "  " not in w.basic, w
         assert w.plural and w.plural == w.plural.strip().lower() and "_" not in w.plural, w
+
+
+def test_kinds_come_from_wordnet_hypernyms_in_the_sense_meant():
+    imagenet, coco = imagenet_words(), coco_words()
+    tench, mosque = imagenet[0], imagenet[668]
+    assert {"fish", "animal"} <= set(tench.kinds) and "entity" not in tench.kinds
+    assert tench.kinds.index("fish") < tench.kinds.index("animal")  # nearest first
+    assert "building" in mosque.kinds
+    assert "someone" in coco[1].kinds
+    assert "toy" in coco[38].kinds and "hawk" not in coco[38].kinds  # the kite that flies
+    assert "device" in coco[74].kinds and "rodent" not in coco[74].kinds  # a computer mouse

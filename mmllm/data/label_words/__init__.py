@@ -6,9 +6,13 @@ clean specific ``name``, a basic-level noun ``basic`` (singular, lower case: wha
 person would call it) and that noun's ``plural``:
 
 - ``imagenet.tsv``: the 1000 ImageNet-1k classes of the EfficientNet-Lite3 classifier, in the
-  standard class order (``index wnid name basic plural``);
+  standard class order (``index wnid name basic plural kinds``);
 - ``coco.tsv``: the 80 classes of the 90-id COCO label map of the SSD-MobileNetV2 detector
-  (``id name basic plural``).
+  (``id name basic plural kinds``).
+
+``kinds`` lists, ``;``-separated, the class's WordNet synonyms and the lemmas of all its
+hypernyms, nearest first, without the top of the hierarchy ("entity", "object", ...): what an
+existence question may call it ("is there an animal?", "a building?").
 
 How it was made (``scripts/label_words.py`` rebuilds both files, deterministically): ``name`` is
 the first name of the class's line in the classifier's labels file, cleaned. ``basic`` comes
@@ -33,11 +37,18 @@ __all__ = ["LabelWord", "coco_words", "imagenet_words"]
 
 @dataclass(frozen=True)
 class LabelWord:
-    """A recognizer class in words: its specific name, basic-level noun and that noun's plural."""
+    """A recognizer class in words: its specific name, basic-level noun and that noun's plural,
+    and ``kinds``: its WordNet synonyms and what it is a kind of ("tench": "fish", "animal",
+    ...; "mosque": "place of worship", "building", ...), nearest first."""
 
     name: str
     basic: str
     plural: str
+    kinds: tuple[str, ...] = ()
+
+
+def _kinds(cell: str | None) -> tuple[str, ...]:
+    return tuple(k for k in (cell or "").split(";") if k and k != "-")
 
 
 def _rows(filename: str) -> list[dict[str, str]]:
@@ -50,13 +61,16 @@ def _imagenet() -> tuple[LabelWord, ...]:
     rows = _rows("imagenet.tsv")
     if [int(r["index"]) for r in rows] != list(range(1000)):
         raise ValueError("imagenet.tsv must list the classes 0..999 in order")
-    return tuple(LabelWord(r["name"], r["basic"], r["plural"]) for r in rows)
+    return tuple(
+        LabelWord(r["name"], r["basic"], r["plural"], _kinds(r.get("kinds"))) for r in rows
+    )
 
 
 @functools.cache
 def _coco() -> tuple[tuple[int, LabelWord], ...]:
     return tuple(
-        (int(r["id"]), LabelWord(r["name"], r["basic"], r["plural"])) for r in _rows("coco.tsv")
+        (int(r["id"]), LabelWord(r["name"], r["basic"], r["plural"], _kinds(r.get("kinds"))))
+        for r in _rows("coco.tsv")
     )
 
 
