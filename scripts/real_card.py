@@ -204,8 +204,9 @@ still captions and answers about the synthetic world (shapes, tones, beeps). Eve
 is one token of its vocabulary, and a copy path puts the recognized labels' words forward, so
 it names what was recognized instead of spelling it from memory. Asked whether a thing is in a
 photo ("is there a dog in the picture?"), it answers from the recognizers' findings, not from the
-decoder (`mmllm/evidence.py`): "yes" where they name the thing, "no" otherwise, with an even
-probability for a thing they could never name (a landmark, a dam).
+decoder (`mmllm/evidence.py`): "yes" where they name the thing or find enough of its kind
+("is there an animal?", "a building?": WordNet's hypernyms of their classes), "no" otherwise,
+with an even probability for a thing they could never name (a landmark, a dam).
 
 ## Parts
 
@@ -220,8 +221,8 @@ has no landmark names (the Taj Mahal is at best "a mosque"), no colours of real 
 text reading, and it is wrong whenever its recognizers are (pliers, wrenches and windmills are
 not ImageNet classes). It has no general language model behind it: it cannot chat, and it knows
 a word only as a label. Asked whether a thing is there, it knows the thing only by its
-recognizers' names: "is there a man?" beside a detected person is "no" at an even
-probability. It words its recognizers' doubt ("or maybe"). Not for decisions about people.
+recognizers' names and what WordNet says they are kinds of: "is there a man?" beside a
+detected person is "no" at an even probability (a person is not always a man). It words its recognizers' doubt ("or maybe"). Not for decisions about people.
 
 ## Scores
 
@@ -231,7 +232,8 @@ PyPI, each with its acceptable nouns, and {photos["photo/vqa"]["n"]} questions;
 acceptable noun as a whole word; yes/no must match. The *oracle* is what the recognizers alone
 say (the classifier's top-1 label line and the detector's objects, matched the same way;
 `mmllm eval --oracle`). The model's "is there" answers read the same findings by every name of
-a class (its basic noun too: "dog" for a Labrador), which is why they beat the oracle's.
+a class (its basic noun too: "dog" for a Labrador) and by what it is a kind of ("fish" for a
+tench and a goldfish together), which is why they beat the oracle's.
 
 {photo_table(photos, oracle)}
 
