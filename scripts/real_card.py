@@ -222,7 +222,8 @@ text reading, and it is wrong whenever its recognizers are (pliers, wrenches and
 not ImageNet classes). It has no general language model behind it: it cannot chat, and it knows
 a word only as a label. Asked whether a thing is there, it knows the thing only by its
 recognizers' names and what WordNet says they are kinds of: "is there a man?" beside a
-detected person is "no" at an even probability (a person is not always a man). It words its recognizers' doubt ("or maybe"). Not for decisions about people.
+detected person is "no" at an even probability (a person is not always a man). It words its
+recognizers' doubt ("or maybe"). Not for decisions about people.
 
 ## Scores
 
