@@ -1,4 +1,4 @@
-"""Answers read off the recognizers' findings: is there a given thing in a photo?
+"""Answers read off the recognizers' findings: is there a given thing in a photo, how many?
 
 A model that reads the real recognizers (``encoders.recognizers``) is told what they found, but
 a small decoder does not reliably match a question's noun against those findings: asked "is
@@ -19,6 +19,9 @@ words or phrases as whole words, a plural counting as its singular.
   minus their best score for it anywhere (their other top classes, their unsure objects).
 - "no" about a thing they cannot name at all (a landmark, a dam): they cannot tell, so its
   probability is ``UNKNOWN_THING`` (0.5).
+
+"How many ...?" about a thing the detector knows (by name or kind) is its count of sure
+objects (``count``); about anything else the model answers.
 """
 
 from __future__ import annotations
@@ -43,6 +46,15 @@ EXISTENCE = re.compile(
 )
 
 
+# "how many dogs are there?", "how many people do you see?", "how many cars are in the
+# picture?": the things counted
+COUNTING = re.compile(
+    r"^how many (?P<thing>[a-z][a-z' -]*?)\s+(?:are there|can you see|do you see|are (?:in|on) "
+    r"(?:the|this) (?:picture|photo|image)|are visible)"
+    r"(?:\s+(?:in|on) (?:the|this) (?:picture|photo|image))?\s*\??$"
+)
+
+
 @dataclass(frozen=True)
 class Existence:
     """An answer about whether ``thing`` is in the picture, with its probability; ``known``:
@@ -52,6 +64,45 @@ class Existence:
     answer: str
     prob: float
     known: bool = True
+
+
+@dataclass(frozen=True)
+class Count:
+    """How many ``thing`` the detector found, with the probability that the count is right."""
+
+    thing: str
+    count: int
+    prob: float
+
+
+def count_thing(question: str) -> str | None:
+    """The things a counting question asks about ("how many dogs are there?" -> "dogs"), or
+    None for any other question."""
+    match = COUNTING.match(" ".join(question.lower().split()))
+    return match.group("thing").strip() if match else None
+
+
+def count(thing: str, rows: Sequence[Sequence[float]]) -> Count | None:
+    """How many ``thing`` one picture's recognizer rows hold: the detector's objects that are
+    the thing, by name or by kind, scored at least ``SURE_OBJECT`` (the classifier counts
+    nothing). Its probability treats each such detection as right with its score, and each
+    unsure one (0.3 to 0.5) as absent with one minus it. None where no detector class is such
+    a thing: the detector cannot count it, and the model answers."""
+    texts, kinds = _label_texts(), _kind_texts()
+    countable = [
+        label
+        for label in texts
+        if label >= COCO_OFFSET and (names(texts[label], thing) or names(kinds[label], thing))
+    ]
+    if not countable:
+        return None
+    n, prob = 0, 1.0
+    for label, score, *_ in rows:
+        if round(label) in countable:
+            sure = score >= SURE_OBJECT
+            n += sure
+            prob *= score if sure else 1 - score
+    return Count(thing, n, float(prob))
 
 
 def existence_thing(question: str) -> str | None:

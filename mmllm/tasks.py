@@ -32,7 +32,7 @@ from mmllm.confidence import (
     token_features,
 )
 from mmllm.errors import ConfigError, GenerationError, InputError, TextError
-from mmllm.evidence import Existence, existence, existence_thing
+from mmllm.evidence import Count, Existence, count, count_thing, existence, existence_thing
 from mmllm.generate import (
     SamplingConfig,
     autocast_for,
@@ -133,8 +133,9 @@ class Answer:
     abstained: bool = False
     guess: str = ""
     question: str = ""  # the question answered (what was heard, for a spoken one)
-    # the recognizers' finding an existence answer was read off (``mmllm.evidence``), else None
-    evidence: Existence | None = None
+    # the recognizers' finding an existence or counting answer was read off
+    # (``mmllm.evidence``), else None
+    evidence: Existence | Count | None = None
 
     def __str__(self) -> str:
         return self.text
@@ -388,7 +389,7 @@ class MMLLM:
         clips = [audio] if audio is not None else []
         media = self._media([images], [clips])
         context, evidence = self._encode(media, 1, asked)
-        found = None if choices else self._existence(question.strip(), media, evidence)
+        found = None if choices else self._read_off(question.strip(), media, evidence)
         if found is not None:  # read off the recognizers' findings
             abstained = _below(found.confidence, min_confidence)
             return replace(found, text=UNSURE if abstained else found.guess, abstained=abstained)
@@ -411,26 +412,30 @@ class MMLLM:
             question=question.strip(),
         )
 
-    def existence_answer(self, image: Any, question: str) -> Answer | None:
-        """The answer to an existence question ("is there a dog in the picture?") about a
-        photo, read off the recognizers' findings (``mmllm.evidence``); None where the model
-        itself answers: another question, a picture that is not a photo, a model that reads no
-        recognizers. ``ask`` answers this way first."""
+    def read_off_answer(self, image: Any, question: str) -> Answer | None:
+        """The answer to an existence question ("is there a dog in the picture?") or a
+        counting one ("how many dogs are there?") about a photo, read off the recognizers'
+        findings (``mmllm.evidence``); None where the model itself answers: another question,
+        a thing the detector cannot count, a picture that is not a photo, a model that reads
+        no recognizers. ``ask`` answers this way first."""
         question = valid_text(question, "question").strip()
         if self.model.recognition is None or self.media_distance is None:
             return None  # no findings to read, or no telling a photo from a synthetic scene
-        if existence_thing(question) is None:
+        counted = count_thing(question)
+        if counted is not None and count(counted, []) is None:
+            counted = None  # "how many shapes?": nothing the detector could count
+        if existence_thing(question) is None and counted is None:
             return None  # before encoding the picture
         media = self._media([[image]], [[]])
         _, evidence = self._encode(media, 1)
-        return self._existence(question, media, evidence)
+        return self._read_off(question, media, evidence)
 
-    def _existence(
+    def _read_off(
         self, question: str, media: MediaBatch | None, evidence: _Evidence
     ) -> Answer | None:
-        thing = existence_thing(question)
+        thing, counted = existence_thing(question), count_thing(question)
         if (
-            thing is None
+            (thing is None and counted is None)
             or media is None
             or media.recognitions is None
             or media.image_index is None
@@ -439,6 +444,19 @@ class MMLLM:
         ):
             return None
         rows = media.recognitions[0][media.recognition_mask[0]].tolist()
+        if thing is None:
+            number = count(counted, rows)
+            if number is None:
+                return None  # the detector cannot count it: the model answers
+            return Answer(
+                str(number.count),
+                number.prob,
+                confidence=number.prob,
+                calibrated=False,  # the detector's own scores
+                guess=str(number.count),
+                question=question,
+                evidence=number,
+            )
         found = existence(thing, rows)
         other = "no" if found.answer == "yes" else "yes"
         confidence = None

@@ -3,10 +3,10 @@
 import pytest
 
 from encoders.recognizers import COCO_OFFSET
-from mmllm.evidence import UNKNOWN_THING, existence, existence_thing, names
+from mmllm.evidence import UNKNOWN_THING, count, count_thing, existence, existence_thing, names
 
 TABBY, EGYPTIAN_CAT, SPORTS_CAR, MOSQUE, PALACE = 281, 285, 817, 668, 698  # ImageNet classes
-PERSON, CAT, AIRPLANE = 1, 17, 5  # COCO ids
+PERSON, CAT, AIRPLANE, DOG = 1, 17, 5, 18  # COCO ids
 
 
 def row(label: int, score: float) -> list[float]:
@@ -76,3 +76,35 @@ def test_kinds_of_things_are_answered_from_the_classes_and_objects_of_that_kind(
     building = [row(SPORTS_CAR, 0.3), row(MOSQUE, 0.28), row(PALACE, 0.25)]
     assert existence("building", building).answer == "yes"
     assert existence("mosque", building).answer == "no"  # not the top class, not sure
+
+
+@pytest.mark.parametrize(
+    ("question", "thing"),
+    [
+        ("how many dogs are there?", "dogs"),
+        ("How many people do you see?", "people"),
+        ("how many cars are in the picture?", "cars"),
+        ("how many animals are there in the photo?", "animals"),
+        ("how many beeps do you hear?", None),
+        ("is there a dog?", None),
+    ],
+)
+def test_counting_questions_name_their_things(question, thing):
+    assert count_thing(question) == thing
+
+
+def test_the_detector_counts_its_sure_objects_by_name_or_kind():
+    rows = [
+        row(TABBY, 0.6),  # the classifier counts nothing
+        row(COCO_OFFSET + PERSON, 0.9),
+        row(COCO_OFFSET + PERSON, 0.8),
+        row(COCO_OFFSET + PERSON, 0.4),  # unsure: not counted, and it lowers the probability
+        row(COCO_OFFSET + DOG, 0.7),
+    ]
+    people = count("people", rows)
+    assert (people.count, people.prob) == (2, pytest.approx(0.9 * 0.8 * 0.6))
+    assert count("dogs", rows).count == 1
+    assert count("cats", rows).count == 0  # a COCO class, none detected: surely none
+    assert count("animals", rows).count == 1  # by kind: the dog
+    assert count("tabbies", rows) is None  # no detector class: the model answers
+    assert count("opera houses", rows) is None

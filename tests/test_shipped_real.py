@@ -63,10 +63,14 @@ def test_existence_questions_about_a_photo_are_read_off_the_recognizers(real):
     assert louvre.text == "no" and louvre.prob == 0.5 and not louvre.evidence.known
     assert louvre.confidence < cat.confidence
     assert real.ask(photo, "is there a Louvre?", min_confidence=0.6).abstained
-    assert real.existence_answer(photo, "what animal is this?") is None
+    assert real.read_off_answer(photo, "what animal is this?") is None
+    cats, dogs = real.ask(photo, "how many cats are there?"), real.ask(photo, "How many dogs?")
+    assert (cats.text, cats.evidence.count) == ("1", 1)
+    assert real.ask(photo, "how many dogs are there?").text == "0"
+    assert dogs.evidence is None  # not a question the pattern reads: the model answers
     rng = np.random.default_rng(0)
     scene = render_scene(sample_scene(rng), rng)
-    assert real.existence_answer(scene, "is there a red circle?") is None
+    assert real.read_off_answer(scene, "is there a red circle?") is None
 
 
 def test_pinned_synthetic_scores_hold(real, pinned):

@@ -49,7 +49,7 @@ def predict(
     starts = range(0, len(records), batch_size)
     for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
         chunk = records[start : start + batch_size]
-        read_off = [_existence_answer(api, r) for r in chunk]  # as ask answers them
+        read_off = [_read_off_answer(api, r) for r in chunk]  # as ask answers them
         todo = [r for r, answer in zip(chunk, read_off, strict=True) if answer is None]
         texts = iter([])
         if todo:
@@ -62,10 +62,11 @@ def predict(
     return outputs
 
 
-def _existence_answer(api: MMLLM, record: Record) -> str | None:
-    """An existence question about one photo, answered off the recognizers' findings as
-    ``MMLLM.ask`` does (``mmllm.evidence``); None for a record the model answers."""
+def _read_off_answer(api: MMLLM, record: Record) -> str | None:
+    """An existence or counting question about one photo, answered off the recognizers'
+    findings as ``MMLLM.ask`` does (``mmllm.evidence``); None for a record the model
+    answers."""
     if record.task == "caption" or len(record.images) != 1 or record.audio:
         return None
-    answer = api.existence_answer(record.images[0], record.prompt)
+    answer = api.read_off_answer(record.images[0], record.prompt)
     return None if answer is None else answer.guess
