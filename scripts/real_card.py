@@ -206,7 +206,8 @@ it names what was recognized instead of spelling it from memory. Asked whether a
 photo ("is there a dog in the picture?"), it answers from the recognizers' findings, not from the
 decoder (`mmllm/evidence.py`): "yes" where they name the thing or find enough of its kind
 ("is there an animal?", "a building?": WordNet's hypernyms of their classes), "no" otherwise,
-with an even probability for a thing they could never name (a landmark, a dam).
+with an even probability for a thing they could never name (a landmark, a dam). Asked how many
+("how many dogs are there?"), it counts the detector's sure objects of that name or kind.
 
 ## Parts
 
