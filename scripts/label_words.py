@@ -44,9 +44,11 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib.util
+import itertools
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 OWN = ""  # a BASIC entry with this word: the class keeps its own word
@@ -572,14 +574,12 @@ class WordNet:
         """The synset's first lemma, cleaned: underscores to spaces, lower case."""
         return clean(self.lemmas[offset][0]).lower()
 
-    def nearest(self, offset: int, wanted: dict[int, int]) -> int | None:
-        """The nearest synset in ``wanted`` among offset and its ancestors, breadth-first; ties
-        go to the lowest ``wanted`` value (the curated list's order)."""
+    def levels(self, offset: int) -> Iterator[list[int]]:
+        """The synset, then its hypernyms (and instance hypernyms) level by level,
+        breadth-first, each synset once."""
         frontier, seen = [offset], {offset}
         while frontier:
-            hits = [o for o in frontier if o in wanted]
-            if hits:
-                return min(hits, key=lambda o: wanted[o])
+            yield frontier
             ups = []
             for o in frontier:
                 for h in self.hypernyms[o]:
@@ -587,21 +587,19 @@ class WordNet:
                         seen.add(h)
                         ups.append(h)
             frontier = ups
+
+    def nearest(self, offset: int, wanted: dict[int, int]) -> int | None:
+        """The nearest synset in ``wanted`` among offset and its ancestors, breadth-first; ties
+        go to the lowest ``wanted`` value (the curated list's order)."""
+        for level in self.levels(offset):
+            hits = [o for o in level if o in wanted]
+            if hits:
+                return min(hits, key=lambda o: wanted[o])
         return None
 
     def ancestors(self, offset: int) -> list[int]:
         """Every hypernym (and instance hypernym) of the synset, nearest first."""
-        found, frontier, seen = [], [offset], {offset}
-        while frontier:
-            ups = []
-            for o in frontier:
-                for h in self.hypernyms[o]:
-                    if h not in seen:
-                        seen.add(h)
-                        ups.append(h)
-            found += ups
-            frontier = ups
-        return found
+        return [o for level in itertools.islice(self.levels(offset), 1, None) for o in level]
 
     def kinds(self, offset: int) -> str:
         """What the synset is and is a kind of, in words: its own lemmas, then its ancestors'
