@@ -224,10 +224,15 @@ def _recognized(recognized: np.ndarray | None, n: int) -> np.ndarray:
     return np.zeros((n, 2)) if recognized is None else np.asarray(recognized, np.float64)
 
 
+def _only(columns: np.ndarray, kinds: list[str | None], kind: str) -> np.ndarray:
+    """``columns`` ``(n, k)`` again, zero except for the rows of inputs of ``kind``."""
+    return columns * np.array([k == kind for k in kinds], np.float64).reshape(-1, 1)
+
+
 def _photo_slopes(columns: np.ndarray, kinds: list[str | None]) -> np.ndarray:
     """``columns`` ``(n, k)`` again, zero except for photos: photos get their own slopes (noise,
     clip art and blank frames can lie nearer the photos than the synthetic pictures too)."""
-    return columns * np.array([[k == PHOTO] for k in kinds], np.float64).reshape(-1, 1)
+    return _only(columns, kinds, PHOTO)
 
 
 def _evidence(
@@ -397,8 +402,7 @@ def answer_features_per_kind(
     columns = np.concatenate(
         [np.ones_like(logp), logp, _recognized(recognized, len(kinds))], 1
     )  # (n, 4)
-    parts = [columns * np.array([[k == kind] for k in kinds], np.float64) for kind in PER_KIND]
-    return np.concatenate(parts, 1).reshape(len(kinds), 4 * len(PER_KIND))
+    return np.concatenate([_only(columns, kinds, kind) for kind in PER_KIND], 1)
 
 
 def existence_features(prob: np.ndarray, yes: np.ndarray, known: np.ndarray) -> np.ndarray:

@@ -82,18 +82,18 @@ def count_thing(question: str) -> str | None:
     return match.group("thing").strip() if match else None
 
 
+def can_count(thing: str) -> bool:
+    """Whether some detector class is ``thing``, by name or by kind (only objects are counted)."""
+    return bool(_countable(thing))
+
+
 def count(thing: str, rows: Sequence[Sequence[float]]) -> Count | None:
     """How many ``thing`` one picture's recognizer rows hold: the detector's objects that are
     the thing, by name or by kind, scored at least ``SURE_OBJECT`` (the classifier counts
     nothing). Its probability treats each such detection as right with its score, and each
     unsure one (0.3 to 0.5) as absent with one minus it. None where no detector class is such
-    a thing: the detector cannot count it, and the model answers."""
-    texts, kinds = _label_texts(), _kind_texts()
-    countable = [
-        label
-        for label in texts
-        if label >= COCO_OFFSET and (names(texts[label], thing) or names(kinds[label], thing))
-    ]
+    a thing (``can_count``): the detector cannot count it, and the model answers."""
+    countable = _countable(thing)
     if not countable:
         return None
     n, prob = 0, 1.0
@@ -164,31 +164,45 @@ def _kind_texts() -> dict[int, str]:
     return kinds
 
 
+@functools.lru_cache(maxsize=4096)
+def _labels_naming(thing: str) -> tuple[frozenset[int], frozenset[int]]:
+    """The recognizer labels whose words name ``thing``, and those that are a kind of it
+    (one pass over every label's texts per thing, then cached)."""
+    named = frozenset(label for label, text in _label_texts().items() if names(text, thing))
+    of_kind = frozenset(label for label, text in _kind_texts().items() if names(text, thing))
+    return named, of_kind
+
+
+def _countable(thing: str) -> frozenset[int]:
+    """The detector labels that are ``thing``, by name or by kind."""
+    named, of_kind = _labels_naming(thing)
+    return frozenset(label for label in named | of_kind if label >= COCO_OFFSET)
+
+
 def existence(thing: str, rows: Sequence[Sequence[float]]) -> Existence:
     """The answer about ``thing`` from one picture's recognizer rows ``(label, score, x1, y1,
     x2, y2)`` (its top classes first, then its objects: ``encoders.recognizers``)."""
-    texts, kinds = _label_texts(), _kind_texts()
+    named, of_kind = _labels_naming(thing)
     best_named, best_any, classes_before = 0.0, 0.0, 0
     kind_sum, kind_top, kind_object = 0.0, 0.0, 0.0  # of the classes and objects of its kind
     for label, score, *_ in rows:
         label = round(label)
         is_class = label < N_CLASSES
-        if label in texts and names(texts[label], thing):
+        if label in named:
             best_any = max(best_any, score)
             top_class = is_class and classes_before == 0
             if top_class or (not is_class and score >= SURE_OBJECT):
                 best_named = max(best_named, score)
-        if label in kinds and names(kinds[label], thing):
+        if label in of_kind:
             if is_class:
                 kind_sum += score
                 kind_top = score if classes_before == 0 else kind_top
             else:
                 kind_object = max(kind_object, score)
         classes_before += is_class
-    of_kind = max(kind_sum, kind_object)
-    if best_named > 0 or kind_top > 0 or of_kind >= SURE_KIND:
-        return Existence(thing, "yes", float(max(best_named, of_kind)))
-    known = any(names(text, thing) for text in texts.values())
-    if known or any(names(text, thing) for text in kinds.values()):
-        return Existence(thing, "no", float(1 - max(best_any, of_kind)))
+    kind_score = max(kind_sum, kind_object)
+    if best_named > 0 or kind_top > 0 or kind_score >= SURE_KIND:
+        return Existence(thing, "yes", float(max(best_named, kind_score)))
+    if named or of_kind:  # a thing they know
+        return Existence(thing, "no", float(1 - max(best_any, kind_score)))
     return Existence(thing, "no", UNKNOWN_THING, known=False)

@@ -32,7 +32,15 @@ from mmllm.confidence import (
     token_features,
 )
 from mmllm.errors import ConfigError, GenerationError, InputError, TextError
-from mmllm.evidence import Count, Existence, count, count_thing, existence, existence_thing
+from mmllm.evidence import (
+    Count,
+    Existence,
+    can_count,
+    count,
+    count_thing,
+    existence,
+    existence_thing,
+)
 from mmllm.generate import (
     SamplingConfig,
     autocast_for,
@@ -422,9 +430,8 @@ class MMLLM:
         if self.model.recognition is None or self.media_distance is None:
             return None  # no findings to read, or no telling a photo from a synthetic scene
         counted = count_thing(question)
-        if counted is not None and count(counted, []) is None:
-            counted = None  # "how many shapes?": nothing the detector could count
-        if existence_thing(question) is None and counted is None:
+        countable = counted is not None and can_count(counted)  # not "how many shapes?"
+        if existence_thing(question) is None and not countable:
             return None  # before encoding the picture
         media = self._media([[image]], [[]])
         _, evidence = self._encode(media, 1)

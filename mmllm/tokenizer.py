@@ -187,9 +187,7 @@ class Tokenizer:
             fields["caption_prompt"] = self.caption_prompt
         if self.lowercase_prompts:
             fields["lowercase_prompts"] = True
-        own = self.prompt_template is None and self.caption_prompt is None
-        own = own and not self.lowercase_prompts
-        if self.special != SpecialTokens() or not own:
+        if fields != dataclasses.asdict(SpecialTokens()):  # other roles, or settings added
             roles.write_text(json.dumps(fields, indent=2) + "\n")
         elif roles.exists():
             roles.unlink()

@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -572,16 +572,7 @@ def main() -> None:
     measured, threshold = measure(out, args.folds, form, args.out / "reliability.png")
     everything = np.ones(len(out.domain), bool), np.ones(len(out.stress_text), bool)
     shipped = fit(out, *everything, form)
-    calibration = Calibration(
-        shipped.in_domain,
-        shipped.caption,
-        shipped.answer,
-        threshold,
-        measured,
-        joint_caption=shipped.joint_caption,
-        existence=shipped.existence,
-        answer_per_kind=shipped.answer_per_kind,
-    )
+    calibration = replace(shipped, alt_text_threshold=threshold, measured=measured)
     calibration.save(folder)
     distance.save(folder / STATS_FILE)
     (args.out / "report.json").write_text(json.dumps(measured, indent=1) + "\n")

@@ -11,6 +11,16 @@ from encoders import AudioEncoderConfig, ImageEncoderConfig
 from mmllm import DecoderConfig, MediaBatch, MMConfig, MultimodalLM, ProjectorConfig
 from mmllm.weights.checkpoint import save_checkpoint
 
+# a tiny Hugging Face ViT (or BLIP vision model) config: 16 patches of a 32 x 32 picture, 32 wide
+TINY_HF_VIT = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    image_size=32,
+    patch_size=8,
+)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -9,6 +9,7 @@ import pytest
 from mmllm.bench.run import Worker
 from mmllm.cli import main
 from mmllm.compiled import has_compiler
+from tests.conftest import TINY_HF_VIT
 
 
 def test_bench_quick_report_is_well_formed(tmp_path, capsys):
@@ -86,23 +87,15 @@ def test_timed_commands_wait_for_quiet(monkeypatch):
     assert events == [quiet, ("send", "caption"), ("send", "rss"), quiet, ("send", "ttft")]
 
 
-TINY_ENCODER = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    image_size=32,
-    patch_size=8,
-)
 TINY_VIT_GPT2 = dict(
-    encoder=TINY_ENCODER,
+    encoder=TINY_HF_VIT,
     decoder=dict(vocab_size=97, n_embd=48, n_layer=2, n_head=4, n_positions=64),
     start=96,
     end=96,
     pad=96,
 )
 TINY_BLIP = dict(
-    encoder=TINY_ENCODER,
+    encoder=TINY_HF_VIT,
     decoder=dict(
         vocab_size=97,
         hidden_size=48,

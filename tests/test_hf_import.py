@@ -20,18 +20,11 @@ from mmllm.model.media import MediaBatch
 from mmllm.tokenizer import StopTokens
 from mmllm.weights.build import add_build_parser
 from mmllm.weights.hf_import import convert, is_hf_folder, save_imported
+from tests.conftest import TINY_HF_VIT
 
 EOT = "<|endoftext|>"
 TEXTS = ["a cat on a mat", "a dog in the park", "two birds flying over the sea"] * 20
 NEW = 32  # new tokens per comparison
-TINY_VISION = dict(  # a ViT (or BLIP's vision model) of 16 patches, 32 wide
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    image_size=32,
-    patch_size=8,
-)
 
 
 def gpt2_tokenizer(folder) -> int:
@@ -70,7 +63,7 @@ def ved(tmp_path_factory):
     saved as a Hugging Face folder: (folder, model, end token id)."""
     folder = tmp_path_factory.mktemp("ved")
     vocab = gpt2_tokenizer(folder)
-    encoder = transformers.ViTConfig(**TINY_VISION)
+    encoder = transformers.ViTConfig(**TINY_HF_VIT)
     decoder = transformers.GPT2Config(
         n_embd=48, n_layer=2, n_head=4, vocab_size=vocab, n_positions=64, bos_token_id=0
     )
@@ -108,7 +101,7 @@ def save_blip(folder, architecture, vision_width: int, std: float = 0.2):
     ``folder`` beside a BERT-style tokenizer: (model, its special tokens' ids)."""
     backend = HFTokenizer.from_file(str(folder / "tokenizer.json"))
     ids = {n: backend.token_to_id(n) for n in ("[PAD]", "[CLS]", "[SEP]", "[DEC]")}
-    vision = transformers.BlipVisionConfig(**{**TINY_VISION, "hidden_size": vision_width})
+    vision = transformers.BlipVisionConfig(**{**TINY_HF_VIT, "hidden_size": vision_width})
     text = transformers.BlipTextConfig(
         vocab_size=backend.get_vocab_size(),
         hidden_size=48,
@@ -147,7 +140,7 @@ def ved_bert(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ved_bert")
     backend = bert_tokenizer(folder)
     start, end, pad = (backend.token_to_id(n) for n in ("[CLS]", "[SEP]", "[PAD]"))
-    encoder = transformers.ViTConfig(**TINY_VISION)
+    encoder = transformers.ViTConfig(**TINY_HF_VIT)
     decoder = transformers.BertConfig(
         vocab_size=backend.get_vocab_size(),
         hidden_size=48,
