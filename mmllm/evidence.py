@@ -21,7 +21,8 @@ words or phrases as whole words, a plural counting as its singular.
   probability is ``UNKNOWN_THING`` (0.5).
 
 "How many ...?" about a thing the detector knows (by name or kind) is its count of sure
-objects (``count``); about anything else the model answers.
+objects (``count``), a count of none no surer than the classifier's doubt about the thing;
+about anything else the model answers.
 """
 
 from __future__ import annotations
@@ -91,17 +92,26 @@ def count(thing: str, rows: Sequence[Sequence[float]]) -> Count | None:
     """How many ``thing`` one picture's recognizer rows hold: the detector's objects that are
     the thing, by name or by kind, scored at least ``SURE_OBJECT`` (the classifier counts
     nothing). Its probability treats each such detection as right with its score, and each
-    unsure one (0.3 to 0.5) as absent with one minus it. None where no detector class is such
-    a thing (``can_count``): the detector cannot count it, and the model answers."""
+    unsure one (0.3 to 0.5) as absent with one minus it. A count of none is also only as sure
+    as the classifier's doubt allows: where its classes that are the thing sum to ``p`` (a
+    tabby seen whole, no cat detected), none is right at most with ``1 - p``. None where no
+    detector class is such a thing (``can_count``): the detector cannot count it, and the
+    model answers."""
     countable = _countable(thing)
     if not countable:
         return None
-    n, prob = 0, 1.0
+    named, of_kind = _labels_naming(thing)
+    n, prob, seen_whole = 0, 1.0, 0.0
     for label, score, *_ in rows:
-        if round(label) in countable:
+        label = round(label)
+        if label in countable:
             sure = score >= SURE_OBJECT
             n += sure
             prob *= score if sure else 1 - score
+        elif label < N_CLASSES and label in named | of_kind:
+            seen_whole += score
+    if n == 0:
+        prob *= max(0.0, 1.0 - seen_whole)
     return Count(thing, n, float(prob))
 
 

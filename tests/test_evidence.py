@@ -104,7 +104,9 @@ def test_the_detector_counts_its_sure_objects_by_name_or_kind():
     people = count("people", rows)
     assert (people.count, people.prob) == (2, pytest.approx(0.9 * 0.8 * 0.6))
     assert count("dogs", rows).count == 1
-    assert count("cats", rows).count == 0  # a COCO class, none detected: surely none
+    cats = count("cats", rows)  # a COCO class, none detected, but the classifier sees a tabby
+    assert (cats.count, cats.prob) == (0, pytest.approx(1 - 0.6))
+    assert count("giraffes", rows).prob == pytest.approx(1.0)  # nobody saw one anywhere
     assert count("animals", rows).count == 1  # by kind: the dog
     assert count("tabbies", rows) is None  # no detector class: the model answers
     assert count("opera houses", rows) is None
