@@ -77,6 +77,20 @@ def test_export_writes_loadable_records_for_every_stamp_and_medium(stamps, tmp_p
     assert (speech.prompt, speech.target) == ("what does the voice say?", "A chimpanzee.")
 
 
+def test_each_sound_effect_is_cut_in_time_into_a_seen_and_a_held_out_part(stamps, tmp_path):
+    export_tuxpaint(stamps, tmp_path, espeak=False)
+    seen, unseen = (read_jsonl(tmp_path / f"sounds_{s}.jsonl") for s in ("train", "heldout"))
+    assert len(seen) == len(unseen) == 1  # the cow: a source in both, unlike the stamp split
+    assert seen[0].category == unseen[0].category == "stamp_sound_seen"
+    assert seen[0].target == unseen[0].target == "A brown cow with a bell."
+    first, rate = sf.read(seen[0].audio[0])
+    rest, _ = sf.read(unseen[0].audio[0])
+    assert rate == 16000 and len(first) + len(rest) == 8 * 16000
+    assert len(first) == round(0.6 * 8 * 16000)  # SEEN_TRAIN_SHARE of it, then the rest
+    sound = next(r for r in all_records(tmp_path) if r.category == "stamp_sound")
+    np.testing.assert_array_equal(np.concatenate([first, rest]), sf.read(sound.audio[0])[0])
+
+
 def word(i: int) -> str:
     return "".join(chr(97 + (i // 26**k) % 26) for k in range(3)) + "x"
 

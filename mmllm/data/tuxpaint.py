@@ -13,10 +13,16 @@ also spoken by synthetic voices; pictures that are SVG only are rendered by ``ca
 
 Records: ``caption`` of the picture (the description); ``caption`` of the sound effect (the
 description: what makes the sound); ``vqa`` "what does the voice say?" on the spoken clip (the
-description). A fixed 20% of stamps (by a hash of the stamp's path, so the split never moves) are
+description). A fixed 20% of stamps (by a hash of the main noun, so the split never moves) are
 held out with all of their records. Each record carries ``category`` (``stamp_image``,
 ``stamp_sound``, ``stamp_speech``); the evaluation looks for the description's main noun
 (``main_noun``) in what the model generates. None of the corpus is stored in this repository.
+
+The sound effects also get a *seen-source* split, for learning what makes a sound rather than
+guessing an unseen noun: 124 distinct clips come from 134 stamps, only 4 of them shared, so a
+split by clip cannot hold a source out and still have trained on it. Each clip is cut in time
+instead: its first ``SEEN_TRAIN_SHARE`` goes to ``DIR/sounds_train.jsonl``, the rest to
+``DIR/sounds_heldout.jsonl`` (category ``stamp_sound_seen``), whatever the stamp's split.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ SPEECH_QUESTION = "what does the voice say?"
 HELDOUT_FRACTION = 0.2
 ESPEAK_VOICES = ("en-us", "en+f3", "en-gb+m4")
 SAMPLE_RATE = 16000
+SEEN_TRAIN_SHARE = 0.6  # of each sound effect, in time: the seen-source split's training part
 # nouns that end like a verb's -ing form (a "spider dancing" names a spider, a "stocking" itself)
 ING_NOUNS = {
     "stocking", "ring", "string", "king", "wing", "swing", "building", "painting", "drawing",
@@ -199,6 +206,16 @@ def _clip_wav(src: Path, dst: Path, max_seconds: float = 10.0) -> bool:
     return True
 
 
+def _cut_in_time(clip: Path, first: Path, rest: Path, share: float = SEEN_TRAIN_SHARE) -> None:
+    """A WAV clip cut at ``share`` of its length into ``first`` and ``rest``."""
+    import soundfile as sf
+
+    samples, rate = sf.read(str(clip), dtype="float32")
+    cut = max(1, min(len(samples) - 1, round(share * len(samples))))
+    sf.write(str(first), samples[:cut], rate)
+    sf.write(str(rest), samples[cut:], rate)
+
+
 def _speak(text: str, voice: str, dst: Path) -> bool:
     """``text`` spoken by espeak-ng's ``voice`` into ``dst`` (16 kHz WAV); False without it."""
     exe = shutil.which("espeak-ng")
@@ -212,7 +229,9 @@ def _speak(text: str, voice: str, dst: Path) -> bool:
 
 
 def export_tuxpaint(root: Path, out: Path, espeak: bool = True, svg: bool = True) -> dict[str, int]:
-    """Write ``out/train.jsonl`` and ``out/heldout.jsonl`` (see the module doc); returns counts.
+    """Write ``out/train.jsonl`` and ``out/heldout.jsonl``, and the sound effects' seen-source
+    split ``out/sounds_train.jsonl`` and ``out/sounds_heldout.jsonl`` (see the module doc);
+    returns counts.
     ``espeak=False``: no synthetic spoken descriptions; ``svg=False``: SVG-only stamps' pictures
     skipped (counted in ``skipped_pictures``). With either on, its tool must be installed
     (``DataError`` naming the install command otherwise)."""
@@ -220,7 +239,12 @@ def export_tuxpaint(root: Path, out: Path, espeak: bool = True, svg: bool = True
     _check_tools(stamps, espeak, svg)
     files = out / "files"
     files.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, list[dict]] = {"train": [], "heldout": []}
+    rows: dict[str, list[dict]] = {
+        "train": [],
+        "heldout": [],
+        "sounds_train": [],
+        "sounds_heldout": [],
+    }
     skipped, skipped_clips = 0, 0
     for i, stamp in enumerate(tqdm(stamps, desc="stamps")):
         split = "heldout" if stamp.heldout else "train"
@@ -252,6 +276,18 @@ def export_tuxpaint(root: Path, out: Path, espeak: bool = True, svg: bool = True
                     **meta,
                 }
             )
+            pieces = files / f"{name}_sound_seen.wav", files / f"{name}_sound_unseen.wav"
+            _cut_in_time(clip, *pieces)
+            for part, piece in zip(("sounds_train", "sounds_heldout"), pieces, strict=True):
+                rows[part].append(
+                    {
+                        "audio": f"files/{piece.name}",
+                        "task": "caption",
+                        "caption": stamp.description,
+                        "category": "stamp_sound_seen",
+                        **meta,
+                    }
+                )
         spoken = []
         clip = files / f"{name}_desc.wav"
         if stamp.spoken is not None:
@@ -276,7 +312,8 @@ def export_tuxpaint(root: Path, out: Path, espeak: bool = True, svg: bool = True
                 }
             )
     counts = {}
-    for split in ("heldout", "train"):  # train.jsonl last: its presence means the export is done
+    # train.jsonl last: its presence means the export is done
+    for split in ("sounds_heldout", "sounds_train", "heldout", "train"):
         tmp = out / f"{split}.jsonl.tmp"
         with tmp.open("w", encoding="utf-8") as handle:
             for record in rows[split]:
