@@ -54,9 +54,11 @@ from mmllm.model.media import MediaBatch
 from mmllm.model.multimodal import MultimodalLM
 from mmllm.packed import pack_linears
 from mmllm.planner import RequestPlan, plan_request
-from mmllm.processing import MediaProcessor
+from mmllm.processing import MediaProcessor, resample
 from mmllm.prompts import caption_prompt
 from mmllm.quantize import quantize as quantize_model
+from mmllm.sound_bank import SAMPLE_RATE as SOUND_RATE
+from mmllm.sound_bank import SoundBank, sound_caption
 from mmllm.speech import Listener, speech_caption
 from mmllm.tokenizer import Tokenizer, valid_text
 from mmllm.weights.checkpoint import (  # noqa: F401  (resolve_checkpoint: part of the API)
@@ -191,6 +193,7 @@ def load(
         listener=Listener.of_checkpoint(folder),
         compile=compile,
         generation=generation,
+        sound_bank=SoundBank.of_checkpoint(folder),
     )
 
 
@@ -207,6 +210,7 @@ class MMLLM:
         listener: Listener | None = None,
         compile: bool | None = None,
         generation: dict[str, int] | None = None,
+        sound_bank: SoundBank | None = None,
     ):
         """``truncate_audio``: cut clips longer than the audio encoder's window to it (and refuse
         only clips over the memory bound) instead of refusing them. ``calibration`` and
@@ -215,7 +219,8 @@ class MMLLM:
         ``listener``: who hears speech (default: Whisper tiny.en without an adapter).
         ``compile``: when to compile decoding (see :func:`load`, :meth:`expect`).
         ``generation``: the model's own caption defaults (``max_new_tokens``, ``num_beams``:
-        an imported model's ``generation.json``)."""
+        an imported model's ``generation.json``). ``sound_bank``: the known sounds a sound
+        caption names (``mmllm.sound_bank``), or None."""
         self.model = model
         self.generation = dict(generation or {})
         self.compile = compile
@@ -233,6 +238,7 @@ class MMLLM:
         self.image_processor = self.media_processor.image
         self.audio_processor = self.media_processor.audio
         self.listener = listener or Listener()  # its recognizer is made on first use
+        self.sound_bank = sound_bank
 
     @property
     def device(self) -> torch.device:
@@ -267,9 +273,10 @@ class MMLLM:
 
         Each caption is a ``ScoredText`` (a ``str`` with its ``confidence``); one below
         ``min_confidence`` says so instead of guessing (``abstained``, ``guess``). A clip that
-        holds speech is captioned with what is said (``someone says: "..."``; ``listen=False``:
-        the model's sound caption only). ``max_new_tokens`` and ``num_beams`` default to the
-        model's own (``generation``), else 48 and 1."""
+        holds speech is captioned with what is said (``someone says: "..."``), one that sounds
+        like a known sound with its name (``the sound of a frog``: ``mmllm.sound_bank``);
+        ``listen=False``: the model's sound caption only. ``max_new_tokens`` and ``num_beams``
+        default to the model's own (``generation``), else 48 and 1."""
         max_new_tokens = max_new_tokens or self.generation.get("max_new_tokens", 48)
         num_beams = num_beams or self.generation.get("num_beams", 1)
         _check_min_confidence(min_confidence)
@@ -284,6 +291,8 @@ class MMLLM:
             rate = self.audio_processor.sample_rate
             for i, clip in enumerate(items):
                 said = self.caption_speech(clip, rate)
+                if said is None:
+                    said = self.caption_known_sound(clip, rate)
                 out[i] = said.with_limit(min_confidence) if said is not None else None
         todo = [i for i, text in enumerate(out) if text is None]
         self.expect(len(todo))
@@ -307,6 +316,19 @@ class MMLLM:
         if not heard.has_speech:
             return None
         return ScoredText(speech_caption(heard), heard.confidence, calibrated=False)
+
+    def caption_known_sound(self, waveform: torch.Tensor, sample_rate: int) -> ScoredText | None:
+        """``the sound of a frog`` for a decoded mono clip ``(S,)`` that sounds like one of the
+        sound bank's, with the bank's measured precision as an uncalibrated confidence; None
+        without a bank or a match."""
+        if self.sound_bank is None:
+            return None
+        if sample_rate != SOUND_RATE:
+            waveform = resample(waveform, sample_rate, SOUND_RATE)
+        match = self.sound_bank.match(waveform.numpy())
+        if match is None:
+            return None
+        return ScoredText(sound_caption(match), self.sound_bank.precision, calibrated=False)
 
     def transcribe(self, audio: Any, sample_rate: int | None = None) -> Any:
         """What is said in a clip (a file, bytes or samples; up to an hour): a ``Transcript``

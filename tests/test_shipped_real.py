@@ -101,3 +101,20 @@ def test_pinned_photo_scores_hold(real, pinned, tmp_path):
         assert now["n"] == want["n"], key
         assert right_now >= right_then - PHOTO_SLACK, (key, right_then, right_now)
     assert scores["photo/degenerate"]["accuracy"] == 0.0
+
+
+def test_the_shipped_sound_bank_names_no_synthetic_or_made_sound(real):
+    """The bank (``mmllm.sound_bank``) knows the Tux Paint sound sources; what it must never do
+    is name a beep, a tone, noise or silence, so the synthetic sound captions keep their scores."""
+    from mmllm.data.sources import SyntheticSource
+
+    assert real.sound_bank is not None and len(real.sound_bank.known()) >= 90
+    assert {"a frog", "a chimpanzee", "a fire truck"} <= set(real.sound_bank.known())
+    rng = np.random.default_rng(0)
+    t = np.arange(32000, dtype=np.float32) / 16000
+    made = [np.zeros_like(t), 0.1 * rng.standard_normal(t.shape), 0.5 * np.sin(2 * np.pi * 440 * t)]
+    assert all(real.sound_bank.match(clip.astype(np.float32)) is None for clip in made)
+    source = SyntheticSource("heldout", seed=11)
+    sounds = [r.audio[0] for r in (source[i] for i in range(120)) if r.audio and not r.images]
+    clips = [real.audio_processor(s) for s in sounds[:20]]
+    assert len(clips) == 20 and all(real.sound_bank.match(c.numpy()) is None for c in clips)
