@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+from torchvision.ops import batched_nms
 
 from encoders.disk_cache import cached, file_digest
 
@@ -290,8 +291,6 @@ class SSDMobileNetV2(nn.Module):
         ``(n, 6)``: for each class, its ``top_k`` likeliest boxes above the confidence
         threshold, suppressed where they overlap a likelier one of that class by more than the
         NMS threshold; then the ``keep_top_k`` likeliest of all classes."""
-        from torchvision.ops import batched_nms
-
         s = self.settings
         anchor, label = torch.nonzero(scores > s.confidence_threshold, as_tuple=True)
         score = scores[anchor, label]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from encoders.spectrogram import WhisperLogMel
@@ -34,6 +35,7 @@ N_MELS = 80
 HOP = 160
 WINDOW_SECONDS = 30  # a clip's first 30 s are read
 MIN_MARGIN = 0.02  # how much closer the named entry must be than every reject entry
+MIN_SECONDS = 0.1  # shorter clips are not named (the bank's shortest known piece is 0.11 s)
 BANK_FILE = "sound_bank.safetensors"  # a checkpoint's bank
 
 
@@ -99,7 +101,10 @@ class SoundBank:
 
     def match(self, waveform: torch.Tensor | np.ndarray) -> SoundMatch | None:
         """The named entry a mono 16 kHz clip is closest to, or None where a reject entry is as
-        close (within ``min_margin``) or there is no named entry."""
+        close (within ``min_margin``), there is no named entry, or the clip is shorter than
+        ``MIN_SECONDS``."""
+        if np.asarray(waveform).size < MIN_SECONDS * SAMPLE_RATE:
+            return None
         if self._features is None:
             self._features = SoundFeatures()
         vector = _unit((self._features(waveform) - self.mean) / self.std)
@@ -133,8 +138,6 @@ class SoundBank:
 
     @classmethod
     def load(cls, path: str | Path) -> SoundBank:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="np") as f:
             metadata = f.metadata() or {}
         tensors = load_file(str(path))

@@ -8,7 +8,7 @@
 Named entries: the training part of each Tux Paint sound effect (the seen-source split), named
 by its stamp's description ("A frog." -> "a frog"; descriptions that are sentences, not
 things, are left out). Reject entries: ``--rejects`` of the synthetic world's training sounds,
-and as many made clips of silence, noise, tones and chirps (seeded). The report gives, for the
+and 120 made clips of silence, noises, tones and chirps (seeded). The report gives, for the
 held-out parts, the share whose caption names the source (``mmllm eval``'s noun rule) and the
 share named at all; and how often a sound is named among held-out synthetic sounds and other
 made clips (other seeds), which must stay near 0 for the synthetic scores to hold. ``--check``
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+import mmllm
 from encoders import AudioEncoderConfig
 from mmllm.data.jsonl import read_jsonl
 from mmllm.data.sources import SyntheticSource
@@ -47,21 +48,32 @@ def synthetic_sounds(split: str, n: int, seed: int) -> list[np.ndarray]:
 
 
 def made_clips(n: int, seed: int) -> list[np.ndarray]:
-    """Silence, noise, tones and chirps of 0.2-3 s at random levels, in turn."""
+    """Silence, white noise, tones, chirps, brown noise and noise with nothing above a cutoff
+    (0.5-6 kHz), of 0.2-3 s at random levels, in turn."""
     rng = np.random.default_rng(seed)
     clips = []
     for i in range(n):
         t = np.arange(int(rng.uniform(0.2, 3.0) * SAMPLE_RATE)) / SAMPLE_RATE
-        kind = i % 4
+        kind = i % 6
+        level = rng.uniform(0.01, 0.5)
         if kind == 0:
             clip = np.zeros_like(t)
         elif kind == 1:
-            clip = rng.uniform(0.001, 0.3) * rng.standard_normal(t.shape)
+            clip = level * rng.standard_normal(t.shape)
         elif kind == 2:
-            clip = rng.uniform(0.05, 0.8) * np.sin(2 * np.pi * rng.uniform(100, 4000) * t)
-        else:
+            clip = level * np.sin(2 * np.pi * rng.uniform(100, 4000) * t)
+        elif kind == 3:
             f0, rise = rng.uniform(100, 1000), rng.uniform(100, 2000)
-            clip = rng.uniform(0.05, 0.5) * np.sin(2 * np.pi * (f0 + rise * t) * t)
+            clip = level * np.sin(2 * np.pi * (f0 + rise * t) * t)
+        elif kind == 4:
+            walk = np.cumsum(rng.standard_normal(t.shape))
+            clip = level * (walk - walk.mean()) / (walk.std() + 1e-9)
+        else:  # noise with nothing above a cutoff, as recorded at a lower rate
+            spectrum = np.fft.rfft(rng.standard_normal(t.shape))
+            cutoff = rng.uniform(500, 6000) * len(t) / SAMPLE_RATE
+            spectrum[int(cutoff) :] = 0
+            clip = np.fft.irfft(spectrum, len(t))
+            clip = level * clip / (clip.std() + 1e-9)
         clips.append(clip.astype(np.float32))
     return clips
 
@@ -83,21 +95,20 @@ def report(bank: SoundBank, heldout: Path) -> dict:
         named += match is not None
         right += match is not None and mentions(sound_caption(match), main_noun(record.target))
     synthetic = synthetic_sounds("heldout", 200, seed=5)
-    made = made_clips(80, seed=9)
+    made = made_clips(120, seed=9)
     return {
         "heldout": len(records),
         "names_the_source": right / len(records),
         "named_at_all": named / len(records),
         "synthetic_heldout_named": sum(bank.match(c) is not None for c in synthetic) / 200,
-        "made_clips_named": sum(bank.match(c) is not None for c in made) / 80,
+        "made_clips": len(made),
+        "made_clips_named": sum(bank.match(c) is not None for c in made) / len(made),
     }
 
 
 def caption_check(heldout: Path, checkpoint: str | None) -> dict:
     """What users get: ``caption(audio=clip)`` of a checkpoint (speech first, then the bank,
     then the model) on each held-out clip, and on held-out synthetic sounds."""
-    import mmllm
-
     api = mmllm.load(checkpoint, device="cpu")
     records = [r for r in read_jsonl(heldout) if r.audio]
     captions = api.caption(audio=[str(r.audio[0]) for r in records])
@@ -123,7 +134,7 @@ def main() -> None:
         "(default: the shipped one), which must hold the new bank"
     )  # fmt: skip
     args = parser.parse_args()
-    rejects = synthetic_sounds("train", args.rejects, seed=0) + made_clips(80, seed=0)
+    rejects = synthetic_sounds("train", args.rejects, seed=0) + made_clips(120, seed=0)
     bank = SoundBank.build(named_clips(args.named), rejects)
     scores = report(bank, args.heldout) if args.heldout else None
     if scores is not None and scores["named_at_all"] > 0:

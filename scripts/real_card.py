@@ -206,14 +206,15 @@ scripts/build_sound_bank.py --named tux/sounds_train.jsonl --heldout tux/sounds_
 heard, and which sounds like one of {known} known sources, is captioned with its name ("the
 sound of a frog"; `mmllm/sound_bank.py`). Its bank holds the log-mel statistics of the first
 60% of each Tux Paint sound effect, beside {rejects} reject entries (synthetic-world sounds,
-silence, noise, tones, chirps) that a clip must be further from. On the other 40% of each
+silence, noises, tones, chirps) that a clip must be further from; a clip under 0.1 s is never
+named. On the other 40% of each
 effect ({s["heldout"]} clips, the seen-source split), the caption names the source for
 {100 * s["caption_names_the_source"]:.1f}% (the bank alone: {100 * s["names_the_source"]:.1f}%;
 it names {100 * s["named_at_all"]:.1f}% of the clips, {100 * s["precision"]:.1f}% of those
 rightly: the confidence it reports, uncalibrated). It names
 {100 * s["synthetic_heldout_named"]:.0f}% of 200 held-out synthetic-world sounds and
-{100 * s["made_clips_named"]:.0f}% of 80 made clips, so the synthetic sound captions are
-unchanged. The features and the margin were chosen among six variants measured on these
+{100 * s["made_clips_named"]:.0f}% of {s["made_clips"]} made clips, so the synthetic sound
+captions are unchanged. The features and the margin were chosen among six variants measured on these
 held-out clips, so the figure leans optimistic. The sources it knows: {names}."""
 
 
