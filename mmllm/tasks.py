@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from encoders.speech import SILENT_PEAK
 from mmllm.compiled import CompiledModel, worth_compiling
 from mmllm.confidence import (
     PHOTO,
@@ -77,6 +78,7 @@ FILLER = re.compile(r"^(an?\s+)?(image|picture|photo|photograph|drawing)\s+(of|s
 
 
 UNSURE = "(not sure what this shows)"
+SILENCE = "silence"  # the caption of a clip with no sample above SILENT_PEAK
 ANSWER_TOKENS = 16  # the longest open answer (ask), after its first token
 ANSWER_ROOM = 1 + ANSWER_TOKENS  # what a question leaves free of the model's context
 
@@ -274,8 +276,9 @@ class MMLLM:
         Each caption is a ``ScoredText`` (a ``str`` with its ``confidence``); one below
         ``min_confidence`` says so instead of guessing (``abstained``, ``guess``). A clip that
         holds speech is captioned with what is said (``someone says: "..."``), one that sounds
-        like a known sound with its name (``the sound of a frog``: ``mmllm.sound_bank``);
-        ``listen=False``: the model's sound caption only. ``max_new_tokens`` and ``num_beams``
+        like a known sound with its name (``the sound of a frog``: ``mmllm.sound_bank``), a
+        silent one as ``silence`` (``caption_heard``); ``listen=False``: the model's sound
+        caption only. ``max_new_tokens`` and ``num_beams``
         default to the model's own (``generation``), else 48 and 1."""
         max_new_tokens = max_new_tokens or self.generation.get("max_new_tokens", 48)
         num_beams = num_beams or self.generation.get("num_beams", 1)
@@ -290,9 +293,7 @@ class MMLLM:
             items = [self.audio_processor(x) for x in items]  # decoded once, for both readers
             rate = self.audio_processor.sample_rate
             for i, clip in enumerate(items):
-                said = self.caption_speech(clip, rate)
-                if said is None:
-                    said = self.caption_known_sound(clip, rate)
+                said = self.caption_heard(clip, rate)
                 out[i] = said.with_limit(min_confidence) if said is not None else None
         todo = [i for i, text in enumerate(out) if text is None]
         self.expect(len(todo))
@@ -308,6 +309,16 @@ class MMLLM:
             for i, text in zip(todo[start : start + batch_size], texts, strict=True):
                 out[i] = text.with_limit(min_confidence)
         return out if many else out[0]
+
+    def caption_heard(self, waveform: torch.Tensor, sample_rate: int) -> ScoredText | None:
+        """What a decoded mono clip ``(S,)`` is heard to be before the model is asked:
+        ``silence`` (no sample above ``SILENT_PEAK``: the synthetic world the model learned
+        sounds from has none, so it would invent beeps), speech (``caption_speech``) or a known
+        sound (``caption_known_sound``); None for anything else."""
+        if waveform.numel() == 0 or float(waveform.abs().max()) < SILENT_PEAK:
+            return ScoredText(SILENCE, 1.0, calibrated=False)
+        said = self.caption_speech(waveform, sample_rate)
+        return said if said is not None else self.caption_known_sound(waveform, sample_rate)
 
     def caption_speech(self, audio: Any, sample_rate: int | None = None) -> ScoredText | None:
         """``someone says: "..."`` for a clip that holds speech, with the recognizer's raw

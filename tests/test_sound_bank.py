@@ -89,7 +89,7 @@ def test_sound_names_are_the_things_a_description_names(description, name):
     assert sound_name(description) == name
 
 
-def test_a_sound_caption_names_a_known_sound_and_falls_back_to_the_model(
+def test_a_sound_caption_names_silence_a_known_sound_or_falls_back_to_the_model(
     tiny_checkpoint, bank, monkeypatch
 ):
     api = mmllm.load(tiny_checkpoint, device="cpu")
@@ -99,7 +99,10 @@ def test_a_sound_caption_names_a_known_sound_and_falls_back_to_the_model(
     named = api.caption(audio=hum(0.6, 225, 10))
     assert named == "the sound of a bee" and named.confidence == pytest.approx(0.6)
     assert not named.calibrated
+    unknown = api.caption(audio=hum(0.8, 990, 12))  # nearest a reject entry
+    assert not unknown.startswith("the sound of")  # the model's own caption
     silence = api.caption(audio=np.zeros(RATE, np.float32))
-    assert not silence.startswith("the sound of")  # the model's own caption
+    assert silence == "silence" and silence.confidence == 1.0  # no sample above -60 dBFS
+    assert api.caption(audio=np.zeros(RATE, np.float32), listen=False) != "silence"
     assert not api.caption(audio=hum(0.6, 225, 10), listen=False).startswith("the sound of")
     assert api.caption(audio=hum(0.6, 225, 10), min_confidence=0.9).abstained
