@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +93,16 @@ class DetectionSettings:
     top_k: int
     keep_top_k: int
 
+    @classmethod
+    def read(cls, value: Callable[[str], str]) -> DetectionSettings:
+        """The settings from ``value(name)``, each one's text (a description, metadata)."""
+        return cls(
+            float(value("confidence_threshold")),
+            float(value("nms_threshold")),
+            int(value("top_k")),
+            int(value("keep_top_k")),
+        )
+
 
 def detection_settings(pbtxt: str) -> DetectionSettings:
     """``DetectionOutput``'s settings from the graph's text description."""
@@ -104,12 +114,7 @@ def detection_settings(pbtxt: str) -> DetectionSettings:
             raise ValueError(f"the detector's description has no {key}")
         return found.group(1)
 
-    return DetectionSettings(
-        float(value("confidence_threshold")),
-        float(value("nms_threshold")),
-        int(value("top_k")),
-        int(value("keep_top_k")),
-    )
+    return DetectionSettings.read(value)
 
 
 def _layer_blobs(net, prefix: str) -> dict[str, list[np.ndarray]]:
@@ -233,13 +238,7 @@ class SSDMobileNetV2(nn.Module):
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata()
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-        settings = DetectionSettings(
-            float(meta["confidence_threshold"]),
-            float(meta["nms_threshold"]),
-            int(meta["top_k"]),
-            int(meta["keep_top_k"]),
-        )
-        return cls(tensors, settings).eval()
+        return cls(tensors, DetectionSettings.read(meta.__getitem__)).eval()
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The six maps the predictors read: 19, 10, 5, 3, 2 and 1 cells a side."""
@@ -298,7 +297,7 @@ class SSDMobileNetV2(nn.Module):
         order = by_score[label[by_score].argsort(stable=True)]  # by class, likeliest first
         grouped = label[order]
         first = torch.searchsorted(grouped, grouped)  # where each one's class begins
-        order = order[torch.arange(len(order)) - first < s.top_k]
+        order = order[torch.arange(len(order), device=order.device) - first < s.top_k]
         anchor, label, score = anchor[order], label[order], score[order]
         kept = batched_nms(boxes[anchor], score, label, s.nms_threshold)[: s.keep_top_k]
         columns = [(label[kept] + 1).to(score.dtype)[:, None], score[kept, None]]

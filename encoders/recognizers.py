@@ -128,14 +128,10 @@ class CocoDetector:
         self.net = SSDMobileNetV2.from_file(graph)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        # OpenCV's resize, as the graph's own runtime prepares it; blobFromImage reads BGR
-        # and swaps to the RGB the graph takes
-        blob = self.cv2.dnn.blobFromImage(
-            np.ascontiguousarray(rgb[:, :, ::-1]), size=(self.size, self.size), swapRB=True
-        )
+        # OpenCV's resize, as the graph's own runtime prepares it (RGB in, RGB out)
+        blob = self.cv2.dnn.blobFromImage(rgb, size=(self.size, self.size), swapRB=False)
         pixels = torch.from_numpy(blob) * (2 / 255) - 1  # the graph's own preprocessing
-        out = self.net(pixels)[0].numpy()
-        out = out[np.argsort(-out[:, 1], kind="stable")]
+        out = self.net(pixels)[0].numpy()  # best first
         out[:, 2:] = np.clip(out[:, 2:], 0.0, 1.0)
         return out
 

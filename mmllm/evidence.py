@@ -101,6 +101,7 @@ def count(thing: str, rows: Sequence[Sequence[float]]) -> Count | None:
     if not countable:
         return None
     named, of_kind = _labels_naming(thing)
+    known = named | of_kind
     n, prob, seen_whole = 0, 1.0, 0.0
     for label, score, *_ in rows:
         label = round(label)
@@ -108,7 +109,7 @@ def count(thing: str, rows: Sequence[Sequence[float]]) -> Count | None:
             sure = score >= SURE_OBJECT
             n += sure
             prob *= score if sure else 1 - score
-        elif label < N_CLASSES and label in named | of_kind:
+        elif label < N_CLASSES and label in known:
             seen_whole += score
     if n == 0:
         prob *= max(0.0, 1.0 - seen_whole)

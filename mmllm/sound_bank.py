@@ -26,19 +26,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from encoders.spectrogram import WhisperLogMel
+from encoders.speech import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 N_MELS = 80
 HOP = 160
 WINDOW_SECONDS = 30  # a clip's first 30 s are read
 MIN_MARGIN = 0.02  # how much closer the named entry must be than every reject entry
 MIN_SECONDS = 0.1  # shorter clips are not named (the bank's shortest known piece is 0.11 s)
 BANK_FILE = "sound_bank.safetensors"  # a checkpoint's bank
-
-
 PERCENTILES = (10.0, 50.0, 90.0)
 N_FEATURES = N_MELS * (2 + len(PERCENTILES))
 
@@ -96,24 +94,22 @@ class SoundBank:
         return cls(_unit((raw - mean) / std), names, mean, std)
 
     def __post_init__(self):
-        self.named = np.array([bool(n) for n in self.names])
+        self.named = np.array([bool(n) for n in self.names])  # (N,): False for reject entries
         self._features: SoundFeatures | None = None
 
     def match(self, waveform: torch.Tensor | np.ndarray) -> SoundMatch | None:
         """The named entry a mono 16 kHz clip is closest to, or None where a reject entry is as
         close (within ``min_margin``), there is no named entry, or the clip is shorter than
         ``MIN_SECONDS``."""
-        if np.asarray(waveform).size < MIN_SECONDS * SAMPLE_RATE:
+        if not self.named.any() or np.asarray(waveform).size < MIN_SECONDS * SAMPLE_RATE:
             return None
         if self._features is None:
             self._features = SoundFeatures()
         vector = _unit((self._features(waveform) - self.mean) / self.std)
-        sims = self.vectors @ vector
-        if not self.named.any():
-            return None
+        sims = self.vectors @ vector  # (N,)
         best = int(np.argmax(np.where(self.named, sims, -np.inf)))
-        rejected = float(sims[~self.named].max()) if (~self.named).any() else -1.0
-        margin = float(sims[best]) - rejected
+        rejected = sims[~self.named]
+        margin = float(sims[best]) - (float(rejected.max()) if rejected.size else -1.0)
         if margin < self.min_margin:
             return None
         return SoundMatch(self.names[best], float(sims[best]), margin)
@@ -138,9 +134,9 @@ class SoundBank:
 
     @classmethod
     def load(cls, path: str | Path) -> SoundBank:
-        with safe_open(str(path), framework="np") as f:
+        with safe_open(str(path), framework="np") as f:  # one read: tensors and metadata
             metadata = f.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
         return cls(
             tensors["vectors"].astype(np.float32),
             json.loads(metadata["names"]),

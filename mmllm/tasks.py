@@ -278,8 +278,8 @@ class MMLLM:
         holds speech is captioned with what is said (``someone says: "..."``), one that sounds
         like a known sound with its name (``the sound of a frog``: ``mmllm.sound_bank``), a
         silent one as ``silence`` (``caption_heard``); ``listen=False``: the model's sound
-        caption only. ``max_new_tokens`` and ``num_beams``
-        default to the model's own (``generation``), else 48 and 1."""
+        caption only. ``max_new_tokens`` and ``num_beams`` default to the model's own
+        (``generation``), else 48 and 1."""
         max_new_tokens = max_new_tokens or self.generation.get("max_new_tokens", 48)
         num_beams = num_beams or self.generation.get("num_beams", 1)
         _check_min_confidence(min_confidence)
