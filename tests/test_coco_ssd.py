@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from encoders import coco_ssd
-from encoders.recognizers import DETECTOR_DESCRIPTION, DETECTOR_GRAPH, CocoDetector, model_dir
+from encoders.recognizers import (
+    DETECTOR_DESCRIPTION,
+    DETECTOR_GRAPH,
+    CocoDetector,
+    model_dir,
+    resized,
+)
 
 try:
     FOLDER = model_dir()
@@ -54,20 +60,62 @@ def opencv_detections(net, rgb: np.ndarray) -> np.ndarray:
     return rows
 
 
-@needs_runtime
-def test_the_torch_detector_finds_what_opencv_finds_on_real_photos():
-    net = cv2.dnn.readNetFromTensorflow(
+def detections(net: coco_ssd.SSDMobileNetV2, rgb: np.ndarray) -> np.ndarray:
+    """Our network on OpenCV's own resize of ``rgb`` (the next tests check ours)."""
+    blob = cv2.dnn.blobFromImage(rgb, size=(300, 300), swapRB=False)
+    out = net(torch.from_numpy(blob) * (2 / 255) - 1)[0].numpy()
+    out[:, 2:] = np.clip(out[:, 2:], 0.0, 1.0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def opencv():
+    return cv2.dnn.readNetFromTensorflow(
         str(FOLDER / DETECTOR_GRAPH), str(FOLDER / DETECTOR_DESCRIPTION)
     )
-    detector = CocoDetector()
+
+
+@needs_runtime
+def test_the_torch_network_in_fp32_is_opencvs_graph(opencv, tmp_path, monkeypatch):
+    """Converted with fp32 weights, the network equals OpenCV's on the same input: the same
+    objects in the same order, every number within 1e-4."""
+    monkeypatch.setattr(coco_ssd, "WEIGHT_DTYPE", torch.float32)
+    coco_ssd.convert(FOLDER / DETECTOR_GRAPH, FOLDER / DETECTOR_DESCRIPTION, tmp_path / "d.st")
+    net = coco_ssd.SSDMobileNetV2.from_file(tmp_path / "d.st")
     checked = 0
     for rgb in photos():
-        ours, reference = detector(rgb), opencv_detections(net, rgb)
+        ours, reference = detections(net, rgb), opencv_detections(opencv, rgb)
         ours, reference = ours[ours[:, 1] >= 0.05], reference[reference[:, 1] >= 0.05]
         assert ours[:, 0].tolist() == reference[:, 0].tolist()  # the same objects, same order
         np.testing.assert_allclose(ours, reference, atol=1e-4)
         checked += len(ours)
     assert checked >= 20
+
+
+@needs_runtime
+def test_the_shipped_half_precision_weights_find_what_opencv_finds(opencv):
+    """Stored in fp16 (computed in fp32): the same sure objects, scores and boxes within 0.02."""
+    net = CocoDetector().net
+    assert net.stem.weight.dtype == torch.float16
+    checked = 0
+    for rgb in photos():
+        ours, reference = detections(net, rgb), opencv_detections(opencv, rgb)
+        ours, reference = ours[ours[:, 1] >= 0.3], reference[reference[:, 1] >= 0.3]
+        assert sorted(ours[:, 0].tolist()) == sorted(reference[:, 0].tolist())
+        np.testing.assert_allclose(ours[:, 1:], reference[:, 1:], atol=0.02)
+        checked += len(ours)
+    assert checked >= 10
+
+
+@needs_runtime
+def test_pictures_are_resized_as_opencv_resizes_them():
+    """Within one level of 255 (OpenCV interpolates in fixed point), and mostly equal."""
+    for rgb in photos():
+        ours = resized(rgb, 300).numpy()
+        theirs = cv2.dnn.blobFromImage(rgb, size=(300, 300), swapRB=False)
+        assert ours.shape == theirs.shape
+        assert np.abs(ours - theirs).max() <= 1.0
+        assert (ours != theirs).mean() < 0.2
 
 
 @needs_runtime
