@@ -297,6 +297,7 @@ def _respond(
         for piece in stream:
             text += piece
             yield done + head + text, None, ""
+        text = stream.result.guess  # a photo's caption is checked once whole (mmllm.grounding)
         if mode == "Alt text":
             text = alt_text_from_caption(text, max_chars)
         done += head + text.strip() + "\n"

@@ -80,8 +80,8 @@ class PackedLinear(nn.Linear):
     """``nn.Linear`` (same parameters, same state dict) whose fp32 CPU inference products of at
     least :data:`ONEDNN_MIN_MACS` go through oneDNN with the weight packed once (repacked when
     it changes), from the second such product on: the first takes ``F.linear`` (a one-off
-    product, a single caption's prompt pass, is not worth a copy of the weight). Training, gradients, other devices, dtypes and compiled graphs take
-    ``F.linear`` as before."""
+    product, a single caption's prompt pass, is not worth a copy of the weight). Training,
+    gradients, other devices, dtypes and compiled graphs take ``F.linear`` as before."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight

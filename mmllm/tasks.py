@@ -50,6 +50,7 @@ from mmllm.generate import (
     left_pad,
     stream_ids,
 )
+from mmllm.grounding import asks_what_it_is, grounded_text
 from mmllm.model.cache import MediaContext
 from mmllm.model.media import MediaBatch
 from mmllm.model.multimodal import MultimodalLM
@@ -439,6 +440,12 @@ class MMLLM:
         else:
             scored = self._top_answers(prompt, context, n_alternatives + 1)
         best, *rest = scored
+        found = None  # a closed answer set, or a model that reads the question: not checked
+        if not choices and asked is None:
+            found = self._grounded(question, best[0], media, evidence, context, 0)
+        if found is not None:  # not what the recognizers found: their own answer instead
+            rest = [a for a in scored if a[0] != found[0]]
+            best = (found[0], float(found[1].sum().exp()))
         confidence, calibrated = self._answer_confidence(best[1], evidence)
         abstained = _below(confidence, min_confidence)
         text = UNSURE if abstained else best[0]
@@ -594,9 +601,11 @@ class MMLLM:
         """``stream``; ``scores``, if given, collects what the text's confidence needs."""
         stop = [valid_text(s, "stop string") for s in stop]
         token_ids, mask = self._prompt_batch([prompt], raw)
-        context, evidence = self._encode(self._media([list(images)], [list(audio)]), 1)
+        media = self._media([list(images)], [list(audio)])
+        context, evidence = self._encode(media, 1)
         if scores is not None:
             scores.evidence = evidence
+            scores.checked = None if raw else (prompt, media, context)
         ids: list[int] = []
         sent = ""
         tok = self.tokenizer
@@ -636,8 +645,14 @@ class MMLLM:
                 yield text[len(sent) :]
 
     def _scored(self, text: str, scores: _StreamScores) -> ScoredText:
-        """A streamed text with its confidence (from what ``_stream`` recorded)."""
+        """A streamed text with its confidence (from what ``_stream`` recorded); a photo's
+        caption the recognizers' findings do not support becomes theirs (``_grounded``)."""
         features = token_features(scores.logprobs)
+        if scores.checked is not None:
+            prompt, media, context = scores.checked
+            found = self._grounded(prompt, text, media, scores.evidence, context, 0)
+            if found is not None:
+                text, features = found[0], token_features(found[1].tolist())
         confidence, calibrated = self._caption_confidence(np.array([features]), scores.evidence)
         return ScoredText(text, confidence[0], calibrated, None, tuple(features))
 
@@ -691,15 +706,68 @@ class MMLLM:
                     guard=self._guard(sampling),
                     logprobs=logprobs,
                 )
-        features = []
+        texts, features = [], []
         for ids, logp in zip(new.tolist(), logprobs.tolist(), strict=True):
             n = ids.index(tok.eos_id) + 1 if tok.eos_id in ids else len(ids)
             features.append(token_features(logp[:n]))
+            texts.append(tok.decode(ids))
+        if not raw:
+            for row, prompt in enumerate(prompts):
+                found = self._grounded(prompt, texts[row], media, evidence, context, row)
+                if found is not None:  # the findings' words, scored by the decoder
+                    texts[row], features[row] = found[0], token_features(found[1].tolist())
         confidence, calibrated = self._caption_confidence(np.array(features), evidence)
         return [
-            ScoredText(tok.decode(row), c, calibrated, token_scores=tuple(f))
-            for row, c, f in zip(new.tolist(), confidence, features, strict=True)
+            ScoredText(text, c, calibrated, token_scores=tuple(f))
+            for text, c, f in zip(texts, confidence, features, strict=True)
         ]
+
+    def _grounded(
+        self,
+        prompt: str,
+        text: str,
+        media: MediaBatch | None,
+        evidence: _Evidence,
+        context: MediaContext | None,
+        row: int,
+    ) -> tuple[str, torch.Tensor] | None:
+        """Batch row ``row``'s ``text`` checked against the recognizers' findings
+        (``mmllm.grounding``) where it is a photo's caption or its answer to "what is this?"
+        (``prompt``): None when it is grounded (or nothing is checked), else the findings' own
+        words with their token log-probabilities under the decoder, EOS included."""
+        if prompt == self._caption_prompt(has_image=True):
+            task = "caption"
+        elif asks_what_it_is(prompt):
+            task = "answer"
+        else:
+            return None
+        found = self._photo_findings(media, evidence, row)
+        if found is None:
+            return None
+        own = grounded_text(text, found, task)
+        if own is None:
+            return None
+        picked = context.select(torch.tensor([row], device=self.device))
+        ids = self.tokenizer.encode(own)
+        return own, self._token_logprobs(self.tokenizer.prompt_ids(prompt), [ids], picked)[0]
+
+    def _photo_findings(
+        self, media: MediaBatch | None, evidence: _Evidence, row: int
+    ) -> np.ndarray | None:
+        """The recognition rows ``(K, 6)`` of batch row ``row``'s one picture where that
+        picture is a photo (``MediaDistance.assign``); else None."""
+        if (
+            media is None
+            or media.recognitions is None
+            or media.image_index is None
+            or evidence.kinds[row] != PHOTO
+        ):
+            return None
+        mine = (media.image_index == row).nonzero().flatten().tolist()
+        if len(mine) != 1:
+            return None
+        j = mine[0]
+        return media.recognitions[j][media.recognition_mask[j]].float().cpu().numpy()
 
     # -- internals ---------------------------------------------------------------------------
     def _caption_prompt(self, has_image: bool) -> str:
@@ -793,12 +861,19 @@ class MMLLM:
         confidence = self.calibration.answer_confidence(np.array([prob]), *evidence.parts())
         return float(confidence[0]), True
 
-    @torch.inference_mode()
     def _sequence_logprob(
         self, prompt: list[int], answers: list[list[int]], context: MediaContext | None
     ) -> torch.Tensor:
         """log P(answer + EOS | media, prompt) for each answer: ``(n,)`` (``context``: the
         request's encoded media, ``_encode``)."""
+        return torch.stack([t.sum() for t in self._token_logprobs(prompt, answers, context)])
+
+    @torch.inference_mode()
+    def _token_logprobs(
+        self, prompt: list[int], answers: list[list[int]], context: MediaContext | None
+    ) -> list[torch.Tensor]:
+        """Each answer's token log-probabilities, EOS included, ``(len(answer) + 1,)``, after
+        ``prompt`` with the media of ``context``'s first row."""
         rows = [prompt + a + [self.tokenizer.eos_id] for a in answers]
         longest = max(len(r) for r in rows)
         limit = self.model.config.decoder.max_seq_len
@@ -820,8 +895,8 @@ class MMLLM:
         for i, r in enumerate(rows):
             positions = torch.arange(len(prompt) - 1, len(r) - 1, device=self.device)
             targets = token_ids[i, len(prompt) : len(r)]
-            scores.append(logprobs[i, positions, targets].sum())
-        return torch.stack(scores)
+            scores.append(logprobs[i, positions, targets])
+        return scores
 
     def _score(self, prompt, choices: list[str], context) -> list[tuple[str, float]]:
         """Closed answer set: each choice's share of the probability mass over the choices."""
@@ -921,12 +996,14 @@ class _Evidence:
 @dataclass
 class _StreamScores:
     """What ``MMLLM._stream`` records for a confidence: each picked token's log-probability
-    (EOS included) and what ``_encode`` found of the media."""
+    (EOS included), what ``_encode`` found of the media, and what checking the text against
+    the recognizers' findings needs (its prompt, media and context; None for raw text)."""
 
     logprobs: list[float] = field(default_factory=list)
     evidence: _Evidence = field(
         default_factory=lambda: _Evidence(np.zeros(1), [None], np.zeros((1, 2)))
     )
+    checked: tuple[str, MediaBatch | None, MediaContext | None] | None = None  # for _grounded
 
 
 def _below(confidence: float, min_confidence: float | None) -> bool:

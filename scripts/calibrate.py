@@ -220,13 +220,15 @@ def collect(api, args) -> tuple[Outputs, MediaDistance]:
         torch.from_numpy(stress_pooled), [kind_of(r) for r in stress]
     )
 
+    # which pictures are photos, as at inference: their captions and answers to "what is
+    # this?" are checked against the findings (mmllm.grounding), existence answers read off
+    api.media_distance = distance
     cap_index = np.array([i for i, r in enumerate(held) if r.task == "caption"], np.int64)
     cap_records = [held[i] for i in cap_index]
     cap_text, cap_feat = captions(api, cap_records)
     stress_text, stress_feat = captions(api, stress)
     vqa_index = np.array([i for i, r in enumerate(held) if r.task == "vqa"], np.int64)
     vqa_records = [held[i] for i in vqa_index]
-    api.media_distance = distance  # which pictures are photos, as at inference
     vqa_text, vqa_prob, vqa_evidence = answers(api, vqa_records)
     api.media_distance = None
     hallucination = [

@@ -243,6 +243,11 @@ decoder (`mmllm/evidence.py`): "yes" where they name the thing or find enough of
 ("is there an animal?", "a building?": WordNet's hypernyms of their classes), "no" otherwise,
 with an even probability for a thing they could never name (a landmark, a dam). Asked how many
 ("how many dogs are there?"), it counts the detector's sure objects of that name or kind.
+A photo's caption and its answer to "what is this?" are checked against the same findings
+(`mmllm/grounding.py`): the decoder's words stand where the findings support them (the subject,
+some of its "or maybe"s, some of the objects with their counts); anything else (a miscount
+such as "two people and a person", a repeated or invented noun, a word of the synthetic world)
+is replaced by the findings' own words, the caption it was trained to give for them.
 
 ## Parts
 

@@ -48,6 +48,31 @@ def test_the_default_names_the_cat_in_the_shipped_photo(real):
     assert "cat" in answer.text.lower()
 
 
+def test_a_photo_caption_says_only_what_the_recognizers_found(real):
+    """The caption, the streamed caption's result and the answer to "what is this?" of a photo
+    are ones the recognizers' findings support (``mmllm.grounding``); a synthetic scene's are
+    the model's own, unchecked."""
+    from mmllm.data.recognition_text import read_rows
+    from mmllm.data.synthetic_image import render_scene, sample_scene
+    from mmllm.grounding import grounded_answers, grounded_captions, normalized
+
+    photo = ROOT / "demos" / "examples" / "coffee.jpg"
+    media = real._media([[photo]], [[]])
+    reading = read_rows(media.recognitions[0][media.recognition_mask[0]].numpy())
+    caption = real.caption(photo)
+    assert normalized(caption) in grounded_captions(reading), caption
+    streamed = real.stream_caption(photo)
+    "".join(streamed)
+    assert streamed.result == caption and streamed.result.confidence == caption.confidence
+    answer = real.ask(photo, "what is this?")
+    assert normalized(answer.text) in grounded_answers(reading), answer.text
+    rng = np.random.default_rng(0)
+    scene = render_scene(sample_scene(rng), rng)
+    media = real._media([[scene]], [[]])
+    _, evidence = real._encode(media, 1)
+    assert real._photo_findings(media, evidence, 0) is None
+
+
 def test_existence_questions_about_a_photo_are_read_off_the_recognizers(real):
     """ "is there ...?" about a photo: "yes" where the recognizers name the thing, "no" where
     they do not (with an even probability for a thing they could never name); about a
