@@ -178,6 +178,34 @@ class SpeechRecognizer:
             seek += max(advance, SAMPLE_RATE // 2)  # always forward
         return Transcript(tuple(segments), total / SAMPLE_RATE, windows)
 
+    def readings(self, waveform: torch.Tensor, n: int) -> list[tuple[str, float]]:
+        """Up to ``n`` readings of a clip of at most one window ``(S,)`` by beam search, each
+        with its mean token log-probability, likeliest first (the first is what ``__call__``
+        reads at temperature 0); none for a longer clip. For a caller that can judge between
+        them (a spoken question: ``mmllm.tasks``); it does not ask whether there is speech."""
+        waveform = waveform.float().flatten()
+        if waveform.shape[0] > self.window_samples or waveform.numel() == 0:
+            return []
+        with torch.inference_mode():
+            mel, _ = self.features(waveform[None], torch.tensor([waveform.shape[0]]))
+        features = self.judge.encode(
+            self._ct2.StorageView.from_array(np.ascontiguousarray(mel.numpy()))
+        )
+        result = self.model.generate(
+            features,
+            [[self.start_id]],
+            beam_size=max(self.beam_size, n),
+            num_hypotheses=n,
+            return_scores=True,
+            max_length=MAX_TEXT_TOKENS,
+        )[0]
+        found: dict[str, float] = {}
+        for ids, score in zip(result.sequences_ids, result.scores, strict=True):
+            text = self.tokenizer.decode([i for i in ids if i < self.end_id]).strip()
+            if text and text not in found:
+                found[text] = float(score)
+        return list(found.items())
+
     def _window(self, piece: torch.Tensor, offset: float) -> tuple[list[Segment], int, dict]:
         """One window's segments, how many samples it consumed, and its decoding scores."""
         if float(piece.abs().max()) < SILENT_PEAK:  # digital silence: nothing to read

@@ -62,6 +62,11 @@ class Listener:
             waveform = self.audio(waveform, sample_rate)
         return self.recognizer(waveform)
 
+    def readings(self, waveform: torch.Tensor, n: int) -> list[tuple[str, float]]:
+        """Up to ``n`` readings of a short decoded clip ``(S,)`` (one recognizer window) with
+        their mean token log-probabilities, likeliest first (``SpeechRecognizer.readings``)."""
+        return self.recognizer.readings(waveform, n)
+
 
 def speech_caption(transcript: Transcript, max_chars: int = QUOTE_CHARS) -> str:
     """``someone says: "..."``, the quote cut at a word near ``max_chars``."""

@@ -217,7 +217,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the scores' JSON file")
     parser.add_argument("--sentences", type=int, default=60)
-    parser.add_argument("--questions", type=int, default=120)
+    parser.add_argument("--questions", type=int, default=240)
     parser.add_argument("--checkpoint", default=None, help="the model (default: the shipped one)")
     args = parser.parse_args()
     torch.set_num_threads(2)

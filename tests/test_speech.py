@@ -106,6 +106,38 @@ def test_a_spoken_question_about_a_picture_is_the_same_as_the_typed_one(api):
     assert (spoken.text, spoken.prob) == (typed.text, pytest.approx(typed.prob))
 
 
+def test_a_short_clip_has_several_readings_the_first_the_transcript(listener):
+    speech, _ = sf.read(QUESTION, dtype="float32")
+    readings = listener.readings(torch.from_numpy(speech), 5)
+    assert readings[0][0] == listener.transcribe(QUESTION).text == "What color is the circle?"
+    assert 2 <= len(readings) <= 5 and len({text for text, _ in readings}) == len(readings)
+    scores = [score for _, score in readings]
+    assert scores == sorted(scores, reverse=True) and all(s < 0 for s in scores)
+    assert listener.readings(torch.zeros(31 * SAMPLE_RATE), 5) == []  # over one window
+
+
+def test_a_spoken_question_is_read_as_the_reading_the_model_answers_surely(api, monkeypatch):
+    """The likeliest reading and answer together win: a slightly likelier misreading that
+    asks nothing the model can answer surely loses to the question it can."""
+    from mmllm.tasks import MMLLM, Answer
+
+    misread, meant = "what kind of is the circle?", "what color is the circle?"
+    sureness = {misread: 0.05, meant: 0.9}  # the model's answer probabilities (stubbed)
+
+    def ask(image=None, question=None, audio=None, *args, **kwargs):
+        if question is None:  # the spoken question itself: the real code
+            return MMLLM.ask(api, image, question, audio, *args, **kwargs)
+        return Answer("red", sureness[question], question=question)
+
+    readings = [(misread, -0.2), (meant, -0.4)]
+    monkeypatch.setattr(api, "ask", ask)
+    monkeypatch.setattr(api.listener, "readings", lambda waveform, n: readings[:n])
+    spoken = api.ask(EXAMPLES / "shapes1.png", audio=QUESTION)
+    assert (spoken.question, spoken.prob) == (meant, 0.9)
+    readings[1] = (meant, -9.0)  # a reading the recognizer finds very unlikely is not taken
+    assert api.ask(EXAMPLES / "shapes1.png", audio=QUESTION).question == misread
+
+
 def test_a_clip_without_speech_is_no_question(api):
     with pytest.raises(TextError, match="no spoken question"):
         api.ask(EXAMPLES / "shapes1.png", audio=EXAMPLES / "beeps.wav")
