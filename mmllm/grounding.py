@@ -1,4 +1,5 @@
-"""A photo's caption checked against what the recognizers found.
+"""A photo's caption, or its answer to "what is this?", checked against what the recognizers
+found.
 
 The decoder learned to put the recognizers' findings into words (``mmllm.data.recognition_text``),
 but a small decoder does it imperfectly. Of mmllm-real's 261 photo captions, the template that
@@ -8,32 +9,48 @@ person with two people and a person" (the detector found three), "a photo of a c
 or maybe a monkey, with three cars, a car and a car", "a large red circle and a large blue
 circle" (the synthetic world's words, for a photo of an eraser).
 
-The findings are known when the caption is written, so it is checked, as existence answers
-are read off them (``mmllm.evidence``). A caption is **grounded** when it is one the findings
+The findings are known when the text is written, so the text is checked, as existence answers
+are read off them (``mmllm.evidence``). A text is **grounded** when it is one the findings
 support, in the grammar the model learned: it names the findings' subject (by its everyday
-noun, its specific name or both; hedged with "what may be" where the findings are unsure, and
-optionally where they are sure), then none, some or all of their other likely nouns ("or maybe a
-palace") in order, each once, then none, some or all of the detected objects, each once and with
-its count. Whatever else the decoder says (another noun, a wrong count, a repetition, a word of
-the synthetic world) makes the caption ungrounded, and the findings' own words replace it: the
-caption the model was trained to give for them.
-
-Answers are not checked this way. The decoder's answers to "what is this?" about photos were
-replaced as often (91 of 261, 99 -> 111 right), but the decoder's probability of a replacement
-says little about whether it is right: the photo answers' calibration error rose from 0.045 to
-0.055 (``scripts/calibrate.py``, out-of-fold), over the 0.05 the confidence promises.
+noun, its specific name or both; hedged with "what may be" / "maybe" where the findings are
+unsure, and optionally where they are sure), then none, some or all of their other likely nouns
+("or maybe a palace") in order, each once, then none, some or all of the detected objects, each
+once and with its count. Whatever else the decoder says (another noun, a wrong count, a
+repetition, a word of the synthetic world) makes the text ungrounded, and the findings' own words
+replace it: the caption or answer the model was trained to give for them.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator
 
 import numpy as np
 
-from mmllm.data.recognition_text import Reading, article, caption, maybe, object_list, read_rows
+from mmllm.data.recognition_text import (
+    Reading,
+    answer_what,
+    article,
+    caption,
+    maybe,
+    object_list,
+    read_rows,
+)
 
+# questions that ask what a photo shows: its answer names the findings' subject
+IDENTIFY = re.compile(
+    r"^what(?: is this| is that| is it| is in the (?:picture|photo|image)"
+    r"| does the (?:picture|photo|image) show| animal is this| kind of (?:animal|thing|object)"
+    r" is this| kind of place is this| place is this)\s*\??$"
+)
 MAX_OBJECT_KINDS = 8  # more kinds of object than this: all of them or none (2^8 subsets at most)
+
+
+def asks_what_it_is(question: str) -> bool:
+    """Whether ``question`` asks what a picture shows ("what is this?", "what animal is
+    this?", "what kind of place is this?")."""
+    return IDENTIFY.match(" ".join(question.lower().split())) is not None
 
 
 def normalized(text: str) -> str:
@@ -92,12 +109,30 @@ def grounded_captions(reading: Reading) -> set[str]:
     return out
 
 
-def grounded_caption(text: str, rows: np.ndarray) -> str | None:
-    """None when the caption ``text`` of one photo is grounded in its recognition ``rows``
-    ``(K, 6)``; else the findings' own caption. None too when the rows name nothing to check
-    against."""
+def grounded_answers(reading: Reading) -> set[str]:
+    """Every answer to "what is this?" the findings support (``normalized``)."""
+    leads = ["maybe "] + ([""] if reading.subject.sure else [])
+    out = set()
+    for alts in {p.alternatives for p in _sub_readings(reading)}:
+        part = Reading(reading.subject, alts, {}, reading.nouns)
+        for lead in leads:
+            for phrase in subject_phrases(reading):
+                out.add(normalized(lead + phrase + maybe(part)))
+    return out
+
+
+def grounded_text(text: str, rows: np.ndarray, task: str) -> str | None:
+    """None when ``text`` (a ``task`` of "caption" or "answer" about one photo) is grounded in
+    the recognition ``rows`` ``(K, 6)``; else the findings' own caption or answer. None too
+    when the rows name nothing to check against."""
     try:
         reading = read_rows(rows)
     except ValueError:  # neither a class nor a sure object: nothing to check against
         return None
-    return None if normalized(text) in grounded_captions(reading) else caption(reading)
+    if task == "caption":
+        allowed, own = grounded_captions(reading), caption(reading)
+    elif task == "answer":
+        allowed, own = grounded_answers(reading), answer_what(reading)
+    else:
+        raise ValueError(f"task must be 'caption' or 'answer', got {task!r}")
+    return None if normalized(text) in allowed else own

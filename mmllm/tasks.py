@@ -50,7 +50,7 @@ from mmllm.generate import (
     left_pad,
     stream_ids,
 )
-from mmllm.grounding import grounded_caption
+from mmllm.grounding import asks_what_it_is, grounded_text
 from mmllm.model.cache import MediaContext
 from mmllm.model.media import MediaBatch
 from mmllm.model.multimodal import MultimodalLM
@@ -82,7 +82,6 @@ UNSURE = "(not sure what this shows)"
 SILENCE = "silence"  # the caption of a clip with no sample above SILENT_PEAK
 ANSWER_TOKENS = 16  # the longest open answer (ask), after its first token
 ANSWER_ROOM = 1 + ANSWER_TOKENS  # what a question leaves free of the model's context
-SPOKEN_READINGS = 5  # the listener's readings of a spoken question that are asked (_ask_spoken)
 
 
 class ScoredText(str):
@@ -405,7 +404,10 @@ class MMLLM:
         keeps it)."""
         _check_min_confidence(min_confidence)
         if question is None and audio is not None:  # a spoken question
-            return self._ask_spoken(image, audio, choices, n_alternatives, min_confidence)
+            heard = self.listener.transcribe(audio)
+            if not heard.has_speech:
+                raise TextError("no spoken question was heard in the audio")
+            question, audio = heard.text, None
         if question is None or not valid_text(question, "question").strip():
             raise TextError("the question is empty")
         for choice in choices or ():
@@ -438,6 +440,12 @@ class MMLLM:
         else:
             scored = self._top_answers(prompt, context, n_alternatives + 1)
         best, *rest = scored
+        found = None  # a closed answer set, or a model that reads the question: not checked
+        if not choices and asked is None:
+            found = self._grounded(question, best[0], media, evidence, context, 0)
+        if found is not None:  # not what the recognizers found: their own answer instead
+            rest = [a for a in scored if a[0] != found[0]]
+            best = (found[0], float(found[1].sum().exp()))
         confidence, calibrated = self._answer_confidence(best[1], evidence)
         abstained = _below(confidence, min_confidence)
         text = UNSURE if abstained else best[0]
@@ -451,37 +459,6 @@ class MMLLM:
             guess=best[0],
             question=question.strip(),
         )
-
-    def _ask_spoken(
-        self,
-        image: Any,
-        clip: Any,
-        choices: Sequence[str] | None,
-        n_alternatives: int,
-        min_confidence: float | None,
-    ) -> Answer:
-        """``ask`` with the question said in ``clip``. Each of the listener's likeliest
-        readings of it (up to ``SPOKEN_READINGS``) is asked, and the one whose reading and
-        answer are likeliest together is kept: the reading's mean token log-probability plus
-        its answer's log-probability. A misreading ("what kind of is the large object?" for
-        "what color ...") tends to ask something the model cannot answer surely."""
-        waveform = self.listener.audio(clip)
-        heard = self.listener.heard(waveform)
-        if not heard.has_speech:
-            raise TextError("no spoken question was heard in the audio")
-        readings = self.listener.readings(waveform, SPOKEN_READINGS) or [(heard.text, 0.0)]
-        best: tuple[float, Answer] | None = None
-        for text, score in readings:
-            try:
-                answer = self.ask(image, text, None, choices, n_alternatives, min_confidence)
-            except TextError:  # a reading too long for the model's context
-                continue
-            joint = score + math.log(max(answer.prob, 1e-12))
-            if best is None or joint > best[0]:
-                best = (joint, answer)
-        if best is None:
-            return self.ask(image, heard.text, None, choices, n_alternatives, min_confidence)
-        return best[1]
 
     def read_off_answer(self, image: Any, question: str) -> Answer | None:
         """The answer to an existence question ("is there a dog in the picture?") or a
@@ -755,15 +732,19 @@ class MMLLM:
         row: int,
     ) -> tuple[str, torch.Tensor] | None:
         """Batch row ``row``'s ``text`` checked against the recognizers' findings
-        (``mmllm.grounding``) where it is a photo's caption (``prompt`` the caption prompt):
-        None when it is grounded (or nothing is checked), else the findings' own caption with
-        its token log-probabilities under the decoder, EOS included."""
-        if prompt != self._caption_prompt(has_image=True):
+        (``mmllm.grounding``) where it is a photo's caption or its answer to "what is this?"
+        (``prompt``): None when it is grounded (or nothing is checked), else the findings' own
+        words with their token log-probabilities under the decoder, EOS included."""
+        if prompt == self._caption_prompt(has_image=True):
+            task = "caption"
+        elif asks_what_it_is(prompt):
+            task = "answer"
+        else:
             return None
         found = self._photo_findings(media, evidence, row)
         if found is None:
             return None
-        own = grounded_caption(text, found)
+        own = grounded_text(text, found, task)
         if own is None:
             return None
         picked = context.select(torch.tensor([row], device=self.device))

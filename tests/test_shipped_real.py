@@ -49,11 +49,12 @@ def test_the_default_names_the_cat_in_the_shipped_photo(real):
 
 
 def test_a_photo_caption_says_only_what_the_recognizers_found(real):
-    """The caption and the streamed caption's result of a photo are ones the recognizers'
-    findings support (``mmllm.grounding``); a synthetic scene's are the model's own, unchecked."""
+    """The caption, the streamed caption's result and the answer to "what is this?" of a photo
+    are ones the recognizers' findings support (``mmllm.grounding``); a synthetic scene's are
+    the model's own, unchecked."""
     from mmllm.data.recognition_text import read_rows
     from mmllm.data.synthetic_image import render_scene, sample_scene
-    from mmllm.grounding import grounded_captions, normalized
+    from mmllm.grounding import grounded_answers, grounded_captions, normalized
 
     photo = ROOT / "demos" / "examples" / "coffee.jpg"
     media = real._media([[photo]], [[]])
@@ -63,6 +64,8 @@ def test_a_photo_caption_says_only_what_the_recognizers_found(real):
     streamed = real.stream_caption(photo)
     "".join(streamed)
     assert streamed.result == caption and streamed.result.confidence == caption.confidence
+    answer = real.ask(photo, "what is this?")
+    assert normalized(answer.text) in grounded_answers(reading), answer.text
     rng = np.random.default_rng(0)
     scene = render_scene(sample_scene(rng), rng)
     media = real._media([[scene]], [[]])
