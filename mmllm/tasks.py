@@ -82,6 +82,7 @@ UNSURE = "(not sure what this shows)"
 SILENCE = "silence"  # the caption of a clip with no sample above SILENT_PEAK
 ANSWER_TOKENS = 16  # the longest open answer (ask), after its first token
 ANSWER_ROOM = 1 + ANSWER_TOKENS  # what a question leaves free of the model's context
+SPOKEN_READINGS = 5  # the listener's readings of a spoken question that are asked (_ask_spoken)
 
 
 class ScoredText(str):
@@ -404,10 +405,7 @@ class MMLLM:
         keeps it)."""
         _check_min_confidence(min_confidence)
         if question is None and audio is not None:  # a spoken question
-            heard = self.listener.transcribe(audio)
-            if not heard.has_speech:
-                raise TextError("no spoken question was heard in the audio")
-            question, audio = heard.text, None
+            return self._ask_spoken(image, audio, choices, n_alternatives, min_confidence)
         if question is None or not valid_text(question, "question").strip():
             raise TextError("the question is empty")
         for choice in choices or ():
@@ -459,6 +457,37 @@ class MMLLM:
             guess=best[0],
             question=question.strip(),
         )
+
+    def _ask_spoken(
+        self,
+        image: Any,
+        clip: Any,
+        choices: Sequence[str] | None,
+        n_alternatives: int,
+        min_confidence: float | None,
+    ) -> Answer:
+        """``ask`` with the question said in ``clip``. Each of the listener's likeliest
+        readings of it (up to ``SPOKEN_READINGS``) is asked, and the one whose reading and
+        answer are likeliest together is kept: the reading's mean token log-probability plus
+        its answer's log-probability. A misreading ("what kind of is the large object?" for
+        "what color ...") tends to ask something the model cannot answer surely."""
+        waveform = self.listener.audio(clip)
+        heard = self.listener.heard(waveform)
+        if not heard.has_speech:
+            raise TextError("no spoken question was heard in the audio")
+        readings = self.listener.readings(waveform, SPOKEN_READINGS) or [(heard.text, 0.0)]
+        best: tuple[float, Answer] | None = None
+        for text, score in readings:
+            try:
+                answer = self.ask(image, text, None, choices, n_alternatives, min_confidence)
+            except TextError:  # a reading too long for the model's context
+                continue
+            joint = score + math.log(max(answer.prob, 1e-12))
+            if best is None or joint > best[0]:
+                best = (joint, answer)
+        if best is None:
+            return self.ask(image, heard.text, None, choices, n_alternatives, min_confidence)
+        return best[1]
 
     def read_off_answer(self, image: Any, question: str) -> Answer | None:
         """The answer to an existence question ("is there a dog in the picture?") or a
