@@ -288,8 +288,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
         row |= {"confidence": answer.confidence, "calibrated": answer.calibrated}
         if answer.abstained:
             row |= {"abstained": True, "guess": answer.guess}
+        if args.question is None:  # a spoken question: what was heard
+            row["question"] = answer.question
         print(json.dumps(row))
     else:
+        if args.question is None:
+            print(f'heard: "{answer.question}"')
         print(f"{answer.text}\t(p={answer.prob:.3f}, confidence {answer.confidence:.2f})")
     return EXIT_OK
 
@@ -514,7 +518,12 @@ def build_parser(words: Collection[str] | None = None) -> argparse.ArgumentParse
         "  mmllm ask scene.png --question 'is there a star?' --choices yes,no",
     )
     ask.add_argument("image", nargs="?", default=None)
-    ask.add_argument("--question", "-q", required=True)
+    ask.add_argument(
+        "--question",
+        "-q",
+        default=None,
+        help="the question; without it, --audio is the question said aloud (about the image)",
+    )
     ask.add_argument("--audio", default=None)
     ask.add_argument("--choices", default=None, help="comma-separated closed answer set")
     ask.add_argument("--min-confidence", type=float, default=None, help=MIN_CONFIDENCE_HELP)

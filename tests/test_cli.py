@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -62,6 +63,18 @@ def test_ask_json(tiny_checkpoint, images, capsys):
     )
     answer = json.loads(capsys.readouterr().out)
     assert code == 0 and answer["answer"] in ("yes", "no")
+
+
+def test_ask_with_a_spoken_question_and_none_at_all(tiny_checkpoint, images, capsys):
+    """No --question: the --audio clip is the question said aloud (what was heard is
+    reported); with no clip either, a typed error and exit code 2."""
+    spoken = Path(__file__).resolve().parent.parent / "demos" / "examples" / "question.wav"
+    common = [str(images / "0.png"), "--checkpoint", str(tiny_checkpoint)]
+    assert main(["ask", *common, "--audio", str(spoken), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["question"] == "What color is the circle?" and "answer" in answer
+    assert main(["ask", *common]) == 2
+    assert "question is empty" in capsys.readouterr().err
 
 
 def test_missing_checkpoint_is_exit_code_1(images, capsys):
