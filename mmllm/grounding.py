@@ -28,15 +28,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from mmllm.data.recognition_text import (
-    Reading,
-    answer_what,
-    article,
-    caption,
-    maybe,
-    object_list,
-    read_rows,
-)
+from mmllm.data.recognition_text import Reading, answer_what, article, caption, read_rows
 
 # questions that ask what a photo shows: its answer names the findings' subject
 IDENTIFY = re.compile(
@@ -96,29 +88,24 @@ def _sub_readings(reading: Reading) -> Iterator[Reading]:
 
 def grounded_captions(reading: Reading) -> set[str]:
     """Every caption the findings support (``normalized``)."""
-    leads = ["a photo of what may be "] + (["a photo of "] if reading.subject.sure else [])
-    out = set()
-    for part in _sub_readings(reading):
-        others = object_list(part.objects, skip=part.subject.basic)
-        alternatives = maybe(part)
-        joint = "," if alternatives and others else ""
-        tail = alternatives + joint + (f" with {others}" if others else "")
-        for lead in leads:
-            for phrase in subject_phrases(reading):
-                out.add(normalized(lead + phrase + tail))
-    return out
+    hedges = [True] + ([False] if reading.subject.sure else [])
+    return {
+        normalized(caption(part, phrase, hedged))
+        for part in _sub_readings(reading)
+        for phrase in subject_phrases(reading)
+        for hedged in hedges
+    }
 
 
 def grounded_answers(reading: Reading) -> set[str]:
     """Every answer to "what is this?" the findings support (``normalized``)."""
-    leads = ["maybe "] + ([""] if reading.subject.sure else [])
-    out = set()
-    for alts in {p.alternatives for p in _sub_readings(reading)}:
-        part = Reading(reading.subject, alts, {}, reading.nouns)
-        for lead in leads:
-            for phrase in subject_phrases(reading):
-                out.add(normalized(lead + phrase + maybe(part)))
-    return out
+    hedges = [True] + ([False] if reading.subject.sure else [])
+    return {
+        normalized(answer_what(part, phrase, hedged))
+        for part in _sub_readings(reading)
+        for phrase in subject_phrases(reading)
+        for hedged in hedges
+    }
 
 
 def grounded_text(text: str, rows: np.ndarray, task: str) -> str | None:

@@ -516,16 +516,12 @@ class MMLLM:
         self, question: str, media: MediaBatch | None, evidence: _Evidence
     ) -> Answer | None:
         thing, counted = existence_thing(question), count_thing(question)
-        if (
-            (thing is None and counted is None)
-            or media is None
-            or media.recognitions is None
-            or media.image_index is None
-            or len(media.image_index) != 1
-            or evidence.kinds[0] != PHOTO
-        ):
+        if thing is None and counted is None:
             return None
-        rows = media.recognitions[0][media.recognition_mask[0]].tolist()
+        found = self._photo_findings(media, evidence, 0)  # one row: ask's, with one picture
+        if found is None:
+            return None
+        rows = found.tolist()
         if thing is None:
             number = count(counted, rows)
             if number is None:

@@ -128,21 +128,27 @@ def object_list(objects: dict[int, int], skip: str = "") -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def caption(reading: Reading) -> str:
+def caption(reading: Reading, phrase: str | None = None, hedged: bool | None = None) -> str:
     """e.g. "a photo of a dog (Labrador retriever) with two people and a car", "a photo of a
-    palace, or maybe a monastery, with a person"."""
+    palace, or maybe a monastery, with a person". ``phrase``: the subject named another way
+    (default ``Subject.phrase``); ``hedged``: "what may be" (default: where it is unsure)."""
     subject = reading.subject
-    lead = "a photo of " if subject.sure else "a photo of what may be "
+    hedged = not subject.sure if hedged is None else hedged
+    lead = "a photo of what may be " if hedged else "a photo of "
     others = object_list(reading.objects, skip=subject.basic)
     alternatives = maybe(reading)
     joint = "," if alternatives and others else ""
-    return lead + subject.phrase() + alternatives + joint + (f" with {others}" if others else "")
+    tail = alternatives + joint + (f" with {others}" if others else "")
+    return lead + (phrase or subject.phrase()) + tail
 
 
-def answer_what(reading: Reading) -> str:
+def answer_what(reading: Reading, phrase: str | None = None, hedged: bool | None = None) -> str:
+    """e.g. "a dog (Labrador retriever)", "maybe a palace, or maybe a monastery" (``phrase``
+    and ``hedged`` as for :func:`caption`)."""
     subject = reading.subject
-    what = subject.phrase() if subject.sure else f"maybe {subject.phrase()}"
-    return what + maybe(reading)
+    hedged = not subject.sure if hedged is None else hedged
+    what = phrase or subject.phrase()
+    return (f"maybe {what}" if hedged else what) + maybe(reading)
 
 
 def questions(reading: Reading, rng: np.random.Generator) -> list[tuple[str, str, str]]:
