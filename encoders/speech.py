@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchaudio.functional import resample
 
 from encoders.spectrogram import WhisperLogMel
 from encoders.speech_adapter import adapted_model_folder
@@ -178,33 +179,54 @@ class SpeechRecognizer:
             seek += max(advance, SAMPLE_RATE // 2)  # always forward
         return Transcript(tuple(segments), total / SAMPLE_RATE, windows)
 
-    def readings(self, waveform: torch.Tensor, n: int) -> list[tuple[str, float]]:
+    def readings(
+        self, waveform: torch.Tensor, n: int, speeds: tuple[float, ...] = (1.0,)
+    ) -> list[tuple[str, float]]:
         """Up to ``n`` readings of a clip of at most one window ``(S,)`` by beam search, each
-        with its mean token log-probability, likeliest first (the first is what ``__call__``
-        reads at temperature 0); none for a longer clip. For a caller that can judge between
-        them (a spoken question: ``mmllm.tasks``); it does not ask whether there is speech."""
+        with its mean token log-probability, likeliest first (with ``speeds`` ``(1.0,)``, the
+        first is what ``__call__`` reads at temperature 0); none for a longer clip. For a
+        caller that can judge between them (a spoken question: ``mmllm.tasks``); it does not
+        ask whether there is speech.
+
+        ``speeds``: the clip is read as played at each of these speeds too (resampled: 1.1 is
+        10% faster and higher), in one batch, and the readings of all are pooled, each text
+        with its best score. This is speed perturbation (Ko et al., 2015), used here at test
+        time: an unusual voice is misread differently at each speed, so the pool more often
+        holds the right reading."""
         waveform = waveform.float().flatten()
         if waveform.shape[0] > self.window_samples or waveform.numel() == 0:
             return []
+        played = [
+            waveform
+            if speed == 1.0
+            else resample(waveform, round(SAMPLE_RATE * speed), SAMPLE_RATE)
+            for speed in speeds
+        ]
+        played = [clip[: self.window_samples] for clip in played]  # a slowed clip may outgrow it
+        lengths = torch.tensor([clip.shape[0] for clip in played])
+        batch = torch.zeros(len(played), int(lengths.max()))
+        for row, clip in enumerate(played):
+            batch[row, : clip.shape[0]] = clip
         with torch.inference_mode():
-            mel, _ = self.features(waveform[None], torch.tensor([waveform.shape[0]]))
+            mel, _ = self.features(batch, lengths)
         features = self.judge.encode(
             self._ct2.StorageView.from_array(np.ascontiguousarray(mel.numpy()))
         )
-        result = self.model.generate(
+        results = self.model.generate(
             features,
-            [[self.start_id]],
+            [[self.start_id]] * len(played),
             beam_size=max(self.beam_size, n),
             num_hypotheses=n,
             return_scores=True,
             max_length=MAX_TEXT_TOKENS,
-        )[0]
+        )
         found: dict[str, float] = {}
-        for ids, score in zip(result.sequences_ids, result.scores, strict=True):
-            text = self.tokenizer.decode([i for i in ids if i < self.end_id]).strip()
-            if text and text not in found:
-                found[text] = float(score)
-        return list(found.items())
+        for result in results:
+            for ids, score in zip(result.sequences_ids, result.scores, strict=True):
+                text = self.tokenizer.decode([i for i in ids if i < self.end_id]).strip()
+                if text and float(score) > found.get(text, -math.inf):
+                    found[text] = float(score)
+        return sorted(found.items(), key=lambda item: -item[1])
 
     def _window(self, piece: torch.Tensor, offset: float) -> tuple[list[Segment], int, dict]:
         """One window's segments, how many samples it consumed, and its decoding scores."""

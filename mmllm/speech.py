@@ -62,10 +62,13 @@ class Listener:
             waveform = self.audio(waveform, sample_rate)
         return self.recognizer(waveform)
 
-    def readings(self, waveform: torch.Tensor, n: int) -> list[tuple[str, float]]:
-        """Up to ``n`` readings of a short decoded clip ``(S,)`` (one recognizer window) with
-        their mean token log-probabilities, likeliest first (``SpeechRecognizer.readings``)."""
-        return self.recognizer.readings(waveform, n)
+    def readings(
+        self, waveform: torch.Tensor, n: int, speeds: tuple[float, ...] = (1.0,)
+    ) -> list[tuple[str, float]]:
+        """Up to ``n`` readings at each of ``speeds`` of a short decoded clip ``(S,)`` (one
+        recognizer window), pooled, with their mean token log-probabilities, likeliest first
+        (``SpeechRecognizer.readings``)."""
+        return self.recognizer.readings(waveform, n, speeds)
 
 
 def speech_caption(transcript: Transcript, max_chars: int = QUOTE_CHARS) -> str:

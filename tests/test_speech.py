@@ -116,6 +116,21 @@ def test_a_short_clip_has_several_readings_the_first_the_transcript(listener):
     assert listener.readings(torch.zeros(31 * SAMPLE_RATE), 5) == []  # over one window
 
 
+def test_readings_at_several_speeds_are_pooled(listener):
+    """The clip read as played at 0.9 and 1.1 too: one pool, each text once with its best
+    score, likeliest first; what the clip at its own speed gives is in it, as likely or more."""
+    speech = torch.from_numpy(sf.read(QUESTION, dtype="float32")[0])
+    alone = dict(listener.readings(speech, 5))
+    pooled = listener.readings(speech, 5, (1.0, 0.9, 1.1))
+    texts = [text for text, _ in pooled]
+    assert len(texts) == len(set(texts)) and len(pooled) <= 15
+    assert [s for _, s in pooled] == sorted((s for _, s in pooled), reverse=True)
+    assert pooled[0][0] == "What color is the circle?"
+    for text, score in alone.items():  # batched with the other speeds: the same within int8
+        assert dict(pooled)[text] >= score - 1e-3
+    assert len(pooled) > len(alone)  # the other speeds add readings of their own
+
+
 def test_a_spoken_question_is_read_as_the_reading_the_model_answers_surely(api, monkeypatch):
     """The likeliest reading and answer together win: a slightly likelier misreading that
     asks nothing the model can answer surely loses to the question it can."""
@@ -131,7 +146,7 @@ def test_a_spoken_question_is_read_as_the_reading_the_model_answers_surely(api, 
 
     readings = [(misread, -0.2), (meant, -0.4)]
     monkeypatch.setattr(api, "ask", ask)
-    monkeypatch.setattr(api.listener, "readings", lambda waveform, n: readings[:n])
+    monkeypatch.setattr(api.listener, "readings", lambda waveform, n, speeds: readings[:n])
     spoken = api.ask(EXAMPLES / "shapes1.png", audio=QUESTION)
     assert (spoken.question, spoken.prob) == (meant, 0.9)
     readings[1] = (meant, -9.0)  # a reading the recognizer finds very unlikely is not taken
