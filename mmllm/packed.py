@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmllm.model.cache import KVCache, MediaContext
-from mmllm.model.layers import apply_rotary
 from mmllm.quantize import is_quantized
 
 # decoders above this many bytes of weights keep the module path: the packed copies would cost
@@ -263,7 +262,10 @@ class PackedDecoder:
         self.version = weights_version(decoder)  # after the layers rebind their weights
         self.embed = decoder.embed_tokens.weight
         self.final_norm = doubled(decoder.norm.weight)
-        self.cos, self.sin = decoder.rotary.cos, decoder.rotary.sin  # (T_max, hd)
+        cos, sin = decoder.rotary.cos, decoder.rotary.sin  # (T_max, hd)
+        half = self.head_dim // 2  # the sine with the sign that rotating half gives: see _rotated
+        signed = torch.cat([-sin[:, :half], sin[:, half:]], -1)
+        self.angles = torch.stack([cos, signed], 1).contiguous()  # (T_max, 2, hd)
         self.cross_slot = decoder.cross_slot
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -274,6 +276,14 @@ class PackedDecoder:
         D = x.shape[-1]
         both = torch.cat([x, -x], -1)
         return torch.layer_norm(both, weight.shape, weight, None, self.eps)[..., :D]
+
+    def _rotated(self, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor):
+        """``mmllm.model.layers.apply_rotary`` of ``x`` ``(B, H, 1, hd)`` in three ops, not
+        six: "rotate half" (``[-x2, x1]``) is the halves swapped (a flip of a ``(2, hd/2)``
+        view) times the sine with its first half negated (``self.angles``)."""
+        B, H, T, hd = x.shape
+        swapped = x.view(B, H, T, 2, hd // 2).flip(3).view(B, H, T, hd)
+        return torch.addcmul(x * cos, swapped, signed_sin)
 
     def step(
         self,
@@ -291,16 +301,17 @@ class PackedDecoder:
         B = token_ids.shape[0]
         H, Hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
         splits, heads = [(H + Hkv) * hd, Hkv * hd], [H, Hkv]
-        cos = self.cos[positions].view(B, 1, 1, hd)  # (B, 1, 1, hd): each row's own position
-        sin = self.sin[positions].view(B, 1, 1, hd)
+        angles = self.angles.index_select(0, positions).view(B, 2, 1, 1, hd)
+        cos, sin = angles[:, 0], angles[:, 1]  # (B, 1, 1, hd): each row's own position
         past = cache.length
         if past + 1 > cache.max_len:
             raise ValueError(f"KV cache overflow: {past + 1} positions > capacity {cache.max_len}")
         mask = None if attention_mask is None else attention_mask[:, None, None, :]
+        media_bias = None if media is None else media.attention_bias()
         x = F.embedding(token_ids, self.embed)  # (B, D)
         for i, layer in enumerate(self.layers):
             qk, v = layer.qkv(self._norm(x, layer.input_norm)).split(splits, 1)
-            qk = apply_rotary(qk.view(B, H + Hkv, 1, hd), cos, sin)  # queries and keys together
+            qk = self._rotated(qk.view(B, H + Hkv, 1, hd), cos, sin)  # queries and keys together
             q, k = qk.split(heads, 1)  # (B, H, 1, hd), (B, Hkv, 1, hd)
             keys, values = cache.layers[i]
             keys.narrow(2, past, 1).copy_(k)
@@ -319,7 +330,7 @@ class PackedDecoder:
                 if layer.cross_q_norm is not None:
                     q = self._norm(q, layer.cross_q_norm)
                 out = F.scaled_dot_product_attention(
-                    q, *media.kv[slot], attn_mask=media.attn_mask, enable_gqa=Hkv != H
+                    q, *media.kv[slot], attn_mask=media_bias, enable_gqa=Hkv != H
                 ).view(B, H * hd)
                 if not media.all_rows:
                     out = out * media.keep.view(B, 1)

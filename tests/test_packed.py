@@ -126,3 +126,14 @@ def test_packed_linear_is_a_linear_with_the_same_numbers_and_state(onednn_everyw
     y.sum().backward()
     assert model[0].weight.grad is not None
     assert torch.equal(y, F.linear(F.gelu(F.linear(x, *plain[0].parameters())), plain[2].weight))
+
+
+def test_media_attention_bias_masks_as_the_bool_mask_and_is_none_without_padding():
+    model = _model()
+    context = model.prepare_media(make_media())  # row 0's media are padded
+    bias = context.attention_bias()
+    assert bias is context.attention_bias()  # made once
+    assert torch.equal(bias == float("-inf"), ~context.attn_mask)
+    assert torch.equal(bias[context.attn_mask], torch.zeros(int(context.attn_mask.sum())))
+    every_key_real = context.select(torch.tensor([1, 2]))
+    assert every_key_real.attn_mask.all() and every_key_real.attention_bias() is None

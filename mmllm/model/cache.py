@@ -93,6 +93,9 @@ class MediaContext:
     word_gate: Callable[[torch.Tensor], torch.Tensor] | None = None
     word_joins: torch.Tensor | None = None
     all_rows: bool = False  # every row has media (``keep`` is all ones and can be skipped)
+    _bias: tuple[torch.Tensor | None] | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def of(cls, kv: list[tuple[torch.Tensor, torch.Tensor]], media_mask: torch.Tensor):
@@ -101,6 +104,20 @@ class MediaContext:
         dtype = kv[0][0].dtype if kv else torch.float32
         every = bool(rows.all())
         return cls(kv, media_mask[:, None, None, :] | ~rows, rows.to(dtype), all_rows=every)
+
+    def attention_bias(self) -> torch.Tensor | None:
+        """``attn_mask`` as an eager decode step passes it to SDPA, made once per context:
+        None where every media key is real (nothing to mask), else an additive mask
+        ``(B, 1, 1, N)`` (0 or -inf) in the keys' dtype. SDPA turns a bool mask into that
+        in every call: two extra ops a layer and a step."""
+        if self._bias is None:
+            bias = None
+            if not bool(self.attn_mask.all()):
+                dtype = self.kv[0][0].dtype if self.kv else torch.float32
+                bias = torch.zeros(self.attn_mask.shape, dtype=dtype, device=self.attn_mask.device)
+                bias.masked_fill_(~self.attn_mask, float("-inf"))
+            self._bias = (bias,)
+        return self._bias[0]
 
     def select(self, rows: torch.Tensor) -> MediaContext:
         """The same context for rows ``rows`` only (repeat rows for beams)."""
