@@ -189,7 +189,8 @@ class SpeechRecognizer:
         ask whether there is speech.
 
         ``speeds``: the clip is read as played at each of these speeds too (resampled: 1.1 is
-        10% faster and higher), in one batch, and the readings of all are pooled, each text
+        10% faster and higher; a speed at which it would not fit the window is skipped), in
+        one batch, and the readings of all are pooled, each text
         with its best score. This is speed perturbation (Ko et al., 2015), used here at test
         time: an unusual voice is misread differently at each speed, so the pool more often
         holds the right reading."""
@@ -202,7 +203,10 @@ class SpeechRecognizer:
             else resample(waveform, round(SAMPLE_RATE * speed), SAMPLE_RATE)
             for speed in speeds
         ]
-        played = [clip[: self.window_samples] for clip in played]  # a slowed clip may outgrow it
+        # a speed at which the clip outgrows the window is skipped (a cut reading could win)
+        played = [clip for clip in played if clip.shape[0] <= self.window_samples]
+        if not played:
+            return []
         lengths = torch.tensor([clip.shape[0] for clip in played])
         batch = torch.zeros(len(played), int(lengths.max()))
         for row, clip in enumerate(played):

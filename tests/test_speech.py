@@ -129,6 +129,9 @@ def test_readings_at_several_speeds_are_pooled(listener):
     for text, score in alone.items():  # batched with the other speeds: the same within int8
         assert dict(pooled)[text] >= score - 1e-3
     assert len(pooled) > len(alone)  # the other speeds add readings of their own
+    long = torch.cat([speech, torch.zeros(28 * SAMPLE_RATE - speech.shape[0])])
+    assert listener.readings(long, 5, (0.9,)) == []  # slowed, it would not fit one window
+    assert listener.readings(long, 5, (1.0, 0.9))[0][0] == "What color is the circle?"
 
 
 def test_a_spoken_question_is_read_as_the_reading_the_model_answers_surely(api, monkeypatch):
