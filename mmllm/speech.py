@@ -20,6 +20,9 @@ from mmllm.processing import AudioProcessor
 MAX_TRANSCRIBE_SECONDS = 3600.0
 QUOTE_CHARS = 200  # a speech caption quotes at most this much, then "..."
 ADAPTER_FILE = "speech_adapter.safetensors"  # a checkpoint's adapter for the recognizer
+# a clip shorter than the recognizer's 30 s window is also read as played at 0.9 and 1.1 times
+# its speed, and the likeliest reading kept (``SpeechRecognizer``'s ``speeds``)
+TRANSCRIBE_SPEEDS = (1.0, 0.9, 1.1)
 
 
 class Listener:
@@ -40,7 +43,7 @@ class Listener:
     def recognizer(self) -> SpeechRecognizer:
         if self._recognizer is None:
             try:
-                self._recognizer = SpeechRecognizer(adapter=self.adapter)
+                self._recognizer = SpeechRecognizer(adapter=self.adapter, speeds=TRANSCRIBE_SPEEDS)
             except SpeechError as err:
                 raise AudioError(f"cannot transcribe: {err}") from err
         return self._recognizer

@@ -170,7 +170,7 @@ def hearing(speech: dict | None) -> str:
         ("spoken questions heard word for word", "spoken_questions", "questions_heard_exactly"),
     ]  # fmt: skip
     lines = [
-        "| measure | with the adapter | Whisper tiny.en alone |",
+        "| measure | with the adapter | without it (Whisper tiny.en as shipped) |",
         "|---|---|---|",
         *(f"| {label} | {cell(model, k, n)} | {cell(whisper, k, n)} |" for label, k, n in rows),
     ]
@@ -179,8 +179,9 @@ def hearing(speech: dict | None) -> str:
     rtf = model["real_time"]
     return f"""Speech (`python scripts/speech_card.py --out
 checkpoints/mmllm-real/speech_scores.json`; Whisper tiny.en in CTranslate2, int8, beam 5, with
-and without this model's decoder adapter; a spoken question is read at 1.0, 0.9 and 1.1 times
-its speed, five readings each, and the reading answered most surely is kept):
+and without this model's decoder adapter; a clip under 30 s is also read at 0.9 and 1.1 times
+its speed and the likeliest reading kept; a spoken question's five readings at each speed are
+pooled and the reading answered most surely is kept):
 
 {chr(10).join(lines)}
 

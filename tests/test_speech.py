@@ -16,7 +16,7 @@ import mmllm
 from encoders.speech import SAMPLE_RATE, SpeechRecognizer, compression_ratio, cut_runaway
 from mmllm.cli import main
 from mmllm.errors import TextError
-from mmllm.speech import Listener, speech_caption
+from mmllm.speech import TRANSCRIBE_SPEEDS, Listener, speech_caption
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "demos" / "examples"
 QUESTION = EXAMPLES / "question.wav"  # espeak-ng: "What color is the circle?"
@@ -24,7 +24,7 @@ QUESTION = EXAMPLES / "question.wav"  # espeak-ng: "What color is the circle?"
 
 @pytest.fixture(scope="module")
 def listener():
-    return Listener(SpeechRecognizer(threads=2))
+    return Listener(SpeechRecognizer(threads=2, speeds=TRANSCRIBE_SPEEDS))  # as the tasks make it
 
 
 def words(text: str) -> list[str]:
@@ -235,3 +235,22 @@ def test_a_runaway_loop_is_cut_after_its_first_copy_and_a_repeated_sentence_kept
     question = [21, 22, 23, 24, 25, 26, 27]  # a sentence said again and again: kept
     assert cut_runaway(question * 6) == (question * 6, False)
     assert cut_runaway(said + [9] * 3) == (said + [9] * 3, False)  # "no, no, no" is speech
+
+
+def test_a_short_clip_is_read_at_three_speeds_and_its_times_are_the_clips(listener):
+    """The likeliest of the clip's readings at 1.0, 0.9 and 1.1 times its speed is kept, with
+    the segment times of the clip itself; a clip read at its own speed only says the same."""
+    speech = torch.from_numpy(sf.read(QUESTION, dtype="float32")[0])
+    padded = torch.cat([torch.zeros(SAMPLE_RATE), speech, torch.zeros(SAMPLE_RATE)])
+    heard = listener.heard(padded)
+    seconds = padded.shape[0] / SAMPLE_RATE
+    assert heard.text == "What color is the circle?" and heard.windows[0]["speed"] in (
+        1.0,
+        0.9,
+        1.1,
+    )
+    (segment,) = heard.segments
+    assert 0 <= segment.start < 1.5 and 1.5 < segment.end <= seconds + 1e-6  # speech: 1-2.8 s
+    alone = Listener(SpeechRecognizer(threads=2)).heard(padded)  # one speed
+    assert alone.text == heard.text and alone.windows[0]["speed"] == 1.0
+    assert heard.windows[0]["logprob"] >= alone.windows[0]["logprob"] - 1e-3  # the likeliest
