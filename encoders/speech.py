@@ -196,10 +196,9 @@ class SpeechRecognizer:
 
         ``speeds``: the clip is read as played at each of these speeds too (resampled: 1.1 is
         10% faster and higher; a speed at which it would not fit the window is skipped), in
-        one batch, and the readings of all are pooled, each text
-        with its best score. This is speed perturbation (Ko et al., 2015), used here at test
-        time: an unusual voice is misread differently at each speed, so the pool more often
-        holds the right reading."""
+        one batch, and the readings of all are pooled, each text with its best score. This is
+        speed perturbation (Ko et al., 2015), used here at test time: an unusual voice is
+        misread differently at each speed, so the pool more often holds the right reading."""
         waveform = waveform.float().flatten()
         if waveform.shape[0] > self.window_samples or waveform.numel() == 0:
             return []

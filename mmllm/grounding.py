@@ -67,16 +67,9 @@ def _subsets(items) -> list[tuple]:
 
 def _sub_readings(reading: Reading) -> Iterator[Reading]:
     """The reading with none, some or all of its alternatives (in order) and objects."""
-    alternatives = reading.alternatives
     kinds = list(reading.objects)
-    alt_sets = [
-        c for k in range(len(alternatives) + 1) for c in itertools.combinations(alternatives, k)
-    ]
-    if len(kinds) > MAX_OBJECT_KINDS:
-        object_sets = [(), tuple(kinds)]
-    else:
-        object_sets = [c for k in range(len(kinds) + 1) for c in itertools.combinations(kinds, k)]
-    for alts in alt_sets:
+    object_sets = [(), tuple(kinds)] if len(kinds) > MAX_OBJECT_KINDS else _subsets(kinds)
+    for alts in _subsets(reading.alternatives):
         for objs in object_sets:
             yield Reading(
                 reading.subject,
@@ -86,26 +79,26 @@ def _sub_readings(reading: Reading) -> Iterator[Reading]:
             )
 
 
-def grounded_captions(reading: Reading) -> set[str]:
-    """Every caption the findings support (``normalized``)."""
+def _supported(reading: Reading, write) -> set[str]:
+    """Every text ``write(part, phrase, hedged)`` gives for the findings' sub-readings, subject
+    phrases and hedges (a hedge required where the subject is unsure), ``normalized``."""
     hedges = [True] + ([False] if reading.subject.sure else [])
     return {
-        normalized(caption(part, phrase, hedged))
+        normalized(write(part, phrase, hedged))
         for part in _sub_readings(reading)
         for phrase in subject_phrases(reading)
         for hedged in hedges
     }
+
+
+def grounded_captions(reading: Reading) -> set[str]:
+    """Every caption the findings support (``normalized``)."""
+    return _supported(reading, caption)
 
 
 def grounded_answers(reading: Reading) -> set[str]:
     """Every answer to "what is this?" the findings support (``normalized``)."""
-    hedges = [True] + ([False] if reading.subject.sure else [])
-    return {
-        normalized(answer_what(part, phrase, hedged))
-        for part in _sub_readings(reading)
-        for phrase in subject_phrases(reading)
-        for hedged in hedges
-    }
+    return _supported(reading, answer_what)
 
 
 def grounded_text(text: str, rows: np.ndarray, task: str) -> str | None:

@@ -61,7 +61,7 @@ from mmllm.prompts import caption_prompt
 from mmllm.quantize import quantize as quantize_model
 from mmllm.sound_bank import SAMPLE_RATE as SOUND_RATE
 from mmllm.sound_bank import SoundBank, sound_caption
-from mmllm.speech import Listener, speech_caption
+from mmllm.speech import TRANSCRIBE_SPEEDS, Listener, speech_caption
 from mmllm.tokenizer import Tokenizer, valid_text
 from mmllm.weights.checkpoint import (  # noqa: F401  (resolve_checkpoint: part of the API)
     DEFAULT_CHECKPOINT,
@@ -83,10 +83,7 @@ SILENCE = "silence"  # the caption of a clip with no sample above SILENT_PEAK
 ANSWER_TOKENS = 16  # the longest open answer (ask), after its first token
 ANSWER_ROOM = 1 + ANSWER_TOKENS  # what a question leaves free of the model's context
 SPOKEN_READINGS = 5  # the listener's readings of a spoken question that are asked (_ask_spoken)
-# ... at each of these speeds (speed perturbation's usual factors, Ko et al., 2015). Held-out
-# voices, 240 questions: 90.0% right read at 1.0 alone, 93.3% with 0.9 and 1.1 too; on 240
-# others (another seed, voice order and rates) 93.75% -> 94.6%, typed 98.3%
-SPOKEN_SPEEDS = (1.0, 0.9, 1.1)
+# ... at each of the listener's speeds (mmllm.speech.TRANSCRIBE_SPEEDS)
 # only readings this close to the likeliest (mean token log-probability) are asked: a reading
 # the recognizer finds much less likely is not taken however surely it is answered (on 240
 # held-out spoken questions, margins from 0.1 to 1.0 all gave 90.0-90.4% right)
@@ -475,7 +472,7 @@ class MMLLM:
         min_confidence: float | None,
     ) -> Answer:
         """``ask`` with the question said in ``clip``. Each of the listener's likeliest
-        readings of it (up to ``SPOKEN_READINGS`` at each of ``SPOKEN_SPEEDS``, within
+        readings of it (up to ``SPOKEN_READINGS`` at each of ``TRANSCRIBE_SPEEDS``, within
         ``READING_MARGIN`` of the likeliest) is asked, and the one whose reading and answer
         are likeliest together is kept: the reading's mean token log-probability plus its
         answer's log-probability. A misreading ("what kind of is the large object?" for "what
@@ -484,7 +481,7 @@ class MMLLM:
         heard = self.listener.heard(waveform)
         if not heard.has_speech:
             raise TextError("no spoken question was heard in the audio")
-        readings = self.listener.readings(waveform, SPOKEN_READINGS, SPOKEN_SPEEDS)
+        readings = self.listener.readings(waveform, SPOKEN_READINGS, TRANSCRIBE_SPEEDS)
         readings = readings or [(heard.text, 0.0)]
         readings = [r for r in readings if r[1] >= readings[0][1] - READING_MARGIN]
         best: tuple[float, Answer] | None = None
